@@ -1,0 +1,40 @@
+"""The outbox table, message content types and the producer API (no Celery, no HTTP)."""
+
+from models.content import (
+    CONTENT_TYPES,
+    Content,
+    SMSFromAlpha,
+    SMSProject,
+    VoiceProject,
+    WhatsappProject,
+    parse_content,
+)
+from models.errors import DuplicateMessage, InvalidMessage
+from models.gate import dispatch_gate
+from models.outbox import Base, OutboxMessage
+from models.producer import NewMessage, enqueue, enqueue_many
+from models.recipient import normalize_recipient
+from models.status import FINAL_STATUSES, Status
+
+metadata = Base.metadata
+
+__all__ = [
+    "CONTENT_TYPES",
+    "FINAL_STATUSES",
+    "Content",
+    "DuplicateMessage",
+    "InvalidMessage",
+    "NewMessage",
+    "OutboxMessage",
+    "SMSFromAlpha",
+    "SMSProject",
+    "Status",
+    "VoiceProject",
+    "WhatsappProject",
+    "dispatch_gate",
+    "enqueue",
+    "enqueue_many",
+    "metadata",
+    "normalize_recipient",
+    "parse_content",
+]

@@ -1,0 +1,89 @@
+"""The outbox table, ``outbox_messages``, as the public contract defines it, and its metadata."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from models.status import Status
+from models.types import JsonDocument, UtcDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+STATUS_VALUES = ", ".join(f"'{status.value}'" for status in Status)
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the outbox's metadata (what Alembic compares against)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class OutboxMessage(Base):
+    """One message to deliver; the row is the only source of truth about it."""
+
+    __tablename__ = "outbox_messages"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), Identity(), primary_key=True
+    )
+    client_message_id: Mapped[str] = mapped_column(Text, unique=True)
+    recipient: Mapped[str] = mapped_column(Text)
+    content: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    status: Mapped[str] = mapped_column(Text, server_default=text(f"'{Status.PENDING.value}'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    tracking_id: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+    accepted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        # The claim query's two sources, each kept small by its WHERE: due pending rows
+        # in due order, and sending rows by lease end (to take back a dead worker's rows).
+        Index(
+            "ix_outbox_messages_due",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_outbox_messages_lease",
+            "locked_until",
+            postgresql_where=text("status = 'sending'"),
+            sqlite_where=text("status = 'sending'"),
+        ),
+    )
+
+    @property
+    def status_enum(self) -> Status:
+        """The status as the enum."""
+        return Status(self.status)
+
+    def __repr__(self) -> str:
+        return (
+            f"OutboxMessage(id={self.id}, client_message_id={self.client_message_id!r}, "
+            f"status={self.status!r}, attempts={self.attempts})"
+        )

@@ -1,0 +1,141 @@
+"""The outbox's configuration: one validated, frozen object built from an environment mapping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable and says why."""
+
+
+class NotifyMode(StrEnum):
+    """Whether workers are woken by PostgreSQL LISTEN/NOTIFY on insert, besides polling."""
+
+    AUTO = "auto"  # on for PostgreSQL, off elsewhere
+    ON = "on"
+    OFF = "off"
+
+
+def _seconds(value: object) -> object:
+    """Read a number of seconds ("30", "0.5") as a timedelta; leave other values to pydantic."""
+    if isinstance(value, str):
+        try:
+            return timedelta(seconds=float(value))
+        except ValueError:
+            raise ValueError("must be a number of seconds") from None
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    return value
+
+
+Seconds = Annotated[timedelta, BeforeValidator(_seconds), Field(gt=timedelta(0))]
+
+
+class Settings(BaseModel):
+    """Every variable of the public contract, plus the few the dispatcher adds, with defaults."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    database_url: str = Field("sqlite:///outbox.db", alias="OUTBOX_DATABASE_URL", min_length=1)
+    broker_url: str = Field("redis://localhost:6379/0", alias="CELERY_BROKER_URL", min_length=1)
+    wiraya_base_url: str = Field("https://api.wiraya.com", alias="WIRAYA_BASE_URL")
+    wiraya_api_key: SecretStr | None = Field(None, alias="WIRAYA_API_KEY")
+    wiraya_timeout: Seconds = Field(timedelta(seconds=30), alias="WIRAYA_TIMEOUT_SECONDS")
+    batch_size: int = Field(100, alias="OUTBOX_BATCH_SIZE", ge=1, le=10_000)
+    max_attempts: int = Field(10, alias="OUTBOX_MAX_ATTEMPTS", ge=1, le=1_000)
+    max_age: Seconds = Field(timedelta(seconds=86_400), alias="OUTBOX_MAX_AGE_SECONDS")
+    backoff_base: Seconds = Field(timedelta(seconds=5), alias="OUTBOX_BACKOFF_BASE_SECONDS")
+    backoff_max: Seconds = Field(timedelta(seconds=900), alias="OUTBOX_BACKOFF_MAX_SECONDS")
+    lease: Seconds = Field(timedelta(seconds=120), alias="OUTBOX_LEASE_SECONDS")
+    poll_interval: Seconds = Field(timedelta(seconds=1), alias="OUTBOX_POLL_INTERVAL_SECONDS")
+    max_parallel: int = Field(4, alias="OUTBOX_MAX_PARALLEL_DISPATCHES", ge=1, le=1_000)
+    circuit_failures: int = Field(5, alias="OUTBOX_CIRCUIT_FAILURES", ge=1, le=1_000)
+    notify: NotifyMode = Field(NotifyMode.AUTO, alias="OUTBOX_NOTIFY")
+    retention: Seconds = Field(timedelta(days=30), alias="OUTBOX_RETENTION_SECONDS")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        url = urlsplit(self.wiraya_base_url)
+        if url.scheme not in {"http", "https"} or not url.hostname:
+            raise ValueError("WIRAYA_BASE_URL: must be an http(s) URL with a host")
+        if url.scheme == "http" and not self.wiraya_is_local:
+            raise ValueError("WIRAYA_BASE_URL: plain http is refused except to localhost")
+        if self.wiraya_api_key is None and not self.wiraya_is_local:
+            raise ValueError("WIRAYA_API_KEY: required unless WIRAYA_BASE_URL is a local sandbox")
+        if self.backoff_base > self.backoff_max:
+            raise ValueError(
+                "OUTBOX_BACKOFF_BASE_SECONDS: must not exceed OUTBOX_BACKOFF_MAX_SECONDS"
+            )
+        if self.lease <= self.wiraya_timeout:
+            raise ValueError("OUTBOX_LEASE_SECONDS: must exceed WIRAYA_TIMEOUT_SECONDS")
+        return self
+
+    @property
+    def wiraya_is_local(self) -> bool:
+        """True when the API base URL points at this machine (the sandbox)."""
+        return (urlsplit(self.wiraya_base_url).hostname or "") in LOCAL_HOSTS
+
+    @property
+    def api_key(self) -> str:
+        """The API key in clear, for the one header that needs it; the sandbox accepts any."""
+        return self.wiraya_api_key.get_secret_value() if self.wiraya_api_key else "sandbox"
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the outbox lives in PostgreSQL (SKIP LOCKED, NOTIFY, partial indexes)."""
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def notify_enabled(self) -> bool:
+        """Whether inserts wake the dispatcher through LISTEN/NOTIFY."""
+        if self.notify is NotifyMode.AUTO:
+            return self.is_postgres
+        return self.notify is NotifyMode.ON and self.is_postgres
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from an environment mapping (os.environ by default) and overrides."""
+        environ = os.environ if environ is None else environ
+        aliases = {field.alias for field in cls.model_fields.values()}
+        values: dict[str, Any] = {k: v for k, v in environ.items() if k in aliases and v != ""}
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line naming the first bad variable and why, without echoing secret values."""
+    error = exc.errors()[0]
+    name = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if not name:
+        return message
+    shown = "" if "KEY" in name else f" (got {error.get('input')!r})"
+    return f"{name}: {message}{shown}"
+
+
+def database_url_from_environ(environ: Mapping[str, str] | None = None) -> str:
+    """OUTBOX_DATABASE_URL alone, for tools that need no API settings (migrations, the CLI)."""
+    environ = os.environ if environ is None else environ
+    default = Settings.model_fields["database_url"].default
+    return environ.get("OUTBOX_DATABASE_URL") or str(default)
