@@ -1,0 +1,98 @@
+"""The sandbox's ledger: every valid message received, its tracking id once accepted, resends."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One clientMessageId as the sandbox saw it; `tracking_id` is None until it is accepted."""
+
+    client_message_id: str
+    recipient: str
+    first_received: datetime
+    last_received: datetime
+    times_received: int = 0
+    tracking_id: str | None = None
+    accepted_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the admin endpoint shows it, times in ISO 8601 UTC."""
+        return {
+            "client_message_id": self.client_message_id,
+            "tracking_id": self.tracking_id,
+            "recipient": self.recipient,
+            "times_received": self.times_received,
+            "first_received": _iso(self.first_received),
+            "last_received": _iso(self.last_received),
+            "accepted_at": _iso(self.accepted_at) if self.accepted_at else None,
+        }
+
+
+@dataclass
+class Ledger:
+    """Thread-safe record of receipts; a batch is recorded under one lock acquisition."""
+
+    _entries: dict[str, Entry] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def receive(
+        self, batch: Iterable[tuple[str, str]], now: datetime, answer: Callable[[Entry], T]
+    ) -> list[T]:
+        """Count one receipt of each (clientMessageId, recipient) and answer it, atomically.
+
+        `answer` runs under the ledger's lock, so two concurrent resends of one message cannot both
+        give it a tracking id.
+        """
+        answers = []
+        with self._lock:
+            for client_message_id, recipient in batch:
+                entry = self._entries.get(client_message_id)
+                if entry is None:
+                    entry = Entry(client_message_id, recipient, now, now)
+                    self._entries[client_message_id] = entry
+                entry.times_received += 1
+                entry.last_received = now
+                answers.append(answer(entry))
+        return answers
+
+    def snapshot(self) -> dict[str, Entry]:
+        """A copy of every entry, keyed by clientMessageId."""
+        with self._lock:
+            return {key: replace(entry) for key, entry in self._entries.items()}
+
+    def get(self, client_message_id: str) -> Entry | None:
+        """A copy of one entry, or None when that clientMessageId was never received."""
+        with self._lock:
+            entry = self._entries.get(client_message_id)
+            return replace(entry) if entry else None
+
+    def reset(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+
+
+def accept(entry: Entry, now: datetime) -> str:
+    """Give the entry its tracking id (once) and return it: a resend keeps the original id."""
+    if entry.tracking_id is None:
+        entry.tracking_id = new_tracking_id()
+        entry.accepted_at = now
+    return entry.tracking_id
+
+
+def new_tracking_id() -> str:
+    """A unique 32-character hexadecimal tracking id, as Wiraya issues them."""
+    return os.urandom(16).hex()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,55 @@
+"""Test recipients: phone numbers whose last seven digits fix the sandbox's answer, like test cards.
+
+| recipient ends in | the sandbox answers                                                        |
+|-------------------|----------------------------------------------------------------------------|
+| 0000001           | permanent failure (success false, isTransientError false), every time      |
+| 0000002           | transient failure (isTransientError true) on the first two receipts of a   |
+|                   | clientMessageId, accepted on the third                                     |
+| 0000003           | transient failure on every receipt, forever                                |
+| 0000004           | left out of results on the first receipt (outcome unknown, yet accepted    |
+|                   | and ledgered); a resend is answered with the same tracking id              |
+| anything else     | accepted                                                                   |
+
+For example 46700000001 always fails permanently and 46700000002 succeeds on the third try.
+Receipts are counted per clientMessageId, so a resend under a new id starts again from one.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Behaviour(Enum):
+    """What the sandbox does with one valid communication, before de-duplication."""
+
+    ACCEPT = "accept"
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    OMIT = "omit"
+
+
+PERMANENT_SUFFIX = "0000001"
+TRANSIENT_TWICE_SUFFIX = "0000002"
+TRANSIENT_FOREVER_SUFFIX = "0000003"
+OMITTED_ONCE_SUFFIX = "0000004"
+TRANSIENT_TWICE_ATTEMPTS = 2
+
+
+def behaviour(recipient: str, receipt: int) -> Behaviour:
+    """The answer for the `receipt`-th receipt (1-based) of a message to `recipient`."""
+    suffix = recipient[-7:]
+    if suffix == PERMANENT_SUFFIX:
+        return Behaviour.PERMANENT
+    if suffix == TRANSIENT_FOREVER_SUFFIX:
+        return Behaviour.TRANSIENT
+    if suffix == TRANSIENT_TWICE_SUFFIX and receipt <= TRANSIENT_TWICE_ATTEMPTS:
+        return Behaviour.TRANSIENT
+    if suffix == OMITTED_ONCE_SUFFIX and receipt == 1:
+        return Behaviour.OMIT
+    return Behaviour.ACCEPT
+
+
+REASONS = {
+    Behaviour.PERMANENT: "recipient is blocked (sandbox test recipient ...0000001)",
+    Behaviour.TRANSIENT: "operator temporarily unavailable (sandbox test recipient)",
+}
