@@ -1,0 +1,422 @@
+"""The dispatcher: claim a batch of due rows, send it as one API call, record every outcome.
+
+No Celery here: a dispatch is one call of ``Dispatcher.dispatch_once``, run by a Celery
+task in production and directly by tests. No transaction is open during the HTTP call:
+the claim commits first, under a lease, and the results are written in one statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from models import InvalidMessage, Status, normalize_recipient, parse_content
+from worker import repository as repo
+from worker.repository import ClaimedRow, Gate, RowResult
+from worker.retry import after_rate_limit, after_success, backoff, key_fingerprint
+from worker.settings import Settings
+from worker.wiraya import (
+    Accepted,
+    BadRequest,
+    BatchTooLarge,
+    Communication,
+    Delivered,
+    MessageOutcome,
+    RateLimited,
+    Rejected,
+    RequestFailure,
+    SendResult,
+    Unauthorized,
+    Unknown,
+)
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+MAX_SLOT_WAIT = timedelta(seconds=15)
+
+
+class Sender(Protocol):
+    """What the dispatcher needs of the API client."""
+
+    def send(self, batch: Sequence[Communication]) -> SendResult: ...
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class BatchSummary:
+    """What one dispatch did: a Celery task's return value and the worker's log line."""
+
+    state: str = "idle"  # idle | paused | sent | alarm
+    claimed: int = 0
+    accepted: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    alarm: str | None = None
+    request_seconds: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (request timings left out)."""
+        summary = asdict(self)
+        del summary["request_seconds"]
+        return summary
+
+
+@dataclass
+class Delivery:
+    """The answers gathered for one claimed batch, across splits."""
+
+    outcomes: dict[int, MessageOutcome] = field(default_factory=dict)
+    failure: RequestFailure | None = None
+    unresolved: list[ClaimedRow] = field(default_factory=list)
+    too_large: int | None = None  # the smallest batch size the API called too large
+
+
+class Dispatcher:
+    """Runs one batch at a time against the outbox database and a Sender."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        sender: Sender,
+        *,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+        on_full_batch: Callable[[], object] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sender = sender
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_full_batch = on_full_batch
+        self.sleep = sleep
+        self.key = key_fingerprint(settings.api_key)
+
+    def dispatch_once(self) -> BatchSummary:
+        """Claim, screen, send and record one batch; return what happened."""
+        started = time.monotonic()
+        summary = BatchSummary()
+        now = self.clock()
+        with self.engine.begin() as connection:
+            gate = repo.read_gate(connection)
+        size = self._permitted_batch_size(gate, now)
+        if size is None:
+            summary.state, summary.alarm = "paused", gate.reason
+            return summary
+        with self.engine.begin() as connection:
+            rows = repo.claim(connection, limit=size, lease=self.settings.lease, now=now)
+        if rows:
+            if len(rows) == size and self.on_full_batch is not None:
+                self.on_full_batch()  # more is due: let another worker start on it now
+            self._process(rows, gate, summary, lease_end=now + self.settings.lease)
+        summary.seconds = round(time.monotonic() - started, 4)
+        _log_summary(summary)
+        return summary
+
+    def due_batches(self, now: datetime) -> int:
+        """How many batches are due now (capped at the parallel limit); 0 while paused."""
+        cap = self.settings.batch_size * self.settings.max_parallel
+        with self.engine.begin() as connection:
+            gate = repo.read_gate(connection)
+            if self._paused(gate, now):
+                return 0
+            due = repo.count_due(connection, now=now, cap=cap)
+        return -(-due // self.settings.batch_size)
+
+    # -- the gate: may this worker send, and how much -----------------------------------
+
+    def _paused(self, gate: Gate, now: datetime) -> bool:
+        """True while every worker must wait (a refused key pauses only that key)."""
+        if gate.refused_key is not None and gate.refused_key != self.key:
+            return False
+        return gate.paused_until is not None and gate.paused_until > now
+
+    def _permitted_batch_size(self, gate: Gate, now: datetime) -> int | None:
+        """The batch size to claim now, or None while sending is paused for everyone."""
+        if self._paused(gate, now):
+            return None
+        new_key = gate.refused_key is not None and gate.refused_key != self.key
+        circuit_open = gate.failures >= self.settings.circuit_failures
+        if not new_key and (circuit_open or gate.refused_key == self.key):
+            return 1 if self._take_probe(gate, now) else None
+        if gate.spacing and not self._wait_for_slot(gate.spacing, now):
+            return None
+        return min(self.settings.batch_size, gate.batch_limit or self.settings.batch_size)
+
+    def _take_probe(self, gate: Gate, now: datetime) -> bool:
+        """While the circuit is open one worker at a time sends a single message."""
+        hold = max(self._cooldown(gate.failures), self.settings.wiraya_timeout * 2)
+        with self.engine.begin() as connection:
+            return repo.take_probe(connection, now=now, hold=hold)
+
+    def _wait_for_slot(self, spacing: timedelta, now: datetime) -> bool:
+        """After a 429, wait for this worker's turn in the shared request spacing."""
+        with self.engine.begin() as connection:
+            slot = repo.reserve_send_slot(connection, now=now, spacing=spacing)
+        wait = slot - now
+        if wait > MAX_SLOT_WAIT:
+            return False
+        if wait > timedelta(0):
+            self.sleep(wait.total_seconds())
+        return True
+
+    def _cooldown(self, failures: int) -> timedelta:
+        settings = self.settings
+        return backoff(failures, base=settings.backoff_base, cap=settings.backoff_max, rng=self.rng)
+
+    # -- one claimed batch ------------------------------------------------------------
+
+    def _process(
+        self, rows: list[ClaimedRow], gate: Gate, summary: BatchSummary, *, lease_end: datetime
+    ) -> None:
+        now = self.clock()
+        summary.claimed = len(rows)
+        results, sendable = self._screen(rows, now)
+        # No request may still be under way when the lease ends and another worker
+        # may claim the same rows.
+        last_start = lease_end - self.settings.wiraya_timeout
+        delivery = self._deliver(sendable, summary, last_start) if sendable else Delivery()
+        now = self.clock()
+        results += [
+            self._result(row, delivery.outcomes[row.id], now)
+            for row in sendable
+            if row.id in delivery.outcomes
+        ]
+        pause_until = self._pause_until(delivery.failure, gate, now)
+        results += [
+            _released(row, pause_until or now, delivery.failure) for row in delivery.unresolved
+        ]
+        with self.engine.begin() as connection:
+            written = repo.record(connection, results, now=now)
+            self._update_gate(connection, delivery, gate, pause_until, summary, now)
+        _count(results, written, summary)
+        if delivery.failure is not None:
+            summary.state, summary.alarm = "alarm", _describe(delivery.failure)
+        else:
+            summary.state = "sent"
+
+    def _screen(
+        self, rows: list[ClaimedRow], now: datetime
+    ) -> tuple[list[RowResult], list[ClaimedRow]]:
+        """Fail rows that are too old or invalid (never sent); return them and the rest."""
+        failed: list[RowResult] = []
+        sendable: list[ClaimedRow] = []
+        oldest = now - self.settings.max_age
+        for row in rows:
+            problem = _content_problem(row)
+            if row.created_at < oldest:
+                problem = f"expired: not accepted within {self.settings.max_age}"
+            if problem is None:
+                sendable.append(row)
+            else:
+                failed.append(_final(row, Status.FAILED, problem, sent=False))
+        return failed, sendable
+
+    def _deliver(
+        self, rows: list[ClaimedRow], summary: BatchSummary, last_start: datetime
+    ) -> Delivery:
+        """Send the batch; on a 400 or a too-large answer, split it and send the halves."""
+        delivery = Delivery()
+        queue: deque[list[ClaimedRow]] = deque([rows])
+        while queue:
+            batch = queue.popleft()
+            if summary.requests and self.clock() > last_start:
+                delivery.unresolved = batch + [row for rest in queue for row in rest]
+                break
+            result = self._send(batch, summary)
+            if isinstance(result, Delivered):
+                for row in batch:
+                    delivery.outcomes[row.id] = result.outcomes.get(
+                        row.client_message_id, _missing()
+                    )
+            elif isinstance(result, BatchTooLarge | BadRequest) and len(batch) > 1:
+                if isinstance(result, BatchTooLarge):
+                    delivery.too_large = min(delivery.too_large or len(batch), len(batch))
+                middle = len(batch) // 2
+                queue.extendleft([batch[middle:], batch[:middle]])
+            elif isinstance(result, BatchTooLarge | BadRequest):
+                delivery.outcomes[batch[0].id] = Rejected(reason=result.reason)
+            else:
+                delivery.failure = result
+                delivery.unresolved = batch + [row for rest in queue for row in rest]
+                break
+        return delivery
+
+    def _send(self, batch: list[ClaimedRow], summary: BatchSummary) -> SendResult:
+        communications = [
+            Communication(
+                client_message_id=row.client_message_id,
+                recipient=normalize_recipient(row.recipient),
+                content=row.content,
+            )
+            for row in batch
+        ]
+        started = time.monotonic()
+        result = self.sender.send(communications)
+        summary.requests += 1
+        summary.request_seconds.append(time.monotonic() - started)
+        return result
+
+    def _result(self, row: ClaimedRow, outcome: MessageOutcome, now: datetime) -> RowResult:
+        """The row's next state after a clear or unclear per-message answer."""
+        if isinstance(outcome, Accepted):
+            return RowResult(
+                id=row.id,
+                claimed_attempts=row.attempts,
+                status=Status.ACCEPTED,
+                attempts=row.attempts,
+                tracking_id=outcome.tracking_id,
+            )
+        if isinstance(outcome, Rejected):
+            return _final(row, Status.FAILED, f"rejected: {outcome.reason}", sent=True)
+        # Transient or Unknown: costs an attempt, resent later under the same id.
+        if row.attempts >= self.settings.max_attempts:
+            reason = f"gave up after {row.attempts} attempts: {outcome.reason}"
+            return _final(row, Status.FAILED, reason, sent=True)
+        delay = self._cooldown(row.attempts)
+        return RowResult(
+            id=row.id,
+            claimed_attempts=row.attempts,
+            status=Status.PENDING,
+            attempts=row.attempts,
+            next_attempt_at=now + delay,
+            last_error=outcome.reason,
+        )
+
+    # -- after the batch: what every worker should know -------------------------------
+
+    def _pause_until(
+        self, failure: RequestFailure | None, gate: Gate, now: datetime
+    ) -> datetime | None:
+        """When sending may resume after a request-level failure (None: no failure)."""
+        if failure is None:
+            return None
+        if isinstance(failure, RateLimited):
+            floor = failure.retry_after or self.settings.backoff_base
+            return now + max(floor, after_rate_limit(gate.spacing))
+        if isinstance(failure, Unauthorized):
+            return now + self.settings.backoff_max
+        return now + self._cooldown(gate.failures + 1)
+
+    def _update_gate(
+        self,
+        connection: Any,
+        delivery: Delivery,
+        gate: Gate,
+        pause_until: datetime | None,
+        summary: BatchSummary,
+        now: datetime,
+    ) -> None:
+        if delivery.too_large is not None:
+            repo.limit_batch_size(connection, size=max(1, delivery.too_large // 2), now=now)
+        failure = delivery.failure
+        if failure is not None and pause_until is not None:
+            rate_limited = isinstance(failure, RateLimited)
+            repo.note_failure(
+                connection,
+                now=now,
+                paused_until=pause_until,
+                reason=_describe(failure),
+                refused_key=self.key if isinstance(failure, Unauthorized) else None,
+                spacing=after_rate_limit(gate.spacing) if rate_limited else None,
+                counts=not rate_limited,
+            )
+        elif summary.requests and _gate_is_disturbed(gate):
+            repo.note_success(connection, now=now, spacing=after_success(gate.spacing))
+
+
+def _gate_is_disturbed(gate: Gate) -> bool:
+    return bool(gate.failures or gate.refused_key or gate.spacing or gate.reason)
+
+
+def _content_problem(row: ClaimedRow) -> str | None:
+    """Why a row cannot be sent as it is (raw-SQL inserts skip the producer's checks)."""
+    try:
+        normalize_recipient(row.recipient)
+        parse_content(row.content)
+    except InvalidMessage as problem:
+        return f"invalid: {problem}"
+    return None
+
+
+def _missing() -> MessageOutcome:
+    return Unknown(reason="no result for this message in the API's answer")
+
+
+def _final(row: ClaimedRow, status: Status, reason: str, *, sent: bool) -> RowResult:
+    """A final state; a row never sent gives back the attempt its claim counted."""
+    attempts = row.attempts if sent else row.attempts - 1
+    return RowResult(
+        id=row.id,
+        claimed_attempts=row.attempts,
+        status=status,
+        attempts=attempts,
+        last_error=reason,
+    )
+
+
+def _released(row: ClaimedRow, resume_at: datetime, failure: RequestFailure | None) -> RowResult:
+    """Back to pending after a request-level failure; the attempt is given back."""
+    return RowResult(
+        id=row.id,
+        claimed_attempts=row.attempts,
+        status=Status.PENDING,
+        attempts=row.attempts - 1,
+        next_attempt_at=resume_at,
+        last_error=_describe(failure) if failure else None,
+    )
+
+
+def _describe(failure: RequestFailure) -> str:
+    return f"{type(failure).__name__}: {failure.reason}"
+
+
+def _count(results: list[RowResult], written: set[int], summary: BatchSummary) -> None:
+    """Tally what was written (a stale worker's results are not)."""
+    for result in results:
+        if result.id not in written:
+            continue
+        if result.status is Status.ACCEPTED:
+            summary.accepted += 1
+        elif result.status is Status.FAILED:
+            summary.failed += 1
+        elif result.attempts < result.claimed_attempts:
+            summary.released += 1
+        else:
+            summary.retried += 1
+
+
+def _log_summary(summary: BatchSummary) -> None:
+    if summary.state == "idle":
+        return
+    level = logging.WARNING if summary.alarm else logging.INFO
+    log.log(
+        level,
+        "batch %s: claimed=%d accepted=%d retried=%d failed=%d released=%d requests=%d %.3fs%s",
+        summary.state,
+        summary.claimed,
+        summary.accepted,
+        summary.retried,
+        summary.failed,
+        summary.released,
+        summary.requests,
+        summary.seconds,
+        f" ({summary.alarm})" if summary.alarm else "",
+    )

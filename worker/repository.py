@@ -1,0 +1,365 @@
+"""Every SQL statement the worker runs on the outbox, each named and explained in one line.
+
+Statements take a Connection and an explicit ``now`` so that tests move time instead of
+sleeping. PostgreSQL gets ``FOR UPDATE SKIP LOCKED``; SQLite (one worker) gets the same
+statements without row locks, its writes being serialized by the database lock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from models import OutboxMessage, Status, dispatch_gate
+from models.gate import GATE_NAME
+
+outbox = cast(Table, OutboxMessage.__table__)
+gate = dispatch_gate
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """A row a worker holds under lease; ``attempts`` already counts this claim."""
+
+    id: int
+    client_message_id: str
+    recipient: str
+    content: Any
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What one claimed row becomes; written for the whole batch by ``record``."""
+
+    id: int
+    claimed_attempts: int
+    status: Status
+    attempts: int
+    next_attempt_at: datetime | None = None
+    tracking_id: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The shared sending state every worker reads before a batch."""
+
+    paused_until: datetime | None
+    failures: int
+    reason: str | None
+    batch_limit: int | None
+    refused_key: str | None
+    spacing: timedelta
+
+
+def _due(now: datetime) -> Any:
+    """Rows a worker may claim: due pending rows and sending rows whose lease ended."""
+    return or_(
+        and_(outbox.c.status == Status.PENDING, outbox.c.next_attempt_at <= now),
+        and_(outbox.c.status == Status.SENDING, outbox.c.locked_until <= now),
+    )
+
+
+# -- claim -- Take up to ``limit`` due rows, oldest first, in one statement: mark them
+# sending under a lease and count the attempt. Each source is read through its own partial
+# index (expired leases, then due pending rows) and locked with SKIP LOCKED, so concurrent
+# workers never wait for each other nor take the same row.
+def claim(
+    connection: Connection, *, limit: int, lease: timedelta, now: datetime
+) -> list[ClaimedRow]:
+    expired = (
+        select(outbox.c.id)
+        .where(outbox.c.status == Status.SENDING, outbox.c.locked_until <= now)
+        .order_by(outbox.c.locked_until)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("expired")
+    )
+    pending = (
+        select(outbox.c.id)
+        .where(outbox.c.status == Status.PENDING, outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("pending")
+    )
+    chosen = union_all(select(expired.c.id), select(pending.c.id)).limit(limit).subquery()
+    statement = (
+        update(outbox)
+        .where(outbox.c.id.in_(select(chosen.c.id)))
+        .values(
+            status=Status.SENDING,
+            locked_until=now + lease,
+            attempts=outbox.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            outbox.c.id,
+            outbox.c.client_message_id,
+            outbox.c.recipient,
+            outbox.c.content,
+            outbox.c.attempts,
+            outbox.c.created_at,
+        )
+    )
+    rows = [ClaimedRow(*row) for row in connection.execute(statement)]
+    rows.sort(key=lambda row: row.id)
+    return rows
+
+
+# -- record -- Write every claimed row's result in one statement. The guard (still
+# sending, same attempt number as at claim) stops a worker whose lease ended from
+# overwriting the newer claim of another. Returns the ids it wrote.
+RECORD_POSTGRES = """
+UPDATE outbox_messages AS m SET
+    status = v.status,
+    attempts = v.attempts,
+    next_attempt_at = coalesce(v.next_attempt_at, m.next_attempt_at),
+    locked_until = NULL,
+    tracking_id = coalesce(v.tracking_id, m.tracking_id),
+    last_error = v.last_error,
+    accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
+    updated_at = :now
+FROM jsonb_to_recordset(CAST(:results AS jsonb)) AS v(
+    id bigint, claimed_attempts integer, status text, attempts integer,
+    next_attempt_at timestamptz, tracking_id text, last_error text)
+WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.claimed_attempts
+RETURNING m.id
+"""
+RECORD_SQLITE = """
+WITH v AS (
+    SELECT value ->> 'id' AS id, value ->> 'claimed_attempts' AS claimed_attempts,
+           value ->> 'status' AS status, value ->> 'attempts' AS attempts,
+           value ->> 'next_attempt_at' AS next_attempt_at,
+           value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error
+    FROM json_each(:results))
+UPDATE outbox_messages AS m SET
+    status = v.status,
+    attempts = v.attempts,
+    next_attempt_at = coalesce(v.next_attempt_at, m.next_attempt_at),
+    locked_until = NULL,
+    tracking_id = coalesce(v.tracking_id, m.tracking_id),
+    last_error = v.last_error,
+    accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
+    updated_at = :now
+FROM v
+WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.claimed_attempts
+RETURNING id
+"""
+
+
+def record(connection: Connection, results: Sequence[RowResult], *, now: datetime) -> set[int]:
+    if not results:
+        return set()
+    is_sqlite = connection.dialect.name == "sqlite"
+    payload = json.dumps([_result_json(result, is_sqlite) for result in results])
+    sql = RECORD_SQLITE if is_sqlite else RECORD_POSTGRES
+    statement = text(sql).bindparams(bindparam("now", type_=OutboxMessage.updated_at.type))
+    return set(connection.scalars(statement, {"results": payload, "now": now}))
+
+
+def _result_json(result: RowResult, is_sqlite: bool) -> dict[str, Any]:
+    return {
+        "id": result.id,
+        "claimed_attempts": result.claimed_attempts,
+        "status": result.status.value,
+        "attempts": result.attempts,
+        "next_attempt_at": _timestamp(result.next_attempt_at, is_sqlite),
+        "tracking_id": result.tracking_id,
+        "last_error": result.last_error,
+    }
+
+
+def _timestamp(value: datetime | None, is_sqlite: bool) -> str | None:
+    """A timestamp as each database compares it: SQLite stores naive UTC text."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(sep=" ") if is_sqlite else value.isoformat()
+
+
+# -- count_due -- How many rows are due now, counting no further than ``cap`` (cheap on
+# a large backlog: the partial indexes stop the scan at the cap).
+def count_due(connection: Connection, *, now: datetime, cap: int) -> int:
+    due = select(literal(1)).where(_due(now)).limit(cap).subquery()
+    return int(connection.scalar(select(func.count()).select_from(due)) or 0)
+
+
+# -- prune -- Delete up to ``chunk`` accepted rows accepted before ``cutoff``; callers
+# repeat until it returns less than ``chunk``, so no statement runs long.
+def prune(connection: Connection, *, cutoff: datetime, chunk: int) -> int:
+    old = (
+        select(outbox.c.id)
+        .where(outbox.c.status == Status.ACCEPTED, outbox.c.accepted_at < cutoff)
+        .limit(chunk)
+    )
+    result = connection.execute(delete(outbox).where(outbox.c.id.in_(old.scalar_subquery())))
+    return int(result.rowcount)
+
+
+# -- read_gate -- The shared sending state; creates its row the first time.
+def read_gate(connection: Connection) -> Gate:
+    row = connection.execute(select(gate).where(gate.c.name == GATE_NAME)).one_or_none()
+    if row is None:
+        _create_gate(connection)
+        row = connection.execute(select(gate).where(gate.c.name == GATE_NAME)).one()
+    return Gate(
+        paused_until=row.paused_until,
+        failures=row.failures,
+        reason=row.reason,
+        batch_limit=row.batch_limit,
+        refused_key=row.refused_key,
+        spacing=timedelta(milliseconds=row.spacing_ms),
+    )
+
+
+def _create_gate(connection: Connection) -> None:
+    values = {"name": GATE_NAME}
+    if connection.dialect.name == "postgresql":
+        connection.execute(postgresql.insert(gate).values(values).on_conflict_do_nothing())
+    else:
+        connection.execute(sqlite.insert(gate).values(values).on_conflict_do_nothing())
+
+
+# -- take_probe -- While the circuit is open, let exactly one worker send: the first to
+# move ``paused_until`` past now wins, everyone else sees the circuit still paused.
+def take_probe(connection: Connection, *, now: datetime, hold: timedelta) -> bool:
+    statement = (
+        update(gate)
+        .where(
+            gate.c.name == GATE_NAME,
+            or_(gate.c.paused_until.is_(None), gate.c.paused_until <= now),
+        )
+        .values(paused_until=now + hold, updated_at=now)
+    )
+    return connection.execute(statement).rowcount == 1
+
+
+# -- reserve_send_slot -- After a 429 requests are spaced out: book the next free slot
+# for all workers (compare-and-set, retried on a race) and return when this worker may send.
+def reserve_send_slot(connection: Connection, *, now: datetime, spacing: timedelta) -> datetime:
+    while True:
+        booked = connection.scalar(select(gate.c.next_send_at).where(gate.c.name == GATE_NAME))
+        slot = max(booked, now) if booked is not None else now
+        statement = (
+            update(gate)
+            .where(gate.c.name == GATE_NAME, gate.c.next_send_at.is_not_distinct_from(booked))
+            .values(next_send_at=slot + spacing)
+        )
+        if connection.execute(statement).rowcount == 1:
+            return slot
+
+
+# -- note_failure -- A request-level failure: count it (a 429 is not counted towards the
+# circuit) and pause every worker until ``paused_until`` (never before a pause already set).
+def note_failure(
+    connection: Connection,
+    *,
+    now: datetime,
+    paused_until: datetime,
+    reason: str,
+    refused_key: str | None = None,
+    spacing: timedelta | None = None,
+    counts: bool = True,
+) -> None:
+    later = func.max if connection.dialect.name == "sqlite" else func.greatest
+    values: dict[str, Any] = {
+        "failures": gate.c.failures + (1 if counts else 0),
+        "paused_until": later(func.coalesce(gate.c.paused_until, paused_until), paused_until),
+        "reason": reason,
+        "updated_at": now,
+    }
+    if refused_key is not None:
+        values["refused_key"] = refused_key
+    if spacing is not None:
+        values["spacing_ms"] = int(spacing.total_seconds() * 1000)
+    connection.execute(update(gate).where(gate.c.name == GATE_NAME).values(values))
+
+
+# -- note_success -- The API answered: close the circuit, forget a refused key, and
+# loosen the spacing kept after a 429.
+def note_success(connection: Connection, *, now: datetime, spacing: timedelta) -> None:
+    statement = (
+        update(gate)
+        .where(gate.c.name == GATE_NAME)
+        .values(
+            failures=0,
+            paused_until=None,
+            reason=None,
+            refused_key=None,
+            spacing_ms=int(spacing.total_seconds() * 1000),
+            updated_at=now,
+        )
+    )
+    connection.execute(statement)
+
+
+# -- limit_batch_size -- The API said a batch was too large: no batch above ``size``.
+def limit_batch_size(connection: Connection, *, size: int, now: datetime) -> None:
+    current = func.coalesce(gate.c.batch_limit, size + 1)
+    smaller = func.min if connection.dialect.name == "sqlite" else func.least
+    statement = (
+        update(gate)
+        .where(gate.c.name == GATE_NAME)
+        .values(batch_limit=smaller(current, size), updated_at=now)
+    )
+    connection.execute(statement)
+
+
+# -- reset_gate -- An operator's resume: clear every pause and limit.
+def reset_gate(connection: Connection, *, now: datetime) -> None:
+    _create_gate(connection)
+    statement = (
+        update(gate)
+        .where(gate.c.name == GATE_NAME)
+        .values(
+            paused_until=None,
+            failures=0,
+            reason=None,
+            batch_limit=None,
+            refused_key=None,
+            spacing_ms=0,
+            next_send_at=None,
+            updated_at=now,
+        )
+    )
+    connection.execute(statement)
+
+
+__all__ = [
+    "ClaimedRow",
+    "Gate",
+    "RowResult",
+    "claim",
+    "count_due",
+    "limit_batch_size",
+    "note_failure",
+    "note_success",
+    "prune",
+    "read_gate",
+    "record",
+    "reserve_send_slot",
+    "reset_gate",
+    "take_probe",
+]

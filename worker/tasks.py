@@ -1,0 +1,88 @@
+"""The Celery tasks: a tick that wakes dispatchers, the dispatch of one batch, and pruning."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, cast
+
+from kombu.exceptions import KombuError
+
+from worker import repository as repo
+from worker.celery_app import QUEUE, app, settings
+from worker.database import engine_for
+from worker.dispatcher import Dispatcher, utc_now
+from worker.wiraya import WirayaClient
+
+log = logging.getLogger(__name__)
+PRUNE_CHUNK = 5_000
+
+
+class DispatchAlarm(RuntimeError):
+    """A batch met a request-level failure (outage, wrong key, 5xx): a failed task in Flower."""
+
+
+@functools.cache
+def dispatcher() -> Dispatcher:
+    """This process's dispatcher, with its own engine and pooled HTTP client (after fork)."""
+    return Dispatcher(
+        settings,
+        engine_for(settings.database_url),
+        WirayaClient.from_settings(settings),
+        on_full_batch=wake_dispatchers,
+    )
+
+
+def queued_tasks() -> int:
+    """Tasks waiting in the outbox queue, as the broker counts them (0 if it cannot say)."""
+    try:
+        with app.connection_for_read() as connection:
+            channel = cast(Any, connection.default_channel)
+            # Declaring is idempotent and, unlike a passive declare, works before any
+            # worker has bound the queue.
+            return int(channel.queue_declare(queue=QUEUE).message_count)
+    except Exception as error:  # a best-effort count: any broker trouble means "unknown"
+        log.warning("could not count queued tasks: %s", error)
+        return 0
+
+
+def wake_dispatchers(wanted: int = 1) -> int:
+    """Queue dispatch tasks, up to OUTBOX_MAX_PARALLEL_DISPATCHES waiting at once."""
+    count = min(wanted, settings.max_parallel - queued_tasks())
+    try:
+        for _ in range(count):
+            dispatch.delay()
+    except (KombuError, OSError) as error:
+        log.warning("could not queue a dispatch (the next tick will): %s", error)
+        return 0
+    return max(count, 0)
+
+
+@app.task(name="outbox.tick", ignore_result=True)
+def tick() -> int:
+    """Start as many dispatches as due rows fill batches; returns how many it queued."""
+    wanted = dispatcher().due_batches(utc_now())
+    return wake_dispatchers(wanted) if wanted else 0
+
+
+@app.task(name="outbox.dispatch", ignore_result=False)
+def dispatch() -> dict[str, Any]:
+    """Send one batch; its summary is the result Flower shows. Failing requests raise."""
+    summary = dispatcher().dispatch_once()
+    if summary.state == "alarm":
+        raise DispatchAlarm(f"{summary.alarm}; {summary.as_dict()}")
+    return summary.as_dict()
+
+
+@app.task(name="outbox.prune", ignore_result=True)
+def prune() -> int:
+    """Delete accepted rows older than OUTBOX_RETENTION_SECONDS, in bounded chunks."""
+    cutoff = utc_now() - settings.retention
+    engine = engine_for(settings.database_url)
+    deleted = 0
+    while True:
+        with engine.begin() as connection:
+            count = repo.prune(connection, cutoff=cutoff, chunk=PRUNE_CHUNK)
+        deleted += count
+        if count < PRUNE_CHUNK:
+            return deleted
