@@ -9,8 +9,10 @@ from typing import Annotated, Any, ClassVar
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -25,6 +27,18 @@ INT32_MAX = 2**31 - 1
 SENDER_MAX_LENGTH = 11
 
 ProjectId = Annotated[StrictInt, Field(gt=0, le=INT32_MAX)]
+# A list, not any iterable: a set would send the template's values in a random order.
+Placeholders = Annotated[list[StrictStr], Strict()]
+
+
+def _date_text_or_datetime(value: object) -> object:
+    """Refuse numbers, which pydantic would otherwise read as Unix timestamps."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date with a timezone")
+    return value
+
+
+UtcDate = Annotated[AwareDatetime, BeforeValidator(_date_text_or_datetime)]
 
 
 class Content(BaseModel):
@@ -35,7 +49,7 @@ class Content(BaseModel):
     )
     type_name: ClassVar[str]
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(self, /, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -51,8 +65,8 @@ class _ProjectContent(Content):
     """A pre-approved project template filled with placeholder values."""
 
     project_id: ProjectId
-    placeholders: list[StrictStr] = Field(default_factory=list)
-    next_attempt_utc: AwareDatetime | None = None
+    placeholders: Placeholders = Field(default_factory=list)
+    next_attempt_utc: UtcDate | None = None
 
     @field_serializer("next_attempt_utc")
     def _utc_with_z(self, value: datetime | None) -> str | None:
@@ -111,10 +125,12 @@ def parse_content(value: object) -> Content:
         known = ", ".join(CONTENT_TYPES)
         raise InvalidMessage("content.$type", f"{type_name!r} is not one of {known}")
     fields = {key: item for key, item in value.items() if key != "$type"}
-    try:
-        return content_type.model_validate(fields)
-    except ValidationError as exc:
-        raise invalid_content(exc, content_type) from None
+    bad_keys = [key for key in fields if not isinstance(key, str)]
+    if bad_keys:
+        raise InvalidMessage("content", f"field names must be strings, got {bad_keys[0]!r}")
+    # Through the constructor, which names the bad field: model_validate would call it too
+    # (a custom __init__), but wrap its InvalidMessage in a ValidationError about "content".
+    return content_type(**fields)
 
 
 def invalid_content(exc: ValidationError, content_type: type[Content]) -> InvalidMessage:
