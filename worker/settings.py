@@ -36,13 +36,11 @@ class NotifyMode(StrEnum):
 
 def _seconds(value: object) -> object:
     """Read a number of seconds ("30", "0.5") as a timedelta; leave other values to pydantic."""
-    if isinstance(value, str):
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
         try:
             return timedelta(seconds=float(value))
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "nan"; "inf", "1e20" (beyond timedelta)
             raise ValueError("must be a number of seconds") from None
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
     return value
 
 
@@ -78,7 +76,10 @@ class Settings(BaseModel):
             raise ValueError("WIRAYA_BASE_URL: must be an http(s) URL with a host")
         if url.scheme == "http" and not self.wiraya_is_local:
             raise ValueError("WIRAYA_BASE_URL: plain http is refused except to localhost")
-        if self.wiraya_api_key is None and not self.wiraya_is_local:
+        key = self.wiraya_api_key
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("WIRAYA_API_KEY: must not be blank")
+        if key is None and not self.wiraya_is_local:
             raise ValueError("WIRAYA_API_KEY: required unless WIRAYA_BASE_URL is a local sandbox")
         if self.backoff_base > self.backoff_max:
             raise ValueError(
@@ -120,7 +121,10 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            raise SettingsError(_describe(exc)) from None
+            message = _describe(exc)
+        # Raised outside the except block so that no pydantic error, whose text echoes input
+        # values, rides along as __context__ into logs and error trackers.
+        raise SettingsError(message)
 
 
 def _describe(exc: ValidationError) -> str:

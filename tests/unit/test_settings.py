@@ -1,0 +1,261 @@
+"""Settings: every variable of design.md section 6 with its default, and every bad value refused."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from worker.settings import NotifyMode, Settings, SettingsError, database_url_from_environ
+
+KEY = "wk-live-7f3a9c2e5b1d4068"
+WITH_KEY = {"WIRAYA_API_KEY": KEY}
+SECONDS_VARIABLES = [
+    "WIRAYA_TIMEOUT_SECONDS",
+    "OUTBOX_MAX_AGE_SECONDS",
+    "OUTBOX_BACKOFF_BASE_SECONDS",
+    "OUTBOX_BACKOFF_MAX_SECONDS",
+    "OUTBOX_LEASE_SECONDS",
+    "OUTBOX_POLL_INTERVAL_SECONDS",
+    "OUTBOX_RETENTION_SECONDS",
+]
+COUNT_VARIABLES = [
+    "OUTBOX_BATCH_SIZE",
+    "OUTBOX_MAX_ATTEMPTS",
+    "OUTBOX_MAX_PARALLEL_DISPATCHES",
+    "OUTBOX_CIRCUIT_FAILURES",
+]
+
+
+def refusal(environ: dict[str, str]) -> str:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ(environ)
+    return str(caught.value)
+
+
+def test_defaults_are_the_contracts() -> None:
+    settings = Settings.from_environ(WITH_KEY)
+    assert settings.database_url == "sqlite:///outbox.db"
+    assert settings.broker_url == "redis://localhost:6379/0"
+    assert settings.wiraya_base_url == "https://api.wiraya.com"
+    assert settings.api_key == KEY
+    assert settings.wiraya_timeout == timedelta(seconds=30)
+    assert settings.batch_size == 100
+    assert settings.max_attempts == 10
+    assert settings.max_age == timedelta(seconds=86_400)
+    assert settings.backoff_base == timedelta(seconds=5)
+    assert settings.backoff_max == timedelta(seconds=900)
+    assert settings.lease == timedelta(seconds=120)
+    assert settings.poll_interval == timedelta(seconds=1)
+    # The README's additions.
+    assert settings.max_parallel == 4
+    assert settings.circuit_failures == 5
+    assert settings.notify is NotifyMode.AUTO
+    assert settings.retention == timedelta(days=30)
+
+
+def test_every_variable_is_read() -> None:
+    settings = Settings.from_environ(
+        {
+            "OUTBOX_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/app",
+            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/3",
+            "WIRAYA_BASE_URL": "https://api.example.test",
+            "WIRAYA_API_KEY": KEY,
+            "WIRAYA_TIMEOUT_SECONDS": "2.5",
+            "OUTBOX_BATCH_SIZE": "250",
+            "OUTBOX_MAX_ATTEMPTS": "3",
+            "OUTBOX_MAX_AGE_SECONDS": "3600",
+            "OUTBOX_BACKOFF_BASE_SECONDS": "0.5",
+            "OUTBOX_BACKOFF_MAX_SECONDS": "60",
+            "OUTBOX_LEASE_SECONDS": "10",
+            "OUTBOX_POLL_INTERVAL_SECONDS": "0.2",
+            "OUTBOX_MAX_PARALLEL_DISPATCHES": "8",
+            "OUTBOX_CIRCUIT_FAILURES": "2",
+            "OUTBOX_NOTIFY": "off",
+            "OUTBOX_RETENTION_SECONDS": "86400",
+            "UNRELATED_VARIABLE": "ignored",
+        }
+    )
+    assert settings.database_url == "postgresql+psycopg://postgres@127.0.0.1:5432/app"
+    assert settings.is_postgres
+    assert not settings.notify_enabled
+    assert settings.broker_url == "redis://127.0.0.1:6379/3"
+    assert settings.wiraya_base_url == "https://api.example.test"
+    assert settings.wiraya_timeout == timedelta(seconds=2.5)
+    assert settings.batch_size == 250
+    assert settings.max_attempts == 3
+    assert settings.max_age == timedelta(hours=1)
+    assert settings.backoff_base == timedelta(milliseconds=500)
+    assert settings.backoff_max == timedelta(minutes=1)
+    assert settings.lease == timedelta(seconds=10)
+    assert settings.poll_interval == timedelta(milliseconds=200)
+    assert settings.max_parallel == 8
+    assert settings.circuit_failures == 2
+    assert settings.retention == timedelta(days=1)
+
+
+def test_empty_variables_count_as_unset() -> None:
+    settings = Settings.from_environ({**WITH_KEY, "OUTBOX_BATCH_SIZE": "", "WIRAYA_BASE_URL": ""})
+    assert settings.batch_size == 100
+    assert settings.wiraya_base_url == "https://api.wiraya.com"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:8080", "http://127.0.0.1:8080/", "http://[::1]:8080"]
+)
+def test_a_local_sandbox_needs_no_key_and_may_use_http(url: str) -> None:
+    settings = Settings.from_environ({"WIRAYA_BASE_URL": url})
+    assert settings.wiraya_is_local
+    assert settings.wiraya_api_key is None
+
+
+def test_notify_follows_the_database_in_auto_mode() -> None:
+    sqlite = Settings.from_environ(WITH_KEY)
+    postgres = Settings.from_environ({**WITH_KEY, "OUTBOX_DATABASE_URL": "postgresql://h/db"})
+    forced = Settings.from_environ({**WITH_KEY, "OUTBOX_NOTIFY": "on"})
+    assert (sqlite.notify_enabled, postgres.notify_enabled, forced.notify_enabled) == (
+        False,
+        True,
+        False,  # NOTIFY is PostgreSQL's: "on" cannot make SQLite do it
+    )
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_environ(WITH_KEY)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.batch_size = 5  # type: ignore[misc]
+
+
+def test_os_environ_is_the_default_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WIRAYA_API_KEY", KEY)
+    monkeypatch.setenv("OUTBOX_BATCH_SIZE", "7")
+    assert Settings.from_environ().batch_size == 7
+
+
+def test_overrides_win_over_the_mapping() -> None:
+    settings = Settings.from_environ({**WITH_KEY, "OUTBOX_BATCH_SIZE": "7"}, OUTBOX_BATCH_SIZE=9)
+    assert settings.batch_size == 9
+
+
+@pytest.mark.parametrize("variable", SECONDS_VARIABLES)
+@pytest.mark.parametrize("value", ["abc", "30s", "0", "-5", "nan", "inf", "-inf", "1e400", "1e20"])
+def test_bad_durations_are_refused_by_name(variable: str, value: str) -> None:
+    message = refusal({**WITH_KEY, variable: value})
+    assert message.startswith(f"{variable}: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("variable", COUNT_VARIABLES)
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "1e3", "ten"])
+def test_bad_counts_are_refused_by_name(variable: str, value: str) -> None:
+    message = refusal({**WITH_KEY, variable: value})
+    assert message.startswith(f"{variable}: ")
+    assert repr(value) in message  # says what it got
+
+
+@pytest.mark.parametrize(("timeout", "lease"), [("30", "30"), ("30", "29.9"), ("60", "20")])
+def test_the_lease_must_exceed_the_http_timeout(timeout: str, lease: str) -> None:
+    message = refusal(
+        {**WITH_KEY, "WIRAYA_TIMEOUT_SECONDS": timeout, "OUTBOX_LEASE_SECONDS": lease}
+    )
+    assert message.startswith("OUTBOX_LEASE_SECONDS: ")
+    assert "WIRAYA_TIMEOUT_SECONDS" in message
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OUTBOX_BACKOFF_BASE_SECONDS": "901"},
+        {"OUTBOX_BACKOFF_MAX_SECONDS": "4"},
+        {"OUTBOX_BACKOFF_BASE_SECONDS": "10", "OUTBOX_BACKOFF_MAX_SECONDS": "9.99"},
+    ],
+)
+def test_the_backoff_base_must_not_exceed_its_maximum(environ: dict[str, str]) -> None:
+    message = refusal({**WITH_KEY, **environ})
+    assert message.startswith("OUTBOX_BACKOFF_BASE_SECONDS: ")
+    assert "OUTBOX_BACKOFF_MAX_SECONDS" in message
+
+
+def test_an_equal_backoff_base_and_maximum_are_accepted() -> None:
+    environ = {"OUTBOX_BACKOFF_BASE_SECONDS": "60", "OUTBOX_BACKOFF_MAX_SECONDS": "60"}
+    assert Settings.from_environ({**WITH_KEY, **environ}).backoff_max == timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},  # the real API by default
+        {"WIRAYA_BASE_URL": "https://api.wiraya.com"},
+        {"WIRAYA_BASE_URL": "https://sandbox.example.test"},
+    ],
+)
+def test_a_key_is_required_for_a_non_local_url(environ: dict[str, str]) -> None:
+    assert refusal(environ).startswith("WIRAYA_API_KEY: ")
+
+
+@pytest.mark.parametrize("key", [" ", "\t\n"], ids=repr)
+def test_a_blank_key_is_refused(key: str) -> None:
+    assert refusal({"WIRAYA_API_KEY": key}).startswith("WIRAYA_API_KEY: ")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.wiraya.com", "http://10.0.0.5:8080", "http://localhost.example.com"]
+)
+def test_plain_http_to_a_non_local_host_is_refused(url: str) -> None:
+    message = refusal({**WITH_KEY, "WIRAYA_BASE_URL": url})
+    assert message.startswith("WIRAYA_BASE_URL: ")
+    assert "http" in message
+
+
+@pytest.mark.parametrize("url", ["api.wiraya.com", "ftp://api.wiraya.com", "https://", "wiraya"])
+def test_base_urls_that_are_not_http_urls_are_refused(url: str) -> None:
+    assert refusal({**WITH_KEY, "WIRAYA_BASE_URL": url}).startswith("WIRAYA_BASE_URL: ")
+
+
+def test_a_bad_notify_mode_is_refused() -> None:
+    assert refusal({**WITH_KEY, "OUTBOX_NOTIFY": "yes"}).startswith("OUTBOX_NOTIFY: ")
+
+
+def test_the_key_is_not_in_repr_or_str() -> None:
+    settings = Settings.from_environ(WITH_KEY)
+    for shown in (repr(settings), str(settings), f"{settings}", settings.model_dump_json()):
+        assert KEY not in shown
+        assert "**********" in shown  # the field is there, masked
+
+
+BAD_NEXT_TO_A_KEY = [
+    {"WIRAYA_TIMEOUT_SECONDS": "abc"},
+    {"OUTBOX_BATCH_SIZE": "0"},
+    {"OUTBOX_LEASE_SECONDS": "5"},
+    {"OUTBOX_BACKOFF_BASE_SECONDS": "1000"},
+    {"WIRAYA_BASE_URL": "http://api.wiraya.com"},
+    {"WIRAYA_BASE_URL": "not a url"},
+    {"OUTBOX_NOTIFY": "sometimes"},
+    {"OUTBOX_POLL_INTERVAL_SECONDS": "inf"},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_NEXT_TO_A_KEY, ids=lambda bad: next(iter(bad)))
+def test_the_key_is_in_no_settings_error(bad: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ({**WITH_KEY, **bad})
+    error = caught.value
+    assert str(error).startswith(f"{next(iter(bad))}: ")
+    assert KEY not in str(error)
+    assert KEY not in repr(error)
+    assert KEY not in "".join(str(arg) for arg in error.args)
+    # No chained pydantic error (whose text holds every input) rides along into a traceback.
+    assert error.__cause__ is None
+    assert error.__context__ is None
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_the_database_url_alone() -> None:
+    assert database_url_from_environ({}) == "sqlite:///outbox.db"
+    assert database_url_from_environ({"OUTBOX_DATABASE_URL": ""}) == "sqlite:///outbox.db"
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    # No API key needed: migrations and the CLI run without one.
+    assert database_url_from_environ({"OUTBOX_DATABASE_URL": url}) == url
