@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -47,6 +48,13 @@ def _seconds(value: object) -> object:
 Seconds = Annotated[timedelta, BeforeValidator(_seconds), Field(gt=timedelta(0))]
 
 
+def _host_names(value: object) -> object:
+    """Read "sandbox, wiraya-stub" as a set of lower-case host names."""
+    if isinstance(value, str):
+        return frozenset(name.strip().lower() for name in value.split(",") if name.strip())
+    return value
+
+
 class Settings(BaseModel):
     """Every variable of the public contract, plus the few the dispatcher adds, with defaults."""
 
@@ -68,6 +76,13 @@ class Settings(BaseModel):
     circuit_failures: int = Field(5, alias="OUTBOX_CIRCUIT_FAILURES", ge=1, le=1_000)
     notify: NotifyMode = Field(NotifyMode.AUTO, alias="OUTBOX_NOTIFY")
     retention: Seconds = Field(timedelta(days=30), alias="OUTBOX_RETENTION_SECONDS")
+    # Host names that count as a local sandbox besides localhost (plain http allowed, no key
+    # needed): an explicit opt-in, e.g. "sandbox" for docker-compose's sandbox service.
+    sandbox_hosts: Annotated[frozenset[str], BeforeValidator(_host_names)] = Field(
+        frozenset(), alias="WIRAYA_SANDBOX_HOSTS"
+    )
+    # Where kombu's filesystem:// broker (the demo's, no server) keeps its message files.
+    broker_folder: Path = Field(Path(".demo/broker"), alias="OUTBOX_BROKER_FOLDER")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -75,7 +90,10 @@ class Settings(BaseModel):
         if url.scheme not in {"http", "https"} or not url.hostname:
             raise ValueError("WIRAYA_BASE_URL: must be an http(s) URL with a host")
         if url.scheme == "http" and not self.wiraya_is_local:
-            raise ValueError("WIRAYA_BASE_URL: plain http is refused except to localhost")
+            raise ValueError(
+                "WIRAYA_BASE_URL: plain http is refused except to localhost "
+                "and the hosts named in WIRAYA_SANDBOX_HOSTS"
+            )
         key = self.wiraya_api_key
         if key is not None and not key.get_secret_value().strip():
             raise ValueError("WIRAYA_API_KEY: must not be blank")
@@ -91,8 +109,9 @@ class Settings(BaseModel):
 
     @property
     def wiraya_is_local(self) -> bool:
-        """True when the API base URL points at this machine (the sandbox)."""
-        return (urlsplit(self.wiraya_base_url).hostname or "") in LOCAL_HOSTS
+        """True when the API base URL is a sandbox: this machine, or a WIRAYA_SANDBOX_HOSTS host."""
+        host = (urlsplit(self.wiraya_base_url).hostname or "").lower()
+        return host in LOCAL_HOSTS or host in self.sandbox_hosts
 
     @property
     def api_key(self) -> str:
