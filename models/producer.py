@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Insert, select
+from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -102,7 +102,7 @@ def enqueue_many(
     inserted: list[str] = []
     with session.begin_nested():  # a savepoint: a refusal below leaves nothing behind
         for chunk in _chunks(batch, ROWS_PER_STATEMENT):
-            rows = [message.row() for message in chunk]
+            rows = _same_columns([message.row() for message in chunk])
             statement = _insert_ignoring_duplicates(session).values(rows)
             ids = statement.returning(OutboxMessage.client_message_id)
             inserted.extend(session.scalars(ids))
@@ -112,6 +112,19 @@ def enqueue_many(
                 [m.client_message_id for m in batch if m.client_message_id not in added]
             )
     return inserted
+
+
+def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every row a next_attempt_at when any has one (a send_at).
+
+    A multi-row VALUES takes its columns from the first row: a later row's send_at
+    would be dropped without a word, and a first row's would fail to compile.
+    Rows without one get the column default's own expression, now().
+    """
+    if any("next_attempt_at" in row for row in rows):
+        for row in rows:
+            row.setdefault("next_attempt_at", func.now())
+    return rows
 
 
 def _insert_ignoring_duplicates(session: Session) -> Insert:

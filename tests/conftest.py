@@ -77,6 +77,15 @@ def postgres_url(postgres_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_postgres_url(postgres_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database with no tables at all (for migration tests)."""
+    name = f"outbox_empty_{os.getpid()}_{next(_database_numbers)}"
+    _admin(f"CREATE DATABASE {name}")
+    yield with_database(POSTGRES_URL, name)
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite outbox file, migrated with the real migrations."""
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
