@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import orjson
 
 from sandbox.api import EnqueueService, Reply, json_reply
 from sandbox.faults import Faults
@@ -51,7 +52,7 @@ def handle_admin(service: EnqueueService, method: str, target: str, body: bytes)
 
 
 def _change_faults(service: EnqueueService, *, replace_all: bool, body: bytes) -> Reply:
-    changes = json.loads(body or b"{}")
+    changes = orjson.loads(body or b"{}")
     if not isinstance(changes, Mapping):
         raise ValueError("the body must be a JSON object of fault settings")
     base = Faults() if replace_all else service.faults

@@ -7,16 +7,16 @@ drops the connection when the reply says so.
 from __future__ import annotations
 
 import hmac
-import json
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from sandbox.faults import Dice, Faults, RateLimiter, Validation, retry_after_seconds
-from sandbox.ledger import Entry, Ledger, accept
+from sandbox.ledger import Entry, Ledger, new_tracking_ids
 from sandbox.recipients import REASONS, Behaviour, behaviour
 from sandbox.stats import Stats
 from sandbox.validation import (
@@ -53,8 +53,7 @@ class Reply:
 
 def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     """A JSON reply, compact as servers send it."""
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return Reply(status, body, JSON_TYPE, headers)
+    return Reply(status, orjson.dumps(payload), JSON_TYPE, headers)
 
 
 def text_reply(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Reply:
@@ -203,8 +202,8 @@ class EnqueueService:
     def _enqueue(self, request: Request, faults: Faults) -> Reply:
         """Validate the body, record it in the ledger and answer with per-message results."""
         try:
-            body = json.loads(request.body)
-        except ValueError as exc:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
             return bad_request(f"the body is not valid JSON ({exc})")
         try:
             communications = communications_of(body)
@@ -239,14 +238,28 @@ class EnqueueService:
     def _record(self, valid: list[tuple[str, str]]) -> dict[str, Any]:
         """Receive the valid messages in the ledger and decide each one's result."""
         now = datetime.now(UTC)
-        counts: Counter[str] = Counter()
+        fresh = new_tracking_ids(len(valid))
+        results: dict[str, Any] = {}
+        counts = dict.fromkeys(["duplicates", *(kind.value for kind in Behaviour)], 0)
 
-        def answer(entry: Entry) -> tuple[str, dict[str, Any] | None]:
-            return entry.client_message_id, _answer(entry, now, counts)
+        def answer(entry: Entry) -> None:
+            if entry.tracking_id is not None:
+                counts["duplicates"] += 1
+                results[entry.client_message_id] = _success(entry.tracking_id)
+                return
+            kind = behaviour(entry.recipient, entry.times_received)
+            counts[kind.value] += 1
+            if kind is Behaviour.ACCEPT or kind is Behaviour.OMIT:
+                entry.tracking_id, entry.accepted_at = next(fresh), now
+                if kind is Behaviour.ACCEPT:
+                    results[entry.client_message_id] = _success(entry.tracking_id)
+            else:
+                transient = kind is Behaviour.TRANSIENT
+                results[entry.client_message_id] = _failure(REASONS[kind], transient=transient)
 
-        answers = self.ledger.receive(valid, now, answer)
+        self.ledger.receive(valid, now, answer)
         self.stats.add(**counts)
-        return {key: result for key, result in answers if result is not None}
+        return results
 
     def _after_work(self, reply: Reply, faults: Faults) -> Reply:
         """Faults that strike once the messages are accepted: the client cannot know they were."""
@@ -264,28 +277,6 @@ class EnqueueService:
     def _pause(self, duration: timedelta) -> None:
         if duration > timedelta(0):
             self._stopping.wait(duration.total_seconds())
-
-
-def _answer(entry: Entry, now: datetime, counts: Counter[str]) -> dict[str, Any] | None:
-    """One message's result (None: left out of the results), run under the ledger's lock."""
-    if entry.tracking_id is not None:
-        counts["duplicates"] += 1
-        return _success(entry.tracking_id)
-    match behaviour(entry.recipient, entry.times_received):
-        case Behaviour.ACCEPT:
-            counts["accepted"] += 1
-            return _success(accept(entry, now))
-        case Behaviour.OMIT:
-            counts["accepted"] += 1
-            counts["omitted"] += 1
-            accept(entry, now)
-            return None
-        case Behaviour.PERMANENT:
-            counts["rejected"] += 1
-            return _failure(REASONS[Behaviour.PERMANENT], transient=False)
-        case Behaviour.TRANSIENT:
-            counts["transient"] += 1
-            return _failure(REASONS[Behaviour.TRANSIENT], transient=True)
 
 
 def _success(tracking_id: str) -> dict[str, Any]:

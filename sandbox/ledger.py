@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -45,24 +43,23 @@ class Ledger:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def receive(
-        self, batch: Iterable[tuple[str, str]], now: datetime, answer: Callable[[Entry], T]
-    ) -> list[T]:
-        """Count one receipt of each (clientMessageId, recipient) and answer it, atomically.
+        self, batch: Iterable[tuple[str, str]], now: datetime, visit: Callable[[Entry], None]
+    ) -> None:
+        """Count one receipt of each (clientMessageId, recipient) and let `visit` answer it.
 
-        `answer` runs under the ledger's lock, so two concurrent resends of one message cannot both
-        give it a tracking id.
+        `visit` runs under the ledger's lock, so two concurrent resends of one message cannot
+        both give it a tracking id.
         """
-        answers = []
+        entries = self._entries
         with self._lock:
             for client_message_id, recipient in batch:
-                entry = self._entries.get(client_message_id)
+                entry = entries.get(client_message_id)
                 if entry is None:
                     entry = Entry(client_message_id, recipient, now, now)
-                    self._entries[client_message_id] = entry
+                    entries[client_message_id] = entry
                 entry.times_received += 1
                 entry.last_received = now
-                answers.append(answer(entry))
-        return answers
+                visit(entry)
 
     def snapshot(self) -> dict[str, Entry]:
         """A copy of every entry, keyed by clientMessageId."""
@@ -81,17 +78,10 @@ class Ledger:
             self._entries.clear()
 
 
-def accept(entry: Entry, now: datetime) -> str:
-    """Give the entry its tracking id (once) and return it: a resend keeps the original id."""
-    if entry.tracking_id is None:
-        entry.tracking_id = new_tracking_id()
-        entry.accepted_at = now
-    return entry.tracking_id
-
-
-def new_tracking_id() -> str:
-    """A unique 32-character hexadecimal tracking id, as Wiraya issues them."""
-    return os.urandom(16).hex()
+def new_tracking_ids(count: int) -> Iterator[str]:
+    """`count` unique 32-character hexadecimal tracking ids, as Wiraya issues them."""
+    hexes = os.urandom(16 * count).hex()  # one system call for the whole batch
+    return (hexes[start : start + 32] for start in range(0, 32 * count, 32))
 
 
 def _iso(moment: datetime) -> str:

@@ -22,10 +22,10 @@ from enum import Enum
 class Behaviour(Enum):
     """What the sandbox does with one valid communication, before de-duplication."""
 
-    ACCEPT = "accept"
-    PERMANENT = "permanent"
+    ACCEPT = "accepted"
+    PERMANENT = "rejected"
     TRANSIENT = "transient"
-    OMIT = "omit"
+    OMIT = "omitted"  # accepted, yet left out of the results
 
 
 PERMANENT_SUFFIX = "0000001"
@@ -38,6 +38,8 @@ TRANSIENT_TWICE_ATTEMPTS = 2
 def behaviour(recipient: str, receipt: int) -> Behaviour:
     """The answer for the `receipt`-th receipt (1-based) of a message to `recipient`."""
     suffix = recipient[-7:]
+    if not suffix.startswith("000000"):  # the common case: no test recipient
+        return Behaviour.ACCEPT
     if suffix == PERMANENT_SUFFIX:
         return Behaviour.PERMANENT
     if suffix == TRANSIENT_FOREVER_SUFFIX:

@@ -32,37 +32,33 @@ def communications_of(body: object) -> list[Any]:
 
 def client_message_id_of(item: object, index: int) -> str:
     """The item's clientMessageId; without one a result cannot be keyed, so the request fails."""
-    if not isinstance(item, dict):
+    client_message_id = item.get("clientMessageId") if type(item) is dict else None
+    if type(client_message_id) is str and client_message_id:
+        return client_message_id
+    if type(item) is not dict:
         raise InvalidRequest(f"communications[{index}]: must be an object")
-    client_message_id = item.get("clientMessageId")
-    if not isinstance(client_message_id, str) or not client_message_id:
-        raise InvalidRequest(
-            f"communications[{index}].clientMessageId: required, a non-empty string"
-        )
-    return client_message_id
+    raise InvalidRequest(f"communications[{index}].clientMessageId: required, a non-empty string")
 
 
 def message_error(item: Mapping[str, Any]) -> str | None:
     """Why one communication (with a valid clientMessageId) is invalid, or None when it is valid."""
     recipient = item.get("recipient")
-    if not isinstance(recipient, str) or not _MSISDN.fullmatch(recipient):
-        return (
-            "recipient: must be an MSISDN (country code and number, digits only, e.g. 46701234567)"
-        )
+    if type(recipient) is not str or _MSISDN.fullmatch(recipient) is None:
+        return "recipient: must be an MSISDN: country code and number, digits only (46701234567)"
     content = item.get("content")
-    if not isinstance(content, dict):
+    if type(content) is not dict:
         return "content: required, must be an object"
     return content_error(content)
 
 
 def content_error(content: Mapping[str, Any]) -> str | None:
     """Why a content object is invalid, or None; `$type` must come first, as Newtonsoft requires."""
-    if "$type" not in content:
+    if next(iter(content), None) != "$type":
+        if "$type" in content:
+            return "content.$type: must be the first property of content"
         return "content.$type: required"
-    if next(iter(content)) != "$type":
-        return "content.$type: must be the first property of content"
     kind = content["$type"]
-    check = _CHECKS.get(kind) if isinstance(kind, str) else None
+    check = _CHECKS.get(kind) if type(kind) is str else None
     if check is None:
         return f"content.$type: unknown type {kind!r}, expected one of {sorted(CONTENT_TYPES)}"
     return check(content)
@@ -70,15 +66,17 @@ def content_error(content: Mapping[str, Any]) -> str | None:
 
 def _project_error(content: Mapping[str, Any]) -> str | None:
     """The *Project types: projectId, placeholders and an optional nextAttemptUtc."""
-    project_id = content.get("projectId")
-    if not isinstance(project_id, int) or isinstance(project_id, bool):
+    if type(content.get("projectId")) is not int:  # JSON booleans are not integers here
         return "content.projectId: required, an integer"
     placeholders = content.get("placeholders")
-    if not isinstance(placeholders, list) or not all(isinstance(p, str) for p in placeholders):
+    if type(placeholders) is not list:
         return "content.placeholders: required, an array of strings"
+    for placeholder in placeholders:
+        if type(placeholder) is not str:
+            return "content.placeholders: required, an array of strings"
     next_attempt = content.get("nextAttemptUtc")
-    if next_attempt is not None and not (
-        isinstance(next_attempt, str) and _UTC_TIMESTAMP.fullmatch(next_attempt)
+    if next_attempt is not None and (
+        type(next_attempt) is not str or _UTC_TIMESTAMP.fullmatch(next_attempt) is None
     ):
         return "content.nextAttemptUtc: must be an ISO 8601 date in UTC ending in Z"
     return None
