@@ -41,6 +41,8 @@ def sandbox_process() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def sender(client: WirayaClient, ids: Iterator[int], batch_size: int, deadline: float) -> int:
