@@ -200,9 +200,11 @@ class Dispatcher:
             if row.id in delivery.outcomes
         ]
         pause_until = self._pause_until(delivery.failure, gate, now)
-        results += [
-            _released(row, pause_until or now, delivery.failure) for row in delivery.unresolved
-        ]
+        # A refused key pauses only that key (see _paused): its rows stay due, so a worker
+        # holding another key sends them at once instead of after the refused key's pause.
+        refused = isinstance(delivery.failure, Unauthorized)
+        resume_at = now if refused or pause_until is None else pause_until
+        results += [_released(row, resume_at, delivery.failure) for row in delivery.unresolved]
         with self.engine.begin() as connection:
             written = repo.record(connection, results, now=now)
             self._update_gate(connection, delivery, gate, pause_until, summary, now)
