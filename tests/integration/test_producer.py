@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from alembic import command
+from conftest import POSTGRES_URL, _admin, alembic_config, with_database
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,12 +27,45 @@ from models import (
     enqueue,
     enqueue_many,
 )
+from worker.database import make_engine
 
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}
 RAW_INSERT = text(
     "INSERT INTO outbox_messages (client_message_id, recipient, content) "
     "VALUES (:client_message_id, :recipient, :content)"
 )
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def module_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """One migrated database per backend for this module: a new database per test costs
+    far more than the tests themselves, and emptying the table between them is enough."""
+    if request.param == "postgresql":
+        template = request.getfixturevalue("postgres_template")
+        name = f"{template}_producer"
+        _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+        url = with_database(POSTGRES_URL, name)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('producer') / 'outbox.db'}"
+        command.upgrade(alembic_config(url), "head")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+    if request.param == "postgresql":
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def engine(module_engine: Engine) -> Engine:
+    """The module's database, empty, ids starting at 1 (overrides conftest's per-test copy)."""
+    with module_engine.begin() as connection:
+        if module_engine.dialect.name == "postgresql":
+            connection.execute(text("TRUNCATE outbox_messages RESTART IDENTITY"))
+        else:
+            connection.execute(text("DELETE FROM outbox_messages"))
+    return module_engine
 
 
 def count_rows(engine: Engine) -> int:
