@@ -233,23 +233,31 @@ def test_a_plain_three_column_insert_gets_every_default(engine: Engine) -> None:
     )
 
 
-def test_plain_sql_with_literal_values_works_as_the_readme_shows(engine: Engine) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO outbox_messages (client_message_id, recipient, content) "
-                "VALUES ('order-42-confirmation', '46701234567', "
-                """'{"$type": "SMSProject", "projectId": 123, "placeholders": ["John"]}')"""
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO outbox_messages (client_message_id, recipient, content) "
-                """VALUES ('second', '46709876543', '{"$type": "SMSFromAlpha", """
-                """"sender": "Wiraya", "text": "hi"}')"""
-            )
-        )
+def test_plain_sql_on_a_driver_connection_works_as_the_readme_shows(engine: Engine) -> None:
+    # The driver's own connection (psycopg or sqlite3), no SQLAlchemy in between: what an
+    # application in another language does.
+    statements = [
+        "INSERT INTO outbox_messages (client_message_id, recipient, content) "
+        "VALUES ('order-42-confirmation', '46701234567', "
+        """'{"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}')""",
+        "INSERT INTO outbox_messages (client_message_id, recipient, content) "
+        """VALUES ('second', '46709876543', '{"$type": "SMSFromAlpha", """
+        """"sender": "Wiraya", "text": "hi"}')""",
+    ]
+    driver_connection = engine.raw_connection()
+    try:
+        cursor = driver_connection.cursor()
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.close()
+        driver_connection.commit()
+    finally:
+        driver_connection.close()
     assert client_ids(engine) == ["order-42-confirmation", "second"]  # ids grow in insert order
+    with Session(engine) as session:
+        first = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).first()
+    assert first is not None
+    assert (first.status, first.attempts, first.content) == ("pending", 0, CONTENT)
 
 
 def test_the_table_refuses_unknown_statuses_negative_attempts_and_repeated_ids(
