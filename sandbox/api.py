@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,7 +93,7 @@ class EnqueueService:
 
     def __init__(
         self, faults: Faults | None = None, *, seed: int | None = 0, api_key: str | None = None
-    ):
+    ) -> None:
         self._faults = faults or Faults()
         self._api_key = api_key
         self.ledger = Ledger()
@@ -222,7 +222,9 @@ class EnqueueService:
         valid: list[tuple[str, str]] = []
         failed: dict[str, Any] = {}
         for index, item in enumerate(communications):
-            client_message_id = client_message_id_of(item, index)
+            client_message_id = item.get("clientMessageId") if type(item) is dict else None
+            if type(client_message_id) is not str or not client_message_id:
+                client_message_id = client_message_id_of(item, index)  # raises, with the reason
             error = message_error(item)
             if error is None:
                 valid.append((client_message_id, item["recipient"]))
@@ -243,19 +245,22 @@ class EnqueueService:
         counts = dict.fromkeys(["duplicates", *(kind.value for kind in Behaviour)], 0)
 
         def answer(entry: Entry) -> None:
-            if entry.tracking_id is not None:
+            tracking_id = entry.tracking_id
+            if tracking_id is not None:
                 counts["duplicates"] += 1
-                results[entry.client_message_id] = _success(entry.tracking_id)
-                return
-            kind = behaviour(entry.recipient, entry.times_received)
-            counts[kind.value] += 1
-            if kind is Behaviour.ACCEPT or kind is Behaviour.OMIT:
-                entry.tracking_id, entry.accepted_at = next(fresh), now
-                if kind is Behaviour.ACCEPT:
-                    results[entry.client_message_id] = _success(entry.tracking_id)
             else:
-                transient = kind is Behaviour.TRANSIENT
-                results[entry.client_message_id] = _failure(REASONS[kind], transient=transient)
+                kind = behaviour(entry.recipient, entry.times_received)
+                counts[kind.value] += 1
+                if kind is not Behaviour.ACCEPT:
+                    _test_recipient(entry, kind, results, fresh, now)
+                    return
+                tracking_id = entry.tracking_id = next(fresh)
+                entry.accepted_at = now
+            results[entry.client_message_id] = {
+                "trackingId": tracking_id,
+                "success": True,
+                "isTransientError": False,
+            }
 
         self.ledger.receive(valid, now, answer)
         self.stats.add(**counts)
@@ -279,8 +284,15 @@ class EnqueueService:
             self._stopping.wait(duration.total_seconds())
 
 
-def _success(tracking_id: str) -> dict[str, Any]:
-    return {"trackingId": tracking_id, "success": True, "isTransientError": False}
+def _test_recipient(
+    entry: Entry, kind: Behaviour, results: dict[str, Any], fresh: Iterator[str], now: datetime
+) -> None:
+    """Answer a test recipient's message (see sandbox.recipients) other than by accepting it."""
+    if kind is Behaviour.OMIT:  # accepted, yet left out of the results
+        entry.tracking_id, entry.accepted_at = next(fresh), now
+    else:
+        transient = kind is Behaviour.TRANSIENT
+        results[entry.client_message_id] = _failure(REASONS[kind], transient=transient)
 
 
 def _failure(reason: str, *, transient: bool) -> dict[str, Any]:

@@ -18,7 +18,7 @@ class Entry:
     recipient: str
     first_received: datetime
     last_received: datetime
-    times_received: int = 0
+    times_received: int = 1
     tracking_id: str | None = None
     accepted_at: datetime | None = None
 
@@ -55,10 +55,11 @@ class Ledger:
             for client_message_id, recipient in batch:
                 entry = entries.get(client_message_id)
                 if entry is None:
-                    entry = Entry(client_message_id, recipient, now, now)
+                    entry = Entry(client_message_id, recipient, now, now, 1)
                     entries[client_message_id] = entry
-                entry.times_received += 1
-                entry.last_received = now
+                else:
+                    entry.times_received += 1
+                    entry.last_received = now
                 visit(entry)
 
     def snapshot(self) -> dict[str, Entry]:

@@ -345,7 +345,16 @@ def _delivered(status: int, body: bytes, sent_ids: Sequence[str]) -> SendResult:
     results = _field(payload, "results") if isinstance(payload, dict) else None
     if not isinstance(results, dict):
         return ServerError(f"HTTP {status} without a results object: {_error_text(body)}", status)
-    return Delivered({key: message_outcome(results.get(key)) for key in sent_ids})
+    outcomes: dict[str, MessageOutcome] = {}
+    for key in sent_ids:
+        entry = results.get(key)
+        if type(entry) is dict and entry.get("success") is True:  # the common case, fast
+            tracking_id = entry.get("trackingId")
+            if type(tracking_id) is str and tracking_id and not tracking_id.isspace():
+                outcomes[key] = Accepted(tracking_id)
+                continue
+        outcomes[key] = message_outcome(entry)
+    return Delivered(outcomes)
 
 
 def message_outcome(entry: object) -> MessageOutcome:
@@ -358,7 +367,7 @@ def message_outcome(entry: object) -> MessageOutcome:
     if success is True:
         tracking_id = entry["trackingId"] if "trackingId" in entry else _field(entry, "trackingId")
         if isinstance(tracking_id, str) and tracking_id.strip():
-            return Accepted(tracking_id.strip())
+            return Accepted(tracking_id)
         return Unknown("success without a tracking id")
     if success is not False:
         return Unknown(f"result without a boolean success: {_clip(json.dumps(entry))}")
