@@ -1,0 +1,756 @@
+"""The dispatcher against a real database and the sandbox over HTTP: design.md §5, row by row.
+
+Every test drives ``Dispatcher.dispatch_once`` in-process (no Celery) with an injected clock;
+waiting out a backoff, a lease or a Retry-After is a move of the clock, never a sleep.
+Assertions compare the outbox rows with the sandbox's ledger: what Wiraya would hold.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from dispatch_harness import (
+    ALPHA,
+    OMITTED_ONCE,
+    PERMANENT,
+    TRANSIENT_FOREVER,
+    TRANSIENT_TWICE,
+    Outbox,
+    WhileSending,
+    outbox_statements,
+    recipient,
+)
+from sqlalchemy import Engine, text
+
+from models import Status
+from sandbox.faults import Faults, Validation
+from sandbox.testing import RunningSandbox, running_sandbox
+from worker import repository as repo
+from worker.dispatcher import BatchSummary, Dispatcher
+from worker.repository import ClaimedRow
+from worker.retry import key_fingerprint
+from worker.wiraya import Communication, Delivered, encode_request
+
+
+@pytest.fixture
+def sandbox() -> Iterator[RunningSandbox]:
+    with running_sandbox(seed=3) as running:
+        yield running
+
+
+@pytest.fixture
+def outbox(engine: Engine, sandbox: RunningSandbox) -> Iterator[Outbox]:
+    """PostgreSQL and SQLite: the paths the embedded default must get right."""
+    harness = Outbox(engine, sandbox)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def pg_outbox(postgres_engine: Engine, sandbox: RunningSandbox) -> Iterator[Outbox]:
+    harness = Outbox(postgres_engine, sandbox)
+    yield harness
+    harness.close()
+
+
+# -- result success ----------------------------------------------------------------------
+
+
+def test_success_stores_the_sandbox_tracking_id(outbox: Outbox) -> None:
+    ids = outbox.enqueue_ordinary(3)
+    dispatcher = outbox.dispatcher()
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.claimed, summary.accepted, summary.requests) == ("sent", 3, 3, 1)
+    ledger = outbox.sandbox.ledger()
+    rows = outbox.rows()
+    for client_message_id in ids:
+        row, entry = rows[client_message_id], ledger[client_message_id]
+        assert row.status == Status.ACCEPTED
+        assert row.tracking_id == entry.tracking_id
+        assert row.tracking_id is not None and len(row.tracking_id) == 32
+        assert entry.times_received == 1
+        assert row.attempts == 1
+        assert row.locked_until is None and row.last_error is None
+        assert row.accepted_at == outbox.clock.now
+    assert dispatcher.dispatch_once().state == "idle"
+    assert outbox.sandbox.request_count == 1
+
+
+# -- content invalid before sending (raw-SQL inserts) --------------------------------------
+
+INVALID_ROWS = {
+    # clientMessageId: (recipient, content, the field the reason must name)
+    "sender-12": (
+        recipient(901),
+        {"$type": "SMSFromAlpha", "sender": "ABCDEFGHIJKL", "text": "hi"},
+        "content.sender",
+    ),
+    "unknown-type": (
+        recipient(902),
+        {"$type": "CarrierPigeon", "projectId": 1, "placeholders": []},
+        "content.$type",
+    ),
+    "project-id-text": (
+        recipient(903),
+        {"$type": "SMSProject", "projectId": "12", "placeholders": ["Jane"]},
+        "content.projectId",
+    ),
+    "recipient-hello": (
+        "hello",
+        {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "hi"},
+        "recipient",
+    ),
+}
+
+
+def test_invalid_rows_fail_at_once_with_a_reason_and_are_never_sent(outbox: Outbox) -> None:
+    good = outbox.enqueue_ordinary(2)
+    for client_message_id, (to, content, _) in INVALID_ROWS.items():
+        outbox.insert_raw(client_message_id, to, content)
+    good += outbox.enqueue_ordinary(2)
+
+    summary = outbox.dispatcher().dispatch_once()
+
+    assert (summary.claimed, summary.accepted, summary.failed) == (8, 4, 4)
+    assert summary.requests == 1
+    rows = outbox.rows()
+    for client_message_id, (_, _, field) in INVALID_ROWS.items():
+        row = rows[client_message_id]
+        assert row.status == Status.FAILED
+        assert row.last_error is not None and row.last_error.startswith(f"invalid: {field}:")
+        assert row.attempts == 0  # never sent: the claim's attempt is given back
+        assert row.tracking_id is None
+    assert set(outbox.sandbox.ledger()) == set(good)  # the sandbox never saw a bad row
+    assert all(rows[client_message_id].status == Status.ACCEPTED for client_message_id in good)
+
+
+def test_a_batch_of_only_invalid_rows_sends_no_request(outbox: Outbox) -> None:
+    for client_message_id, (to, content, _) in INVALID_ROWS.items():
+        outbox.insert_raw(client_message_id, to, content)
+
+    summary = outbox.dispatcher().dispatch_once()
+
+    assert (summary.state, summary.failed, summary.requests) == ("sent", 4, 0)
+    assert outbox.sandbox.request_count == 0
+    assert {row.status for row in outbox.rows().values()} == {Status.FAILED}
+
+
+# -- result failure, isTransientError true -------------------------------------------------
+
+
+def test_transient_error_is_retried_with_backoff_then_accepted(outbox: Outbox) -> None:
+    [message] = outbox.enqueue(TRANSIENT_TWICE)
+    dispatcher = outbox.dispatcher()  # backoff from 1 s
+    base = timedelta(seconds=1)
+
+    for attempt in (1, 2):
+        summary = dispatcher.dispatch_once()
+        assert (summary.retried, summary.accepted, summary.failed) == (1, 0, 0)
+        row = outbox.row(message)
+        assert row.status == Status.PENDING
+        assert row.attempts == attempt
+        assert row.last_error == "operator temporarily unavailable (sandbox test recipient)"
+        # equal jitter: between half and all of base * 2^(attempt-1)
+        ceiling = base * 2 ** (attempt - 1)
+        now = outbox.clock.now
+        assert now + ceiling / 2 <= row.next_attempt_at <= now + ceiling
+        assert dispatcher.dispatch_once().state == "idle"  # not due before its backoff
+        outbox.clock.move_to(row.next_attempt_at)
+
+    summary = dispatcher.dispatch_once()
+
+    assert summary.accepted == 1
+    row, entry = outbox.row(message), outbox.sandbox.entry(message)
+    assert entry is not None
+    assert (row.status, row.attempts, row.last_error) == (Status.ACCEPTED, 3, None)
+    assert row.tracking_id == entry.tracking_id
+    assert entry.times_received == 3
+    assert outbox.sandbox.request_count == 3
+
+
+def test_transient_forever_fails_after_max_attempts(pg_outbox: Outbox) -> None:
+    [message] = pg_outbox.enqueue(TRANSIENT_FOREVER)
+    dispatcher = pg_outbox.dispatcher(OUTBOX_MAX_ATTEMPTS=3)
+
+    for attempt in (1, 2):
+        assert dispatcher.dispatch_once().retried == 1
+        assert (pg_outbox.row(message).status, pg_outbox.row(message).attempts) == (
+            Status.PENDING,
+            attempt,
+        )
+        pg_outbox.clock.advance(61)  # past the largest backoff
+    summary = dispatcher.dispatch_once()
+
+    assert summary.failed == 1
+    row = pg_outbox.row(message)
+    assert (row.status, row.attempts) == (Status.FAILED, 3)
+    assert row.last_error == (
+        "gave up after 3 attempts: operator temporarily unavailable (sandbox test recipient)"
+    )
+    pg_outbox.clock.advance(3600)
+    assert dispatcher.dispatch_once().state == "idle"
+    entry = pg_outbox.sandbox.entry(message)
+    assert entry is not None and entry.times_received == 3
+
+
+# -- result failure, isTransientError false ------------------------------------------------
+
+
+def test_permanent_failure_is_stored_and_never_resent(pg_outbox: Outbox) -> None:
+    refused, fine = pg_outbox.enqueue(PERMANENT, recipient(1))
+    dispatcher = pg_outbox.dispatcher()
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.accepted, summary.failed, summary.retried) == (1, 1, 0)
+    row = pg_outbox.row(refused)
+    assert (row.status, row.attempts, row.tracking_id) == (Status.FAILED, 1, None)
+    assert row.last_error == "rejected: recipient is blocked (sandbox test recipient ...0000001)"
+    for _ in range(3):
+        pg_outbox.clock.advance(3600)
+        assert dispatcher.dispatch_once().state == "idle"
+    entry = pg_outbox.sandbox.entry(refused)
+    assert entry is not None and entry.times_received == 1
+    assert pg_outbox.sandbox.request_count == 1
+    assert pg_outbox.row(fine).status == Status.ACCEPTED
+
+
+# -- message missing from results ------------------------------------------------------------
+
+
+def test_message_missing_from_results_is_resent_under_the_same_id(pg_outbox: Outbox) -> None:
+    missing, fine = pg_outbox.enqueue(OMITTED_ONCE, recipient(1))
+    dispatcher = pg_outbox.dispatcher()
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.accepted, summary.retried) == (1, 1)
+    row = pg_outbox.row(missing)
+    assert (row.status, row.attempts, row.tracking_id) == (Status.PENDING, 1, None)
+    assert row.last_error is not None and "missing" in row.last_error
+    first = pg_outbox.sandbox.entry(missing)
+    assert first is not None and first.tracking_id is not None  # the sandbox did enqueue it
+
+    pg_outbox.clock.move_to(row.next_attempt_at)
+    assert dispatcher.dispatch_once().accepted == 1
+
+    row, entry = pg_outbox.row(missing), pg_outbox.sandbox.entry(missing)
+    assert entry is not None
+    assert (row.status, row.attempts) == (Status.ACCEPTED, 2)
+    assert row.tracking_id == first.tracking_id == entry.tracking_id
+    assert entry.times_received == 2
+    assert set(pg_outbox.sandbox.ledger()) == {missing, fine}  # no new clientMessageId
+
+
+# -- 400 for the batch --------------------------------------------------------------------
+
+# Rows our screening accepts but the sandbox (Wiraya's published rules) refuses: the dispatcher
+# sends the stored content as it is, so only the API's 400 can find them.
+ACCEPTED_HERE_REFUSED_THERE = {
+    "placeholders missing": {"$type": "SMSProject", "projectId": 12},
+    "nextAttemptUtc not in UTC": {
+        "$type": "SMSProject",
+        "projectId": 12,
+        "placeholders": ["Jane"],
+        "nextAttemptUtc": "2030-01-01T10:00:00+02:00",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "content", ACCEPTED_HERE_REFUSED_THERE.values(), ids=list(ACCEPTED_HERE_REFUSED_THERE)
+)
+def test_bad_request_splits_the_batch_and_fails_only_the_bad_message(
+    pg_outbox: Outbox, content: dict[str, object]
+) -> None:
+    good = pg_outbox.enqueue_ordinary(3)
+    pg_outbox.insert_raw("refused-by-api", recipient(900), content)
+    good += pg_outbox.enqueue_ordinary(4)
+    dispatcher = pg_outbox.dispatcher()
+
+    with outbox_statements(pg_outbox.engine) as statements:
+        summary = dispatcher.dispatch_once()
+
+    assert (summary.claimed, summary.accepted, summary.failed) == (8, 7, 1)
+    # [8] 400 -> [4] 400 -> [2] ok, [2] 400 -> [1] ok, [1] 400 (fails it); [4] ok
+    assert pg_outbox.sandbox.status_count(400) == 4
+    assert pg_outbox.sandbox.status_count(200) == 3
+    assert summary.requests == 7
+    assert len(statements) <= 3  # splitting adds requests, not statements
+    bad = pg_outbox.row("refused-by-api")
+    assert (bad.status, bad.attempts, bad.tracking_id) == (Status.FAILED, 1, None)
+    assert bad.last_error is not None
+    assert bad.last_error.startswith("rejected: Invalid input format: communications[0]")
+    assert "refused-by-api" in bad.last_error
+    ledger, rows = pg_outbox.sandbox.ledger(), pg_outbox.rows()
+    assert set(ledger) == set(good)
+    for client_message_id in good:
+        row = rows[client_message_id]
+        assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
+        assert row.tracking_id == ledger[client_message_id].tracking_id
+        assert ledger[client_message_id].times_received == 1
+    gate = pg_outbox.gate()
+    assert (gate.failures, gate.paused_until, gate.batch_limit) == (0, None, None)
+
+
+def test_per_message_validation_fails_the_bad_message_without_splitting(
+    pg_outbox: Outbox,
+) -> None:
+    pg_outbox.sandbox.set_faults(validation=Validation.MESSAGE)
+    good = pg_outbox.enqueue_ordinary(3)
+    pg_outbox.insert_raw("refused-by-api", recipient(900), {"$type": "SMSProject", "projectId": 12})
+
+    summary = pg_outbox.dispatcher().dispatch_once()
+
+    assert (summary.requests, summary.accepted, summary.failed) == (1, 3, 1)
+    bad = pg_outbox.row("refused-by-api")
+    assert bad.status == Status.FAILED
+    assert bad.last_error == "rejected: content.placeholders: required, an array of strings"
+    assert {pg_outbox.row(client_message_id).status for client_message_id in good} == {
+        Status.ACCEPTED
+    }
+
+
+# -- 413, or 400 saying the batch is too large ------------------------------------------------
+
+
+def _body_limit_for_four() -> int:
+    """A body size (bytes) that takes four of the test's messages but not five."""
+    four = [Communication(f"m{n}", recipient(n), ALPHA) for n in range(10, 14)]
+    return len(encode_request(four))
+
+
+@pytest.mark.parametrize(
+    ("faults", "refusal"),
+    [
+        (Faults(max_batch=4), 400),  # {"bulkItemLimitExceeded": true}
+        (Faults(max_body_bytes=_body_limit_for_four()), 413),  # a proxy's HTML 413
+    ],
+    ids=["400 bulkItemLimitExceeded", "413"],
+)
+def test_too_large_batch_is_split_and_the_smaller_size_remembered(
+    pg_outbox: Outbox, faults: Faults, refusal: int
+) -> None:
+    pg_outbox.sandbox.set_faults(faults)
+    first = pg_outbox.enqueue_ordinary(10)
+    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.claimed, summary.accepted, summary.failed, summary.retried) == (10, 10, 0, 0)
+    assert summary.alarm is None
+    # [10] too large -> [5] too large -> [2] ok, [3] ok; [5] too large -> [2] ok, [3] ok
+    assert pg_outbox.sandbox.status_count(refusal) == 3
+    assert pg_outbox.sandbox.status_count(200) == 4
+    rows, ledger = pg_outbox.rows(), pg_outbox.sandbox.ledger()
+    for client_message_id in first:
+        row = rows[client_message_id]
+        assert (row.status, row.attempts) == (Status.ACCEPTED, 1)  # no attempt spent on splits
+        assert row.tracking_id == ledger[client_message_id].tracking_id
+    gate = pg_outbox.gate()
+    assert gate.batch_limit is not None and 1 <= gate.batch_limit <= 4
+    assert (gate.failures, gate.paused_until) == (0, None)  # not a backend failure
+
+    pg_outbox.enqueue_ordinary(10)
+    summary = dispatcher.dispatch_once()
+
+    assert summary.claimed == gate.batch_limit
+    assert (summary.requests, summary.accepted) == (1, gate.batch_limit)
+    assert pg_outbox.sandbox.status_count(refusal) == 3  # no new refusal: the limit was kept
+
+
+# -- 401 / 403 ----------------------------------------------------------------------------------
+
+
+def test_refused_key_stops_sending_and_another_key_resumes(postgres_engine: Engine) -> None:
+    with running_sandbox(api_key="right-key") as sandbox:
+        outbox = Outbox(postgres_engine, sandbox)
+        try:
+            messages = outbox.enqueue_ordinary(3)
+            wrong = outbox.dispatcher(WIRAYA_API_KEY="wrong-key")
+
+            summary = wrong.dispatch_once()
+
+            assert (summary.state, summary.released, summary.failed) == ("alarm", 3, 0)
+            assert summary.alarm is not None and summary.alarm.startswith("Unauthorized")
+            for row in outbox.rows().values():
+                assert (row.status, row.attempts, row.tracking_id) == (Status.PENDING, 0, None)
+            gate = outbox.gate()
+            assert gate.refused_key == key_fingerprint("wrong-key")
+            assert gate.paused_until is not None and gate.paused_until > outbox.clock.now
+            assert gate.failures == 1
+            assert sandbox.status_count(401) == 1 and sandbox.ledger() == {}
+
+            # The refused key sends nothing more while paused...
+            outbox.clock.advance(30)
+            assert wrong.dispatch_once().state == "paused"
+            assert wrong.due_batches(outbox.clock.now) == 0
+            assert sandbox.request_count == 1
+            # ...but the operator's new key is not held back by the old key's pause.
+            right = outbox.dispatcher(WIRAYA_API_KEY="right-key")
+            summaries = outbox.drain(right)
+
+            assert sum(s.accepted for s in summaries) == 3
+            ledger = sandbox.ledger()
+            for client_message_id in messages:
+                row = outbox.row(client_message_id)
+                assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
+                assert row.tracking_id == ledger[client_message_id].tracking_id
+            gate = outbox.gate()
+            assert (gate.refused_key, gate.failures, gate.paused_until) == (None, 0, None)
+        finally:
+            outbox.close()
+
+
+def test_forbidden_leaves_messages_pending_and_pauses(pg_outbox: Outbox) -> None:
+    pg_outbox.sandbox.set_faults(forbidden=True)
+    pg_outbox.enqueue_ordinary(2)
+    dispatcher = pg_outbox.dispatcher()
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.released, summary.failed) == ("alarm", 2, 0)
+    assert summary.alarm is not None and summary.alarm.startswith("Unauthorized: HTTP 403")
+    assert {(r.status, r.attempts) for r in pg_outbox.rows().values()} == {(Status.PENDING, 0)}
+    assert pg_outbox.gate().refused_key == dispatcher.key
+    assert dispatcher.dispatch_once().state == "paused"
+    assert pg_outbox.sandbox.request_count == 1
+
+
+# -- 429 ------------------------------------------------------------------------------------
+
+
+def test_rate_limit_pauses_at_least_retry_after_then_slows_down(pg_outbox: Outbox) -> None:
+    # One request's worth of tokens, then 429 with Retry-After: 30.
+    pg_outbox.sandbox.set_faults(rate_limit=0.001, retry_after=timedelta(seconds=30))
+    pg_outbox.enqueue_ordinary(15)
+    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
+    assert dispatcher.dispatch_once().accepted == 5
+    limited_at = pg_outbox.clock.now
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.released, summary.failed) == ("alarm", 5, 0)
+    assert pg_outbox.sandbox.status_count(429) == 1
+    gate = pg_outbox.gate()
+    assert gate.paused_until is not None
+    assert gate.paused_until >= limited_at + timedelta(seconds=30)  # Retry-After is a floor
+    assert gate.failures == 0  # a 429 is not a backend failure: it does not open the circuit
+    assert gate.spacing == timedelta(milliseconds=50)  # requests are spaced from now on
+    released = [r for r in pg_outbox.rows().values() if r.status == Status.PENDING]
+    assert len(released) == 10
+    assert {r.attempts for r in released} == {0}
+    assert min(r.next_attempt_at for r in released if r.last_error) >= limited_at + timedelta(
+        seconds=30
+    )
+
+    pg_outbox.clock.move_to(limited_at + timedelta(seconds=29.9))
+    paused = dispatcher.dispatch_once()
+    assert (paused.state, paused.claimed) == ("paused", 0)
+    assert pg_outbox.sandbox.request_count == 2
+
+    # Still limited at the end of the pause: a second 429 doubles the spacing.
+    pg_outbox.clock.move_to(gate.paused_until)
+    assert dispatcher.dispatch_once().state == "alarm"
+    assert pg_outbox.gate().spacing == timedelta(milliseconds=100)
+
+    pg_outbox.sandbox.set_faults(rate_limit=None)
+    second_pause = pg_outbox.gate().paused_until
+    assert second_pause is not None and second_pause >= pg_outbox.clock.now + timedelta(seconds=30)
+    pg_outbox.clock.move_to(second_pause)
+    summaries = pg_outbox.drain(dispatcher)
+
+    assert sum(s.accepted for s in summaries) == 10
+    assert {r.status for r in pg_outbox.rows().values()} == {Status.ACCEPTED}
+    assert {r.attempts for r in pg_outbox.rows().values()} == {1}
+    # Slowed down: the two batches, sent at one instant, were spaced by the 100 ms slot.
+    assert [s.claimed for s in summaries] == [5, 5]
+    assert pg_outbox.sleeps[0] == pytest.approx(0.1)
+    assert pg_outbox.gate().spacing < timedelta(milliseconds=100)  # answered: loosened again
+
+
+# -- 5xx, HTML pages, bad JSON, timeouts, connection errors ---------------------------------
+
+REQUEST_FAILURES = {
+    # name: (faults, client timeout, the failure's type, whether the sandbox did the work)
+    "500": (Faults(p500=1.0), 5, "ServerError: HTTP 500", False),
+    "503": (Faults(p503=1.0), 5, "ServerError: HTTP 503", False),
+    "HTML 502": (Faults(p502_html=1.0), 5, "ServerError: HTTP 502: HTML page", False),
+    "outage": (Faults(outage=True), 5, "ServerError: HTTP 503", False),
+    "bad JSON": (Faults(p_bad_json=1.0), 5, "ServerError: HTTP 200 with a body", True),
+    "dropped": (Faults(p_drop=1.0), 5, "TransportError", True),
+    "timeout": (Faults(slow_after_work=timedelta(seconds=5)), 0.25, "TransportError: timed", True),
+}
+
+
+@pytest.mark.parametrize(
+    ("faults", "timeout", "reason", "work_done"),
+    REQUEST_FAILURES.values(),
+    ids=list(REQUEST_FAILURES),
+)
+def test_request_failure_releases_rows_without_spending_attempts(
+    pg_outbox: Outbox, faults: Faults, timeout: float, reason: str, work_done: bool
+) -> None:
+    messages = pg_outbox.enqueue_ordinary(4)
+    pg_outbox.sandbox.set_faults(faults)
+    dispatcher = pg_outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=timeout)
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.released, summary.accepted, summary.failed) == (
+        "alarm",
+        4,
+        0,
+        0,
+    )
+    gate = pg_outbox.gate()
+    assert gate.failures == 1
+    assert gate.paused_until is not None and gate.paused_until > pg_outbox.clock.now
+    assert gate.reason is not None and gate.reason.startswith(reason)
+    for row in pg_outbox.rows().values():
+        assert (row.status, row.attempts, row.tracking_id) == (Status.PENDING, 0, None)
+        assert row.last_error == gate.reason
+        assert row.next_attempt_at == gate.paused_until
+    ledger = pg_outbox.sandbox.ledger()
+    assert set(ledger) == (set(messages) if work_done else set())
+    assert dispatcher.dispatch_once().state == "paused"
+    assert pg_outbox.sandbox.request_count == 1
+
+    pg_outbox.sandbox.set_faults(Faults())
+    pg_outbox.clock.move_to(gate.paused_until)
+    assert dispatcher.dispatch_once().accepted == 4
+
+    resent = pg_outbox.sandbox.ledger()
+    for client_message_id in messages:
+        row, entry = pg_outbox.row(client_message_id), resent[client_message_id]
+        assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
+        assert row.tracking_id == entry.tracking_id
+        # A resend only when the outcome was unknown, and then under the same id:
+        # the sandbox kept its first tracking id.
+        assert entry.times_received == (2 if work_done else 1)
+        if work_done:
+            assert entry.tracking_id == ledger[client_message_id].tracking_id
+    assert pg_outbox.gate().failures == 0
+
+
+# -- the circuit breaker ------------------------------------------------------------------------
+
+
+def test_circuit_opens_after_repeated_failures_and_sends_one_probe_per_cool_down(
+    pg_outbox: Outbox,
+) -> None:
+    pg_outbox.enqueue_ordinary(11)  # one probe and two full batches once it closes
+    pg_outbox.sandbox.set_faults(outage=True)
+    one = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=5, OUTBOX_CIRCUIT_FAILURES=3)
+    other = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=5, OUTBOX_CIRCUIT_FAILURES=3)
+    clock = pg_outbox.clock
+
+    for failures in (1, 2, 3):  # below the threshold: full batches, each failure pauses all
+        summary = one.dispatch_once()
+        assert (summary.state, summary.claimed, summary.requests) == ("alarm", 5, 1)
+        assert other.dispatch_once().state == "paused"
+        gate = pg_outbox.gate()
+        assert gate.failures == failures and gate.paused_until is not None
+        clock.move_to(gate.paused_until)
+    assert pg_outbox.sandbox.request_count == 3
+
+    # While a probe is in flight, the other worker must not send a probe of its own.
+    probing = WhileSending(one.sender, other.dispatch_once)
+    one.sender = probing
+    for failures in (4, 5, 6):  # open: one probe of one message per cool-down
+        sent_before = pg_outbox.sandbox.request_count
+        probe, after = one.dispatch_once(), other.dispatch_once()
+        assert (probe.state, probe.claimed, probe.requests) == ("alarm", 1, 1)
+        assert probing.seen[-1].state == "paused"
+        assert after.state == "paused"
+        gate = pg_outbox.gate()
+        assert gate.failures == failures and gate.paused_until is not None
+        cool_down = gate.paused_until - clock.now
+        for fraction in (0.1, 0.5, 0.99):
+            clock.move_to(gate.paused_until - cool_down * (1 - fraction))
+            assert one.dispatch_once().state == "paused"
+            assert other.dispatch_once().state == "paused"
+        assert pg_outbox.sandbox.request_count == sent_before + 1
+        clock.move_to(gate.paused_until)
+
+    pg_outbox.sandbox.set_faults(outage=False)
+    probe = one.dispatch_once()
+    assert (probe.state, probe.claimed, probe.accepted) == ("sent", 1, 1)
+    assert [s.state for s in probing.seen] == ["paused"] * 4
+    gate = pg_outbox.gate()
+    assert (gate.failures, gate.paused_until, gate.reason) == (0, None, None)  # closed
+    assert other.dispatch_once().claimed == 5  # full batches again, at once
+    assert one.dispatch_once().claimed == 5
+    rows = pg_outbox.rows().values()
+    assert {(r.status, r.attempts) for r in rows} == {(Status.ACCEPTED, 1)}
+    assert pg_outbox.sandbox.status_count(503) == 6
+
+
+# -- older than OUTBOX_MAX_AGE_SECONDS ----------------------------------------------------------
+
+
+def test_message_older_than_max_age_fails_expired_without_being_sent(pg_outbox: Outbox) -> None:
+    [old] = pg_outbox.enqueue(recipient(1))
+    with pg_outbox.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE outbox_messages SET created_at = created_at - interval '2 hours'")
+        )
+    [fresh] = pg_outbox.enqueue(recipient(2))
+
+    summary = pg_outbox.dispatcher(OUTBOX_MAX_AGE_SECONDS=3600).dispatch_once()
+
+    assert (summary.accepted, summary.failed, summary.requests) == (1, 1, 1)
+    row = pg_outbox.row(old)
+    assert (row.status, row.attempts) == (Status.FAILED, 0)
+    assert row.last_error == "expired: not accepted within 1:00:00"
+    assert set(pg_outbox.sandbox.ledger()) == {fresh}
+
+
+def test_message_retried_past_max_age_fails_expired(pg_outbox: Outbox) -> None:
+    [message] = pg_outbox.enqueue(TRANSIENT_FOREVER)
+    dispatcher = pg_outbox.dispatcher(OUTBOX_MAX_AGE_SECONDS=120, OUTBOX_MAX_ATTEMPTS=100)
+    assert dispatcher.dispatch_once().retried == 1
+
+    pg_outbox.clock.advance(121)
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.failed, summary.requests) == (1, 0)
+    row = pg_outbox.row(message)
+    assert row.status == Status.FAILED
+    assert row.last_error is not None and row.last_error.startswith("expired")
+    assert row.attempts == 1  # the one real send; the expiring claim is given back
+    entry = pg_outbox.sandbox.entry(message)
+    assert entry is not None and entry.times_received == 1
+
+
+# -- the lease and the guard ----------------------------------------------------------------
+
+
+def test_a_stale_worker_writes_nothing_after_another_claimed_its_rows(pg_outbox: Outbox) -> None:
+    messages = pg_outbox.enqueue_ordinary(3)
+    rival = pg_outbox.dispatcher()
+
+    def lease_ends_and_rival_takes_over() -> BatchSummary:
+        pg_outbox.clock.advance(rival.settings.lease.total_seconds() + 1)
+        return rival.dispatch_once()
+
+    with running_sandbox(Faults(outage=True)) as down:
+        # The stale worker's answer, when it finally comes, is a 503: were its results
+        # written, the rows would go back to pending although the rival delivered them.
+        stale = pg_outbox.dispatcher(down.url)
+        takeover = WhileSending(stale.sender, lease_ends_and_rival_takes_over)
+        stale.sender = takeover
+
+        summary = stale.dispatch_once()
+
+    [rival_summary] = takeover.seen
+    assert (rival_summary.claimed, rival_summary.accepted) == (3, 3)
+    assert (summary.claimed, summary.requests) == (3, 1)
+    assert (summary.accepted, summary.released, summary.retried, summary.failed) == (0, 0, 0, 0)
+    ledger = pg_outbox.sandbox.ledger()
+    for client_message_id in messages:
+        row = pg_outbox.row(client_message_id)
+        assert (row.status, row.last_error) == (Status.ACCEPTED, None)
+        assert row.attempts == 2  # the stale claim and the rival's
+        assert row.tracking_id == ledger[client_message_id].tracking_id
+        assert ledger[client_message_id].times_received == 1
+
+
+def _claim_and_die(outbox: Outbox, dispatcher: Dispatcher) -> list[ClaimedRow]:
+    """What a worker killed after its claim committed leaves behind: rows under lease."""
+    with outbox.engine.begin() as connection:
+        return repo.claim(
+            connection, limit=10, lease=dispatcher.settings.lease, now=outbox.clock.now
+        )
+
+
+@pytest.mark.parametrize("died", ["before sending", "after sending"])
+def test_a_dead_workers_rows_are_claimed_again_after_the_lease(
+    pg_outbox: Outbox, died: str
+) -> None:
+    messages = pg_outbox.enqueue_ordinary(3)
+    dispatcher = pg_outbox.dispatcher()
+    claimed = _claim_and_die(pg_outbox, dispatcher)
+    assert [row.client_message_id for row in claimed] == messages
+    if died == "after sending":  # the request reached the API, the results were never written
+        batch = [Communication(r.client_message_id, r.recipient, r.content) for r in claimed]
+        assert isinstance(dispatcher.sender.send(batch), Delivered)
+    first_ledger = pg_outbox.sandbox.ledger()
+
+    pg_outbox.clock.advance(dispatcher.settings.lease.total_seconds() - 1)
+    assert dispatcher.dispatch_once().state == "idle"  # still under lease
+    pg_outbox.clock.advance(1)  # the lease ends now
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.claimed, summary.accepted) == (3, 3)
+    assert dispatcher.dispatch_once().state == "idle"
+    ledger = pg_outbox.sandbox.ledger()
+    for client_message_id in messages:
+        row, entry = pg_outbox.row(client_message_id), ledger[client_message_id]
+        assert (row.status, row.attempts, row.locked_until) == (Status.ACCEPTED, 2, None)
+        assert row.tracking_id == entry.tracking_id  # one tracking id per message
+        if died == "after sending":
+            assert entry.times_received == 2  # resent under the same id: de-duplicated
+            assert entry.tracking_id == first_ledger[client_message_id].tracking_id
+        else:
+            assert entry.times_received == 1
+    assert len(ledger) == 3
+
+
+# -- concurrency on PostgreSQL ------------------------------------------------------------------
+
+
+def test_two_dispatchers_drain_concurrently_without_sending_any_message_twice(
+    pg_outbox: Outbox,
+) -> None:
+    total = 2_000
+    messages = pg_outbox.enqueue_ordinary(total)
+    dispatchers = [pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=25) for _ in range(2)]
+    start = threading.Barrier(len(dispatchers))
+
+    def drain(dispatcher: Dispatcher) -> list[BatchSummary]:
+        start.wait(timeout=10)
+        return pg_outbox.drain(dispatcher, limit=total)
+
+    with ThreadPoolExecutor(len(dispatchers)) as pool:
+        results = [
+            future.result(timeout=100) for future in [pool.submit(drain, d) for d in dispatchers]
+        ]
+
+    claimed = [sum(s.claimed for s in summaries) for summaries in results]
+    assert sum(claimed) == total
+    assert all(share > 0 for share in claimed), claimed  # both really worked
+    assert sum(s.accepted for summaries in results for s in summaries) == total
+    ledger = pg_outbox.sandbox.ledger()
+    assert len(ledger) == total
+    assert {entry.times_received for entry in ledger.values()} == {1}
+    rows = pg_outbox.rows()
+    assert {(row.status, row.attempts) for row in rows.values()} == {(Status.ACCEPTED, 1)}
+    assert all(rows[m].tracking_id == ledger[m].tracking_id for m in messages)
+
+
+# -- statements per batch -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [10, 500])
+def test_a_batch_takes_at_most_three_statements_whatever_its_size(
+    outbox: Outbox, size: int
+) -> None:
+    # Every kind of outcome in one batch: all of them are written by the same statement.
+    outbox.enqueue(PERMANENT, TRANSIENT_TWICE, OMITTED_ONCE)
+    outbox.insert_raw("invalid", "hello", ALPHA)
+    outbox.enqueue_ordinary(size - 4)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=size)
+
+    with outbox_statements(outbox.engine) as statements:
+        summary = dispatcher.dispatch_once()
+
+    assert summary.claimed == size
+    assert (summary.accepted, summary.failed, summary.retried) == (size - 4, 2, 2)
+    assert len(statements) <= 3, statements
