@@ -372,13 +372,13 @@ def test_too_large_bodies_are_413_from_the_proxy(
 def test_above_the_rate_limit_requests_get_429_with_retry_after(
     http: httpx.Client, sandbox: RunningSandbox
 ) -> None:
-    sandbox.set_faults(rate_limit=2.0, retry_after=timedelta(seconds=17))
+    sandbox.set_faults(rate_limit=0.2, retry_after=timedelta(seconds=17))  # one per 5 s
 
     statuses = [post(http, sandbox, [message(str(i))]) for i in range(4)]
 
-    assert [r.status_code for r in statuses] == [200, 200, 429, 429]
+    assert [r.status_code for r in statuses] == [200, 429, 429, 429]
     assert statuses[2].headers["Retry-After"] == "17"
-    assert sandbox.stats()["rate_limited"] == 2
+    assert sandbox.stats()["rate_limited"] == 3
     assert sandbox.request_count == 4
 
 
@@ -408,7 +408,7 @@ def test_a_dropped_connection_comes_after_the_work(
 def test_a_slow_answer_comes_after_the_work(http: httpx.Client, sandbox: RunningSandbox) -> None:
     sandbox.set_faults(slow_after_work=timedelta(seconds=5))
 
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.TimeoutException):
         http.post(
             sandbox.url + PATH,
             json={"communications": [message("late")]},

@@ -186,7 +186,7 @@ def test_a_caller_not_whitelisted_is_unauthorized_403(
 
 
 def test_429_gives_retry_after(client: WirayaClient, sandbox: RunningSandbox) -> None:
-    sandbox.set_faults(rate_limit=1.0, retry_after=timedelta(seconds=17))
+    sandbox.set_faults(rate_limit=0.2, retry_after=timedelta(seconds=17))  # one per 5 s
 
     first, second = client.send([sms("a")]), client.send([sms("b")])
 
@@ -230,15 +230,15 @@ def test_a_cut_json_answer_is_a_server_error_though_the_work_was_done(
 
 
 def test_a_timeout_after_the_work_is_unknown_and_the_resend_gets_the_same_id(
-    sandbox: RunningSandbox,
+    client: WirayaClient, sandbox: RunningSandbox
 ) -> None:
     sandbox.set_faults(slow_after_work=timedelta(seconds=5))
 
     with WirayaClient(sandbox.url, KEY, timedelta(milliseconds=300)) as impatient:
         timed_out = impatient.send([sms("late")])
-        accepted = wait_for(lambda: sandbox.entry("late"))
-        sandbox.set_faults(Faults())
-        resent = impatient.send([sms("late")])
+    accepted = wait_for(lambda: sandbox.entry("late"))
+    sandbox.set_faults(Faults())
+    resent = client.send([sms("late")])
 
     assert isinstance(timed_out, TransportError)
     assert "timed out" in timed_out.reason

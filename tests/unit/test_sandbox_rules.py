@@ -135,15 +135,17 @@ def test_dice_with_one_seed_repeat() -> None:
     assert first.roll() == Dice(7).roll()
 
 
-def test_rate_limiter_admits_a_second_s_worth_then_says_how_long_to_wait() -> None:
+def test_rate_limiter_admits_a_seconds_worth_then_says_how_long_to_wait() -> None:
     limiter = RateLimiter()
 
-    admitted = [limiter.admit(5.0) is None for _ in range(6)]
-    wait = limiter.admit(5.0)
+    burst = [limiter.admit(3.0) for _ in range(3)]  # a new limit starts with a full bucket
+    first = limiter.admit(0.5)  # one request per two seconds
+    wait = limiter.admit(0.5)
 
-    assert admitted == [True] * 5 + [False]
+    assert burst == [None, None, None]
+    assert first is None
     assert wait is not None
-    assert timedelta(0) < wait <= timedelta(seconds=0.2)
-    assert retry_after_seconds(wait, None) == 1
+    assert timedelta(seconds=1) < wait <= timedelta(seconds=2)
+    assert retry_after_seconds(wait, None) == 2
     assert retry_after_seconds(wait, timedelta(seconds=17)) == 17
     assert limiter.admit(None) is None
