@@ -35,11 +35,19 @@ OMITTED_ONCE_SUFFIX = "0000004"
 TRANSIENT_TWICE_ATTEMPTS = 2
 
 
+TEST_MARK = "000000"  # every test suffix starts with it; other recipients are simply accepted
+
+
+def may_be_test_recipient(recipient: str) -> bool:
+    """A cheap first check, for the sandbox's hot path: False means plainly accepted."""
+    return recipient[-7:-1] == TEST_MARK
+
+
 def behaviour(recipient: str, receipt: int) -> Behaviour:
     """The answer for the `receipt`-th receipt (1-based) of a message to `recipient`."""
-    suffix = recipient[-7:]
-    if not suffix.startswith("000000"):  # the common case: no test recipient
+    if not may_be_test_recipient(recipient):
         return Behaviour.ACCEPT
+    suffix = recipient[-7:]
     if suffix == PERMANENT_SUFFIX:
         return Behaviour.PERMANENT
     if suffix == TRANSIENT_FOREVER_SUFFIX:
