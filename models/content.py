@@ -128,6 +128,13 @@ def parse_content(value: object) -> Content:
     bad_keys = [key for key in fields if not isinstance(key, str)]
     if bad_keys:
         raise InvalidMessage("content", f"field names must be strings, got {bad_keys[0]!r}")
+    # An API object uses the API's names only (projectId, not project_id): anything else
+    # would reach Wiraya as an unknown field.
+    api_names = {field.alias or name for name, field in content_type.model_fields.items()}
+    unknown = [key for key in fields if key not in api_names]
+    if unknown:
+        expected = ", ".join(sorted(api_names))
+        raise InvalidMessage(f"content.{unknown[0]}", f"is not a field of {type_name} ({expected})")
     # Through the constructor, which names the bad field: model_validate would call it too
     # (a custom __init__), but wrap its InvalidMessage in a ValidationError about "content".
     return content_type(**fields)

@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from sqlalchemy.engine import make_url
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -106,6 +107,13 @@ class Settings(BaseModel):
         if self.lease <= self.wiraya_timeout:
             raise ValueError("OUTBOX_LEASE_SECONDS: must exceed WIRAYA_TIMEOUT_SECONDS")
         return self
+
+    def __repr_args__(self) -> Any:
+        # Database and broker URLs may hold passwords: show them masked, like the API key.
+        for name, value in super().__repr_args__():
+            if name in {"database_url", "broker_url"} and isinstance(value, str):
+                value = make_url(value).render_as_string(hide_password=True)
+            yield name, value
 
     @property
     def wiraya_is_local(self) -> bool:

@@ -339,7 +339,7 @@ def test_a_missing_type_is_refused() -> None:
 def test_extra_fields_are_refused_by_name(content: dict[str, Any], extra: str) -> None:
     error = refused(content)
     assert error.field == f"content.{extra}"
-    assert "not permitted" in error.reason
+    assert "is not a field of" in error.reason
 
 
 @pytest.mark.parametrize("value", ["SMSProject", None, 5, [project()], b"{}"], ids=repr)
@@ -356,3 +356,10 @@ def test_invalid_message_is_a_value_error_with_field_and_reason() -> None:
     assert isinstance(error, ValueError)
     assert error.reason in str(error)
     assert "0" in error.reason  # says what it got
+
+
+def test_api_objects_use_api_field_names_only() -> None:
+    # A raw-SQL row written with Python's names would reach Wiraya with unknown fields.
+    error = refused({"$type": "SMSProject", "project_id": 1, "placeholders": []})
+    assert error.field == "content.project_id"
+    assert "projectId" in error.reason
