@@ -365,6 +365,37 @@ def test_too_large_batch_is_split_and_the_smaller_size_remembered(
     assert pg_outbox.sandbox.status_count(refusal) == 3  # no new refusal: the limit was kept
 
 
+def test_a_split_that_would_outlast_the_lease_stops_and_releases_the_rest(
+    pg_outbox: Outbox,
+) -> None:
+    pg_outbox.sandbox.set_faults(max_batch=4)
+    messages = pg_outbox.enqueue_ordinary(10)
+    dispatcher = pg_outbox.dispatcher(OUTBOX_LEASE_SECONDS=30, WIRAYA_TIMEOUT_SECONDS=5)
+    claimed_at = pg_outbox.clock.now
+
+    def ten_seconds_pass() -> BatchSummary:  # each request is slow
+        pg_outbox.clock.advance(10)
+        return BatchSummary()
+
+    dispatcher.sender = WhileSending(dispatcher.sender, ten_seconds_pass)
+
+    summary = dispatcher.dispatch_once()
+
+    # Requests start at +10 s ([10] too large), +20 s ([5] too large), +30 s ([2] ok); the
+    # next could not start before the lease (+30 s) minus the timeout (5 s): the rest is
+    # released for another worker, spending no attempt, instead of sent by a worker whose
+    # lease may end mid-request.
+    assert summary.requests == 3
+    assert (summary.accepted, summary.released, summary.failed) == (2, 8, 0)
+    rows = [pg_outbox.row(m) for m in messages]
+    assert [(r.status, r.attempts) for r in rows[:2]] == [(Status.ACCEPTED, 1)] * 2
+    assert [(r.status, r.attempts) for r in rows[2:]] == [(Status.PENDING, 0)] * 8
+    assert all(r.next_attempt_at <= pg_outbox.clock.now for r in rows[2:])  # due at once
+    assert all(r.locked_until is None for r in rows)
+    assert pg_outbox.clock.now > claimed_at + timedelta(seconds=25)
+    assert set(pg_outbox.sandbox.ledger()) == set(messages[:2])
+
+
 # -- 401 / 403 ----------------------------------------------------------------------------------
 
 
@@ -408,19 +439,31 @@ def test_refused_key_stops_sending_and_another_key_resumes(postgres_engine: Engi
             outbox.close()
 
 
-def test_forbidden_leaves_messages_pending_and_pauses(pg_outbox: Outbox) -> None:
+def test_forbidden_leaves_messages_pending_and_the_refused_key_only_probes(
+    pg_outbox: Outbox,
+) -> None:
     pg_outbox.sandbox.set_faults(forbidden=True)
-    pg_outbox.enqueue_ordinary(2)
+    pg_outbox.enqueue_ordinary(4)
     dispatcher = pg_outbox.dispatcher()
 
     summary = dispatcher.dispatch_once()
 
-    assert (summary.state, summary.released, summary.failed) == ("alarm", 2, 0)
+    assert (summary.state, summary.released, summary.failed) == ("alarm", 4, 0)
     assert summary.alarm is not None and summary.alarm.startswith("Unauthorized: HTTP 403")
     assert {(r.status, r.attempts) for r in pg_outbox.rows().values()} == {(Status.PENDING, 0)}
-    assert pg_outbox.gate().refused_key == dispatcher.key
+    gate = pg_outbox.gate()
+    assert gate.refused_key == dispatcher.key and gate.paused_until is not None
     assert dispatcher.dispatch_once().state == "paused"
     assert pg_outbox.sandbox.request_count == 1
+
+    # Once the pause is over the refused key tries one message, not a batch.
+    pg_outbox.clock.move_to(gate.paused_until)
+    probe = dispatcher.dispatch_once()
+
+    assert (probe.state, probe.claimed, probe.requests) == ("alarm", 1, 1)
+    assert dispatcher.dispatch_once().state == "paused"
+    assert pg_outbox.sandbox.request_count == 2
+    assert {(r.status, r.attempts) for r in pg_outbox.rows().values()} == {(Status.PENDING, 0)}
 
 
 # -- 429 ------------------------------------------------------------------------------------
