@@ -132,13 +132,14 @@ class Dispatcher:
 
     def due_batches(self, now: datetime) -> int:
         """How many batches are due now (capped at the parallel limit); 0 while paused."""
-        cap = self.settings.batch_size * self.settings.max_parallel
         with self.engine.begin() as connection:
             gate = repo.read_gate(connection)
             if self._paused(gate, now):
                 return 0
-            due = repo.count_due(connection, now=now, cap=cap)
-        return -(-due // self.settings.batch_size)
+            # Batches of the size a dispatch will claim: smaller once the API set a limit.
+            size = min(self.settings.batch_size, gate.batch_limit or self.settings.batch_size)
+            due = repo.count_due(connection, now=now, cap=size * self.settings.max_parallel)
+        return -(-due // size)
 
     # -- the gate: may this worker send, and how much -----------------------------------
 
