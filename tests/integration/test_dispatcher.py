@@ -778,6 +778,32 @@ def test_two_dispatchers_drain_concurrently_without_sending_any_message_twice(
     assert all(rows[m].tracking_id == ledger[m].tracking_id for m in messages)
 
 
+# -- how many batches are due (beat's tick wakes that many dispatches) --------------------------
+
+
+def test_due_batches_counts_batches_of_the_permitted_size(pg_outbox: Outbox) -> None:
+    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10, OUTBOX_MAX_PARALLEL_DISPATCHES=4)
+    now = pg_outbox.clock.now
+    assert dispatcher.due_batches(now) == 0
+    pg_outbox.enqueue_ordinary(25)
+    assert dispatcher.due_batches(now) == 3
+    pg_outbox.enqueue_ordinary(30)
+    assert dispatcher.due_batches(now) == 4  # capped at the parallel limit
+
+    with pg_outbox.engine.begin() as connection:  # the API said batches above 5 are too large
+        repo.limit_batch_size(connection, size=5, now=now)
+        assert dispatcher.due_batches(now) == 4
+        connection.execute(text("DELETE FROM outbox_messages WHERE id > 15"))
+    assert dispatcher.due_batches(now) == 3  # 15 rows in batches of 5, not 2 of 10
+
+    with pg_outbox.engine.begin() as connection:
+        repo.note_failure(
+            connection, now=now, paused_until=now + timedelta(seconds=9), reason="outage"
+        )
+    assert dispatcher.due_batches(now) == 0  # paused: wake nobody
+    assert dispatcher.due_batches(now + timedelta(seconds=9)) == 3
+
+
 # -- statements per batch -------------------------------------------------------------------------
 
 
