@@ -7,6 +7,7 @@ import sys
 from celery import Celery
 from celery.signals import worker_process_init
 
+from worker.broker import transport_options
 from worker.database import dispose_engines
 from worker.settings import Settings, SettingsError
 
@@ -27,6 +28,8 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("wiraya-outbox", broker=settings.broker_url, include=["worker.tasks"])
     seconds = settings.poll_interval.total_seconds()
     app.conf.update(
+        # Only the demo's filesystem:// broker needs options (worker/broker.py).
+        broker_transport_options=transport_options(settings),
         task_default_queue=QUEUE,
         # Acknowledge on receipt: a task lost with its worker is harmless, since the rows
         # it claimed come back when their lease ends, and the next tick sends new tasks.
