@@ -133,6 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True  # the client timed out or hung up; nothing to tell it
 
+    def version_string(self) -> str:
+        return "wiraya-sandbox"
+
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
