@@ -7,6 +7,7 @@ Assertions compare the outbox rows with the sandbox's ledger: what Wiraya would 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from models import Status
 from sandbox.faults import Faults, Validation
 from sandbox.testing import RunningSandbox, running_sandbox
 from worker import repository as repo
+from worker.database import make_engine
 from worker.dispatcher import BatchSummary, Dispatcher
 from worker.repository import ClaimedRow
 from worker.retry import key_fingerprint
@@ -139,6 +141,43 @@ def test_a_batch_of_only_invalid_rows_sends_no_request(outbox: Outbox) -> None:
     assert (summary.state, summary.failed, summary.requests) == ("sent", 4, 0)
     assert outbox.sandbox.request_count == 0
     assert {row.status for row in outbox.rows().values()} == {Status.FAILED}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=json.JSONDecodeError,
+    reason="SQLite takes any text as content; the claim decodes it with the JSON column type, "
+    "so one such row makes every claim of its batch raise (and, pysqlite not wrapping a "
+    "statement that starts with WITH in a transaction, the claim stays committed)",
+)
+def test_a_row_whose_content_is_not_json_fails_alone_on_sqlite(
+    sqlite_url: str, sandbox: RunningSandbox
+) -> None:
+    engine = make_engine(sqlite_url)
+    outbox = Outbox(engine, sandbox)
+    try:
+        good = outbox.enqueue_ordinary(2)
+        with engine.begin() as connection:  # SQLite's JSON column is text: nothing refuses this
+            connection.execute(
+                text(
+                    "INSERT INTO outbox_messages (client_message_id, recipient, content) "
+                    "VALUES ('not-json', '46705000099', 'Hello Jane')"
+                )
+            )
+        good += outbox.enqueue_ordinary(2)
+
+        summary = outbox.dispatcher().dispatch_once()
+
+        assert (summary.accepted, summary.failed) == (4, 1)
+        with engine.connect() as connection:
+            status, error = connection.execute(
+                text("SELECT status, last_error FROM outbox_messages WHERE id = 3")
+            ).one()
+        assert status == Status.FAILED and error.startswith("invalid: content")
+        assert set(outbox.sandbox.ledger()) == set(good)
+    finally:
+        outbox.close()
+        engine.dispose()
 
 
 # -- result failure, isTransientError true -------------------------------------------------
