@@ -435,6 +435,38 @@ def test_a_split_that_would_outlast_the_lease_stops_and_releases_the_rest(
     assert set(pg_outbox.sandbox.ledger()) == set(messages[:2])
 
 
+def test_a_failure_mid_split_keeps_the_answers_already_received(pg_outbox: Outbox) -> None:
+    pg_outbox.sandbox.set_faults(max_batch=4)
+    messages = pg_outbox.enqueue_ordinary(10)
+    dispatcher = pg_outbox.dispatcher()
+    requests = 0
+
+    def outage_from_the_fifth_request() -> BatchSummary:
+        nonlocal requests
+        requests += 1
+        if requests == 5:
+            pg_outbox.sandbox.set_faults(outage=True)
+        return BatchSummary()
+
+    dispatcher.sender = WhileSending(dispatcher.sender, outage_from_the_fifth_request)
+
+    summary = dispatcher.dispatch_once()
+
+    # [10] too large, [5] too large, [2] ok, [3] ok, [5] 503: the first five are accepted,
+    # the last five go back to pending with their attempt given back.
+    assert (summary.state, summary.requests) == ("alarm", 5)
+    assert (summary.accepted, summary.released, summary.failed) == (5, 5, 0)
+    ledger = pg_outbox.sandbox.ledger()
+    rows = [pg_outbox.row(m) for m in messages]
+    for row in rows[:5]:
+        assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
+        assert row.tracking_id == ledger[row.client_message_id].tracking_id
+    assert [(r.status, r.attempts) for r in rows[5:]] == [(Status.PENDING, 0)] * 5
+    gate = pg_outbox.gate()
+    assert gate.failures == 1
+    assert gate.batch_limit is not None and gate.batch_limit <= 4  # learnt before the outage
+
+
 # -- 401 / 403 ----------------------------------------------------------------------------------
 
 
