@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test lint
+.PHONY: help install test lint demo
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+demo: $(STAMP)  ## the outbox end to end on SQLite, a filesystem broker and the sandbox (no servers)
+	$(BIN)/outbox demo
 
 test: $(STAMP)  ## run the whole test suite (unit, integration, end-to-end)
 	$(BIN)/pytest
