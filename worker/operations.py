@@ -152,7 +152,7 @@ class GateState:
         elif self.circuit_open:
             state = "circuit OPEN: probing with one message at a time"
         else:
-            state = "sending"
+            state = "running"
         extras = []
         if self.failures:
             extras.append(f"{self.failures} failed requests in a row")

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from kombu.exceptions import KombuError
 
+from worker import metrics
 from worker import repository as repo
 from worker.celery_app import QUEUE, app, settings
 from worker.database import engine_for
@@ -69,6 +70,7 @@ def tick() -> int:
 def dispatch() -> dict[str, Any]:
     """Send one batch; its summary is the result Flower shows. Failing requests raise."""
     summary = dispatcher().dispatch_once()
+    metrics.record_batch(summary, settings.broker_url)  # counters for `outbox metrics`
     if summary.state == "alarm":
         raise DispatchAlarm(f"{summary.alarm}; {summary.as_dict()}")
     return summary.as_dict()
