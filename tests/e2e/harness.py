@@ -1,0 +1,483 @@
+"""The end-to-end harness: real Redis, sandbox, `celery` worker and beat processes, and the checks.
+
+A `Stack` starts each process as a user would (`redis-server`, `python -m sandbox`,
+`celery -A worker worker`, `celery -A worker beat`) in its own process group, with its output in a
+log file, and can kill any of them with SIGKILL. `check_every_message` compares every outbox row
+with the sandbox's ledger: the proof each scenario ends with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from models import FINAL_STATUSES, NewMessage, SMSProject, enqueue_many
+from sandbox.ledger import Entry
+from sandbox.testing import SandboxAdmin
+from worker.database import make_engine
+
+VENV_BIN = Path(sys.executable).parent
+CELERY = str(VENV_BIN / "celery")
+TRACKING_ID = re.compile(r"[0-9a-f]{32}")
+FINAL_SQL = "status IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)))
+
+CONCURRENCY = 2  # pool processes per worker: one worker process drives two batches at once
+
+# Settings every scenario starts from: short backoff and lease so that faults heal in seconds.
+BASE_SETTINGS = {
+    "OUTBOX_BATCH_SIZE": "50",
+    "OUTBOX_BACKOFF_BASE_SECONDS": "0.2",
+    "OUTBOX_BACKOFF_MAX_SECONDS": "2",
+    "OUTBOX_LEASE_SECONDS": "5",
+    "WIRAYA_TIMEOUT_SECONDS": "2",
+    "OUTBOX_POLL_INTERVAL_SECONDS": "1",
+}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], object], *, timeout: float, what: str, every: float = 0.1
+) -> Any:
+    """Poll until ``condition()`` is truthy and return it; TimeoutError naming ``what`` if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Service:
+    """One child process in its own process group, its output in ``log``."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    cwd: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log_offset: int = 0  # where this run's output starts in the log
+
+    def start(self) -> Service:
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            out.write(f"\n=== start {' '.join(self.argv)}\n".encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once (a celery worker and its pool processes): a crash."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        _signal_group(self.process.pid, signal.SIGKILL)  # orphans left in the group, if any
+        self.process = None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=grace)
+        self.kill()
+
+    def wait_for_log(self, pattern: str, timeout: float = 30.0) -> None:
+        """Wait until the log shows ``pattern`` (a regular expression)."""
+        compiled = re.compile(pattern)
+
+        def seen() -> bool:
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
+            with self.log.open("rb") as log:
+                log.seek(self._log_offset)
+                return bool(compiled.search(log.read().decode(errors="replace")))
+
+        wait_for(seen, timeout=timeout, what=f"{self.name} to log {pattern!r}")
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+@dataclass
+class Stack:
+    """Redis, the sandbox and the outbox's Celery processes for one test, on one fresh database."""
+
+    database_url: str
+    directory: Path
+    redis_port: int = field(default_factory=free_port)
+    sandbox_port: int = field(default_factory=free_port)
+    services: list[Service] = field(default_factory=list)
+    redis: Service | None = None
+    sandbox: Service | None = None
+    workers: list[Service] = field(default_factory=list)
+    beat: Service | None = None
+    settings: dict[str, str] = field(default_factory=lambda: dict(BASE_SETTINGS))
+    _engine: Engine | None = None
+
+    # -- processes ------------------------------------------------------------------------
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    @property
+    def admin(self) -> SandboxAdmin:
+        return SandboxAdmin(self.sandbox_url)
+
+    def _service(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Service:
+        log = self.directory / f"{name}.log"
+        service = Service(name, argv, dict(env or os.environ), log, self.directory)
+        self.services.append(service)
+        return service
+
+    def start_redis(self) -> Service:
+        """A private redis-server on its own port, without persistence: a restart empties it."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not installed")
+        if self.redis is None:
+            argv = [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1"]
+            argv += ["--save", "", "--appendonly", "no"]
+            self.redis = self._service("redis", argv)
+        self.redis.start()
+        wait_for(self._redis_answers, timeout=10, what="redis-server to answer")
+        return self.redis
+
+    def _redis_answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start_sandbox(self, *flags: str, seed: int = 1) -> SandboxAdmin:
+        """The sandbox as its own process (`python -m sandbox`), controlled over HTTP."""
+        argv = [sys.executable, "-m", "sandbox", "--port", str(self.sandbox_port)]
+        self.sandbox = self._service("sandbox", [*argv, "--seed", str(seed), *flags])
+        self.sandbox.start()
+        self.admin.wait_ready()
+        return self.admin
+
+    def worker_env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "WIRAYA_"))}
+        env.update(
+            OUTBOX_DATABASE_URL=self.database_url,
+            CELERY_BROKER_URL=self.broker_url,
+            WIRAYA_BASE_URL=self.sandbox_url,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.settings)
+        env.update(overrides)
+        return env
+
+    def start_worker(self, concurrency: int = CONCURRENCY, **overrides: str) -> Service:
+        """`celery -A worker worker` as a user runs it; wait until it is ready."""
+        number = len(self.workers) + 1
+        argv = [CELERY, "-A", "worker", "worker", "-l", "info", "--concurrency", str(concurrency)]
+        argv += ["-n", f"w{number}@%h"]
+        worker = self._service(f"worker{number}", argv, self.worker_env(**overrides))
+        self.workers.append(worker)
+        worker.start()
+        worker.wait_for_log(r"ready\.")
+        return worker
+
+    def restart(self, service: Service, ready: str) -> None:
+        """Start a stopped or killed service again and wait for ``ready`` in its new output."""
+        service.start()
+        service.wait_for_log(ready)
+
+    def start_beat(self, **overrides: str) -> Service:
+        """`celery -A worker beat` with the outbox's scheduler (the app's default)."""
+        argv = [CELERY, "-A", "worker", "beat", "-l", "info"]
+        self.beat = self._service("beat", argv, self.worker_env(**overrides))
+        self.beat.start()
+        self.beat.wait_for_log(r"beat: Starting")
+        return self.beat
+
+    def start_outbox(self, workers: int = 1, **overrides: str) -> None:
+        for _ in range(workers):
+            self.start_worker(CONCURRENCY, **overrides)
+        self.start_beat(**overrides)
+
+    def stop_outbox(self) -> None:
+        """Stop beat and every worker (warm shutdown)."""
+        for service in [self.beat, *self.workers]:
+            if service is not None:
+                service.stop()
+
+    def close(self) -> None:
+        """Kill every process this stack started, whatever state the test left them in."""
+        for service in reversed(self.services):
+            service.kill()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def logs(self, lines: int = 40) -> str:
+        return "\n\n".join(
+            f"--- {service.name} ({service.log}) ---\n{service.tail(lines)}"
+            for service in self.services
+        )
+
+    # -- the database ---------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.database_url)
+        return self._engine
+
+    def enqueue(self, messages: Iterable[NewMessage]) -> list[str]:
+        """Insert through the producer API, in one transaction."""
+        with Session(self.engine) as session, session.begin():
+            return enqueue_many(session, messages)
+
+    def insert_raw(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Insert (client_message_id, recipient, content JSON) by plain SQL, as any language can."""
+        statement = text(
+            "INSERT INTO outbox_messages (client_message_id, recipient, content) "
+            "VALUES (:cmid, :recipient, CAST(:content AS jsonb))"
+        )
+        with self.engine.begin() as connection:
+            for cmid, recipient, content in rows:
+                connection.execute(
+                    statement, {"cmid": cmid, "recipient": recipient, "content": content}
+                )
+
+    def count(self, where: str = "true") -> int:
+        with self.engine.connect() as connection:
+            return int(
+                connection.scalar(text(f"SELECT count(*) FROM outbox_messages WHERE {where}"))
+            )
+
+    def final_count(self) -> int:
+        return self.count(FINAL_SQL)
+
+    def wait_all_final(self, total: int, timeout: float) -> None:
+        """Wait until every one of ``total`` rows is accepted, failed or cancelled."""
+        wait_for(
+            lambda: self.final_count() >= total,
+            timeout=timeout,
+            what=f"all {total} rows to be final (now {self.final_count()})",
+            every=0.25,
+        )
+
+    def rows(self) -> list[Row]:
+        query = text(
+            "SELECT client_message_id, status, attempts, tracking_id, last_error, "
+            "created_at, accepted_at, updated_at FROM outbox_messages ORDER BY id"
+        )
+        with self.engine.connect() as connection:
+            return [Row(*values) for values in connection.execute(query)]
+
+    def gate(self) -> dict[str, Any]:
+        with self.engine.connect() as connection:
+            row = connection.execute(text("SELECT * FROM outbox_dispatch_gate")).mappings().first()
+        return dict(row or {})
+
+
+@dataclass(frozen=True)
+class Row:
+    """What the checks read of one outbox row."""
+
+    client_message_id: str
+    status: str
+    attempts: int
+    tracking_id: str | None
+    last_error: str | None
+    created_at: datetime
+    accepted_at: datetime | None
+    updated_at: datetime
+
+
+def project_messages(prefix: str, count: int, start: int = 0) -> list[NewMessage]:
+    """``count`` valid messages to ordinary recipients (the sandbox accepts them first time)."""
+    return [
+        NewMessage.create(
+            client_message_id=f"{prefix}-{number:06d}",
+            recipient=ordinary_recipient(number),
+            content=SMSProject(project_id=123, placeholders=["John", f"Order #{number}"]),
+        )
+        for number in range(start, start + count)
+    ]
+
+
+def ordinary_recipient(number: int) -> str:
+    """A recipient whose last seven digits are none of the sandbox's test suffixes (0000001-4)."""
+    return f"4670{1_000_000 + number % 8_000_000:07d}"
+
+
+# -- the proof each scenario ends with ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What must become of one message.
+
+    ``receipts``: how many times the sandbox must have received it (0: never sent), or None
+    when not fixed. ``resend_ok``: its outcome was unknown at least once (dropped answer,
+    timeout, killed worker), so the sandbox may have received it more often than that.
+    """
+
+    status: str = "accepted"
+    reason: str | None = None
+    receipts: int | None = 1
+    resend_ok: bool = False
+
+
+ACCEPTED_ONCE = Expect()
+
+
+@dataclass
+class Verdict:
+    """The result of checking every message: counts for the report, problems for the assert."""
+
+    rows: int = 0
+    accepted: int = 0
+    failed: int = 0
+    resent: int = 0  # messages the sandbox received more than once
+    extra_receipts: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.rows} rows: {self.accepted} accepted, {self.failed} failed; "
+            f"{self.resent} resent ({self.extra_receipts} extra receipts)"
+        )
+
+
+def check_every_message(
+    rows: list[Row],
+    ledger: Mapping[str, Entry],
+    expect: Callable[[str], Expect] = lambda _: ACCEPTED_ONCE,
+) -> Verdict:
+    """Check every row against the sandbox's ledger; return the verdict (problems listed).
+
+    - every row is final, with the status expected of it;
+    - accepted: it holds the tracking id the sandbox gave that clientMessageId (one id per
+      message, none shared), and the sandbox received it for the last time before the worker
+      recorded the answer: no resend after a clear answer;
+    - failed: last_error states the expected reason, and the sandbox never accepted it;
+    - the sandbox received each message as often as expected, and nothing the outbox lacks.
+    """
+    verdict = Verdict(rows=len(rows))
+    seen_tracking: dict[str, str] = {}
+    for row in rows:
+        cmid = row.client_message_id
+        wanted = expect(cmid)
+        entry = ledger.get(cmid)
+        problems = _row_problems(row, wanted, entry, seen_tracking)
+        verdict.problems += [f"{cmid}: {problem}" for problem in problems]
+        verdict.accepted += row.status == "accepted"
+        verdict.failed += row.status == "failed"
+        if entry is not None and entry.times_received > 1:
+            verdict.resent += 1
+            verdict.extra_receipts += entry.times_received - 1
+    known = {row.client_message_id for row in rows}
+    strangers = sorted(set(ledger) - known)
+    if strangers:
+        verdict.problems.append(f"the sandbox received messages not in the outbox: {strangers[:5]}")
+    return verdict
+
+
+def _row_problems(
+    row: Row, wanted: Expect, entry: Entry | None, seen_tracking: dict[str, str]
+) -> list[str]:
+    problems = []
+    if row.status != wanted.status:
+        problems.append(f"status {row.status} ({row.last_error}), expected {wanted.status}")
+    receipts = 0 if entry is None else entry.times_received
+    expected = wanted.receipts
+    resent_after_unknown = wanted.resend_ok and expected is not None and receipts > expected
+    if expected is not None and receipts != expected and not resent_after_unknown:
+        problems.append(f"received {receipts} times by the sandbox, expected {wanted.receipts}")
+    if row.status == "accepted":
+        problems += _accepted_problems(row, entry, seen_tracking)
+    elif row.status == "failed":
+        if wanted.reason is not None and wanted.reason not in (row.last_error or ""):
+            problems.append(f"failed with {row.last_error!r}, expected {wanted.reason!r}")
+        if entry is not None and entry.tracking_id is not None:
+            problems.append("failed in the outbox, yet accepted by the sandbox")
+        if entry is not None and entry.last_received > row.updated_at:
+            problems.append("received again after it was recorded failed")
+    return problems
+
+
+def _accepted_problems(row: Row, entry: Entry | None, seen_tracking: dict[str, str]) -> list[str]:
+    problems = []
+    tracking_id = row.tracking_id or ""
+    if not TRACKING_ID.fullmatch(tracking_id):
+        problems.append(f"accepted with tracking id {row.tracking_id!r}")
+    if entry is None:
+        return [*problems, "accepted, but the sandbox never received it"]
+    if entry.tracking_id != row.tracking_id:
+        problems.append(f"tracking id {row.tracking_id}, the sandbox gave {entry.tracking_id}")
+    other = seen_tracking.setdefault(tracking_id, row.client_message_id)
+    if other != row.client_message_id:
+        problems.append(f"tracking id {tracking_id} also held by {other}")
+    if row.accepted_at is None or entry.last_received > row.accepted_at:
+        problems.append(
+            f"received at {entry.last_received}, after it was recorded accepted at "
+            f"{row.accepted_at}: resent after a clear answer"
+        )
+    return problems
+
+
+def assert_verdict(verdict: Verdict) -> None:
+    """Fail with the first problems found, if any."""
+    if verdict.problems:
+        shown = "\n  ".join(verdict.problems[:25])
+        more = len(verdict.problems) - 25
+        suffix = f"\n  ... and {more} more" if more > 0 else ""
+        raise AssertionError(f"{len(verdict.problems)} problems ({verdict}):\n  {shown}{suffix}")
