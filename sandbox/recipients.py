@@ -8,6 +8,9 @@
 | 0000003           | transient failure on every receipt, forever                                |
 | 0000004           | left out of results on the first receipt (outcome unknown, yet accepted    |
 |                   | and ledgered); a resend is answered with the same tracking id              |
+| 0000005           | refused by validation, as a number Wiraya does not accept although it looks |
+|                   | like an MSISDN: 400 for the whole request, or a permanent per-message      |
+|                   | failure in per-message validation mode                                     |
 | anything else     | accepted                                                                   |
 
 For example 46700000001 always fails permanently and 46700000002 succeeds on the third try.
@@ -32,6 +35,7 @@ PERMANENT_SUFFIX = "0000001"
 TRANSIENT_TWICE_SUFFIX = "0000002"
 TRANSIENT_FOREVER_SUFFIX = "0000003"
 OMITTED_ONCE_SUFFIX = "0000004"
+INVALID_SUFFIX = "0000005"
 TRANSIENT_TWICE_ATTEMPTS = 2
 
 

@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sandbox.recipients import INVALID_SUFFIX
+
 PROJECT_TYPES = frozenset({"SMSProject", "WhatsappProject", "VoiceProject"})
 CONTENT_TYPES = PROJECT_TYPES | {"SMSFromAlpha"}
 MAX_SENDER_LENGTH = 11
@@ -45,6 +47,8 @@ def message_error(item: Mapping[str, Any]) -> str | None:
     recipient = item.get("recipient")
     if type(recipient) is not str or _MSISDN.fullmatch(recipient) is None:
         return "recipient: must be an MSISDN: country code and number, digits only (46701234567)"
+    if recipient.endswith(INVALID_SUFFIX):
+        return "recipient: not a valid mobile number (sandbox test recipient ...0000005)"
     content = item.get("content")
     if type(content) is not dict:
         return "content: required, must be an object"

@@ -189,11 +189,14 @@ class Dispatcher:
     ) -> None:
         now = self.clock()
         summary.claimed = len(rows)
-        results, sendable = self._screen(rows, now)
+        results, outgoing = self._screen(rows, now)
+        sendable = [row for row in rows if row.id in outgoing]
         # No request may still be under way when the lease ends and another worker
         # may claim the same rows.
         last_start = lease_end - self.settings.wiraya_timeout
-        delivery = self._deliver(sendable, summary, last_start) if sendable else Delivery()
+        delivery = (
+            self._deliver(sendable, outgoing, summary, last_start) if sendable else Delivery()
+        )
         now = self.clock()
         results += [
             self._result(row, delivery.outcomes[row.id], now)
@@ -217,23 +220,28 @@ class Dispatcher:
 
     def _screen(
         self, rows: list[ClaimedRow], now: datetime
-    ) -> tuple[list[RowResult], list[ClaimedRow]]:
-        """Fail rows that are too old or invalid (never sent); return them and the rest."""
+    ) -> tuple[list[RowResult], dict[int, Communication]]:
+        """Fail rows that are too old or invalid (never sent); return them, and the rest
+        as the communications to send, by row id."""
         failed: list[RowResult] = []
-        sendable: list[ClaimedRow] = []
+        outgoing: dict[int, Communication] = {}
         oldest = now - self.settings.max_age
         for row in rows:
-            problem = _content_problem(row)
+            communication = _communication(row)
             if row.created_at < oldest:
-                problem = f"expired: not accepted within {self.settings.max_age}"
-            if problem is None:
-                sendable.append(row)
+                communication = f"expired: not accepted within {self.settings.max_age}"
+            if isinstance(communication, Communication):
+                outgoing[row.id] = communication
             else:
-                failed.append(_final(row, Status.FAILED, problem, sent=False))
-        return failed, sendable
+                failed.append(_final(row, Status.FAILED, communication, sent=False))
+        return failed, outgoing
 
     def _deliver(
-        self, rows: list[ClaimedRow], summary: BatchSummary, last_start: datetime
+        self,
+        rows: list[ClaimedRow],
+        outgoing: dict[int, Communication],
+        summary: BatchSummary,
+        last_start: datetime,
     ) -> Delivery:
         """Send the batch; on a 400 or a too-large answer, split it and send the halves."""
         delivery = Delivery()
@@ -243,7 +251,7 @@ class Dispatcher:
             if summary.requests and self.clock() > last_start:
                 delivery.unresolved = batch + [row for rest in queue for row in rest]
                 break
-            result = self._send(batch, summary)
+            result = self._send([outgoing[row.id] for row in batch], summary)
             if isinstance(result, Delivered):
                 for row in batch:
                     delivery.outcomes[row.id] = result.outcomes.get(
@@ -262,15 +270,7 @@ class Dispatcher:
                 break
         return delivery
 
-    def _send(self, batch: list[ClaimedRow], summary: BatchSummary) -> SendResult:
-        communications = [
-            Communication(
-                client_message_id=row.client_message_id,
-                recipient=normalize_recipient(row.recipient),
-                content=row.content,
-            )
-            for row in batch
-        ]
+    def _send(self, communications: list[Communication], summary: BatchSummary) -> SendResult:
         started = time.monotonic()
         result = self.sender.send(communications)
         summary.requests += 1
@@ -349,14 +349,18 @@ def _gate_is_disturbed(gate: Gate) -> bool:
     return bool(gate.failures or gate.refused_key or gate.spacing or gate.reason)
 
 
-def _content_problem(row: ClaimedRow) -> str | None:
-    """Why a row cannot be sent as it is (raw-SQL inserts skip the producer's checks)."""
+def _communication(row: ClaimedRow) -> Communication | str:
+    """The row as the API takes it, or why it cannot be sent (raw-SQL rows skip the producer).
+
+    Content goes out in its canonical form, not as stored: API field names only, $type
+    first, every required field present, times in UTC with Z.
+    """
     try:
-        normalize_recipient(row.recipient)
-        parse_content(row.content)
+        recipient = normalize_recipient(row.recipient)
+        content = parse_content(row.content).to_api()
     except InvalidMessage as problem:
         return f"invalid: {problem}"
-    return None
+    return Communication(row.client_message_id, recipient, content)
 
 
 def _missing() -> MessageOutcome:

@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Connection,
     Table,
+    Text,
     and_,
     bindparam,
     delete,
@@ -26,6 +27,9 @@ from sqlalchemy import (
     text,
     union_all,
     update,
+)
+from sqlalchemy import (
+    cast as cast_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -73,6 +77,14 @@ class Gate:
     spacing: timedelta
 
 
+def _decoded(content: str | None) -> Any:
+    """A row's content as JSON, or the text itself when it is not JSON (screening refuses it)."""
+    try:
+        return json.loads(content) if content is not None else None
+    except ValueError:
+        return content
+
+
 def _due(now: datetime) -> Any:
     """Rows a worker may claim: due pending rows and sending rows whose lease ended."""
     return or_(
@@ -118,12 +130,24 @@ def claim(
             outbox.c.id,
             outbox.c.client_message_id,
             outbox.c.recipient,
-            outbox.c.content,
+            # As text, decoded row by row: on SQLite a raw-SQL row may hold anything, and
+            # one undecodable row must fail alone instead of breaking the whole batch.
+            cast_(outbox.c.content, Text).label("content"),
             outbox.c.attempts,
             outbox.c.created_at,
         )
     )
-    rows = [ClaimedRow(*row) for row in connection.execute(statement)]
+    rows = [
+        ClaimedRow(
+            row.id,
+            row.client_message_id,
+            row.recipient,
+            _decoded(row.content),
+            row.attempts,
+            row.created_at,
+        )
+        for row in connection.execute(statement)
+    ]
     rows.sort(key=lambda row: row.id)
     return rows
 

@@ -149,3 +149,10 @@ def test_rate_limiter_admits_a_seconds_worth_then_says_how_long_to_wait() -> Non
     assert retry_after_seconds(wait, None) == 2
     assert retry_after_seconds(wait, timedelta(seconds=17)) == 17
     assert limiter.admit(None) is None
+
+
+def test_the_invalid_test_recipient_is_refused_by_validation_only() -> None:
+    content = {"$type": "SMSProject", "projectId": 1, "placeholders": []}
+    refused = message_error({"recipient": "46700000005", "content": content})
+    assert refused == "recipient: not a valid mobile number (sandbox test recipient ...0000005)"
+    assert message_error({"recipient": "46700000006", "content": content}) is None
