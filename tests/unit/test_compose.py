@@ -63,6 +63,14 @@ def test_each_service_runs_an_entry_point_the_tests_run(
     assert services[name].get("build") == ".", "one image, built from this repository"
 
 
+def test_flower_options_are_written_name_equals_value(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # Flower parses its own options with tornado, which rejects "--port 5555".
+    options = services["flower"]["command"][len(ENTRY_POINTS["flower"]) :]
+    assert options and all(option.startswith("--") and "=" in option for option in options)
+
+
 def test_the_entry_points_exist() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["outbox"] == "worker.cli:main"
