@@ -148,9 +148,8 @@ def _enqueue(engine: Engine, messages: int) -> Expected:
     """Insert the sample messages in one transaction; returns what each should become."""
     expected = Expected()
     rows: list[dict[str, Any]] = []
-    scale = max(messages / 2000, 0.0)
-    for prefix, (recipient, per_2000, outcome) in SPECIAL.items():
-        count = min(max(1, round(per_2000 * scale)), max(messages - len(rows) - 1, 0))
+    for prefix, count in special_counts(messages).items():
+        recipient, _, outcome = SPECIAL[prefix]
         for number in range(1, count + 1):
             client_message_id = f"demo-{prefix}-{number:03d}"
             rows.append(_message(len(rows), client_message_id, recipient))
@@ -172,6 +171,15 @@ def _enqueue(engine: Engine, messages: int) -> Expected:
     expected.failed += INVALID_SQL_ROWS
     expected.examples["invalid"] = "demo-invalid-001"
     return expected
+
+
+def special_counts(messages: int) -> dict[str, int]:
+    """How many messages go to each kind of test recipient: SPECIAL's shares, scaled."""
+    counts: dict[str, int] = {}
+    for prefix, (_, per_2000, _) in SPECIAL.items():
+        room = max(messages - sum(counts.values()) - 1, 0)  # leave at least one ordinary
+        counts[prefix] = min(max(1, round(per_2000 * messages / 2000)), room)
+    return counts
 
 
 def _message(number: int, client_message_id: str, recipient: str) -> dict[str, Any]:
@@ -207,7 +215,7 @@ def _environment(url: str, root: Path, sandbox_url: str) -> dict[str, str]:
 
 
 def _introduce(out: TextIO, root: Path, messages: int, api: str) -> None:
-    special = sum(count for _, count, _ in SPECIAL.values())
+    special = sum(special_counts(messages).values())
     print("wiraya-outbox demo: the real worker and beat, no servers needed", file=out)
     print(f"  database  SQLite file {_shown(root / 'outbox.db')}", file=out)
     print(
@@ -217,13 +225,13 @@ def _introduce(out: TextIO, root: Path, messages: int, api: str) -> None:
     print(f"  API       sandbox at {api}: 5% of requests answered 503, 40 ms latency", file=out)
     print(
         f"  messages  {messages:,} of all four content types, {INVALID_SQL_ROWS} invalid ones "
-        f"by plain SQL, ~{special} to test recipients that fail or answer oddly",
+        f"by plain SQL, {special} to test recipients that fail or answer oddly",
         file=out,
     )
-    faster = ", ".join(
-        f"{key}={value}" for key, value in DEMO_ENVIRONMENT.items() if "NOTIFY" not in key
-    )
-    print(f"  faster than the defaults, to end in seconds: {faster}", file=out)
+    faster = [f"{key}={value}" for key, value in DEMO_ENVIRONMENT.items() if "NOTIFY" not in key]
+    print("  settings  faster than the defaults, to end in seconds:", file=out)
+    for start in range(0, len(faster), 3):
+        print("            " + "  ".join(faster[start : start + 3]), file=out)
     print(file=out)
 
 

@@ -19,7 +19,9 @@ from worker.cli import main, parse_duration
 from worker.database import make_engine
 from worker.operations import OperatorError
 
-NOW = datetime.now(UTC)
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @pytest.fixture
@@ -42,18 +44,18 @@ def outbox(database_url: str) -> Iterator[Engine]:
             ],
         )
     _set("m2", engine, last_error="transient: busy", attempts=1)
-    _set("m3", engine, status="sending", attempts=1, locked_until=NOW + timedelta(minutes=1))
-    _set("m4", engine, status="sending", attempts=1, locked_until=NOW - timedelta(minutes=1))
+    _set("m3", engine, status="sending", attempts=1, locked_until=_now() + timedelta(minutes=1))
+    _set("m4", engine, status="sending", attempts=1, locked_until=_now() - timedelta(minutes=1))
     for name in ("m5", "m6"):
-        _set(name, engine, status="accepted", attempts=1, tracking_id="a" * 32, accepted_at=NOW)
+        _set(name, engine, status="accepted", attempts=1, tracking_id="a" * 32, accepted_at=_now())
     _set(
         "m7",
         engine,
         status="failed",
         attempts=1,
         last_error="rejected: recipient is blocked",
-        updated_at=NOW - timedelta(days=1),
-        created_at=NOW - timedelta(days=2),
+        updated_at=_now() - timedelta(days=1),
+        created_at=_now() - timedelta(days=2),
     )
     _set(
         "m8",
@@ -61,7 +63,7 @@ def outbox(database_url: str) -> Iterator[Engine]:
         status="failed",
         attempts=10,
         last_error="gave up after 10 attempts: busy",
-        updated_at=NOW - timedelta(hours=1),
+        updated_at=_now() - timedelta(hours=1),
     )
     yield engine
     engine.dispose()
@@ -145,8 +147,8 @@ def test_stats_shows_a_paused_gate(outbox: Engine, capsys: pytest.CaptureFixture
         repo.read_gate(connection)
         repo.note_failure(
             connection,
-            now=NOW,
-            paused_until=NOW + timedelta(minutes=5),
+            now=_now(),
+            paused_until=_now() + timedelta(minutes=5),
             reason="ServerError: HTTP 503",
         )
     code, out, _ = run(_url(outbox), "stats", capsys=capsys)
@@ -205,7 +207,7 @@ def test_retry_by_error_text_and_time_range(
     assert code == 0  # matched nothing: m7 failed a day ago
     assert _row(outbox, "m7").status == "failed"
 
-    since = (NOW - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    since = (_now() - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S")
     code, out, _ = run(
         _url(outbox),
         *("retry", "--error", "blocked", "--since", since, "--until", "12h", "--yes"),
@@ -222,7 +224,7 @@ def test_retry_renew_age_counts_age_from_now(
 ) -> None:
     code, _, _ = run(_url(outbox), "retry", "m7", "--renew-age", "--yes", capsys=capsys)
     assert code == 0
-    assert _row(outbox, "m7").created_at > NOW - timedelta(minutes=1)
+    assert _row(outbox, "m7").created_at > _now() - timedelta(minutes=1)
 
 
 def test_retry_asks_first_and_a_no_changes_nothing(
@@ -276,7 +278,7 @@ def test_cancel_leaves_sending_rows_alone(
 def test_prune_deletes_finished_messages_older_than_asked(
     outbox: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _set("m5", outbox, accepted_at=NOW - timedelta(days=40))
+    _set("m5", outbox, accepted_at=_now() - timedelta(days=40))
     code, out, _ = run(_url(outbox), "prune", "--older-than", "30d", "--yes", capsys=capsys)
     assert code == 0
     assert "deleted 1 accepted messages" in out

@@ -28,7 +28,10 @@ from worker.dispatcher import BatchSummary
 from worker.operations import operator_settings
 
 OUTBOX = str(Path(sys.executable).with_name("outbox"))
-NOW = datetime.now(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def free_port() -> int:
@@ -65,12 +68,12 @@ def filled(database_url: str) -> Iterator[Engine]:
             ],
         )
     changes: dict[str, dict[str, Any]] = {
-        "m1": {"created_at": NOW - timedelta(minutes=10)},
+        "m1": {"created_at": _now() - timedelta(minutes=10)},
         "m2": {"last_error": "transient", "attempts": 1},
-        "m3": {"next_attempt_at": NOW + timedelta(hours=1)},
-        "m4": {"status": "sending", "attempts": 1, "locked_until": NOW + timedelta(minutes=2)},
-        "m5": {"status": "accepted", "attempts": 1, "tracking_id": "a" * 32, "accepted_at": NOW},
-        "m6": {"status": "accepted", "attempts": 1, "tracking_id": "b" * 32, "accepted_at": NOW},
+        "m3": {"next_attempt_at": _now() + timedelta(hours=1)},
+        "m4": {"status": "sending", "attempts": 1, "locked_until": _now() + timedelta(minutes=2)},
+        "m5": {"status": "accepted", "attempts": 1, "tracking_id": "a" * 32, "accepted_at": _now()},
+        "m6": {"status": "accepted", "attempts": 1, "tracking_id": "b" * 32, "accepted_at": _now()},
         "m7": {"status": "failed", "attempts": 1, "last_error": "rejected"},
     }
     with engine.begin() as connection:
@@ -82,7 +85,7 @@ def filled(database_url: str) -> Iterator[Engine]:
             )
         repo.read_gate(connection)
         repo.note_failure(
-            connection, now=NOW, paused_until=NOW + timedelta(minutes=5), reason="ServerError"
+            connection, now=_now(), paused_until=_now() + timedelta(minutes=5), reason="ServerError"
         )
     yield engine
     engine.dispose()
