@@ -8,7 +8,8 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from harness import Stack
+
+from tests.e2e.harness import Stack
 
 
 @pytest.fixture

@@ -13,7 +13,10 @@ import random
 import time
 
 import pytest
-from harness import (
+from sqlalchemy import text
+
+from models import SMSProject
+from tests.e2e.harness import (
     ACCEPTED_ONCE,
     BASE_SETTINGS,
     CONCURRENCY,
@@ -25,9 +28,6 @@ from harness import (
     project_messages,
     wait_for,
 )
-from sqlalchemy import text
-
-from models import SMSProject
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(240)]
 

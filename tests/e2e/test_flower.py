@@ -14,9 +14,9 @@ import urllib.request
 from typing import Any
 
 import pytest
-from harness import CELERY, Stack, free_port, wait_for
 
 from models import NewMessage, SMSProject
+from tests.e2e.harness import CELERY, Stack, free_port, wait_for
 
 CREDENTIALS = "ops:flower-test-password"
 

@@ -13,7 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from dispatch_harness import (
+from sqlalchemy import Engine, text
+
+from models import Status
+from sandbox.faults import Faults, Validation
+from sandbox.testing import RunningSandbox, running_sandbox
+from tests.integration.dispatch_harness import (
     ALPHA,
     OMITTED_ONCE,
     PERMANENT,
@@ -24,11 +29,6 @@ from dispatch_harness import (
     outbox_statements,
     recipient,
 )
-from sqlalchemy import Engine, text
-
-from models import Status
-from sandbox.faults import Faults, Validation
-from sandbox.testing import RunningSandbox, running_sandbox
 from worker import repository as repo
 from worker.database import make_engine
 from worker.dispatcher import BatchSummary, Dispatcher

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from alembic import command
-from conftest import POSTGRES_URL, _admin, alembic_config, with_database
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,6 +26,7 @@ from models import (
     enqueue,
     enqueue_many,
 )
+from tests.conftest import POSTGRES_URL, _admin, alembic_config, with_database
 from worker.database import make_engine
 
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dispatch_harness import outbox_statements
 from sqlalchemy import Engine, event, insert, select, text
 
 from models import Status
+from tests.integration.dispatch_harness import outbox_statements
 from worker import repository as repo
 from worker.repository import RowResult, outbox
 
