@@ -155,7 +155,7 @@ def claim(
 # -- record -- Write every claimed row's result in one statement. The guard (still
 # sending, same attempt number as at claim) stops a worker whose lease ended from
 # overwriting the newer claim of another. Returns the ids it wrote.
-RECORD_POSTGRES = """
+_RECORD_UPDATE = """
 UPDATE outbox_messages AS m SET
     status = v.status,
     attempts = v.attempts,
@@ -164,33 +164,26 @@ UPDATE outbox_messages AS m SET
     tracking_id = coalesce(v.tracking_id, m.tracking_id),
     last_error = v.last_error,
     accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
-    updated_at = :now
+    updated_at = :now"""
+_RECORD_GUARD = "WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.claimed_attempts"
+# PostgreSQL reads the results as a typed record set from one jsonb parameter ...
+RECORD_POSTGRES = f"""{_RECORD_UPDATE}
 FROM jsonb_to_recordset(CAST(:results AS jsonb)) AS v(
     id bigint, claimed_attempts integer, status text, attempts integer,
     next_attempt_at timestamptz, tracking_id text, last_error text)
-WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.claimed_attempts
-RETURNING m.id
-"""
-RECORD_SQLITE = """
+{_RECORD_GUARD}
+RETURNING m.id"""
+# ... and SQLite from the same JSON through json_each (its RETURNING takes no alias).
+RECORD_SQLITE = f"""
 WITH v AS (
     SELECT value ->> 'id' AS id, value ->> 'claimed_attempts' AS claimed_attempts,
            value ->> 'status' AS status, value ->> 'attempts' AS attempts,
            value ->> 'next_attempt_at' AS next_attempt_at,
            value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error
-    FROM json_each(:results))
-UPDATE outbox_messages AS m SET
-    status = v.status,
-    attempts = v.attempts,
-    next_attempt_at = coalesce(v.next_attempt_at, m.next_attempt_at),
-    locked_until = NULL,
-    tracking_id = coalesce(v.tracking_id, m.tracking_id),
-    last_error = v.last_error,
-    accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
-    updated_at = :now
+    FROM json_each(:results)){_RECORD_UPDATE}
 FROM v
-WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.claimed_attempts
-RETURNING id
-"""
+{_RECORD_GUARD}
+RETURNING id"""
 
 
 def record(connection: Connection, results: Sequence[RowResult], *, now: datetime) -> set[int]:
