@@ -64,11 +64,17 @@ SPECIAL = {
     "down": ("46700000003", 6, "failed"),  # transient for ever: failed after 4 attempts
     "lost": ("46700000004", 10, "accepted"),  # missing from results once, resent, same id
 }
-INVALID_SQL_ROWS = 4  # inserted by plain SQL with a sender too long: failed, never sent
+# Inserted by plain SQL, skipping the producer's checks: each fails alone, never sent.
+INVALID_CONTENTS = [
+    '{"$type": "SMSFromAlpha", "sender": "MuchTooLongSenderName", "text": "Hello"}',
+    '{"$type": "CarrierPigeon", "projectId": 7, "placeholders": []}',
+    '{"$type": "SMSProject", "projectId": "12", "placeholders": ["Alva"]}',
+    '{"$type": "WhatsappProject", "projectId": 7, "placeholders": ["Alva", 42]}',
+]
+INVALID_SQL_ROWS = len(INVALID_CONTENTS)
 INVALID_INSERT = """
 INSERT INTO outbox_messages (client_message_id, recipient, content)
-VALUES (:client_message_id, '46701234599',
-        '{"$type": "SMSFromAlpha", "sender": "MuchTooLongSenderName", "text": "Hello"}')
+VALUES (:client_message_id, '46701234599', :content)
 """
 NAMES = ["Alva", "Elias", "Maja", "Noah", "Ella", "Hugo", "Astrid", "Liam", "Saga", "Oscar"]
 
@@ -164,10 +170,9 @@ def _enqueue(engine: Engine, messages: int) -> Expected:
     rows.sort(key=lambda row: zlib.crc32(row["client_message_id"].encode()))
     with Session(engine) as session, session.begin():
         enqueue_many(session, rows)
-        for number in range(1, INVALID_SQL_ROWS + 1):
-            session.execute(
-                text(INVALID_INSERT), {"client_message_id": f"demo-invalid-{number:03d}"}
-            )
+        for number, content in enumerate(INVALID_CONTENTS, start=1):
+            values = {"client_message_id": f"demo-invalid-{number:03d}", "content": content}
+            session.execute(text(INVALID_INSERT), values)
     expected.failed += INVALID_SQL_ROWS
     expected.examples["invalid"] = "demo-invalid-001"
     return expected
