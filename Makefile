@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test lint demo
+.PHONY: help install test lint demo bench
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,6 +22,13 @@ demo: $(STAMP)  ## the outbox end to end on SQLite, a filesystem broker and the 
 
 test: $(STAMP)  ## run the whole test suite (unit, integration, end-to-end)
 	$(BIN)/pytest
+
+bench: $(STAMP)  ## the benchmarks (~10 min; needs PostgreSQL and redis-server), printing their figures
+	$(BIN)/python bench/bench_producer.py
+	$(BIN)/python bench/bench_drain.py
+	$(BIN)/python bench/bench_latency.py
+	$(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_sandbox.py
 
 lint: $(STAMP)  ## ruff, mypy and the import boundaries
 	$(BIN)/ruff check .

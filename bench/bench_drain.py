@@ -1,0 +1,254 @@
+"""Drain: a backlog of 100,000 messages in PostgreSQL sent to the sandbox (20 ms latency).
+
+Real `celery -A worker worker` and `beat` processes drain a copy of one backlog, first with 1 and
+2 worker (pool) processes at default settings, then with larger batches; each run prints
+messages/s, peak worker memory and the CPU each part used. Database statements per batch are
+counted in-process by the dispatcher itself. Last, the naive approach (bench/naive_app.py: one
+Celery task and one API call per message) runs on the same backlog, and the ratio is printed.
+
+Run: .venv/bin/python bench/bench_drain.py [--messages 100000] [--latency-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import naive_app
+import psycopg
+import support
+from celery import Celery
+from sqlalchemy import Engine, event
+
+from sandbox.testing import SandboxAdmin
+from worker.database import make_engine
+from worker.dispatcher import Dispatcher
+from worker.settings import Settings
+from worker.wiraya import WirayaClient
+
+TEMPLATE = "outbox_bench_backlog"
+RUN = "outbox_bench_drain"
+NAIVE_SECONDS = 20.0
+HOLD = "bench: held until every process is ready"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One drain: its configuration and what it measured."""
+
+    label: str
+    processes: int
+    batch: int
+    messages: int
+    seconds: float
+    requests: int
+    peak_mib: list[float]
+    cpu: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def __str__(self) -> str:
+        cpu = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.cpu.items())
+        peaks = " + ".join(f"{mib:.0f}" for mib in self.peak_mib)
+        per_request = self.messages / max(self.requests, 1)
+        return (
+            f"{self.label}: {self.rate:,.0f} messages/s ({self.messages:,} in "
+            f"{self.seconds:.1f} s, {self.requests:,} requests, {per_request:.0f} per request)\n"
+            f"    peak worker memory {max(self.peak_mib):.0f} MiB per process "
+            f"({peaks} MiB: main + pool); CPU seconds: {cpu}"
+        )
+
+
+def build_backlog(messages: int) -> None:
+    """The template database: ``messages`` due rows, as many producers would have left them."""
+    url = support.create_database(TEMPLATE)
+    with psycopg.connect(_dsn(url), autocommit=True) as connection:
+        connection.execute(
+            """
+            INSERT INTO outbox_messages (client_message_id, recipient, content)
+            SELECT 'drain-' || lpad(g::text, 7, '0'),
+                   '4670' || lpad((1000000 + g %% 8000000)::text, 7, '0'),
+                   jsonb_build_object('$type', 'SMSProject', 'projectId', 123,
+                                      'placeholders', jsonb_build_array('John', 'Order #' || g))
+            FROM generate_series(1, %s) AS g
+            """,
+            (messages,),
+        )
+        # Autovacuum analyzes a table this new within a minute; do it now, as it would.
+        connection.execute("VACUUM ANALYZE outbox_messages")
+        connection.execute(
+            "INSERT INTO outbox_dispatch_gate (name, paused_until, reason) "
+            "VALUES ('wiraya', now() + interval '1 day', %s)",
+            (HOLD,),
+        )
+
+
+def release(url: str) -> None:
+    """Open the gate held in the template and wake the dispatchers at once."""
+    with psycopg.connect(_dsn(url), autocommit=True) as connection:
+        connection.execute("UPDATE outbox_dispatch_gate SET paused_until = NULL, reason = NULL")
+        connection.execute("NOTIFY outbox_messages")
+
+
+def finished(url: str) -> int:
+    with psycopg.connect(_dsn(url), autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM outbox_messages WHERE status IN ('accepted', 'failed')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def drain(
+    label: str, sandbox: support.Process, messages: int, *, processes: int, batch: int | None
+) -> Run:
+    """Drain a fresh copy of the backlog with one worker of ``processes`` pool processes."""
+    admin = SandboxAdmin(sandbox.url)
+    settings = {} if batch is None else {"OUTBOX_BATCH_SIZE": str(batch)}
+    with ExitStack() as stack:
+        url = stack.enter_context(support.scratch_database(RUN, template=TEMPLATE))
+        redis = stack.enter_context(support.redis_server())
+        env = support.outbox_env(url, redis.url, sandbox.url, **settings)
+        worker = stack.enter_context(support.celery_worker(env, concurrency=processes))
+        beat = stack.enter_context(support.celery_beat(env))
+        admin.reset()
+        cpu = support.CpuMeter(
+            worker=worker.tree,
+            beat=beat.tree,
+            sandbox=sandbox.tree,
+            redis=redis.tree,
+            postgres=lambda: support.postgres_backends(RUN),
+        )
+        release(url)
+        started = time.monotonic()
+        support.wait_for(
+            lambda: finished(url) >= messages, timeout=900, what="the backlog to drain"
+        )
+        seconds = time.monotonic() - started
+        used = cpu.used()
+        peak = worker.peak_rss_mib()
+    requests = int(admin.stats()["requests"])
+    chosen = batch or Settings.model_fields["batch_size"].default
+    return Run(label, processes, chosen, messages, seconds, requests, peak, used)
+
+
+def statements_per_batch(api: str, batches: int = 50) -> str:
+    """Count what the dispatcher sends to PostgreSQL for ``batches`` batches, in-process."""
+    with support.scratch_database(RUN, template=TEMPLATE) as url:
+        with psycopg.connect(_dsn(url), autocommit=True) as connection:
+            connection.execute("UPDATE outbox_dispatch_gate SET paused_until = NULL")
+        settings = Settings.from_environ({}, OUTBOX_DATABASE_URL=url, WIRAYA_BASE_URL=api)
+        engine = make_engine(url)
+        kinds = _count_statements(engine)
+        with WirayaClient.from_settings(settings) as client:
+            dispatcher = Dispatcher(settings, engine, client)
+            sent = sum(dispatcher.dispatch_once().claimed for _ in range(batches))
+        engine.dispose()
+    total = sum(kinds.values())
+    detail = ", ".join(f"{kind} {count / batches:g}" for kind, count in kinds.most_common())
+    return (
+        f"database statements per batch of {sent // batches}: {total / batches:g} "
+        f"({detail}); {total / sent:.3f} per message"
+    )
+
+
+def _count_statements(engine: Engine) -> Counter[str]:
+    kinds: Counter[str] = Counter()
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        kinds[_kind(statement)] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    ping = engine.dialect.do_ping
+
+    def counted_ping(dbapi_connection: object) -> bool:
+        kinds["pool pre-ping"] += 1
+        return bool(ping(dbapi_connection))
+
+    engine.dialect.do_ping = counted_ping  # type: ignore[method-assign]
+    return kinds
+
+
+def _kind(statement: str) -> str:
+    text = " ".join(statement.split())
+    if "SKIP LOCKED" in text:
+        return "claim"
+    if text.startswith("UPDATE outbox_messages AS m"):
+        return "record"
+    if "outbox_dispatch_gate" in text:
+        return "gate " + text.split()[0].lower()
+    return text[:40]
+
+
+def naive(api: str, drained: Run) -> str:
+    """The naive approach on the same backlog, with as many processes as ``drained``."""
+    admin = SandboxAdmin(api)
+    with ExitStack() as stack:
+        url = stack.enter_context(support.scratch_database(RUN, template=TEMPLATE))
+        broker = stack.enter_context(support.redis_server()).url
+        env = support.outbox_env(url, broker, api)
+        app = "naive_app"
+        stack.enter_context(
+            support.celery_worker(env, concurrency=drained.processes, app=app, name="naive")
+        )
+        admin.reset()
+        publisher = Celery(broker=broker)
+        queued = 8_000  # more than the naive worker can send in the window
+        started = time.monotonic()
+        for message_id in range(1, queued + 1):
+            publisher.send_task(naive_app.TASK, args=[message_id], queue=naive_app.QUEUE)
+        time.sleep(max(0.0, NAIVE_SECONDS - (time.monotonic() - started)))
+        done = finished(url)
+        seconds = time.monotonic() - started
+        publisher.close()
+    rate = done / seconds
+    ratio = drained.rate / rate
+    return (
+        f"naive (one task and one API call per message, {drained.processes} processes): "
+        f"{rate:,.0f} messages/s ({done:,} in {seconds:.1f} s; the {drained.messages:,} backlog "
+        f"would take {drained.messages / rate / 60:.0f} min)\n"
+        f"outbox / naive: {ratio:.0f}x ({drained.label}: {drained.rate:,.0f} messages/s)"
+    )
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    support.heading(
+        f"drain: {args.messages:,} messages in PostgreSQL to the sandbox "
+        f"({args.latency_ms:g} ms latency per request)"
+    )
+    build_backlog(args.messages)
+    try:
+        with support.sandbox("--latency-ms", str(args.latency_ms)) as sandbox:
+            print(statements_per_batch(sandbox.url), flush=True)
+            runs = [
+                ("1 process, default settings", 1, None),
+                ("2 processes, default settings", 2, None),
+                ("2 processes, OUTBOX_BATCH_SIZE=500", 2, 500),
+                ("4 processes, OUTBOX_BATCH_SIZE=500", 4, 500),
+            ]
+            results = []
+            for label, processes, batch in runs:
+                result = drain(label, sandbox, args.messages, processes=processes, batch=batch)
+                results.append(result)
+                print(result, flush=True)
+            print(naive(sandbox.url, results[1]), flush=True)
+    finally:
+        support.drop_database(TEMPLATE)
+    print(f"(processes: celery pool processes of one worker; {os.cpu_count()} cores in all)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Latency: 100 messages/s committed one per transaction for 30 s; commit to accepted, p50/p99/max.
+
+Each message is enqueued through the producer API in a transaction of its own; the time its
+commit returned is noted, and its latency runs to the accepted_at the worker recorded. Real
+`celery -A worker worker` (2 pool processes) and `beat` processes, the sandbox answering after
+20 ms. Two modes: polling alone (OUTBOX_NOTIFY=off, every OUTBOX_POLL_INTERVAL_SECONDS=1, as
+on SQLite) and the default on PostgreSQL, the low-latency mode (OUTBOX_NOTIFY=auto: beat
+LISTENs for the insert trigger's NOTIFY and queues a dispatch at once).
+
+Run: .venv/bin/python bench/bench_latency.py [--rate 100] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+
+import support
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from models import SMSProject, enqueue
+from worker.database import make_engine
+
+DATABASE = "outbox_bench_latency"
+MODES = {
+    "poll only (OUTBOX_NOTIFY=off, OUTBOX_POLL_INTERVAL_SECONDS=1)": {"OUTBOX_NOTIFY": "off"},
+    # No OUTBOX_NOTIFY at all: "auto", which PostgreSQL turns on.
+    "default on PostgreSQL, low-latency (LISTEN/NOTIFY)": {},
+}
+
+
+def produce(url: str, prefix: str, rate: float, seconds: float) -> dict[str, datetime]:
+    """Commit ``rate`` messages a second, one per transaction; when each commit returned."""
+    engine = make_engine(url)
+    content = SMSProject(project_id=123, placeholders=["John", "Order #5678"])
+    committed: dict[str, datetime] = {}
+    started = time.monotonic()
+    for number in range(int(rate * seconds)):
+        delay = started + number / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        cmid = f"{prefix}-{number:06d}"
+        with Session(engine) as session, session.begin():
+            enqueue(session, recipient="46701234567", content=content, client_message_id=cmid)
+        committed[cmid] = datetime.now(UTC)
+    engine.dispose()
+    return committed
+
+
+def accepted_at(url: str, prefix: str, expected: int) -> dict[str, datetime]:
+    """Wait until all ``expected`` messages are accepted; their accepted_at."""
+    engine = make_engine(url)
+    query = text(
+        "SELECT client_message_id, accepted_at FROM outbox_messages "
+        "WHERE status = 'accepted' AND client_message_id LIKE :prefix"
+    )
+    rows: dict[str, datetime] = {}
+
+    def all_accepted() -> bool:
+        with engine.connect() as connection:
+            for cmid, at in connection.execute(query, {"prefix": f"{prefix}-%"}):
+                rows[cmid] = at
+        return len(rows) >= expected
+
+    support.wait_for(all_accepted, timeout=120, what="every message to be accepted")
+    engine.dispose()
+    return rows
+
+
+def measure(label: str, settings: dict[str, str], rate: float, seconds: float) -> str:
+    with ExitStack() as stack:
+        url = stack.enter_context(support.scratch_database(DATABASE))
+        redis = stack.enter_context(support.redis_server())
+        sandbox = stack.enter_context(support.sandbox("--latency-ms", "20"))
+        env = support.outbox_env(url, redis.url, sandbox.url, **settings)
+        stack.enter_context(support.celery_worker(env, concurrency=2))
+        stack.enter_context(support.celery_beat(env))
+        time.sleep(2)  # beat's first ticks and LISTEN are in place, as in a running system
+        committed = produce(url, "latency", rate, seconds)
+        accepted = accepted_at(url, "latency", len(committed))
+    latencies = [(accepted[cmid] - at).total_seconds() * 1000 for cmid, at in committed.items()]
+    p50, p99 = support.percentile(latencies, 0.50), support.percentile(latencies, 0.99)
+    return (
+        f"{label}: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(latencies):.0f} ms "
+        f"({len(latencies):,} messages, commit to accepted)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="messages per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    support.heading(
+        f"latency: {args.rate:g} messages/s, one per transaction, for {args.seconds:g} s "
+        "(sandbox latency 20 ms, 1 worker with 2 pool processes)"
+    )
+    for label, settings in MODES.items():
+        print(measure(label, settings, args.rate, args.seconds), flush=True)
+
+
+if __name__ == "__main__":
+    main()
