@@ -97,7 +97,7 @@ def run_demo(*, messages: int = 2000, folder: str | Path = ".demo") -> int:
     root = Path(folder).absolute()
     started = time.monotonic()
     out = sys.stdout
-    previous = _interrupt_on_sigterm()
+    previous = _interrupt_on_signals()
     engine: Engine | None = None
     try:
         with ExitStack() as stack:
@@ -126,14 +126,22 @@ def run_demo(*, messages: int = 2000, folder: str | Path = ".demo") -> int:
         print(f"\n{error}", file=out)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
-def _interrupt_on_sigterm() -> Any:
+def _interrupt_on_signals() -> dict[int, Any]:
+    """Ctrl-C and SIGTERM interrupt the demo; returns the handlers they replace.
+
+    SIGINT gets an explicit handler too: a process started in the background of a
+    non-interactive shell (CI, nohup) inherits SIGINT as ignored, and Python then
+    raises no KeyboardInterrupt at all.
+    """
+
     def stop(signum: int, frame: FrameType | None) -> None:
         raise Interrupted
 
-    return signal.signal(signal.SIGTERM, stop)
+    return {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
 
 
 # Setting up -------------------------------------------------------------------------------------
