@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Insert, func, select
+from sqlalchemy import Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -100,12 +100,16 @@ def enqueue_many(
     batch = [_as_new_message(item, index) for index, item in enumerate(messages)]
     _refuse_repeats(batch)
     inserted: list[str] = []
+    insert = (
+        _insert_ignoring_duplicates(session)
+        .returning(OutboxMessage.client_message_id)
+        .execution_options(insertmanyvalues_page_size=ROWS_PER_STATEMENT)
+    )
     with session.begin_nested():  # a savepoint: a refusal below leaves nothing behind
-        for chunk in _chunks(batch, ROWS_PER_STATEMENT):
-            rows = _same_columns([message.row() for message in chunk])
-            statement = _insert_ignoring_duplicates(session).values(rows)
-            ids = statement.returning(OutboxMessage.client_message_id)
-            inserted.extend(session.scalars(ids))
+        for rows in _by_columns(message.row() for message in batch):
+            # One parameter set per row: SQLAlchemy's "insertmanyvalues" sends them as
+            # multi-row INSERT ... RETURNING statements of up to 1,000 rows each.
+            inserted.extend(session.scalars(insert, rows))
         if if_exists == "raise" and len(inserted) < len(batch):
             added = set(inserted)
             raise DuplicateMessage(
@@ -114,17 +118,16 @@ def enqueue_many(
     return inserted
 
 
-def _same_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give every row a next_attempt_at when any has one (a send_at).
+def _by_columns(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by the columns they set: scheduled ones (a send_at) apart from the rest.
 
-    A multi-row VALUES takes its columns from the first row: a later row's send_at
-    would be dropped without a word, and a first row's would fail to compile.
-    Rows without one get the column default's own expression, now().
+    A multi-row INSERT takes its columns from its first row; rows without a send_at must
+    keep the column's default, now(), so they go in a statement of their own.
     """
-    if any("next_attempt_at" in row for row in rows):
-        for row in rows:
-            row.setdefault("next_attempt_at", func.now())
-    return rows
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    return list(groups.values())
 
 
 def _insert_ignoring_duplicates(session: Session) -> Insert:
@@ -204,8 +207,3 @@ def _send_at(value: object) -> datetime | None:
     if value.tzinfo is None:
         raise InvalidMessage("send_at", "must be timezone-aware (naive times are ambiguous)")
     return value
-
-
-def _chunks(items: Sequence[NewMessage], size: int) -> Iterator[Sequence[NewMessage]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
