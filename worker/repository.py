@@ -223,18 +223,6 @@ def count_due(connection: Connection, *, now: datetime, cap: int) -> int:
     return int(connection.scalar(select(func.count()).select_from(due)) or 0)
 
 
-# -- prune -- Delete up to ``chunk`` accepted rows accepted before ``cutoff``; callers
-# repeat until it returns less than ``chunk``, so no statement runs long.
-def prune(connection: Connection, *, cutoff: datetime, chunk: int) -> int:
-    old = (
-        select(outbox.c.id)
-        .where(outbox.c.status == Status.ACCEPTED, outbox.c.accepted_at < cutoff)
-        .limit(chunk)
-    )
-    result = connection.execute(delete(outbox).where(outbox.c.id.in_(old.scalar_subquery())))
-    return int(result.rowcount)
-
-
 # -- read_gate -- The shared sending state; creates its row the first time.
 def read_gate(connection: Connection) -> Gate:
     row = connection.execute(select(gate).where(gate.c.name == GATE_NAME)).one_or_none()
@@ -373,7 +361,6 @@ __all__ = [
     "limit_batch_size",
     "note_failure",
     "note_success",
-    "prune",
     "read_gate",
     "record",
     "reserve_send_slot",

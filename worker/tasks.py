@@ -8,15 +8,14 @@ from typing import Any, cast
 
 from kombu.exceptions import KombuError
 
-from worker import metrics
-from worker import repository as repo
+from models import Status
+from worker import metrics, operations
 from worker.celery_app import QUEUE, app, settings
 from worker.database import engine_for
 from worker.dispatcher import Dispatcher, utc_now
 from worker.wiraya import WirayaClient
 
 log = logging.getLogger(__name__)
-PRUNE_CHUNK = 5_000
 
 
 class DispatchAlarm(RuntimeError):
@@ -82,11 +81,6 @@ def dispatch() -> dict[str, Any]:
 def prune() -> int:
     """Delete accepted rows older than OUTBOX_RETENTION_SECONDS, in bounded chunks."""
     cutoff = utc_now() - settings.retention
-    engine = engine_for(settings.database_url)
-    deleted = 0
-    while True:
-        with engine.begin() as connection:
-            count = repo.prune(connection, cutoff=cutoff, chunk=PRUNE_CHUNK)
-        deleted += count
-        if count < PRUNE_CHUNK:
-            return deleted
+    return operations.prune(
+        engine_for(settings.database_url), status=Status.ACCEPTED, cutoff=cutoff
+    )

@@ -198,7 +198,9 @@ def test_prune_deletes_only_old_accepted_rows_in_chunks(engine: Engine) -> None:
     deleted: list[int] = []
     with engine.begin() as connection:
         while not deleted or deleted[-1] == 3:
-            deleted.append(repo.prune(connection, cutoff=cutoff, chunk=3))
+            deleted.append(
+                repo.prune_finished(connection, status=Status.ACCEPTED, cutoff=cutoff, chunk=3)
+            )
 
     assert deleted == [3, 3, 1]
     assert sorted(statuses(engine)) == sorted(kept)
