@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from models import InvalidMessage, Status, normalize_recipient, parse_content
 from worker import repository as repo
@@ -116,13 +116,14 @@ class Dispatcher:
         started = time.monotonic()
         summary = BatchSummary()
         now = self.clock()
-        with self.engine.begin() as connection:
+        # The gate and the claim share one connection. The record, after the HTTP call,
+        # checks out a fresh one: the database may have dropped this one meanwhile.
+        with self.engine.connect() as connection:
             gate = repo.read_gate(connection)
-        size = self._permitted_batch_size(gate, now)
-        if size is None:
-            summary.state, summary.alarm = "paused", gate.reason
-            return summary
-        with self.engine.begin() as connection:
+            size = self._permitted_batch_size(connection, gate, now)
+            if size is None:
+                summary.state, summary.alarm = "paused", gate.reason
+                return summary
             rows = repo.claim(connection, limit=size, lease=self.settings.lease, now=now)
         if rows:
             if len(rows) == size and self.on_full_batch is not None:
@@ -138,41 +139,47 @@ class Dispatcher:
             gate = repo.read_gate(connection)
             if self._paused(gate, now):
                 return 0
-            # Batches of the size a dispatch will claim: smaller once the API set a limit.
-            size = min(self.settings.batch_size, gate.batch_limit or self.settings.batch_size)
+            size = self._batch_size(gate)
             due = repo.count_due(connection, now=now, cap=size * self.settings.max_parallel)
         return -(-due // size)
 
     # -- the gate: may this worker send, and how much -----------------------------------
 
+    def _has_new_key(self, gate: Gate) -> bool:
+        """True when the API refused another key than this worker's: its pause is not ours."""
+        return gate.refused_key is not None and gate.refused_key != self.key
+
     def _paused(self, gate: Gate, now: datetime) -> bool:
         """True while every worker must wait (a refused key pauses only that key)."""
-        if gate.refused_key is not None and gate.refused_key != self.key:
+        if self._has_new_key(gate):
             return False
         return gate.paused_until is not None and gate.paused_until > now
 
-    def _permitted_batch_size(self, gate: Gate, now: datetime) -> int | None:
+    def _batch_size(self, gate: Gate) -> int:
+        """The configured batch size, or the smaller one the API imposed."""
+        return min(self.settings.batch_size, gate.batch_limit or self.settings.batch_size)
+
+    def _permitted_batch_size(
+        self, connection: Connection, gate: Gate, now: datetime
+    ) -> int | None:
         """The batch size to claim now, or None while sending is paused for everyone."""
         if self._paused(gate, now):
             return None
-        new_key = gate.refused_key is not None and gate.refused_key != self.key
         circuit_open = gate.failures >= self.settings.circuit_failures
-        if not new_key and (circuit_open or gate.refused_key == self.key):
-            return 1 if self._take_probe(gate, now) else None
-        if gate.spacing and not self._wait_for_slot(gate.spacing, now):
+        if not self._has_new_key(gate) and (circuit_open or gate.refused_key == self.key):
+            return 1 if self._take_probe(connection, gate, now) else None
+        if gate.spacing and not self._wait_for_slot(connection, gate.spacing, now):
             return None
-        return min(self.settings.batch_size, gate.batch_limit or self.settings.batch_size)
+        return self._batch_size(gate)
 
-    def _take_probe(self, gate: Gate, now: datetime) -> bool:
+    def _take_probe(self, connection: Connection, gate: Gate, now: datetime) -> bool:
         """While the circuit is open one worker at a time sends a single message."""
         hold = max(self._cooldown(gate.failures), self.settings.wiraya_timeout * 2)
-        with self.engine.begin() as connection:
-            return repo.take_probe(connection, now=now, hold=hold)
+        return repo.take_probe(connection, now=now, hold=hold)
 
-    def _wait_for_slot(self, spacing: timedelta, now: datetime) -> bool:
+    def _wait_for_slot(self, connection: Connection, spacing: timedelta, now: datetime) -> bool:
         """After a 429, wait for this worker's turn in the shared request spacing."""
-        with self.engine.begin() as connection:
-            slot = repo.reserve_send_slot(connection, now=now, spacing=spacing)
+        slot = repo.reserve_send_slot(connection, now=now, spacing=spacing)
         wait = slot - now
         if wait > MAX_SLOT_WAIT:
             return False
@@ -322,7 +329,7 @@ class Dispatcher:
 
     def _update_gate(
         self,
-        connection: Any,
+        connection: Connection,
         delivery: Delivery,
         gate: Gate,
         pause_until: datetime | None,
