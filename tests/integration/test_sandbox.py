@@ -8,17 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from sandbox.faults import Faults, Validation
 from sandbox.testing import RunningSandbox, SandboxAdmin, running_sandbox
+from tests.integration.polling import wait_for
 
-T = TypeVar("T")
 PATH = "/api/EnqueueCommunications"
 HEX32 = re.compile(r"[0-9a-f]{32}")
 DOC_EXAMPLES = [
@@ -57,15 +57,6 @@ def message(
 ) -> dict[str, Any]:
     body = content or {"$type": "SMSProject", "projectId": 1, "placeholders": ["x"]}
     return {"clientMessageId": client_message_id, "recipient": recipient, "content": body}
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 10.0) -> T:
-    """The probe's first non-None value, polled until `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while (value := probe()) is None:
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import TypeVar
 
 import pytest
 
 from sandbox.faults import Faults, Validation
 from sandbox.testing import RunningSandbox, running_sandbox
+from tests.integration.polling import wait_for
 from worker.settings import Settings
 from worker.wiraya import (
     Accepted,
@@ -33,7 +32,6 @@ from worker.wiraya import (
     WirayaClient,
 )
 
-T = TypeVar("T")
 KEY = "sk_live_do_not_log_me"
 PROJECT = {"projectId": 7, "placeholders": ["Ada"], "$type": "SMSProject"}  # `$type` last, as jsonb
 
@@ -45,15 +43,6 @@ def sms(client_message_id: str, recipient: str = "46701234567") -> Communication
 def outcomes(result: SendResult) -> dict[str, MessageOutcome]:
     assert isinstance(result, Delivered), result
     return result.outcomes
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 10.0) -> T:
-    """The probe's first non-None value, polled until `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while (value := probe()) is None:
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-    return value
 
 
 @pytest.fixture(scope="module")
