@@ -1,0 +1,74 @@
+"""The low-latency wake-up: beat's listener hears committed inserts, once per burst."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from worker.notify import InsertListener, psycopg_dsn
+
+INSERT = text(
+    "INSERT INTO outbox_messages (client_message_id, recipient, content) "
+    'VALUES (:id, \'46701234567\', \'{"$type": "SMSProject", "projectId": 1, "placeholders": []}\')'
+)
+
+
+@pytest.fixture
+def listener(postgres_url: str) -> Iterator[InsertListener]:
+    listener = InsertListener(postgres_url)
+    assert not listener.wait(timedelta(milliseconds=50))  # connects and listens, nothing yet
+    yield listener
+    listener.close()
+
+
+def insert(engine: Engine, *ids: str) -> None:
+    with engine.begin() as connection:
+        for client_message_id in ids:
+            connection.execute(INSERT, {"id": client_message_id})
+
+
+def test_a_committed_insert_wakes_the_listener_at_once(
+    listener: InsertListener, postgres_engine: Engine
+) -> None:
+    timer = threading.Timer(0.2, insert, (postgres_engine, "a"))
+    timer.start()
+    started = time.monotonic()
+    assert listener.wait(timedelta(seconds=10))
+    waited = time.monotonic() - started
+    timer.join()
+    assert 0.15 < waited < 5  # woken by the insert, not by the timeout
+
+
+def test_a_burst_of_inserts_wakes_once(listener: InsertListener, postgres_engine: Engine) -> None:
+    insert(postgres_engine, "a", "b")
+    insert(postgres_engine, "c")
+    assert listener.wait(timedelta(seconds=5))
+    assert not listener.wait(timedelta(milliseconds=200))  # the burst was consumed whole
+
+
+def test_nothing_committed_means_no_wake_up(
+    listener: InsertListener, postgres_engine: Engine
+) -> None:
+    with postgres_engine.connect() as connection:
+        connection.execute(INSERT, {"id": "rolled-back"})
+        connection.rollback()
+    assert not listener.wait(timedelta(milliseconds=300))
+
+
+def test_a_dropped_connection_is_replaced(
+    listener: InsertListener, postgres_url: str, postgres_engine: Engine
+) -> None:
+    assert listener.connection is not None
+    backend = listener.connection.info.backend_pid
+    with psycopg.connect(psycopg_dsn(postgres_url), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    assert not listener.wait(timedelta(milliseconds=200))  # fails once, as polling would
+    assert not listener.wait(timedelta(milliseconds=50))  # listening again
+    insert(postgres_engine, "after")
+    assert listener.wait(timedelta(seconds=5))
