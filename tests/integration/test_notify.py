@@ -48,6 +48,9 @@ def test_a_committed_insert_wakes_the_listener_at_once(
 def test_a_burst_of_inserts_wakes_once(listener: InsertListener, postgres_engine: Engine) -> None:
     insert(postgres_engine, "a", "b")
     insert(postgres_engine, "c")
+    # PostgreSQL hands notifications to the listening session asynchronously after each commit;
+    # give both commits' notifications time to arrive so the burst is whole when wait() reads it.
+    time.sleep(0.5)
     assert listener.wait(timedelta(seconds=5))
     assert not listener.wait(timedelta(milliseconds=200))  # the burst was consumed whole
 
