@@ -69,8 +69,11 @@ def tick() -> int:
 
 @app.task(name="outbox.dispatch", ignore_result=False)
 def dispatch() -> dict[str, Any]:
-    """Send one batch; its summary is the result Flower shows. Failing requests raise."""
-    summary = dispatcher().dispatch_once()
+    """Send due batches for up to two seconds; their summary is the result Flower shows.
+
+    A request-level failure (outage, 5xx, refused key) ends the dispatch and raises.
+    """
+    summary = dispatcher().dispatch()
     metrics.record_batch(summary, settings.broker_url)  # counters for `outbox metrics`
     if summary.state == "alarm":
         raise DispatchAlarm(f"{summary.alarm}; {summary.as_dict()}")

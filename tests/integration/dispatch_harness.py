@@ -192,6 +192,20 @@ class WhileSending:
         return self.inner.send(batch)
 
 
+def outage_from(sandbox: RunningSandbox, request: int) -> Callable[[], BatchSummary]:
+    """For WhileSending: the sandbox goes down just before the ``request``-th request."""
+    requests = 0
+
+    def count_and_maybe_fail() -> BatchSummary:
+        nonlocal requests
+        requests += 1
+        if requests == request:
+            sandbox.set_faults(outage=True)
+        return BatchSummary()
+
+    return count_and_maybe_fail
+
+
 @contextmanager
 def outbox_statements(engine: Engine) -> Iterator[list[str]]:
     """Record every SQL statement sent to the database that mentions outbox_messages."""
