@@ -6,6 +6,7 @@ import functools
 import logging
 from typing import Any, cast
 
+from celery.signals import worker_process_init
 from kombu.exceptions import KombuError
 
 from models import Status
@@ -31,6 +32,13 @@ def dispatcher() -> Dispatcher:
         WirayaClient.from_settings(settings),
         on_full_batch=wake_dispatchers,
     )
+
+
+@worker_process_init.connect
+def _build_dispatcher_early(**_: object) -> None:
+    # Build the engine and the HTTP client when the pool process starts, so that the
+    # first message after a quiet start does not wait for them.
+    dispatcher()
 
 
 def queued_tasks() -> int:
