@@ -9,6 +9,7 @@ from celery.signals import worker_process_init
 
 from worker.broker import transport_options
 from worker.database import dispose_engines
+from worker.dispatcher import DISPATCH_BUDGET
 from worker.settings import Settings, SettingsError
 
 QUEUE = "outbox"
@@ -50,8 +51,12 @@ def create_app(settings: Settings) -> Celery:
         # not the workers.
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        # A dispatch that outlives its lease is killed: its rows are someone else's by then.
-        task_time_limit=int(settings.lease.total_seconds()),
+        # A dispatch that outlives the lease of its last batch is killed: its rows are
+        # someone else's by then. That batch was claimed within the budget.
+        task_time_limit=int((settings.lease + DISPATCH_BUDGET).total_seconds()),
+        # A pool process per dispatch allowed at once (unless --concurrency says otherwise):
+        # a dispatch mostly waits for the API, so the CPU count is the wrong default.
+        worker_concurrency=settings.max_parallel,
         worker_hijack_root_logger=True,
         beat_scheduler="worker.beat:OutboxScheduler",
         beat_max_loop_interval=max(seconds, 0.1),
