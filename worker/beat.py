@@ -8,7 +8,7 @@ from typing import Any
 
 from celery.beat import Scheduler
 
-from worker.notify import InsertListener
+from worker.notify import insert_watcher
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -17,13 +17,13 @@ log = logging.getLogger(__name__)
 class OutboxScheduler(Scheduler):
     """Runs the beat schedule in memory (a 1 s tick needs no schedule file).
 
-    With OUTBOX_NOTIFY on PostgreSQL it waits on LISTEN instead of sleeping, and queues a
-    dispatch as soon as an insert commits: latency without a faster poll.
+    With OUTBOX_NOTIFY it waits for inserts instead of sleeping (LISTEN on PostgreSQL, the
+    newest id on SQLite) and queues a dispatch as soon as one commits: latency without a
+    faster tick.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        settings = Settings.from_environ()
-        self.listener = InsertListener(settings.database_url) if settings.notify_enabled else None
+        self.listener = insert_watcher(Settings.from_environ())
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:

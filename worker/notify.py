@@ -1,15 +1,40 @@
-"""The low-latency wake-up: LISTEN for the insert trigger's notifications on PostgreSQL."""
+"""The low-latency wake-up: hear inserts as they commit (PostgreSQL LISTEN, SQLite's newest id)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
+from typing import Protocol
 
 import psycopg
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker.database import make_engine
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 CHANNEL = "outbox_messages"
+NEWEST_ID = text("SELECT max(id) FROM outbox_messages")
+
+
+class InsertWatcher(Protocol):
+    """What beat waits on between ticks."""
+
+    def wait(self, timeout: timedelta) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def insert_watcher(settings: Settings) -> InsertWatcher | None:
+    """The database's way of hearing inserts, or None when OUTBOX_NOTIFY is off."""
+    if not settings.notify_enabled:
+        return None
+    if settings.is_postgres:
+        return InsertListener(settings.database_url)
+    return NewestRowWatcher(settings.database_url)
 
 
 def psycopg_dsn(url: str) -> str:
@@ -53,6 +78,56 @@ class InsertListener:
 
     def close(self) -> None:
         """Stop listening."""
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+class NewestRowWatcher:
+    """SQLite has no notifications: read the newest row id every ``every`` and wake on change.
+
+    One indexed read of the rowid; the worker's own updates leave it alone, so only
+    inserts (and pruning, harmlessly) wake.
+    """
+
+    def __init__(self, database_url: str, every: timedelta = timedelta(milliseconds=50)) -> None:
+        self.engine = make_engine(database_url)
+        self.every = every.total_seconds()
+        self.connection: Connection | None = None
+        self.newest: int | None = None
+
+    def wait(self, timeout: timedelta) -> bool:
+        """Block up to ``timeout``; True as soon as the newest id differs from the last one seen.
+
+        The first read only sets the baseline. A failure to read returns False after the
+        timeout, as plain polling would.
+        """
+        deadline = time.monotonic() + max(timeout.total_seconds(), 0.0)
+        try:
+            while True:
+                newest, seen = self._read_newest(), self.newest
+                self.newest = newest
+                if seen is not None and newest != seen:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                time.sleep(min(self.every, remaining))
+        except SQLAlchemyError as error:
+            log.warning("watching %s for inserts failed, polling meanwhile: %s", CHANNEL, error)
+            self.close()
+            time.sleep(max(deadline - time.monotonic(), 0.0))
+            return False
+
+    def _read_newest(self) -> int:
+        if self.connection is None:
+            self.connection = self.engine.connect()
+        newest = self.connection.scalar(NEWEST_ID)
+        self.connection.rollback()  # end the read: the next one sees later commits
+        return int(newest or 0)
+
+    def close(self) -> None:
+        """Stop watching."""
         if self.connection is not None:
             self.connection.close()
             self.connection = None

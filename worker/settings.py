@@ -29,9 +29,10 @@ class SettingsError(ValueError):
 
 
 class NotifyMode(StrEnum):
-    """Whether workers are woken by PostgreSQL LISTEN/NOTIFY on insert, besides polling."""
+    """Whether inserts wake workers at once, besides polling (LISTEN/NOTIFY on PostgreSQL,
+    the newest row id read every 50 ms on SQLite)."""
 
-    AUTO = "auto"  # on for PostgreSQL, off elsewhere
+    AUTO = "auto"  # on wherever the database can wake workers: PostgreSQL and SQLite both can
     ON = "on"
     OFF = "off"
 
@@ -133,10 +134,8 @@ class Settings(BaseModel):
 
     @property
     def notify_enabled(self) -> bool:
-        """Whether inserts wake the dispatcher through LISTEN/NOTIFY."""
-        if self.notify is NotifyMode.AUTO:
-            return self.is_postgres
-        return self.notify is NotifyMode.ON and self.is_postgres
+        """Whether inserts wake the dispatcher at once (both databases can; "auto" means on)."""
+        return self.notify is not NotifyMode.OFF
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

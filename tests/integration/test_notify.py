@@ -1,4 +1,4 @@
-"""The low-latency wake-up: beat's listener hears committed inserts, once per burst."""
+"""The low-latency wake-up: beat's watcher hears committed inserts, once per burst."""
 
 from __future__ import annotations
 
@@ -11,12 +11,26 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
-from worker.notify import InsertListener, psycopg_dsn
+from worker.notify import InsertListener, InsertWatcher, insert_watcher, psycopg_dsn
+from worker.settings import Settings
 
 INSERT = text(
     "INSERT INTO outbox_messages (client_message_id, recipient, content) "
     'VALUES (:id, \'46701234567\', \'{"$type": "SMSProject", "projectId": 1, "placeholders": []}\')'
 )
+
+
+@pytest.fixture
+def watcher(database_url: str) -> Iterator[InsertWatcher]:
+    """What beat waits on, as the default settings choose it for each database."""
+    settings = Settings.from_environ(
+        {}, OUTBOX_DATABASE_URL=database_url, WIRAYA_BASE_URL="http://localhost:1"
+    )
+    watcher = insert_watcher(settings)
+    assert watcher is not None
+    assert not watcher.wait(timedelta(milliseconds=50))  # connects and listens, nothing yet
+    yield watcher
+    watcher.close()
 
 
 @pytest.fixture
@@ -33,35 +47,41 @@ def insert(engine: Engine, *ids: str) -> None:
             connection.execute(INSERT, {"id": client_message_id})
 
 
-def test_a_committed_insert_wakes_the_listener_at_once(
-    listener: InsertListener, postgres_engine: Engine
+def test_a_committed_insert_wakes_the_watcher_at_once(
+    watcher: InsertWatcher, engine: Engine
 ) -> None:
-    timer = threading.Timer(0.2, insert, (postgres_engine, "a"))
+    timer = threading.Timer(0.2, insert, (engine, "a"))
     timer.start()
     started = time.monotonic()
-    assert listener.wait(timedelta(seconds=10))
+    assert watcher.wait(timedelta(seconds=10))
     waited = time.monotonic() - started
     timer.join()
     assert 0.15 < waited < 5  # woken by the insert, not by the timeout
 
 
-def test_a_burst_of_inserts_wakes_once(listener: InsertListener, postgres_engine: Engine) -> None:
-    insert(postgres_engine, "a", "b")
-    insert(postgres_engine, "c")
+def test_a_burst_of_inserts_wakes_once(watcher: InsertWatcher, engine: Engine) -> None:
+    insert(engine, "a", "b")
+    insert(engine, "c")
     # PostgreSQL hands notifications to the listening session asynchronously after each commit;
     # give both commits' notifications time to arrive so the burst is whole when wait() reads it.
     time.sleep(0.5)
-    assert listener.wait(timedelta(seconds=5))
-    assert not listener.wait(timedelta(milliseconds=200))  # the burst was consumed whole
+    assert watcher.wait(timedelta(seconds=5))
+    assert not watcher.wait(timedelta(milliseconds=200))  # the burst was consumed whole
 
 
-def test_nothing_committed_means_no_wake_up(
-    listener: InsertListener, postgres_engine: Engine
-) -> None:
-    with postgres_engine.connect() as connection:
+def test_nothing_committed_means_no_wake_up(watcher: InsertWatcher, engine: Engine) -> None:
+    with engine.connect() as connection:
         connection.execute(INSERT, {"id": "rolled-back"})
         connection.rollback()
-    assert not listener.wait(timedelta(milliseconds=300))
+    assert not watcher.wait(timedelta(milliseconds=300))
+
+
+def test_the_workers_own_updates_wake_nobody(watcher: InsertWatcher, engine: Engine) -> None:
+    insert(engine, "a")
+    assert watcher.wait(timedelta(seconds=5))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE outbox_messages SET status = 'sending', attempts = 1"))
+    assert not watcher.wait(timedelta(milliseconds=300))
 
 
 def test_a_dropped_connection_is_replaced(

@@ -109,15 +109,12 @@ def test_a_local_sandbox_needs_no_key_and_may_use_http(url: str) -> None:
     assert settings.wiraya_api_key is None
 
 
-def test_notify_follows_the_database_in_auto_mode() -> None:
+def test_inserts_wake_workers_unless_notify_is_off() -> None:
     sqlite = Settings.from_environ(WITH_KEY)
     postgres = Settings.from_environ({**WITH_KEY, "OUTBOX_DATABASE_URL": "postgresql://h/db"})
-    forced = Settings.from_environ({**WITH_KEY, "OUTBOX_NOTIFY": "on"})
-    assert (sqlite.notify_enabled, postgres.notify_enabled, forced.notify_enabled) == (
-        False,
-        True,
-        False,  # NOTIFY is PostgreSQL's: "on" cannot make SQLite do it
-    )
+    on = Settings.from_environ({**WITH_KEY, "OUTBOX_NOTIFY": "on"})
+    off = Settings.from_environ({**WITH_KEY, "OUTBOX_NOTIFY": "off"})
+    assert [s.notify_enabled for s in (sqlite, postgres, on, off)] == [True, True, True, False]
 
 
 def test_settings_are_frozen() -> None:
