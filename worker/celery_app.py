@@ -56,7 +56,8 @@ def create_app(settings: Settings) -> Celery:
         task_time_limit=int((settings.lease + DISPATCH_BUDGET).total_seconds()),
         # A pool process per dispatch allowed at once (unless --concurrency says otherwise):
         # a dispatch mostly waits for the API, so the CPU count is the wrong default.
-        worker_concurrency=settings.max_parallel,
+        # SQLite takes one writer at a time: one process.
+        worker_concurrency=settings.max_parallel if settings.is_postgres else 1,
         worker_hijack_root_logger=True,
         beat_scheduler="worker.beat:OutboxScheduler",
         beat_max_loop_interval=max(seconds, 0.1),
