@@ -105,9 +105,15 @@ def finished(url: str) -> int:
 
 
 def drain(
-    label: str, sandbox: support.Process, messages: int, *, processes: int, batch: int | None
+    label: str,
+    sandbox: support.Process,
+    messages: int,
+    *,
+    processes: int | None,
+    batch: int | None,
 ) -> Run:
-    """Drain a fresh copy of the backlog with one worker of ``processes`` pool processes."""
+    """Drain a fresh copy of the backlog with one worker of ``processes`` pool processes
+    (None: the worker's default, one per OUTBOX_MAX_PARALLEL_DISPATCHES)."""
     admin = SandboxAdmin(sandbox.url)
     settings = {} if batch is None else {"OUTBOX_BATCH_SIZE": str(batch)}
     with ExitStack() as stack:
@@ -134,7 +140,8 @@ def drain(
         peak = worker.peak_rss_mib()
     requests = int(admin.stats()["requests"])
     chosen = batch or Settings.model_fields["batch_size"].default
-    return Run(label, processes, chosen, messages, seconds, requests, peak, used)
+    pool = processes or Settings.model_fields["max_parallel"].default
+    return Run(label, pool, chosen, messages, seconds, requests, peak, used)
 
 
 def statements_per_batch(api: str, batches: int = 50) -> str:
@@ -233,18 +240,18 @@ def main() -> None:
     try:
         with support.sandbox("--latency-ms", str(args.latency_ms)) as sandbox:
             print(statements_per_batch(sandbox.url), flush=True)
-            runs = [
-                ("1 process, default settings", 1, None),
-                ("2 processes, default settings", 2, None),
-                ("2 processes, OUTBOX_BATCH_SIZE=500", 2, 500),
-                ("4 processes, OUTBOX_BATCH_SIZE=500", 4, 500),
+            runs: list[tuple[str, int | None, int | None]] = [
+                ("1 process (--concurrency 1), batches of 100", 1, None),
+                ("2 processes (--concurrency 2), batches of 100", 2, None),
+                ("default settings (4 processes, batches of 100)", None, None),
+                ("4 processes, OUTBOX_BATCH_SIZE=500", None, 500),
             ]
             results = []
             for label, processes, batch in runs:
                 result = drain(label, sandbox, args.messages, processes=processes, batch=batch)
                 results.append(result)
                 print(result, flush=True)
-            print(naive(sandbox.url, results[1]), flush=True)
+            print(naive(sandbox.url, results[2]), flush=True)
     finally:
         support.drop_database(TEMPLATE)
     print(f"(processes: celery pool processes of one worker; {os.cpu_count()} cores in all)")

@@ -2,13 +2,13 @@
 
 Each message is enqueued through the producer API in a transaction of its own; the time its
 commit returned is noted, and its latency runs to the accepted_at the worker recorded. Real
-`celery -A worker worker` (2 pool processes) and `beat` processes, the sandbox answering after
-20 ms. Two modes: polling alone (OUTBOX_NOTIFY=off, every OUTBOX_POLL_INTERVAL_SECONDS=1, as
-on SQLite) and the default on PostgreSQL, the low-latency mode (OUTBOX_NOTIFY=auto: beat
-LISTENs for the insert trigger's NOTIFY and queues a dispatch at once).
+`celery -A worker worker` (its default pool: 4 processes on PostgreSQL, 1 on SQLite) and `beat`
+processes, the sandbox answering after 20 ms. Three modes: polling alone (OUTBOX_NOTIFY=off,
+every OUTBOX_POLL_INTERVAL_SECONDS=1), the default on PostgreSQL (beat LISTENs for the insert
+trigger's NOTIFY and queues a dispatch at once) and the default on SQLite (beat reads the
+newest row id every 50 ms).
 
-Run: .venv/bin/python bench/bench_latency.py [--rate 100] [--seconds 30]
-"""
+Run: .venv/bin/python bench/bench_latency.py [--rate 100] [--seconds 30]"""
 
 from __future__ import annotations
 
@@ -18,17 +18,21 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import support
-from sqlalchemy import text
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from models import SMSProject, enqueue
+from models import OutboxMessage, SMSProject, Status, enqueue
 from worker.database import make_engine
 
 DATABASE = "outbox_bench_latency"
 MODES = {
-    "poll only (OUTBOX_NOTIFY=off, OUTBOX_POLL_INTERVAL_SECONDS=1)": {"OUTBOX_NOTIFY": "off"},
-    # No OUTBOX_NOTIFY at all: "auto", which PostgreSQL turns on.
-    "default on PostgreSQL, low-latency (LISTEN/NOTIFY)": {},
+    # label: (database, settings); no OUTBOX_NOTIFY at all is "auto": on.
+    "PostgreSQL, poll only (OUTBOX_NOTIFY=off, OUTBOX_POLL_INTERVAL_SECONDS=1)": (
+        "postgresql",
+        {"OUTBOX_NOTIFY": "off"},
+    ),
+    "PostgreSQL, default (LISTEN/NOTIFY)": ("postgresql", {}),
+    "SQLite, default (newest id read every 50 ms)": ("sqlite", {}),
 }
 
 
@@ -53,9 +57,10 @@ def produce(url: str, prefix: str, rate: float, seconds: float) -> dict[str, dat
 def accepted_at(url: str, prefix: str, expected: int) -> dict[str, datetime]:
     """Wait until all ``expected`` messages are accepted; their accepted_at."""
     engine = make_engine(url)
-    query = text(
-        "SELECT client_message_id, accepted_at FROM outbox_messages "
-        "WHERE status = 'accepted' AND client_message_id LIKE :prefix"
+    # Through the model's columns: SQLite returns the times as text otherwise.
+    query = select(OutboxMessage.client_message_id, OutboxMessage.accepted_at).where(
+        OutboxMessage.status == Status.ACCEPTED,
+        OutboxMessage.client_message_id.like(bindparam("prefix")),
     )
     rows: dict[str, datetime] = {}
 
@@ -70,13 +75,18 @@ def accepted_at(url: str, prefix: str, expected: int) -> dict[str, datetime]:
     return rows
 
 
-def measure(label: str, settings: dict[str, str], rate: float, seconds: float) -> str:
+def measure(
+    label: str, database: str, settings: dict[str, str], rate: float, seconds: float
+) -> str:
     with ExitStack() as stack:
-        url = stack.enter_context(support.scratch_database(DATABASE))
+        if database == "sqlite":
+            url = stack.enter_context(support.scratch_sqlite())
+        else:
+            url = stack.enter_context(support.scratch_database(DATABASE))
         redis = stack.enter_context(support.redis_server())
         sandbox = stack.enter_context(support.sandbox("--latency-ms", "20"))
         env = support.outbox_env(url, redis.url, sandbox.url, **settings)
-        stack.enter_context(support.celery_worker(env, concurrency=2))
+        stack.enter_context(support.celery_worker(env, concurrency=None))  # the default pool
         stack.enter_context(support.celery_beat(env))
         time.sleep(2)  # beat's first ticks and LISTEN are in place, as in a running system
         committed = produce(url, "latency", rate, seconds)
@@ -96,10 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     support.heading(
         f"latency: {args.rate:g} messages/s, one per transaction, for {args.seconds:g} s "
-        "(sandbox latency 20 ms, 1 worker with 2 pool processes)"
+        "(sandbox latency 20 ms, 1 worker with its default pool)"
     )
-    for label, settings in MODES.items():
-        print(measure(label, settings, args.rate, args.seconds), flush=True)
+    for label, (database, settings) in MODES.items():
+        print(measure(label, database, settings, args.rate, args.seconds), flush=True)
 
 
 if __name__ == "__main__":

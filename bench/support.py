@@ -94,11 +94,16 @@ def create_database(name: str, *, template: str | None = None) -> str:
         connection.execute(f"CREATE DATABASE {name}{suffix}")  # type: ignore[arg-type]
     url = database_url(name)
     if template is None:
-        config = Config(str(ROOT / "alembic.ini"))
-        config.set_main_option("sqlalchemy.url", url)
-        config.attributes["configure_logger"] = False
-        command.upgrade(config, "head")
+        migrate(url)
     return url
+
+
+def migrate(url: str) -> None:
+    """`alembic upgrade head` on ``url``."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", url)
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
 
 
 def drop_database(name: str) -> None:
@@ -114,6 +119,15 @@ def scratch_database(name: str, *, template: str | None = None) -> Iterator[str]
         yield url
     finally:
         drop_database(name)
+
+
+@contextmanager
+def scratch_sqlite() -> Iterator[str]:
+    """A migrated SQLite outbox file for the length of the block."""
+    with tempfile.TemporaryDirectory(prefix="outbox-bench-") as folder:
+        url = f"sqlite:///{folder}/outbox.db"
+        migrate(url)
+        yield url
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -244,11 +258,12 @@ def outbox_env(database: str, broker: str, api: str, **settings: str) -> dict[st
 
 @contextmanager
 def celery_worker(
-    env: dict[str, str], *, concurrency: int, app: str = "worker", name: str = "worker"
+    env: dict[str, str], *, concurrency: int | None, app: str = "worker", name: str = "worker"
 ) -> Iterator[Process]:
-    """`celery -A <app> worker --concurrency N` at its default log level, ready in the block."""
-    argv = [str(VENV_BIN / "celery"), "-A", app, "worker", "--concurrency", str(concurrency)]
-    argv += ["-n", f"{name}@%h"]
+    """`celery -A <app> worker [--concurrency N]` at its default log level, ready in the block."""
+    argv = [str(VENV_BIN / "celery"), "-A", app, "worker", "-n", f"{name}@%h"]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
     with process(name, argv, env) as worker:
         # At the default level (warning) celery does not log "ready": ask it over the broker.
         ping = [str(VENV_BIN / "celery"), "-A", app, "inspect", "ping", "--timeout", "1"]
