@@ -37,6 +37,15 @@ def insert_watcher(settings: Settings) -> InsertWatcher | None:
     return NewestRowWatcher(settings.database_url)
 
 
+def _wait_out(deadline: float) -> bool:
+    """After a failure, wait as long as asked (as a plain poll would): no insert was heard.
+
+    Returning at once would send beat straight back to a database that is down, in a loop.
+    """
+    time.sleep(max(deadline - time.monotonic(), 0.0))
+    return False
+
+
 def psycopg_dsn(url: str) -> str:
     """A libpq connection string for a SQLAlchemy PostgreSQL URL."""
     parsed = make_url(url).set(drivername="postgresql")
@@ -56,9 +65,10 @@ class InsertListener:
         Every notification already queued is consumed, so a burst of inserts wakes once.
         A failure to listen returns False after the timeout, as plain polling would.
         """
+        seconds = max(timeout.total_seconds(), 0.0)
+        deadline = time.monotonic() + seconds
         try:
             connection = self._connect()
-            seconds = max(timeout.total_seconds(), 0.0)
             woke = any(True for _ in connection.notifies(timeout=seconds, stop_after=1))
             if woke:
                 for _ in connection.notifies(timeout=0.0):
@@ -67,7 +77,7 @@ class InsertListener:
         except psycopg.Error as error:
             log.warning("LISTEN %s failed, polling meanwhile: %s", CHANNEL, error)
             self.close()
-            return False
+            return _wait_out(deadline)
 
     def _connect(self) -> psycopg.Connection[object]:
         if self.connection is None or self.connection.closed:
@@ -116,8 +126,7 @@ class NewestRowWatcher:
         except SQLAlchemyError as error:
             log.warning("watching %s for inserts failed, polling meanwhile: %s", CHANNEL, error)
             self.close()
-            time.sleep(max(deadline - time.monotonic(), 0.0))
-            return False
+            return _wait_out(deadline)
 
     def _read_newest(self) -> int:
         if self.connection is None:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -14,31 +15,37 @@ from sqlalchemy import Engine, text
 from worker.notify import InsertListener, InsertWatcher, insert_watcher, psycopg_dsn
 from worker.settings import Settings
 
+W = TypeVar("W", bound=InsertWatcher)
 INSERT = text(
     "INSERT INTO outbox_messages (client_message_id, recipient, content) "
     'VALUES (:id, \'46701234567\', \'{"$type": "SMSProject", "projectId": 1, "placeholders": []}\')'
 )
 
 
-@pytest.fixture
-def watcher(database_url: str) -> Iterator[InsertWatcher]:
-    """What beat waits on, as the default settings choose it for each database."""
+def default_watcher(database_url: str) -> InsertWatcher:
+    """What beat waits on, as the default settings choose it for ``database_url``."""
     settings = Settings.from_environ(
         {}, OUTBOX_DATABASE_URL=database_url, WIRAYA_BASE_URL="http://localhost:1"
     )
     watcher = insert_watcher(settings)
     assert watcher is not None
+    return watcher
+
+
+def listening(watcher: W) -> Iterator[W]:
     assert not watcher.wait(timedelta(milliseconds=50))  # connects and listens, nothing yet
     yield watcher
     watcher.close()
 
 
 @pytest.fixture
+def watcher(database_url: str) -> Iterator[InsertWatcher]:
+    yield from listening(default_watcher(database_url))
+
+
+@pytest.fixture
 def listener(postgres_url: str) -> Iterator[InsertListener]:
-    listener = InsertListener(postgres_url)
-    assert not listener.wait(timedelta(milliseconds=50))  # connects and listens, nothing yet
-    yield listener
-    listener.close()
+    yield from listening(InsertListener(postgres_url))
 
 
 def insert(engine: Engine, *ids: str) -> None:
@@ -95,3 +102,19 @@ def test_a_dropped_connection_is_replaced(
     assert not listener.wait(timedelta(milliseconds=50))  # listening again
     insert(postgres_engine, "after")
     assert listener.wait(timedelta(seconds=5))
+
+
+@pytest.mark.parametrize(
+    "unreachable",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/outbox",  # nothing listens on port 1
+        "sqlite:////nonexistent-folder/outbox.db",
+    ],
+)
+def test_a_database_that_is_down_is_waited_out_not_hammered(unreachable: str) -> None:
+    watcher = default_watcher(unreachable)
+    started = time.monotonic()
+    assert not watcher.wait(timedelta(milliseconds=300))
+    # Beat comes straight back after each wait: returning early would spin on the error.
+    assert time.monotonic() - started >= 0.29
+    watcher.close()
