@@ -26,9 +26,9 @@ from sqlalchemy import Engine, event
 
 from sandbox.testing import SandboxAdmin
 from worker.database import make_engine
-from worker.dispatcher import Dispatcher
+from worker.dispatch.dispatcher import Dispatcher
 from worker.settings import Settings
-from worker.wiraya import WirayaClient
+from worker.wiraya.client import WirayaClient
 
 TEMPLATE = "outbox_bench_backlog"
 RUN = "outbox_bench_drain"

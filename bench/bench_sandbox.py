@@ -27,7 +27,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from sandbox.testing import SandboxAdmin
-from worker.wiraya import Communication, Delivered, WirayaClient, encode_request
+from worker.wiraya.client import WirayaClient
+from worker.wiraya.codec import encode_request
+from worker.wiraya.results import Communication, Delivered
 
 PATH = "/api/EnqueueCommunications"
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}

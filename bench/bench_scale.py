@@ -2,7 +2,7 @@
 
 A dedicated database holds 1,000 due messages and a growing history of accepted ones (made by
 INSERT ... SELECT generate_series, analyzed as autovacuum would). At each size the real claim
-statement (worker.repository.claim, a batch of 100) and the tick's count_due run 30 times in
+statement (worker.dispatch.claim.claim, a batch of 100) and the tick's count_due run 30 times in
 transactions that are rolled back; the median time is printed with EXPLAIN ANALYZE's figures
 and the indexes the plan reads. The claim must cost the same at every size: it reads the
 partial indexes of due and leased rows, never the history.
@@ -24,8 +24,8 @@ import psycopg
 import support
 from sqlalchemy import Connection, Engine, event
 
-from worker import repository as repo
 from worker.database import make_engine
+from worker.dispatch import claim as claims
 
 DATABASE = "outbox_bench_scale"
 DUE = 1_000
@@ -67,13 +67,13 @@ def timed(engine: Engine, work: Callable[[Connection], object]) -> float:
 
 def claim(connection: Connection) -> object:
     now = datetime.now(UTC)
-    rows = repo.claim(connection, limit=BATCH, lease=timedelta(seconds=120), now=now)
+    rows = claims.claim(connection, limit=BATCH, lease=timedelta(seconds=120), now=now)
     assert len(rows) == BATCH, "the due rows must be there to claim"
     return rows
 
 
 def count_due(connection: Connection) -> object:
-    return repo.count_due(connection, now=datetime.now(UTC), cap=BATCH * 4)
+    return claims.count_due(connection, now=datetime.now(UTC), cap=BATCH * 4)
 
 
 def explain(engine: Engine, work: Callable[[Connection], object], marker: str) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from sqlalchemy import Engine, Table, select, update
 
 from models import OutboxMessage
 from worker.database import engine_for
-from worker.wiraya import Accepted, Communication, Delivered, WirayaClient
+from worker.wiraya.client import WirayaClient
+from worker.wiraya.results import Accepted, Communication, Delivered
 
 QUEUE = "naive"
 TASK = "naive.send"

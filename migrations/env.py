@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import models
+import worker.dispatch.gate  # noqa: F401  (the gate's table joins the metadata)
 from worker.settings import database_url_from_environ
 
 config = context.config

@@ -10,7 +10,6 @@ from models.content import (
     parse_content,
 )
 from models.errors import DuplicateMessage, InvalidMessage
-from models.gate import dispatch_gate
 from models.outbox import Base, OutboxMessage
 from models.producer import NewMessage, enqueue, enqueue_many
 from models.recipient import normalize_recipient
@@ -31,7 +30,6 @@ __all__ = [
     "Status",
     "VoiceProject",
     "WhatsappProject",
-    "dispatch_gate",
     "enqueue",
     "enqueue_many",
     "metadata",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Table,
     Text,
     func,
     text,
@@ -87,3 +88,7 @@ class OutboxMessage(Base):
             f"OutboxMessage(id={self.id}, client_message_id={self.client_message_id!r}, "
             f"status={self.status!r}, attempts={self.attempts})"
         )
+
+
+# The table itself, for SQLAlchemy Core statements (the worker's set-based SQL).
+outbox_messages = cast(Table, OutboxMessage.__table__)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -21,10 +22,20 @@ from pydantic import (
 )
 from sqlalchemy.engine import make_url
 
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+from worker.errors import OutboxError
 
 
-class SettingsError(ValueError):
+def is_local_host(host: str) -> bool:
+    """True for this machine: localhost and every loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class SettingsError(OutboxError, ValueError):
     """A setting is missing or invalid; the message names the variable and says why."""
 
 
@@ -57,37 +68,77 @@ def _host_names(value: object) -> object:
     return value
 
 
-class Settings(BaseModel):
-    """Every variable of the public contract, plus the few the dispatcher adds, with defaults."""
+class _Concern(BaseModel):
+    """Settings of one concern: frozen, read by alias (the variable's name), from a mapping."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build settings from an environment mapping (os.environ by default) and overrides.
+
+        Only this class's variables are read: the others belong to another concern.
+        """
+        environ = os.environ if environ is None else environ
+        aliases = {field.alias for field in cls.model_fields.values()}
+        values: dict[str, Any] = {k: v for k, v in environ.items() if k in aliases and v != ""}
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            message = _describe(exc)
+        # Raised outside the except block so that no pydantic error, whose text echoes input
+        # values, rides along as __context__ into logs and error trackers.
+        raise SettingsError(message)
+
+    def __repr_args__(self) -> Any:
+        # Database and broker URLs may hold passwords: show them masked, like the API key.
+        for name, value in super().__repr_args__():
+            if name in {"database_url", "broker_url"} and isinstance(value, str):
+                value = make_url(value).render_as_string(hide_password=True)
+            yield name, value
+
+
+class DatabaseSettings(_Concern):
+    """Where the outbox lives, how inserts wake workers, and how long finished rows stay."""
+
     database_url: str = Field("sqlite:///outbox.db", alias="OUTBOX_DATABASE_URL", min_length=1)
+    notify: NotifyMode = Field(NotifyMode.AUTO, alias="OUTBOX_NOTIFY")
+    retention: Seconds = Field(timedelta(days=30), alias="OUTBOX_RETENTION_SECONDS")
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the outbox lives in PostgreSQL (SKIP LOCKED, NOTIFY, partial indexes)."""
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def notify_enabled(self) -> bool:
+        """Whether inserts wake the dispatcher at once (both databases can; "auto" means on)."""
+        return self.notify is not NotifyMode.OFF
+
+
+class BrokerSettings(_Concern):
+    """The Celery broker: wake-up calls only (the outbox table is the truth)."""
+
     broker_url: str = Field("redis://localhost:6379/0", alias="CELERY_BROKER_URL", min_length=1)
+    # Where kombu's filesystem:// broker (the demo's, no server) keeps its message files.
+    broker_folder: Path = Field(Path(".demo/broker"), alias="OUTBOX_BROKER_FOLDER")
+
+
+class ApiSettings(_Concern):
+    """Wiraya's API: where it is, the key, and how long one call may take."""
+
     wiraya_base_url: str = Field("https://api.wiraya.com", alias="WIRAYA_BASE_URL")
     wiraya_api_key: SecretStr | None = Field(None, alias="WIRAYA_API_KEY")
     wiraya_timeout: Seconds = Field(timedelta(seconds=30), alias="WIRAYA_TIMEOUT_SECONDS")
-    batch_size: int = Field(100, alias="OUTBOX_BATCH_SIZE", ge=1, le=10_000)
-    max_attempts: int = Field(10, alias="OUTBOX_MAX_ATTEMPTS", ge=1, le=1_000)
-    max_age: Seconds = Field(timedelta(seconds=86_400), alias="OUTBOX_MAX_AGE_SECONDS")
-    backoff_base: Seconds = Field(timedelta(seconds=5), alias="OUTBOX_BACKOFF_BASE_SECONDS")
-    backoff_max: Seconds = Field(timedelta(seconds=900), alias="OUTBOX_BACKOFF_MAX_SECONDS")
-    lease: Seconds = Field(timedelta(seconds=120), alias="OUTBOX_LEASE_SECONDS")
-    poll_interval: Seconds = Field(timedelta(seconds=1), alias="OUTBOX_POLL_INTERVAL_SECONDS")
-    max_parallel: int = Field(4, alias="OUTBOX_MAX_PARALLEL_DISPATCHES", ge=1, le=1_000)
-    circuit_failures: int = Field(5, alias="OUTBOX_CIRCUIT_FAILURES", ge=1, le=1_000)
-    notify: NotifyMode = Field(NotifyMode.AUTO, alias="OUTBOX_NOTIFY")
-    retention: Seconds = Field(timedelta(days=30), alias="OUTBOX_RETENTION_SECONDS")
     # Host names that count as a local sandbox besides localhost (plain http allowed, no key
     # needed): an explicit opt-in, e.g. "sandbox" for docker-compose's sandbox service.
     sandbox_hosts: Annotated[frozenset[str], BeforeValidator(_host_names)] = Field(
         frozenset(), alias="WIRAYA_SANDBOX_HOSTS"
     )
-    # Where kombu's filesystem:// broker (the demo's, no server) keeps its message files.
-    broker_folder: Path = Field(Path(".demo/broker"), alias="OUTBOX_BROKER_FOLDER")
 
     @model_validator(mode="after")
-    def _check_combinations(self) -> Settings:
+    def _check_api(self) -> Self:
         url = urlsplit(self.wiraya_base_url)
         if url.scheme not in {"http", "https"} or not url.hostname:
             raise ValueError("WIRAYA_BASE_URL: must be an http(s) URL with a host")
@@ -101,56 +152,54 @@ class Settings(BaseModel):
             raise ValueError("WIRAYA_API_KEY: must not be blank")
         if key is None and not self.wiraya_is_local:
             raise ValueError("WIRAYA_API_KEY: required unless WIRAYA_BASE_URL is a local sandbox")
-        if self.backoff_base > self.backoff_max:
-            raise ValueError(
-                "OUTBOX_BACKOFF_BASE_SECONDS: must not exceed OUTBOX_BACKOFF_MAX_SECONDS"
-            )
-        if self.lease <= self.wiraya_timeout:
-            raise ValueError("OUTBOX_LEASE_SECONDS: must exceed WIRAYA_TIMEOUT_SECONDS")
         return self
-
-    def __repr_args__(self) -> Any:
-        # Database and broker URLs may hold passwords: show them masked, like the API key.
-        for name, value in super().__repr_args__():
-            if name in {"database_url", "broker_url"} and isinstance(value, str):
-                value = make_url(value).render_as_string(hide_password=True)
-            yield name, value
 
     @property
     def wiraya_is_local(self) -> bool:
         """True when the API base URL is a sandbox: this machine, or a WIRAYA_SANDBOX_HOSTS host."""
         host = (urlsplit(self.wiraya_base_url).hostname or "").lower()
-        return host in LOCAL_HOSTS or host in self.sandbox_hosts
+        return is_local_host(host) or host in self.sandbox_hosts
 
     @property
     def api_key(self) -> str:
         """The API key in clear, for the one header that needs it; the sandbox accepts any."""
         return self.wiraya_api_key.get_secret_value() if self.wiraya_api_key else "sandbox"
 
-    @property
-    def is_postgres(self) -> bool:
-        """True when the outbox lives in PostgreSQL (SKIP LOCKED, NOTIFY, partial indexes)."""
-        return self.database_url.startswith("postgresql")
 
-    @property
-    def notify_enabled(self) -> bool:
-        """Whether inserts wake the dispatcher at once (both databases can; "auto" means on)."""
-        return self.notify is not NotifyMode.OFF
+class DispatchSettings(_Concern):
+    """How batches are claimed, retried and paced."""
 
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from an environment mapping (os.environ by default) and overrides."""
-        environ = os.environ if environ is None else environ
-        aliases = {field.alias for field in cls.model_fields.values()}
-        values: dict[str, Any] = {k: v for k, v in environ.items() if k in aliases and v != ""}
-        values.update(overrides)
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            message = _describe(exc)
-        # Raised outside the except block so that no pydantic error, whose text echoes input
-        # values, rides along as __context__ into logs and error trackers.
-        raise SettingsError(message)
+    batch_size: int = Field(100, alias="OUTBOX_BATCH_SIZE", ge=1, le=10_000)
+    max_attempts: int = Field(10, alias="OUTBOX_MAX_ATTEMPTS", ge=1, le=1_000)
+    max_age: Seconds = Field(timedelta(seconds=86_400), alias="OUTBOX_MAX_AGE_SECONDS")
+    backoff_base: Seconds = Field(timedelta(seconds=5), alias="OUTBOX_BACKOFF_BASE_SECONDS")
+    backoff_max: Seconds = Field(timedelta(seconds=900), alias="OUTBOX_BACKOFF_MAX_SECONDS")
+    lease: Seconds = Field(timedelta(seconds=120), alias="OUTBOX_LEASE_SECONDS")
+    poll_interval: Seconds = Field(timedelta(seconds=1), alias="OUTBOX_POLL_INTERVAL_SECONDS")
+    max_parallel: int = Field(4, alias="OUTBOX_MAX_PARALLEL_DISPATCHES", ge=1, le=1_000)
+    circuit_failures: int = Field(5, alias="OUTBOX_CIRCUIT_FAILURES", ge=1, le=1_000)
+
+    @model_validator(mode="after")
+    def _check_dispatch(self) -> Self:
+        if self.backoff_base > self.backoff_max:
+            raise ValueError(
+                "OUTBOX_BACKOFF_BASE_SECONDS: must not exceed OUTBOX_BACKOFF_MAX_SECONDS"
+            )
+        return self
+
+
+class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings):
+    """What operator commands (the CLI, the metrics) need: never the API's address or key."""
+
+
+class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings):
+    """A worker's settings: every concern, and the rules that join them."""
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        if self.lease <= self.wiraya_timeout:
+            raise ValueError("OUTBOX_LEASE_SECONDS: must exceed WIRAYA_TIMEOUT_SECONDS")
+        return self
 
 
 def _describe(exc: ValidationError) -> str:
@@ -167,5 +216,5 @@ def _describe(exc: ValidationError) -> str:
 def database_url_from_environ(environ: Mapping[str, str] | None = None) -> str:
     """OUTBOX_DATABASE_URL alone, for tools that need no API settings (migrations, the CLI)."""
     environ = os.environ if environ is None else environ
-    default = Settings.model_fields["database_url"].default
+    default = DatabaseSettings.model_fields["database_url"].default
     return environ.get("OUTBOX_DATABASE_URL") or str(default)

@@ -1,0 +1,148 @@
+"""One dispatch: batches back to back, idle, budget, alarms, pauses, statements per batch.
+
+Every test drives ``Dispatcher.dispatch_once`` (or ``dispatch``) in-process (no Celery) with an
+injected clock; waiting out a backoff, a lease or a Retry-After is a move of the clock. Rows are
+compared with the sandbox's ledger: what Wiraya would hold.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from models import Status
+from tests.integration.dispatch.harness import (
+    ALPHA,
+    OMITTED_ONCE,
+    PERMANENT,
+    TRANSIENT_TWICE,
+    Outbox,
+    WhileSending,
+    outage_from,
+    outbox_statements,
+)
+from worker.dispatch import gate as gates
+from worker.dispatch.dispatcher import BatchSummary
+
+
+def test_due_batches_counts_batches_of_the_permitted_size(pg_outbox: Outbox) -> None:
+    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10, OUTBOX_MAX_PARALLEL_DISPATCHES=4)
+    now = pg_outbox.clock.now
+    assert dispatcher.due_batches(now) == 0
+    pg_outbox.enqueue_ordinary(25)
+    assert dispatcher.due_batches(now) == 3
+    pg_outbox.enqueue_ordinary(30)
+    assert dispatcher.due_batches(now) == 4  # capped at the parallel limit
+
+    with pg_outbox.engine.begin() as connection:  # the API said batches above 5 are too large
+        gates.limit_batch_size(connection, size=5, now=now)
+        assert dispatcher.due_batches(now) == 4
+        connection.execute(text("DELETE FROM outbox_messages WHERE id > 15"))
+    assert dispatcher.due_batches(now) == 3  # 15 rows in batches of 5, not 2 of 10
+
+    with pg_outbox.engine.begin() as connection:
+        gates.note_failure(
+            connection, now=now, paused_until=now + timedelta(seconds=9), reason="outage"
+        )
+    assert dispatcher.due_batches(now) == 0  # paused: wake nobody
+    assert dispatcher.due_batches(now + timedelta(seconds=9)) == 3
+
+
+def test_a_dispatch_sends_full_batches_back_to_back_and_wakes_another_once(
+    outbox: Outbox,
+) -> None:
+    messages = outbox.enqueue_ordinary(25)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    wakes: list[str] = []
+    dispatcher.on_full_batch = lambda: wakes.append("wake")
+
+    summary = dispatcher.dispatch()
+
+    # 10 + 10 + 5: the short third batch shows the backlog is drained, so the dispatch ends.
+    assert (summary.state, summary.batches, summary.claimed) == ("sent", 3, 25)
+    assert (summary.accepted, summary.requests, summary.alarm) == (25, 3, None)
+    assert len(summary.request_seconds) == 3
+    assert wakes == ["wake"]  # only the first full batch asks for help
+    assert {m: r.status for m, r in outbox.rows().items()} == dict.fromkeys(
+        messages, Status.ACCEPTED
+    )
+    assert summary.as_dict()["batches"] == 3
+
+
+def test_a_dispatch_with_nothing_due_is_idle(outbox: Outbox) -> None:
+    summary = outbox.dispatcher().dispatch()
+    assert (summary.state, summary.batches, summary.claimed, summary.requests) == (
+        "idle",
+        0,
+        0,
+        0,
+    )
+
+
+def test_a_dispatch_hands_over_when_its_budget_is_spent(outbox: Outbox) -> None:
+    outbox.enqueue_ordinary(25)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+
+    summary = dispatcher.dispatch(budget=timedelta(0))
+
+    assert (summary.batches, summary.claimed) == (1, 10)
+    assert dispatcher.dispatch().claimed == 15  # the rest waited for the next dispatch
+
+
+def test_a_dispatch_stops_at_an_alarm_and_keeps_what_it_sent(pg_outbox: Outbox) -> None:
+    messages = pg_outbox.enqueue_ordinary(30)
+    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    dispatcher.sender = WhileSending(dispatcher.sender, outage_from(pg_outbox.sandbox, 2))
+
+    summary = dispatcher.dispatch()
+
+    assert (summary.state, summary.batches, summary.requests) == ("alarm", 2, 2)
+    assert (summary.accepted, summary.released) == (10, 10)
+    assert summary.alarm is not None and summary.alarm.startswith("ServerError")
+    statuses = [pg_outbox.row(m).status for m in messages]
+    assert statuses == [Status.ACCEPTED] * 10 + [Status.PENDING] * 20  # the third never claimed
+
+
+def test_a_dispatch_ends_quietly_when_another_worker_paused_sending(pg_outbox: Outbox) -> None:
+    pg_outbox.enqueue_ordinary(30)
+    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    now = pg_outbox.clock.now
+
+    def another_worker_meets_an_outage() -> BatchSummary:
+        with pg_outbox.engine.begin() as connection:
+            pause = now + timedelta(seconds=30)
+            gates.note_failure(connection, now=now, paused_until=pause, reason="outage")
+        return BatchSummary()
+
+    dispatcher.sender = WhileSending(dispatcher.sender, another_worker_meets_an_outage)
+
+    summary = dispatcher.dispatch()
+
+    # The batch in flight is recorded; the next finds the gate closed and the dispatch ends
+    # without an alarm of its own (the worker that met the outage raised it).
+    assert (summary.state, summary.batches, summary.accepted, summary.alarm) == (
+        "sent",
+        1,
+        10,
+        None,
+    )
+
+
+@pytest.mark.parametrize("size", [10, 500])
+def test_a_batch_takes_at_most_three_statements_whatever_its_size(
+    outbox: Outbox, size: int
+) -> None:
+    # Every kind of outcome in one batch: all of them are written by the same statement.
+    outbox.enqueue(PERMANENT, TRANSIENT_TWICE, OMITTED_ONCE)
+    outbox.insert_raw("invalid", "hello", ALPHA)
+    outbox.enqueue_ordinary(size - 4)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=size)
+
+    with outbox_statements(outbox.engine) as statements:
+        summary = dispatcher.dispatch_once()
+
+    assert summary.claimed == size
+    assert (summary.accepted, summary.failed, summary.retried) == (size - 4, 2, 2)
+    assert len(statements) <= 3, statements

@@ -1,0 +1,364 @@
+"""The `outbox` CLI against PostgreSQL and SQLite: every command, and one clear line per error."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from models import OutboxMessage, SMSFromAlpha, SMSProject, enqueue_many
+from worker.database import make_engine
+from worker.dispatch import gate as gates
+from worker.ops import queries
+from worker.ops.access import OperatorError
+from worker.ops.cli import main, parse_duration
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture
+def outbox(database_url: str) -> Iterator[Engine]:
+    """Eight messages: 2 pending, 1 sending (lease running), 1 sending (lease ended),
+    2 accepted, 2 failed (one blocked yesterday, one that gave up an hour ago)."""
+    engine = make_engine(database_url)
+    with Session(engine) as session, session.begin():
+        enqueue_many(
+            session,
+            [
+                dict(
+                    client_message_id=f"m{number}",
+                    recipient="46701234567",
+                    content=SMSProject(project_id=1, placeholders=[f"p{number}"])
+                    if number % 2
+                    else SMSFromAlpha(sender="Wiraya", text=f"hello {number}"),
+                )
+                for number in range(1, 9)
+            ],
+        )
+    _set("m2", engine, last_error="transient: busy", attempts=1)
+    _set("m3", engine, status="sending", attempts=1, locked_until=_now() + timedelta(minutes=1))
+    _set("m4", engine, status="sending", attempts=1, locked_until=_now() - timedelta(minutes=1))
+    for name in ("m5", "m6"):
+        _set(name, engine, status="accepted", attempts=1, tracking_id="a" * 32, accepted_at=_now())
+    _set(
+        "m7",
+        engine,
+        status="failed",
+        attempts=1,
+        last_error="rejected: recipient is blocked",
+        updated_at=_now() - timedelta(days=1),
+        created_at=_now() - timedelta(days=2),
+    )
+    _set(
+        "m8",
+        engine,
+        status="failed",
+        attempts=10,
+        last_error="gave up after 10 attempts: busy",
+        updated_at=_now() - timedelta(hours=1),
+    )
+    yield engine
+    engine.dispose()
+
+
+def _set(client_message_id: str, engine: Engine, **values: Any) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.client_message_id == client_message_id)
+            .values(**values)
+        )
+
+
+def _row(engine: Engine, client_message_id: str) -> Any:
+    with engine.begin() as connection:
+        return connection.execute(
+            select(OutboxMessage.__table__).where(
+                OutboxMessage.client_message_id == client_message_id
+            )
+        ).one()
+
+
+def run(
+    url: str, *argv: str, capsys: pytest.CaptureFixture[str], stdin: str | None = None
+) -> tuple[int, str, str]:
+    """Run `outbox --database-url URL ARGV...`; returns (exit code, stdout, stderr)."""
+    if stdin is not None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("sys.stdin", io.StringIO(stdin))
+            code = main(["--database-url", url, *argv])
+    else:
+        code = main(["--database-url", url, *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("outbox: ")
+    return lines[0]
+
+
+# stats and inspect ------------------------------------------------------------------------------
+
+
+def test_stats_counts_everything_the_runbook_needs(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(_url(outbox), "stats", "--json", capsys=capsys)
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["by_status"] == {
+        "pending": 2,
+        "sending": 2,
+        "accepted": 2,
+        "failed": 2,
+        "cancelled": 0,
+    }
+    assert stats["due_now"] == 3  # two pending rows due now, one expired lease
+    assert stats["retrying"] == 1
+    assert stats["leases_in_flight"] == 1
+    assert stats["expired_leases"] == 1
+    assert stats["oldest_pending_age_seconds"] >= 0
+    assert [r["count"] for r in stats["top_failure_reasons"]] == [1, 1]
+    assert stats["gate"]["paused"] is False
+
+    code, out, _ = run(_url(outbox), "stats", capsys=capsys)
+    assert code == 0
+    assert "rejected: recipient is blocked" in out
+    assert "1 leases in flight, 1 expired" in out
+
+
+def test_stats_shows_a_paused_gate(outbox: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    with outbox.begin() as connection:
+        gates.read_gate(connection)
+        gates.note_failure(
+            connection,
+            now=_now(),
+            paused_until=_now() + timedelta(minutes=5),
+            reason="ServerError: HTTP 503",
+        )
+    code, out, _ = run(_url(outbox), "stats", capsys=capsys)
+    assert code == 0
+    assert "PAUSED until" in out and "ServerError: HTTP 503" in out
+
+    code, out, _ = run(_url(outbox), "resume", capsys=capsys)
+    assert code == 0
+    with outbox.begin() as connection:
+        gate = gates.read_gate(connection)
+    assert gate.paused_until is None and gate.failures == 0
+
+
+def test_inspect_shows_one_message(outbox: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(_url(outbox), "inspect", "m7", "--json", capsys=capsys)
+    assert code == 0
+    row = json.loads(out)
+    assert row["status"] == "failed"
+    assert row["last_error"] == "rejected: recipient is blocked"
+    assert row["content"]["$type"] == "SMSProject"
+
+    code, out, _ = run(_url(outbox), "inspect", "m7", capsys=capsys)
+    assert code == 0
+    assert "rejected: recipient is blocked" in out
+
+
+def test_inspect_an_unknown_id_is_one_line_and_exit_1(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(_url(outbox), "inspect", "nope", capsys=capsys)
+    assert code == 1
+    assert out == ""
+    assert one_error_line(err) == "outbox: no message with client_message_id 'nope'"
+
+
+# retry ------------------------------------------------------------------------------------------
+
+
+def test_retry_by_id_makes_a_failed_message_due_with_fresh_attempts(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(_url(outbox), "retry", "m8", "--yes", capsys=capsys)
+    assert code == 0
+    assert "retried 1 messages" in out
+    row = _row(outbox, "m8")
+    assert (row.status, row.attempts, row.locked_until) == ("pending", 0, None)
+    assert row.next_attempt_at <= datetime.now(UTC)
+    assert row.last_error == "gave up after 10 attempts: busy"  # kept as history
+    assert _row(outbox, "m7").status == "failed"
+
+
+def test_retry_by_error_text_and_time_range(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(_url(outbox), "retry", "--error", "BLOCKED", "--since", "2h", capsys=capsys)
+    assert code == 0  # matched nothing: m7 failed a day ago
+    assert _row(outbox, "m7").status == "failed"
+
+    since = (_now() - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    code, out, _ = run(
+        _url(outbox),
+        *("retry", "--error", "blocked", "--since", since, "--until", "12h", "--yes"),
+        capsys=capsys,
+    )
+    assert code == 0
+    assert "1 of them older than OUTBOX_MAX_AGE_SECONDS" in out  # created two days ago
+    assert _row(outbox, "m7").status == "pending"
+    assert _row(outbox, "m8").status == "failed"
+
+
+def test_retry_renew_age_counts_age_from_now(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(_url(outbox), "retry", "m7", "--renew-age", "--yes", capsys=capsys)
+    assert code == 0
+    assert _row(outbox, "m7").created_at > _now() - timedelta(minutes=1)
+
+
+def test_retry_asks_first_and_a_no_changes_nothing(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(_url(outbox), "retry", "--all", capsys=capsys, stdin="n\n")
+    assert code == 1
+    assert "Retry 2 failed messages" in out
+    assert one_error_line(err) == "outbox: nothing changed (answer y, or add --yes)"
+    assert _row(outbox, "m8").status == "failed"
+
+    code, out, _ = run(_url(outbox), "retry", "--all", capsys=capsys, stdin="y\n")
+    assert code == 0
+    assert "retried 2 messages" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["retry"], 2, "say which messages to retry"),
+        (["retry", "nope", "--yes"], 1, "no message with client_message_id 'nope'"),
+        (["retry", "m1", "--yes"], 1, "message 'm1' is pending, not failed"),
+        (["retry", "--since", "1h", "--until", "2h"], 2, "bad time range"),
+        (["retry", "--since", "yesterday"], 2, "--since: 'yesterday' is neither"),
+        (["cancel", "m5", "--yes"], 1, "message 'm5' is accepted, not pending"),
+        (["prune", "--older-than", "soon"], 2, "--older-than: 'soon' is not a duration"),
+    ],
+)
+def test_bad_requests_give_one_line_and_a_non_zero_exit(
+    outbox: Engine, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
+) -> None:
+    got, _, err = run(_url(outbox), *argv, capsys=capsys)
+    assert got == code
+    assert message in one_error_line(err)
+
+
+# cancel and prune -------------------------------------------------------------------------------
+
+
+def test_cancel_leaves_sending_rows_alone(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(_url(outbox), "cancel", "--all", "--yes", capsys=capsys)
+    assert code == 0
+    assert "cancelled 2 messages" in out
+    assert _row(outbox, "m1").status == "cancelled"
+    assert _row(outbox, "m3").status == "sending"
+    assert _row(outbox, "m4").status == "sending"
+
+
+def test_prune_deletes_finished_messages_older_than_asked(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _set("m5", outbox, accepted_at=_now() - timedelta(days=40))
+    code, out, _ = run(_url(outbox), "prune", "--older-than", "30d", "--yes", capsys=capsys)
+    assert code == 0
+    assert "deleted 1 accepted messages" in out
+    with outbox.begin() as connection:
+        assert queries.find_message(connection, "m5") is None
+        assert queries.find_message(connection, "m6") is not None
+
+    code, out, _ = run(
+        _url(outbox), "prune", "--older-than", "12h", "--status", "failed", "--yes", capsys=capsys
+    )
+    assert code == 0
+    assert "deleted 1 failed messages" in out  # m7, failed a day ago
+
+
+# the database -----------------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_sqlite_outbox(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'outbox.db'}"
+    code, out, _ = run(url, "migrate", capsys=capsys)
+    assert code == 0
+    assert "is at revision" in out
+    assert run(url, "migrate", capsys=capsys)[0] == 0  # idempotent
+    code, out, _ = run(url, "stats", "--json", capsys=capsys)
+    assert code == 0
+    assert json.loads(out)["by_status"]["pending"] == 0
+
+
+def test_migrate_postgres(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(postgres_url, "migrate", capsys=capsys)
+    assert code == 0
+    assert "postgres" in out
+
+
+def test_a_missing_sqlite_file_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    code, _, err = run(url, "stats", capsys=capsys)
+    assert code == 1
+    assert "no database file at" in one_error_line(err)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_an_unmigrated_database_says_to_migrate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.db"
+    make_engine(f"sqlite:///{path}").connect().close()
+    code, _, err = run(f"sqlite:///{path}", "stats", capsys=capsys)
+    assert code == 1
+    assert "has no outbox table: run `outbox migrate`" in one_error_line(err)
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test"
+    for command in (["stats"], ["inspect", "x"], ["retry", "--all", "--yes"], ["migrate"]):
+        code, _, err = run(url, *command, capsys=capsys)
+        assert code == 1
+        line = one_error_line(err)
+        assert line.startswith("outbox: cannot reach the database at postgresql+psycopg://")
+        assert "hunter2" not in line and "***" in line
+
+
+def test_sandbox_subcommand_keeps_its_own_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sandbox", "--help"])
+    assert exit_info.value.code == 0
+    assert "--p503" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("45s", 45), ("90m", 5400), ("1h30m", 5400), ("2d", 172800)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "--x").total_seconds() == seconds
+    with pytest.raises(OperatorError):
+        parse_duration("1x", "--x")

@@ -1,0 +1,222 @@
+"""Prometheus metrics of the outbox itself, served by `outbox metrics --port 9808`.
+
+Two sources, so that any number of worker processes on any number of hosts add up:
+
+- **Gauges are read from the database on every scrape** (the outbox row is the truth):
+  messages by status, the oldest pending message's age, due rows, leases, and the shared
+  gate (paused, circuit, refused key, request spacing).
+- **Counters and the API latency histogram are kept in Redis.** After each dispatch the
+  worker adds its batch's figures to one hash with a single pipelined round trip
+  (`record_batch`), and the endpoint reads that hash. Prefork processes, restarts and
+  several worker containers need no coordination, and nothing is written to the outbox
+  table for metrics. Redis is the broker's, so counters exist when the broker is Redis;
+  with another broker (the demo's filesystem one) the endpoint serves the gauges alone.
+  Flushing Redis resets the counters, which Prometheus's rate() treats as a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from models import Status
+from worker.ops.access import OperatorError
+from worker.ops.counters import (
+    BATCH_STATES,
+    COUNTERS_KEY,
+    LATENCY_BUCKETS,
+    MESSAGE_COUNTERS,
+    bucket_field,
+    counters_redis,
+)
+from worker.ops.snapshot import take_snapshot
+from worker.settings import OperatorSettings
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+class OutboxCollector(Collector):
+    """Reads the database (and the counters in Redis) afresh on every scrape."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: OperatorSettings,
+        counters: redis.Redis | None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.counters = counters
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._gauges()
+        if self.counters is not None:
+            yield from self._counters(self.counters)
+
+    def _gauges(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("outbox_database_up", "1 when the last scrape read the database.")
+        try:
+            snapshot = take_snapshot(
+                self.engine,
+                now=self.clock(),
+                circuit_failures=self.settings.circuit_failures,
+                reasons=0,
+            )
+        except SQLAlchemyError as error:
+            log.warning("metrics: cannot read the outbox database: %s", error)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        figures, gate = snapshot.figures, snapshot.gate
+        depth = GaugeMetricFamily(
+            "outbox_messages", "Messages in the outbox by status.", labels=["status"]
+        )
+        for status in Status:
+            depth.add_metric([status.value], figures.by_status[status.value])
+        yield depth
+        age = snapshot.oldest_unfinished_age
+        yield _gauge(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending or sending message (0 when none).",
+            0.0 if age is None else age.total_seconds(),
+        )
+        yield _gauge("outbox_due_messages", "Messages a worker may claim now.", figures.due_now)
+        yield _gauge(
+            "outbox_retrying_messages",
+            "Pending messages waiting to be retried after a failed try.",
+            figures.retrying,
+        )
+        yield _gauge(
+            "outbox_leases_in_flight",
+            "Sending messages under a running lease.",
+            figures.leases_in_flight,
+        )
+        yield _gauge(
+            "outbox_expired_leases",
+            "Sending messages whose lease ended (a worker died or hung): due again.",
+            figures.expired_leases,
+        )
+        yield _gauge("outbox_sending_paused", "1 while every worker waits.", int(gate.paused))
+        yield _gauge(
+            "outbox_circuit_open",
+            "1 while the circuit breaker is open (one probe at a time).",
+            int(gate.circuit_open),
+        )
+        yield _gauge("outbox_circuit_failures", "Request-level failures in a row.", gate.failures)
+        yield _gauge(
+            "outbox_api_key_refused",
+            "1 after the API refused the key (401/403): sending has stopped.",
+            int(gate.refused_key),
+        )
+        yield _gauge(
+            "outbox_request_spacing_seconds",
+            "Spacing between requests kept after a 429 (0: none).",
+            gate.spacing_seconds,
+        )
+        yield _gauge(
+            "outbox_batch_size_limit",
+            "The batch size allowed after a too-large answer (0: the configured size).",
+            gate.batch_limit or 0,
+        )
+
+    def _counters(self, client: redis.Redis) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "outbox_counters_up", "1 when the last scrape read the counters from Redis."
+        )
+        try:
+            raw: dict[bytes, bytes] = client.hgetall(COUNTERS_KEY)  # type: ignore[assignment]
+        except redis.RedisError as error:
+            log.warning("metrics: cannot read the counters from Redis: %s", error)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        values = {key.decode(): float(value) for key, value in raw.items()}
+        for name, documentation in MESSAGE_COUNTERS.items():
+            counter = CounterMetricFamily(f"outbox_messages_{name}", documentation)
+            counter.add_metric([], values.get(name, 0.0))
+            yield counter
+        batches = CounterMetricFamily(
+            "outbox_batches", "Dispatches by what they did.", labels=["state"]
+        )
+        for state in BATCH_STATES:
+            batches.add_metric([state], values.get(f"batches_{state}", 0.0))
+        yield batches
+        requests = CounterMetricFamily(
+            "outbox_api_requests", "EnqueueCommunications requests made."
+        )
+        requests.add_metric([], values.get("requests", 0.0))
+        yield requests
+        yield HistogramMetricFamily(
+            "outbox_api_request_duration_seconds",
+            "EnqueueCommunications request latency, as the worker timed it.",
+            buckets=[
+                (f"{bound:g}", values.get(bucket_field(bound), 0.0)) for bound in LATENCY_BUCKETS
+            ]
+            + [("+Inf", values.get("requests", 0.0))],
+            sum_value=values.get("latency_sum", 0.0),
+        )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def registry_for(engine: Engine, settings: OperatorSettings) -> CollectorRegistry:
+    """A registry holding only the outbox's metrics (no process metrics of this server)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OutboxCollector(engine, settings, counters_redis(settings.broker_url)))
+    return registry
+
+
+def serve(engine: Engine, settings: OperatorSettings, *, host: str, port: int) -> int:
+    """Serve /metrics until SIGTERM or Ctrl-C; returns the exit code."""
+    registry = registry_for(engine, settings)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        raise OperatorError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    counters = "from Redis" if counters_redis(settings.broker_url) else "off (broker is not Redis)"
+    url = f"http://{host}:{server.server_port}/metrics"
+    print(f"serving outbox metrics on {url} (counters {counters})", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    print("metrics server stopped", file=sys.stderr)
+    return 0
+
+
+__all__ = ["OutboxCollector", "registry_for", "serve"]

@@ -1,0 +1,84 @@
+"""The Celery application, configured for a dispatcher whose only truth is the outbox table."""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from worker.database import dispose_engines
+from worker.dispatch.dispatcher import DISPATCH_BUDGET
+from worker.runtime.broker import transport_options
+from worker.settings import Settings, SettingsError
+
+QUEUE = "outbox"
+
+
+def load_settings() -> Settings:
+    """The process's settings; an invalid one stops it with one line naming the variable."""
+    try:
+        return Settings.from_environ()
+    except SettingsError as error:
+        print(f"outbox: invalid configuration: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings``; every choice below serves "Redis holds only wake-ups"."""
+    app = Celery("wiraya-outbox", broker=settings.broker_url, include=["worker.runtime.tasks"])
+    seconds = settings.poll_interval.total_seconds()
+    app.conf.update(
+        # Only the demo's filesystem:// broker needs options (worker/runtime/broker.py).
+        broker_transport_options=transport_options(settings),
+        task_default_queue=QUEUE,
+        # Acknowledge on receipt: a task lost with its worker is harmless, since the rows
+        # it claimed come back when their lease ends, and the next tick sends new tasks.
+        # Late acks would only add redeliveries of stale wake-ups after the visibility timeout.
+        task_acks_late=False,
+        # One task at a time per process: a prefetched dispatch would sit idle behind a
+        # slow HTTP call while another process could run it.
+        worker_prefetch_multiplier=1,
+        # Results are kept only for dispatch summaries (the task opts in); ticks and
+        # prunes store nothing. Without a Redis broker there is no result store at all.
+        task_ignore_result=True,
+        result_backend=settings.broker_url if settings.broker_url.startswith("redis") else None,
+        result_expires=3600,
+        # Task events feed Flower: sent, started, succeeded with the summary, failed.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # Keep reconnecting to the broker for ever: an outage of Redis stops wake-ups,
+        # not the workers.
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        # A dispatch that outlives the lease of its last batch is killed: its rows are
+        # someone else's by then. That batch was claimed within the budget.
+        task_time_limit=int((settings.lease + DISPATCH_BUDGET).total_seconds()),
+        # A pool process per dispatch allowed at once (unless --concurrency says otherwise):
+        # a dispatch mostly waits for the API, so the CPU count is the wrong default.
+        # SQLite takes one writer at a time: one process.
+        worker_concurrency=settings.max_parallel if settings.is_postgres else 1,
+        worker_hijack_root_logger=True,
+        beat_scheduler="worker.runtime.beat:OutboxScheduler",
+        beat_max_loop_interval=max(seconds, 0.1),
+        beat_schedule={
+            "outbox-tick": {
+                "task": "outbox.tick",
+                "schedule": seconds,
+                # A tick not run within a few intervals is stale: a newer one will come.
+                "options": {"expires": max(seconds * 5, 5.0)},
+            },
+            "outbox-prune": {"task": "outbox.prune", "schedule": 3600.0},
+        },
+    )
+    return app
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: object) -> None:
+    # Database connections must never cross a fork: each pool process opens its own.
+    dispose_engines()
+
+
+settings = load_settings()
+app = create_app(settings)
