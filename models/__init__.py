@@ -11,6 +11,7 @@ from models.content import (
 )
 from models.errors import DuplicateMessage, InvalidMessage
 from models.outbox import Base, OutboxMessage
+from models.priority import Priority
 from models.producer import NewMessage, enqueue, enqueue_many
 from models.recipient import normalize_recipient
 from models.status import FINAL_STATUSES, Status
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidMessage",
     "NewMessage",
     "OutboxMessage",
+    "Priority",
     "SMSFromAlpha",
     "SMSProject",
     "Status",

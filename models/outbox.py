@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     func,
@@ -57,14 +58,19 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
     accepted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Lanes and lifetimes: lower priorities are claimed first; an expired message is never sent.
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
-        # The claim query's two sources, each kept small by its WHERE: due pending rows
-        # in due order, and sending rows by lease end (to take back a dead worker's rows).
+        CheckConstraint("priority IN (0, 1, 2)", name="priority"),
+        # The claim query's sources, each kept small by its WHERE: due pending rows, lane by
+        # lane in due order, and sending rows by lease end (to take back a dead worker's rows).
         Index(
             "ix_outbox_messages_due",
+            "priority",
             "next_attempt_at",
             "id",
             postgresql_where=text("status = 'pending'"),

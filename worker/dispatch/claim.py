@@ -29,7 +29,7 @@ from sqlalchemy import (
     cast as cast_,
 )
 
-from models import Status
+from models import Priority, Status
 from models.outbox import outbox_messages as outbox
 
 
@@ -61,10 +61,12 @@ def _due(now: datetime) -> Any:
     )
 
 
-# -- claim -- Take up to ``limit`` due rows, oldest first, in one statement: mark them
-# sending under a lease and count the attempt. Each source is read through its own partial
-# index (expired leases, then due pending rows) and locked with SKIP LOCKED, so concurrent
-# workers never wait for each other nor take the same row.
+# -- claim -- Take up to ``limit`` due rows in one statement: mark them sending under a lease
+# and count the attempt. Urgent rows come first, then rows whose lease ended (a dead worker's),
+# then normal and bulk rows, each lane oldest due first. Every source is read through a partial
+# index (each lane is one range of ix_outbox_messages_due) and locked with SKIP LOCKED, so
+# concurrent workers never wait for each other nor take the same row; a source is read only
+# as far as the batch still needs rows.
 def _claim_statement() -> Any:
     limit = bindparam("limit", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
@@ -77,15 +79,23 @@ def _claim_statement() -> Any:
         .with_for_update(skip_locked=True)
         .cte("expired")
     )
-    pending = (
-        select(outbox.c.id)
-        .where(outbox.c.status == Status.PENDING, outbox.c.next_attempt_at <= now)
-        .order_by(outbox.c.next_attempt_at, outbox.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("pending")
-    )
-    chosen = union_all(select(expired.c.id), select(pending.c.id)).limit(limit).subquery()
+    lanes = {
+        priority: (
+            select(outbox.c.id)
+            .where(
+                outbox.c.status == Status.PENDING,
+                outbox.c.priority == int(priority),
+                outbox.c.next_attempt_at <= now,
+            )
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte(f"lane_{priority.name.lower()}")
+        )
+        for priority in Priority
+    }
+    sources = [lanes[Priority.URGENT], expired, lanes[Priority.NORMAL], lanes[Priority.BULK]]
+    chosen = union_all(*(select(source.c.id) for source in sources)).limit(limit).subquery()
     return (
         update(outbox)
         .where(outbox.c.id.in_(select(chosen.c.id)))
