@@ -61,6 +61,10 @@ class OutboxMessage(Base):
     # Lanes and lifetimes: lower priorities are claimed first; an expired message is never sent.
     priority: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The worker's: the token of the claim holding a sending row (the record's guard), and
+    # when the message first fell due (what OUTBOX_MAX_AGE_SECONDS counts from).
+    claim_token: Mapped[int | None] = mapped_column(BigInteger)
+    first_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),

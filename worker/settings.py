@@ -178,6 +178,11 @@ class DispatchSettings(_Concern):
     poll_interval: Seconds = Field(timedelta(seconds=1), alias="OUTBOX_POLL_INTERVAL_SECONDS")
     max_parallel: int = Field(4, alias="OUTBOX_MAX_PARALLEL_DISPATCHES", ge=1, le=1_000)
     circuit_failures: int = Field(5, alias="OUTBOX_CIRCUIT_FAILURES", ge=1, le=1_000)
+    # While the circuit is open, one probe request per interval (its own cadence, not the
+    # messages' backoff): the longest an outage outlives the API's return.
+    probe_interval: Seconds = Field(timedelta(seconds=10), alias="OUTBOX_PROBE_INTERVAL_SECONDS")
+    # A known request rate limit of the API account, across all workers (0: none, learnt).
+    rate_limit: float = Field(0.0, alias="OUTBOX_RATE_LIMIT", ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _check_dispatch(self) -> Self:
@@ -185,7 +190,14 @@ class DispatchSettings(_Concern):
             raise ValueError(
                 "OUTBOX_BACKOFF_BASE_SECONDS: must not exceed OUTBOX_BACKOFF_MAX_SECONDS"
             )
+        if self.probe_interval > timedelta(seconds=30):
+            raise ValueError("OUTBOX_PROBE_INTERVAL_SECONDS: must be at most 30 seconds")
         return self
+
+    @property
+    def configured_rate(self) -> float | None:
+        """OUTBOX_RATE_LIMIT in requests per second, or None when no limit is configured."""
+        return self.rate_limit or None
 
 
 class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings):

@@ -7,142 +7,184 @@ statements without row locks, its writes being serialized by the database lock.
 
 from __future__ import annotations
 
-import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Integer,
+    LargeBinary,
+    Select,
     Text,
-    and_,
     bindparam,
+    exists,
     func,
     literal,
-    or_,
     select,
     union_all,
     update,
 )
-from sqlalchemy import (
-    cast as cast_,
-)
+from sqlalchemy import cast as cast_
 
 from models import Priority, Status
 from models.outbox import outbox_messages as outbox
+from worker.dispatch.gate.state import GATE_NAME, gate
 
 
 @dataclass(frozen=True)
 class ClaimedRow:
-    """A row a worker holds under lease; ``attempts`` already counts this claim."""
+    """A row a worker holds under lease, as the database handed it back.
+
+    Text columns are raw: a row inserted by plain SQL may hold anything (on SQLite even bytes
+    that are not UTF-8, or a date that is not a date), and the screen decides what is
+    sendable. ``attempts`` already counts this claim.
+    """
 
     id: int
-    client_message_id: str
-    recipient: str
-    content: Any
+    client_message_id: object
+    recipient: object
+    content: object
     attempts: int
-    created_at: datetime
+    priority: int
+    expires_at: object
+    first_due_at: object
 
 
-def _decoded(content: str | None) -> Any:
-    """A row's content as JSON, or the text itself when it is not JSON (screening refuses it)."""
-    try:
-        return json.loads(content) if content is not None else None
-    except ValueError:
-        return content
+def new_token() -> int:
+    """A claim token: 63 random bits, so that no two claims of one row share one."""
+    return secrets.randbits(63)
 
 
-def _due(now: datetime) -> Any:
-    """Rows a worker may claim: due pending rows and sending rows whose lease ended."""
-    return or_(
-        and_(outbox.c.status == Status.PENDING, outbox.c.next_attempt_at <= now),
-        and_(outbox.c.status == Status.SENDING, outbox.c.locked_until <= now),
+def _lane(priority: Priority, now: Any) -> Select[Any]:
+    return (
+        select(outbox.c.id)
+        .where(
+            outbox.c.status == Status.PENDING,
+            outbox.c.priority == int(priority),
+            outbox.c.next_attempt_at <= now,
+        )
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
     )
 
 
-# -- claim -- Take up to ``limit`` due rows in one statement: mark them sending under a lease
-# and count the attempt. Urgent rows come first, then rows whose lease ended (a dead worker's),
-# then normal and bulk rows, each lane oldest due first. Every source is read through a partial
-# index (each lane is one range of ix_outbox_messages_due) and locked with SKIP LOCKED, so
-# concurrent workers never wait for each other nor take the same row; a source is read only
-# as far as the batch still needs rows.
-def _claim_statement() -> Any:
-    limit = bindparam("limit", type_=Integer())
-    now = bindparam("now", type_=outbox.c.updated_at.type)
-    locked_until = bindparam("locked_until", type_=outbox.c.locked_until.type)
-    expired = (
+def _expired_leases(now: Any) -> Select[Any]:
+    return (
         select(outbox.c.id)
         .where(outbox.c.status == Status.SENDING, outbox.c.locked_until <= now)
         .order_by(outbox.c.locked_until)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("expired")
     )
-    lanes = {
-        priority: (
-            select(outbox.c.id)
-            .where(
-                outbox.c.status == Status.PENDING,
-                outbox.c.priority == int(priority),
-                outbox.c.next_attempt_at <= now,
-            )
-            .order_by(outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte(f"lane_{priority.name.lower()}")
-        )
-        for priority in Priority
-    }
-    sources = [lanes[Priority.URGENT], expired, lanes[Priority.NORMAL], lanes[Priority.BULK]]
-    chosen = union_all(*(select(source.c.id) for source in sources)).limit(limit).subquery()
+
+
+def _sources(now: Any, limit: Any, *, lock: bool) -> list[Select[Any]]:
+    """Urgent rows first, then rows whose lease ended (a dead worker's), then normal and bulk."""
+    sources = [
+        _lane(Priority.URGENT, now),
+        _expired_leases(now),
+        _lane(Priority.NORMAL, now),
+        _lane(Priority.BULK, now),
+    ]
+    limited = [source.limit(limit) for source in sources]
+    if lock:
+        limited = [source.with_for_update(skip_locked=True) for source in limited]
+    return limited
+
+
+# -- claim -- Take up to ``limit`` due rows in one statement: mark them sending under a lease
+# and a fresh claim token, count the attempt and remember when each first fell due. Urgent
+# rows come first, then expired leases, then normal and bulk rows, each lane oldest due first;
+# every source is read through a partial index (each lane is one range of
+# ix_outbox_messages_due) and locked with SKIP LOCKED, and read only as far as the batch still
+# needs rows. Guarded by the gate's version: when any brake changed since the worker read the
+# gate, nothing is claimed (PostgreSQL's one-time filter skips the sources altogether).
+def _claim_statement(dialect: str) -> Any:
+    limit = bindparam("limit", type_=Integer())
+    now = bindparam("now", type_=outbox.c.updated_at.type)
+    sources = [
+        source.cte(f"source_{n}") for n, source in enumerate(_sources(now, limit, lock=True))
+    ]
+    unchanged = exists().where(
+        gate.c.name == GATE_NAME, gate.c.version == bindparam("version", type_=BigInteger())
+    )
+    chosen = union_all(*(select(source.c.id) for source in sources)).limit(limit).subquery("chosen")
+    guarded = select(chosen.c.id).where(unchanged)
     return (
         update(outbox)
-        .where(outbox.c.id.in_(select(chosen.c.id)))
+        .where(outbox.c.id.in_(guarded))
         .values(
             status=Status.SENDING,
-            locked_until=locked_until,
+            locked_until=bindparam("locked_until", type_=outbox.c.locked_until.type),
+            claim_token=bindparam("token", type_=BigInteger()),
             attempts=outbox.c.attempts + 1,
+            first_due_at=func.coalesce(outbox.c.first_due_at, outbox.c.next_attempt_at),
             updated_at=now,
         )
-        .returning(
-            outbox.c.id,
-            outbox.c.client_message_id,
-            outbox.c.recipient,
-            # As text, decoded row by row: on SQLite a raw-SQL row may hold anything, and
-            # one undecodable row must fail alone instead of breaking the whole batch.
-            cast_(outbox.c.content, Text).label("content"),
-            outbox.c.attempts,
-            outbox.c.created_at,
-        )
+        .returning(*_returned(dialect))
     )
 
 
-# Built once: the claim runs for every batch, and building it costs more than running it.
-CLAIM = _claim_statement()
+def _returned(dialect: str) -> list[Any]:
+    """The claimed columns; on SQLite, text and times as raw bytes and text (screened later)."""
+    raw: list[Any]
+    times: list[Any]
+    if dialect == "sqlite":
+        raw = [
+            cast_(outbox.c[name], LargeBinary).label(name)
+            for name in ("client_message_id", "recipient", "content")
+        ]
+        times = [cast_(outbox.c[name], Text).label(name) for name in ("expires_at", "first_due_at")]
+    else:
+        raw = [outbox.c.client_message_id, outbox.c.recipient, cast_(outbox.c.content, Text)]
+        times = [outbox.c.expires_at, outbox.c.first_due_at]
+    return [outbox.c.id, *raw, outbox.c.attempts, outbox.c.priority, *times]
+
+
+# Built once per dialect: the claim runs for every batch, and building it costs more than
+# running it.
+CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 def claim(
-    connection: Connection, *, limit: int, lease: timedelta, now: datetime
+    connection: Connection,
+    *,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    version: int,
+    token: int,
 ) -> list[ClaimedRow]:
-    parameters = {"limit": limit, "now": now, "locked_until": now + lease}
-    rows = [
-        ClaimedRow(
-            row.id,
-            row.client_message_id,
-            row.recipient,
-            _decoded(row.content),
-            row.attempts,
-            row.created_at,
-        )
-        for row in connection.execute(CLAIM, parameters)
-    ]
+    """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version``."""
+    parameters = {
+        "limit": limit,
+        "now": now,
+        "locked_until": now + lease,
+        "version": version,
+        "token": token,
+    }
+    statement = CLAIMS[connection.dialect.name]
+    rows = [ClaimedRow(*row) for row in connection.execute(statement, parameters)]
     rows.sort(key=lambda row: row.id)
     return rows
 
 
-# -- count_due -- How many rows are due now, counting no further than ``cap`` (cheap on
-# a large backlog: the partial indexes stop the scan at the cap).
+# -- count_due -- How many rows are due now, counting no further than ``cap``: the claim's own
+# sources, unlocked, each stopped at the cap (cheap on any backlog, scheduled rows unread).
+def _count_due_statement() -> Any:
+    limit = bindparam("cap", type_=Integer())
+    now = bindparam("now", type_=outbox.c.updated_at.type)
+    due = union_all(
+        *(
+            select(literal(1).label("one")).select_from(source.subquery())
+            for source in _sources(now, limit, lock=False)
+        )
+    )
+    return select(func.count()).select_from(due.limit(limit).subquery())
+
+
+COUNT_DUE = _count_due_statement()
+
+
 def count_due(connection: Connection, *, now: datetime, cap: int) -> int:
-    due = select(literal(1)).where(_due(now)).limit(cap).subquery()
-    return int(connection.scalar(select(func.count()).select_from(due)) or 0)
+    return int(connection.scalar(COUNT_DUE, {"now": now, "cap": cap}) or 0)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+import orjson
+from sqlalchemy import BigInteger, Connection, bindparam, text
 
 from models import OutboxMessage, Status
+
+MAX_ERROR_LENGTH = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+_TRACKING_ID = re.compile(r"[0-9a-fA-F]{32}")
+
+
+def is_tracking_id(value: object) -> bool:
+    """True for what the API documents as a tracking id: 32 hexadecimal characters."""
+    return isinstance(value, str) and _TRACKING_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -18,7 +28,6 @@ class RowResult:
     """What one claimed row becomes; written for the whole batch by ``record``."""
 
     id: int
-    claimed_attempts: int
     status: Status
     attempts: int
     next_attempt_at: datetime | None = None
@@ -26,59 +35,77 @@ class RowResult:
     last_error: str | None = None
 
 
-# -- record -- Write every claimed row's result in one statement. The guard (still
-# sending, same attempt number as at claim) stops a worker whose lease ended from
-# overwriting the newer claim of another. Returns the ids it wrote.
+def printable(value: str, limit: int = MAX_ERROR_LENGTH) -> str:
+    """A text fit for a column, a log line and Flower: no control characters (NUL included, which
+    PostgreSQL refuses), no lone surrogates, whitespace collapsed, at most ``limit`` characters."""
+    line = " ".join(_CONTROL.sub(" ", value).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# -- record -- Write every claimed row's result in one statement. The guard (still sending,
+# under this claim's token) stops a worker whose lease ended from overwriting the newer claim
+# of another, however an operator changed the row meanwhile. Returns the ids it wrote.
 _RECORD_UPDATE = """
 UPDATE outbox_messages AS m SET
     status = v.status,
     attempts = v.attempts,
     next_attempt_at = coalesce(v.next_attempt_at, m.next_attempt_at),
     locked_until = NULL,
+    claim_token = NULL,
     tracking_id = coalesce(v.tracking_id, m.tracking_id),
     last_error = v.last_error,
     accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
     updated_at = :now"""
-_RECORD_GUARD = "WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.claimed_attempts"
+_RECORD_GUARD = "WHERE m.id = v.id AND m.status = 'sending' AND m.claim_token = :token"
 # PostgreSQL reads the results as a typed record set from one jsonb parameter ...
 RECORD_POSTGRES = f"""{_RECORD_UPDATE}
 FROM jsonb_to_recordset(CAST(:results AS jsonb)) AS v(
-    id bigint, claimed_attempts integer, status text, attempts integer,
+    id bigint, status text, attempts integer,
     next_attempt_at timestamptz, tracking_id text, last_error text)
 {_RECORD_GUARD}
 RETURNING m.id"""
 # ... and SQLite from the same JSON through json_each (its RETURNING takes no alias).
 RECORD_SQLITE = f"""
 WITH v AS (
-    SELECT value ->> 'id' AS id, value ->> 'claimed_attempts' AS claimed_attempts,
-           value ->> 'status' AS status, value ->> 'attempts' AS attempts,
+    SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'attempts' AS attempts,
            value ->> 'next_attempt_at' AS next_attempt_at,
            value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error
     FROM json_each(:results)){_RECORD_UPDATE}
 FROM v
 {_RECORD_GUARD}
 RETURNING id"""
+_STATEMENTS = {
+    dialect: text(sql).bindparams(
+        bindparam("now", type_=OutboxMessage.updated_at.type),
+        bindparam("token", type_=BigInteger()),
+    )
+    for dialect, sql in (("postgresql", RECORD_POSTGRES), ("sqlite", RECORD_SQLITE))
+}
 
 
-def record(connection: Connection, results: Sequence[RowResult], *, now: datetime) -> set[int]:
+def record(
+    connection: Connection, results: Sequence[RowResult], *, token: int, now: datetime
+) -> set[int]:
+    """Write ``results`` for the rows claimed under ``token``; returns the ids written."""
     if not results:
         return set()
     is_sqlite = connection.dialect.name == "sqlite"
-    payload = json.dumps([_result_json(result, is_sqlite) for result in results])
-    sql = RECORD_SQLITE if is_sqlite else RECORD_POSTGRES
-    statement = text(sql).bindparams(bindparam("now", type_=OutboxMessage.updated_at.type))
-    return set(connection.scalars(statement, {"results": payload, "now": now}))
+    payload = orjson.dumps([_result_json(result, is_sqlite) for result in results]).decode()
+    statement = _STATEMENTS[connection.dialect.name]
+    return set(connection.scalars(statement, {"results": payload, "now": now, "token": token}))
 
 
 def _result_json(result: RowResult, is_sqlite: bool) -> dict[str, Any]:
+    # Whatever an answer held, nothing here can make the statement fail: a tracking id was
+    # checked when the answer was read (worker.dispatch.outcomes), an error text is made
+    # printable and bounded here.
     return {
         "id": result.id,
-        "claimed_attempts": result.claimed_attempts,
         "status": result.status.value,
         "attempts": result.attempts,
         "next_attempt_at": _timestamp(result.next_attempt_at, is_sqlite),
         "tracking_id": result.tracking_id,
-        "last_error": result.last_error,
+        "last_error": None if result.last_error is None else printable(result.last_error),
     }
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import redis
 
 if TYPE_CHECKING:
-    from worker.dispatch.dispatcher import BatchSummary
+    from worker.dispatch.summary import BatchSummary
 
 log = logging.getLogger(__name__)
 

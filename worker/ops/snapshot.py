@@ -37,6 +37,9 @@ class Snapshot:
         age = self.oldest_unfinished_age
         gate = asdict(self.gate)
         gate["paused_until"] = _iso(self.gate.paused_until)
+        gate["next_probe_at"] = _iso(self.gate.next_probe_at)
+        gate["refused_key"] = self.gate.refused_key
+        gate["spacing_seconds"] = self.gate.spacing_seconds
         gate["state"] = self.gate.describe()
         return {
             "taken_at": _iso(self.taken_at),

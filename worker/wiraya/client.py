@@ -84,17 +84,30 @@ class WirayaClient:
             sandbox_hosts=settings.sandbox_hosts,
         )
 
-    def send(self, batch: Sequence[Communication]) -> SendResult:
-        """Send one batch in one request; never raises for HTTP or network problems."""
+    def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
+        """Send one batch in one request; never raises for HTTP or network problems.
+
+        ``deadline`` (a ``time.monotonic()`` instant) cuts every phase's timeout to the time
+        left, so no phase outlives it.
+        """
         if not batch:
             return Delivered({})
         try:
             body = encode_request(batch)
         except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits in a content
             return BadRequest(f"a message cannot be encoded as JSON: {exc}")
+        timeout = self._timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return TransportError("the request's deadline passed before it was sent")
+            timeout = httpx.Timeout(
+                min(left, self._timeout.read or left),
+                connect=min(left, self._timeout.connect or left),
+            )
         started = time.perf_counter()
         try:
-            response = self._pool().post(self._url, content=body)
+            response = self._pool().post(self._url, content=body, timeout=timeout)
         except httpx.TimeoutException as exc:
             result: SendResult = TransportError(f"timed out: {_describe(exc)}")
         except httpx.RequestError as exc:

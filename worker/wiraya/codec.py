@@ -77,7 +77,7 @@ def interpret_response(
         retry_after = parse_retry_after(_header(headers, "Retry-After"))
         return RateLimited(f"HTTP 429: {_error_text(body)}", retry_after)
     if status == 413:
-        return BatchTooLarge(f"HTTP 413: {_error_text(body)}")
+        return BatchTooLarge(f"HTTP 413: {_error_text(body)}", too_many_items=False)
     if status in (400, 422):
         if _says_too_large(body):
             return BatchTooLarge(f"HTTP {status}: {_error_text(body)}")

@@ -104,7 +104,13 @@ class Unauthorized(RequestFailure):
 
 @dataclass(frozen=True)
 class BatchTooLarge(RequestFailure):
-    """The batch has more messages than the API takes at once: split it."""
+    """The batch is more than the API takes at once: split it.
+
+    ``too_many_items``: the API's own bulkItemLimitExceeded (a limit on the count, which the
+    gate learns); False for a 413 (too many bytes, which says nothing of the count).
+    """
+
+    too_many_items: bool = True
 
 
 @dataclass(frozen=True)

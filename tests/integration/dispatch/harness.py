@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.orm import Session
 
 from models import NewMessage, OutboxMessage, enqueue_many
@@ -26,7 +26,11 @@ from sandbox.recipients import (
 )
 from sandbox.testing import RunningSandbox
 from worker.dispatch import gate as gates
-from worker.dispatch.dispatcher import BatchSummary, Dispatcher, Sender
+from worker.dispatch.claim import ClaimedRow, claim, new_token
+from worker.dispatch.delivery import Sender
+from worker.dispatch.dispatcher import Dispatcher
+from worker.dispatch.gate import GateView
+from worker.dispatch.summary import BatchSummary
 from worker.settings import Settings
 from worker.wiraya.client import WirayaClient
 from worker.wiraya.results import Communication, SendResult
@@ -67,6 +71,10 @@ class Clock:
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
+
+    def catch_up(self) -> datetime:
+        """A second ahead of the wall clock again, if a slow test fell behind it."""
+        return self.move_to(max(self.now, datetime.now(UTC) + timedelta(seconds=1)))
 
     def move_to(self, moment: datetime) -> datetime:
         assert moment >= self.now, "time only moves forward"
@@ -163,9 +171,32 @@ class Outbox:
     def row(self, client_message_id: str) -> OutboxMessage:
         return self.rows()[client_message_id]
 
-    def gate(self) -> gates.Gate:
+    def gate(self) -> GateView:
         with self.engine.begin() as connection:
             return gates.read_gate(connection)
+
+    def set_gate(self, **columns: Any) -> None:
+        """Put the gate in a state directly (as another worker's notes would leave it)."""
+        with self.engine.begin() as connection:
+            gates.read_gate(connection)  # creates the row the first time
+            connection.execute(
+                update(gates.dispatch_gate).values(
+                    version=gates.dispatch_gate.c.version + 1, **columns
+                )
+            )
+
+    def claim_and_die(self, dispatcher: Dispatcher, limit: int = 10) -> list[ClaimedRow]:
+        """What a worker killed after its claim committed leaves behind: rows under lease."""
+        with self.engine.begin() as connection:
+            version = gates.read_gate(connection).version
+            return claim(
+                connection,
+                limit=limit,
+                lease=dispatcher.settings.lease,
+                now=self.clock.now,
+                version=version,
+                token=new_token(),
+            )
 
     def drain(self, dispatcher: Dispatcher, *, limit: int = 100) -> list[BatchSummary]:
         """Dispatch until a dispatch finds nothing to do (the clock does not move)."""
@@ -188,9 +219,9 @@ class WhileSending:
         self.inner, self.meanwhile = inner, meanwhile
         self.seen: list[BatchSummary] = []
 
-    def send(self, batch: Sequence[Communication]) -> SendResult:
+    def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
         self.seen.append(self.meanwhile())
-        return self.inner.send(batch)
+        return self.inner.send(batch, deadline=deadline)
 
 
 def outage_from(sandbox: RunningSandbox, request: int) -> Callable[[], BatchSummary]:

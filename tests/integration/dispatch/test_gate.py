@@ -1,8 +1,9 @@
-"""The sending gate as the dispatcher meets it: refused keys, 429s, outages and the circuit.
+"""The sending gate as the dispatcher meets it: refused keys, 429s, outages, the circuit, slots.
 
 Every test drives ``Dispatcher.dispatch_once`` (or ``dispatch``) in-process (no Celery) with an
 injected clock; waiting out a backoff, a lease or a Retry-After is a move of the clock. Rows are
-compared with the sandbox's ledger: what Wiraya would hold.
+compared with the sandbox's ledger: what Wiraya would hold. The gate's own invariants under
+interleavings are in test_gate_interleavings.py.
 """
 
 from __future__ import annotations
@@ -10,21 +11,28 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from models import Status
 from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
-from tests.integration.dispatch.harness import (
-    Outbox,
-    WhileSending,
-)
-from worker.dispatch.retry import key_fingerprint
+from tests.integration.dispatch.harness import ALPHA, Outbox, WhileSending, recipient
+from worker.dispatch import gate as gates
+from worker.dispatch.gate import transitions
+from worker.dispatch.retry import INITIAL_RATE, key_fingerprint
+from worker.dispatch.summary import BatchSummary
+
+PROBE_INTERVAL = timedelta(seconds=10)  # the default OUTBOX_PROBE_INTERVAL_SECONDS
 
 
-def test_refused_key_stops_sending_and_another_key_resumes(postgres_engine: Engine) -> None:
+def key_view(outbox: Outbox, api_key: str) -> gates.GateView:
+    with outbox.engine.connect() as connection:
+        return gates.read(connection, key_fingerprint(api_key))
+
+
+def test_a_refused_key_stops_that_key_only_and_another_key_sends_at_once(engine: Engine) -> None:
     with running_sandbox(api_key="right-key") as sandbox:
-        outbox = Outbox(postgres_engine, sandbox)
+        outbox = Outbox(engine, sandbox)
         try:
             messages = outbox.enqueue_ordinary(3)
             wrong = outbox.dispatcher(WIRAYA_API_KEY="wrong-key")
@@ -35,19 +43,19 @@ def test_refused_key_stops_sending_and_another_key_resumes(postgres_engine: Engi
             assert summary.alarm is not None and summary.alarm.startswith("Unauthorized")
             for row in outbox.rows().values():
                 assert (row.status, row.attempts, row.tracking_id) == (Status.PENDING, 0, None)
-            gate = outbox.gate()
-            assert gate.refused_key == key_fingerprint("wrong-key")
-            assert gate.paused_until is not None and gate.paused_until > outbox.clock.now
-            assert gate.failures == 1
+            refused = key_view(outbox, "wrong-key")
+            assert refused.key_refused and refused.refused_key_count == 1
+            # A key problem is not the API's: no pause, no failure counted for anyone.
+            assert (refused.paused_until, refused.failures) == (None, 0)
             assert sandbox.status_count(401) == 1 and sandbox.ledger() == {}
 
-            # The refused key sends nothing more while paused...
-            outbox.clock.advance(30)
+            outbox.clock.advance(5)  # before the refused key's next probe
             assert wrong.dispatch_once().state == "paused"
             assert wrong.due_batches(outbox.clock.now) == 0
             assert sandbox.request_count == 1
-            # ...but the operator's new key is not held back by the old key's pause.
+            # The operator's new key is not held back by the old key's refusal.
             right = outbox.dispatcher(WIRAYA_API_KEY="right-key")
+            assert right.due_batches(outbox.clock.now) == 1
             summaries = outbox.drain(right)
 
             assert sum(s.accepted for s in summaries) == 3
@@ -56,86 +64,91 @@ def test_refused_key_stops_sending_and_another_key_resumes(postgres_engine: Engi
                 row = outbox.row(client_message_id)
                 assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
                 assert row.tracking_id == ledger[client_message_id].tracking_id
-            gate = outbox.gate()
-            assert (gate.refused_key, gate.failures, gate.paused_until) == (None, 0, None)
+            # The old key stays refused until a request with it is answered (or a resume).
+            assert key_view(outbox, "wrong-key").key_refused
+            assert not key_view(outbox, "right-key").key_refused
         finally:
             outbox.close()
 
 
-def test_forbidden_leaves_messages_pending_and_the_refused_key_only_probes(
-    pg_outbox: Outbox,
-) -> None:
-    pg_outbox.sandbox.set_faults(forbidden=True)
-    pg_outbox.enqueue_ordinary(4)
-    dispatcher = pg_outbox.dispatcher()
+def test_a_refused_key_probes_one_message_per_probe_interval(outbox: Outbox) -> None:
+    outbox.sandbox.set_faults(forbidden=True)
+    outbox.enqueue_ordinary(4)
+    dispatcher = outbox.dispatcher()
 
     summary = dispatcher.dispatch_once()
 
     assert (summary.state, summary.released, summary.failed) == ("alarm", 4, 0)
     assert summary.alarm is not None and summary.alarm.startswith("Unauthorized: HTTP 403")
-    assert {(r.status, r.attempts) for r in pg_outbox.rows().values()} == {(Status.PENDING, 0)}
-    gate = pg_outbox.gate()
-    assert gate.refused_key == dispatcher.key and gate.paused_until is not None
+    assert {(r.status, r.attempts) for r in outbox.rows().values()} == {(Status.PENDING, 0)}
+    refused = key_view(outbox, "sandbox")
+    assert refused.key_next_probe_at == outbox.clock.now + PROBE_INTERVAL
+    outbox.clock.advance(PROBE_INTERVAL.total_seconds() - 0.1)
     assert dispatcher.dispatch_once().state == "paused"
-    assert pg_outbox.sandbox.request_count == 1
+    assert outbox.sandbox.request_count == 1
 
-    # Once the pause is over the refused key tries one message, not a batch.
-    pg_outbox.clock.move_to(gate.paused_until)
+    # On its cadence the refused key tries one message, not a batch.
+    outbox.clock.advance(0.1)
     probe = dispatcher.dispatch_once()
 
-    assert (probe.state, probe.claimed, probe.requests) == ("alarm", 1, 1)
+    assert (probe.state, probe.requests, probe.released) == ("alarm", 1, 4)
+    assert outbox.sandbox.request_count == 2
     assert dispatcher.dispatch_once().state == "paused"
-    assert pg_outbox.sandbox.request_count == 2
-    assert {(r.status, r.attempts) for r in pg_outbox.rows().values()} == {(Status.PENDING, 0)}
+
+    # Once the caller is allowed again, the next probe's answer reopens sending at once.
+    outbox.sandbox.set_faults(forbidden=False)
+    outbox.clock.advance(PROBE_INTERVAL.total_seconds())
+    cleared = dispatcher.dispatch_once()
+
+    assert (cleared.state, cleared.accepted, cleared.requests) == ("sent", 4, 2)
+    assert not key_view(outbox, "sandbox").key_refused
 
 
-def test_rate_limit_pauses_at_least_retry_after_then_slows_down(pg_outbox: Outbox) -> None:
+def test_a_429_pauses_everyone_for_retry_after_then_sends_at_a_learnt_rate(
+    outbox: Outbox,
+) -> None:
     # One request's worth of tokens, then 429 with Retry-After: 30.
-    pg_outbox.sandbox.set_faults(rate_limit=0.001, retry_after=timedelta(seconds=30))
-    pg_outbox.enqueue_ordinary(15)
-    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
+    outbox.sandbox.set_faults(rate_limit=0.001, retry_after=timedelta(seconds=30))
+    outbox.enqueue_ordinary(15)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
     assert dispatcher.dispatch_once().accepted == 5
-    limited_at = pg_outbox.clock.now
+    limited_at = outbox.clock.now
 
     summary = dispatcher.dispatch_once()
 
     assert (summary.state, summary.released, summary.failed) == ("alarm", 5, 0)
-    assert pg_outbox.sandbox.status_count(429) == 1
-    gate = pg_outbox.gate()
+    assert outbox.sandbox.status_count(429) == 1
+    gate = outbox.gate()
     assert gate.paused_until is not None
     assert gate.paused_until >= limited_at + timedelta(seconds=30)  # Retry-After is a floor
     assert gate.failures == 0  # a 429 is not a backend failure: it does not open the circuit
-    assert gate.spacing == timedelta(milliseconds=50)  # requests are spaced from now on
-    released = [r for r in pg_outbox.rows().values() if r.status == Status.PENDING]
-    assert len(released) == 10
-    assert {r.attempts for r in released} == {0}
-    assert min(r.next_attempt_at for r in released if r.last_error) >= limited_at + timedelta(
-        seconds=30
-    )
+    assert gate.rate == INITIAL_RATE  # from now on every worker shares a rate
+    released = [r for r in outbox.rows().values() if r.status == Status.PENDING]
+    assert len(released) == 10 and {r.attempts for r in released} == {0}
 
-    pg_outbox.clock.move_to(limited_at + timedelta(seconds=29.9))
+    outbox.clock.move_to(limited_at + timedelta(seconds=29.9))
     paused = dispatcher.dispatch_once()
     assert (paused.state, paused.claimed) == ("paused", 0)
-    assert pg_outbox.sandbox.request_count == 2
+    assert outbox.sandbox.request_count == 2
 
-    # Still limited at the end of the pause: a second 429 doubles the spacing.
-    pg_outbox.clock.move_to(gate.paused_until)
+    # Still limited at the end of the pause: the rate comes down from the one that drew it.
+    outbox.clock.move_to(gate.paused_until)
     assert dispatcher.dispatch_once().state == "alarm"
-    assert pg_outbox.gate().spacing == timedelta(milliseconds=100)
+    gate = outbox.gate()
+    assert (gate.rate, gate.rate_ceiling) == (pytest.approx(0.7), INITIAL_RATE)
 
-    pg_outbox.sandbox.set_faults(rate_limit=None)
-    second_pause = pg_outbox.gate().paused_until
-    assert second_pause is not None and second_pause >= pg_outbox.clock.now + timedelta(seconds=30)
-    pg_outbox.clock.move_to(second_pause)
-    summaries = pg_outbox.drain(dispatcher)
+    outbox.sandbox.set_faults(rate_limit=None)
+    assert gate.paused_until is not None
+    outbox.clock.move_to(gate.paused_until)
+    summaries = [dispatcher.dispatch_once(), dispatcher.dispatch_once()]
 
     assert sum(s.accepted for s in summaries) == 10
-    assert {r.status for r in pg_outbox.rows().values()} == {Status.ACCEPTED}
-    assert {r.attempts for r in pg_outbox.rows().values()} == {1}
-    # Slowed down: the two batches, sent at one instant, were spaced by the 100 ms slot.
+    assert {r.status for r in outbox.rows().values()} == {Status.ACCEPTED}
+    assert {r.attempts for r in outbox.rows().values()} == {1}
+    # The two batches, claimed at one instant, were sent a slot apart: 1 / 0.7 s.
     assert [s.claimed for s in summaries] == [5, 5]
-    assert pg_outbox.sleeps[0] == pytest.approx(0.1)
-    assert pg_outbox.gate().spacing < timedelta(milliseconds=100)  # answered: loosened again
+    assert outbox.sleeps == [pytest.approx(1 / 0.7)]
+    assert outbox.gate().rate > 0.7  # answered: the rate climbs back
 
 
 REQUEST_FAILURES = {
@@ -146,7 +159,7 @@ REQUEST_FAILURES = {
     "outage": (Faults(outage=True), 5, "ServerError: HTTP 503", False),
     "bad JSON": (Faults(p_bad_json=1.0), 5, "ServerError: HTTP 200 with a body", True),
     "dropped": (Faults(p_drop=1.0), 5, "TransportError", True),
-    "timeout": (Faults(slow_after_work=timedelta(seconds=5)), 0.25, "TransportError: timed", True),
+    "timeout": (Faults(slow_after_work=timedelta(seconds=5)), 0.75, "TransportError: ", True),
 }
 
 
@@ -155,7 +168,7 @@ REQUEST_FAILURES = {
     REQUEST_FAILURES.values(),
     ids=list(REQUEST_FAILURES),
 )
-def test_request_failure_releases_rows_without_spending_attempts(
+def test_a_request_failure_releases_rows_without_spending_attempts(
     pg_outbox: Outbox, faults: Faults, timeout: float, reason: str, work_done: bool
 ) -> None:
     messages = pg_outbox.enqueue_ordinary(4)
@@ -177,10 +190,11 @@ def test_request_failure_releases_rows_without_spending_attempts(
     for row in pg_outbox.rows().values():
         assert (row.status, row.attempts, row.tracking_id) == (Status.PENDING, 0, None)
         assert row.last_error == gate.reason
-        assert row.next_attempt_at == gate.paused_until
+        assert row.next_attempt_at <= pg_outbox.clock.now  # keeps its place; the gate holds it
     ledger = pg_outbox.sandbox.ledger()
     assert set(ledger) == (set(messages) if work_done else set())
     assert dispatcher.dispatch_once().state == "paused"
+    assert dispatcher.due_batches(pg_outbox.clock.now) == 0
     assert pg_outbox.sandbox.request_count == 1
 
     pg_outbox.sandbox.set_faults(Faults())
@@ -200,51 +214,197 @@ def test_request_failure_releases_rows_without_spending_attempts(
     assert pg_outbox.gate().failures == 0
 
 
-def test_circuit_opens_after_repeated_failures_and_sends_one_probe_per_cool_down(
-    pg_outbox: Outbox,
-) -> None:
-    pg_outbox.enqueue_ordinary(11)  # one probe and two full batches once it closes
-    pg_outbox.sandbox.set_faults(outage=True)
-    one = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=5, OUTBOX_CIRCUIT_FAILURES=3)
-    other = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=5, OUTBOX_CIRCUIT_FAILURES=3)
-    clock = pg_outbox.clock
-
-    for failures in (1, 2, 3):  # below the threshold: full batches, each failure pauses all
+def open_the_circuit(outbox: Outbox, *dispatchers: object) -> None:
+    """Three counted failures in a row (OUTBOX_CIRCUIT_FAILURES in the harness)."""
+    one = outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
+    for failures in (1, 2, 3):
         summary = one.dispatch_once()
         assert (summary.state, summary.claimed, summary.requests) == ("alarm", 5, 1)
-        assert other.dispatch_once().state == "paused"
-        gate = pg_outbox.gate()
+        gate = outbox.gate()
         assert gate.failures == failures and gate.paused_until is not None
-        clock.move_to(gate.paused_until)
-    assert pg_outbox.sandbox.request_count == 3
+        if failures < 3:
+            outbox.clock.move_to(gate.paused_until)
+
+
+def test_the_open_circuit_sends_one_probe_per_probe_interval(outbox: Outbox) -> None:
+    outbox.enqueue_ordinary(11)
+    outbox.sandbox.set_faults(outage=True)
+    one = outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
+    other = outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
+    clock = outbox.clock
+    open_the_circuit(outbox)
+    assert outbox.sandbox.request_count == 3
+    gate = outbox.gate()
+    assert gate.circuit_open(3) and gate.next_probe_at == clock.now + PROBE_INTERVAL
 
     # While a probe is in flight, the other worker must not send a probe of its own.
     probing = WhileSending(one.sender, other.dispatch_once)
     one.sender = probing
-    for failures in (4, 5, 6):  # open: one probe of one message per cool-down
-        sent_before = pg_outbox.sandbox.request_count
-        probe, after = one.dispatch_once(), other.dispatch_once()
-        assert (probe.state, probe.claimed, probe.requests) == ("alarm", 1, 1)
-        assert probing.seen[-1].state == "paused"
-        assert after.state == "paused"
-        gate = pg_outbox.gate()
-        assert gate.failures == failures and gate.paused_until is not None
-        cool_down = gate.paused_until - clock.now
-        for fraction in (0.1, 0.5, 0.99):
-            clock.move_to(gate.paused_until - cool_down * (1 - fraction))
+    for failures in (4, 5, 6):
+        for fraction in (0.1, 0.5, 0.99):  # nobody sends before the probe's time
+            clock.move_to(gate.next_probe_at - PROBE_INTERVAL * (1 - fraction))
             assert one.dispatch_once().state == "paused"
             assert other.dispatch_once().state == "paused"
-        assert pg_outbox.sandbox.request_count == sent_before + 1
-        clock.move_to(gate.paused_until)
+        clock.move_to(gate.next_probe_at)
+        sent_before = outbox.sandbox.request_count
+        probe = one.dispatch_once()
+        assert (probe.state, probe.requests) == ("alarm", 1)  # one message, not a batch
+        assert probing.seen[-1].state == "paused"
+        assert outbox.sandbox.request_count == sent_before + 1
+        gate = outbox.gate()
+        assert gate.failures == failures and gate.next_probe_at == clock.now + PROBE_INTERVAL
 
-    pg_outbox.sandbox.set_faults(outage=False)
+    one.sender = probing.inner
+    outbox.sandbox.set_faults(outage=False)
+    clock.move_to(gate.next_probe_at)
     probe = one.dispatch_once()
-    assert (probe.state, probe.claimed, probe.accepted) == ("sent", 1, 1)
-    assert [s.state for s in probing.seen] == ["paused"] * 4
-    gate = pg_outbox.gate()
-    assert (gate.failures, gate.paused_until, gate.reason) == (0, None, None)  # closed
+    # The probe's answer closes the circuit: the rest of its batch goes out at once.
+    assert (probe.state, probe.claimed, probe.accepted, probe.requests) == ("sent", 5, 5, 2)
+    gate = outbox.gate()
+    assert (gate.failures, gate.paused_until, gate.reason, gate.probe_until) == (
+        0,
+        None,
+        None,
+        None,
+    )
     assert other.dispatch_once().claimed == 5  # full batches again, at once
-    assert one.dispatch_once().claimed == 5
-    rows = pg_outbox.rows().values()
+    assert one.dispatch_once().claimed == 1
+    rows = outbox.rows().values()
     assert {(r.status, r.attempts) for r in rows} == {(Status.ACCEPTED, 1)}
-    assert pg_outbox.sandbox.status_count(503) == 6
+    assert outbox.sandbox.status_count(503) == 6
+
+
+def test_a_probe_never_stalls_behind_rows_that_cannot_be_sent(outbox: Outbox) -> None:
+    outbox.enqueue_ordinary(5)
+    outbox.sandbox.set_faults(outage=True)
+    open_the_circuit(outbox)  # the five are released, due as before
+    # At the head of the queue: rows that can never be sent, one whole batch of them.
+    for number in range(6):
+        outbox.insert_raw(f"invalid-{number}", "hello", ALPHA)
+    with outbox.engine.begin() as connection:  # due before everything else
+        connection.execute(
+            text(
+                "UPDATE outbox_messages SET next_attempt_at = :early "
+                "WHERE client_message_id LIKE 'invalid-%'"
+            ),
+            {"early": outbox.clock.now - timedelta(hours=1)},
+        )
+    outbox.sandbox.set_faults(outage=False)
+    outbox.clock.move_to(outbox.gate().next_probe_at)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
+
+    probe = dispatcher.dispatch_once()
+
+    # The unsendable rows fail on the way (two claims of them), without being the probe; the
+    # probe is a real message, and its answer reopens sending for everyone.
+    assert probe.failed == 6
+    assert probe.accepted >= 1 and probe.requests >= 1
+    assert outbox.gate().failures == 0
+    assert {r.status for r in outbox.rows().values() if r.client_message_id.startswith("m")} <= {
+        Status.ACCEPTED,
+        Status.PENDING,
+    }
+    outbox.drain(dispatcher)
+    assert {r.status for r in outbox.rows().values()} == {Status.ACCEPTED, Status.FAILED}
+
+
+def test_a_slot_too_far_to_wait_for_is_neither_booked_nor_claimed(outbox: Outbox) -> None:
+    outbox.enqueue_ordinary(3)
+    cursor = outbox.clock.now + timedelta(seconds=9)
+    outbox.set_gate(rate=0.1, next_send_at=cursor)  # one request every 10 s, next in 9 s
+    dispatcher = outbox.dispatcher()
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.claimed, summary.requests) == ("paused", 0, 0)
+    assert outbox.gate().next_send_at == cursor  # no slot taken for nothing
+    assert {(r.status, r.attempts) for r in outbox.rows().values()} == {(Status.PENDING, 0)}
+    assert dispatcher.due_batches(outbox.clock.now) == 0
+
+    outbox.clock.move_to(cursor - timedelta(seconds=1))  # now worth waiting for
+    assert dispatcher.dispatch_once().accepted == 3
+    assert outbox.sleeps == [pytest.approx(1.0)]
+    assert outbox.gate().next_send_at == cursor + timedelta(seconds=10)
+
+
+def test_a_success_never_erases_a_pause_another_worker_set_meanwhile(outbox: Outbox) -> None:
+    outbox.enqueue_ordinary(6)
+    now = outbox.clock.now
+    # One failure noted a while ago: the gate is disturbed, but sending is allowed.
+    outbox.set_gate(failures=1, reason="ServerError: HTTP 503", last_failure_at=now)
+    outbox.clock.advance(30)
+    until = outbox.clock.now + timedelta(seconds=30)
+
+    def another_worker_gets_a_429() -> BatchSummary:
+        with outbox.engine.connect() as connection:
+            transitions.note_rate_limited(
+                connection, now=outbox.clock.now, reason="RateLimited: HTTP 429", pause_until=until
+            )
+            connection.commit()
+        return BatchSummary()
+
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=3)
+    dispatcher.sender = WhileSending(dispatcher.sender, another_worker_gets_a_429)
+
+    summary = dispatcher.dispatch_once()
+
+    assert summary.accepted == 3  # its own batch is recorded...
+    gate = outbox.gate()
+    assert gate.paused_until == until  # ...but the pause set during its request holds
+    assert dispatcher.dispatch_once().state == "paused"
+
+
+def test_a_pause_set_while_waiting_for_a_slot_is_honoured(outbox: Outbox) -> None:
+    outbox.enqueue_ordinary(3)
+    outbox.set_gate(rate=1.0, next_send_at=outbox.clock.now + timedelta(seconds=1))
+    dispatcher = outbox.dispatcher()
+
+    def another_worker_pauses_everyone(seconds: float) -> None:
+        outbox.sleeps.append(seconds)
+        with outbox.engine.connect() as connection:
+            transitions.note_rate_limited(
+                connection,
+                now=outbox.clock.now,
+                reason="RateLimited: HTTP 429",
+                pause_until=outbox.clock.now + timedelta(seconds=30),
+            )
+            connection.commit()
+
+    dispatcher.sleep = another_worker_pauses_everyone
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.requests, summary.released) == ("paused", 0, 3)
+    assert outbox.sandbox.request_count == 0
+    assert {(r.status, r.attempts) for r in outbox.rows().values()} == {(Status.PENDING, 0)}
+
+
+def test_another_keys_refusal_leaves_every_other_brake_on(outbox: Outbox) -> None:
+    outbox.enqueue(recipient(1), recipient(2))
+    now = outbox.clock.now
+    with outbox.engine.connect() as connection:
+        gates.read_gate(connection)
+        transitions.refuse_key_unless_cleared_since(
+            connection,
+            fingerprint=key_fingerprint("old-key"),
+            status=401,
+            reason="Unauthorized",
+            started=now,
+            now=now,
+            probe_at=now + PROBE_INTERVAL,
+        )
+        connection.commit()
+    dispatcher = outbox.dispatcher(WIRAYA_API_KEY="new-key")  # the operator's fixed key
+
+    outbox.set_gate(paused_until=now + timedelta(seconds=5), reason="outage")
+    assert dispatcher.dispatch_once().state == "paused"  # the pause still holds it
+    outbox.set_gate(
+        paused_until=None, failures=3, next_probe_at=now + timedelta(seconds=8), reason="outage"
+    )
+    assert dispatcher.dispatch_once().state == "paused"  # the open circuit too
+    outbox.sandbox.set_faults(outage=True)
+    outbox.clock.advance(8)
+    probe = dispatcher.dispatch_once()
+    assert (probe.state, probe.requests) == ("alarm", 1)  # one probe, not a batch
+    assert dispatcher.dispatch_once().state == "paused"
+    assert outbox.sandbox.request_count == 1

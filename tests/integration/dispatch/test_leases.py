@@ -7,6 +7,7 @@ compared with the sandbox's ledger: what Wiraya would hold.
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,8 +20,6 @@ from tests.integration.dispatch.harness import (
     Outbox,
     WhileSending,
 )
-from worker.dispatch import claim as claims
-from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.dispatcher import BatchSummary, Dispatcher
 from worker.wiraya.results import Communication, Delivered
 
@@ -55,24 +54,19 @@ def test_a_stale_worker_writes_nothing_after_another_claimed_its_rows(pg_outbox:
         assert ledger[client_message_id].times_received == 1
 
 
-def _claim_and_die(outbox: Outbox, dispatcher: Dispatcher) -> list[ClaimedRow]:
-    """What a worker killed after its claim committed leaves behind: rows under lease."""
-    with outbox.engine.begin() as connection:
-        return claims.claim(
-            connection, limit=10, lease=dispatcher.settings.lease, now=outbox.clock.now
-        )
-
-
 @pytest.mark.parametrize("died", ["before sending", "after sending"])
 def test_a_dead_workers_rows_are_claimed_again_after_the_lease(
     pg_outbox: Outbox, died: str
 ) -> None:
     messages = pg_outbox.enqueue_ordinary(3)
     dispatcher = pg_outbox.dispatcher()
-    claimed = _claim_and_die(pg_outbox, dispatcher)
+    claimed = pg_outbox.claim_and_die(dispatcher)
     assert [row.client_message_id for row in claimed] == messages
     if died == "after sending":  # the request reached the API, the results were never written
-        batch = [Communication(r.client_message_id, r.recipient, r.content) for r in claimed]
+        batch = [
+            Communication(str(r.client_message_id), str(r.recipient), json.loads(str(r.content)))
+            for r in claimed
+        ]
         assert isinstance(dispatcher.sender.send(batch), Delivered)
     first_ledger = pg_outbox.sandbox.ledger()
 

@@ -107,9 +107,12 @@ def test_a_row_whose_content_is_not_json_fails_alone_on_sqlite(
 
 def test_message_older_than_max_age_fails_expired_without_being_sent(pg_outbox: Outbox) -> None:
     [old] = pg_outbox.enqueue(recipient(1))
-    with pg_outbox.engine.begin() as connection:
+    with pg_outbox.engine.begin() as connection:  # due for two hours, never accepted
         connection.execute(
-            text("UPDATE outbox_messages SET created_at = created_at - interval '2 hours'")
+            text(
+                "UPDATE outbox_messages SET created_at = created_at - interval '2 hours', "
+                "next_attempt_at = next_attempt_at - interval '2 hours'"
+            )
         )
     [fresh] = pg_outbox.enqueue(recipient(2))
 
@@ -118,8 +121,23 @@ def test_message_older_than_max_age_fails_expired_without_being_sent(pg_outbox: 
     assert (summary.accepted, summary.failed, summary.requests) == (1, 1, 1)
     row = pg_outbox.row(old)
     assert (row.status, row.attempts) == (Status.FAILED, 0)
-    assert row.last_error == "expired: not accepted within 1:00:00"
+    assert row.last_error == "expired: not accepted within 1:00:00 of falling due"
     assert set(pg_outbox.sandbox.ledger()) == {fresh}
+
+
+def test_max_age_counts_from_the_first_due_time_not_creation(pg_outbox: Outbox) -> None:
+    # Created two hours ago for a send time of now: it has not waited at all.
+    [scheduled] = pg_outbox.enqueue(recipient(1))
+    with pg_outbox.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE outbox_messages SET created_at = created_at - interval '2 hours'")
+        )
+
+    summary = pg_outbox.dispatcher(OUTBOX_MAX_AGE_SECONDS=3600).dispatch_once()
+
+    assert (summary.accepted, summary.failed) == (1, 0)
+    row = pg_outbox.row(scheduled)
+    assert row.status == Status.ACCEPTED and row.first_due_at == row.next_attempt_at
 
 
 def test_message_retried_past_max_age_fails_expired(pg_outbox: Outbox) -> None:

@@ -18,8 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from tests.conftest import ROOT, alembic_config
 from worker.database import make_engine
 
-OUTBOX_TABLES = {"outbox_messages", "outbox_dispatch_gate"}
-HEAD = "0002"
+OUTBOX_TABLES = {"outbox_messages", "outbox_dispatch_gate", "outbox_refused_keys"}
+HEAD = "0003_sending_gate"
 
 
 @pytest.fixture
@@ -106,6 +106,8 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "accepted_at",
         "priority",
         "expires_at",
+        "claim_token",
+        "first_due_at",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models import OutboxMessage, SMSFromAlpha, SMSProject, enqueue_many
 from worker.database import make_engine
 from worker.dispatch import gate as gates
+from worker.dispatch.gate import transitions
 from worker.ops import queries
 from worker.ops.access import OperatorError
 from worker.ops.cli import main, parse_duration
@@ -146,11 +147,15 @@ def test_stats_counts_everything_the_runbook_needs(
 def test_stats_shows_a_paused_gate(outbox: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     with outbox.begin() as connection:
         gates.read_gate(connection)
-        gates.note_failure(
+        transitions.count_failure_unless_answered_since(
             connection,
+            started=_now(),
             now=_now(),
-            paused_until=_now() + timedelta(minutes=5),
             reason="ServerError: HTTP 503",
+            pause_until=_now() + timedelta(minutes=5),
+            threshold=5,
+            probe_at=_now() + timedelta(minutes=5),
+            was_probe=False,
         )
     code, out, _ = run(_url(outbox), "stats", capsys=capsys)
     assert code == 0

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from models import OutboxMessage, SMSProject, enqueue_many
 from worker.database import make_engine
 from worker.dispatch import gate as gates
-from worker.dispatch.dispatcher import BatchSummary
+from worker.dispatch.gate import transitions
+from worker.dispatch.summary import BatchSummary
 from worker.ops import counters, metrics
 from worker.ops.access import operator_settings
 
@@ -84,8 +85,15 @@ def filled(database_url: str) -> Iterator[Engine]:
                 .values(**values)
             )
         gates.read_gate(connection)
-        gates.note_failure(
-            connection, now=_now(), paused_until=_now() + timedelta(minutes=5), reason="ServerError"
+        transitions.count_failure_unless_answered_since(
+            connection,
+            started=_now(),
+            now=_now(),
+            reason="ServerError",
+            pause_until=_now() + timedelta(minutes=5),
+            threshold=5,
+            probe_at=_now() + timedelta(minutes=5),
+            was_probe=False,
         )
     yield engine
     engine.dispose()

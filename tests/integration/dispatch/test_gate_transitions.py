@@ -1,0 +1,246 @@
+"""The gate's transitions on their own, on PostgreSQL and SQLite: each guard refuses a stale write.
+
+Time is passed in: "started" is when a worker's request started, "now" when its answer came.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Connection, Engine
+
+from worker.dispatch import gate as gates
+from worker.dispatch.gate import transitions as t
+
+NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+SECOND = timedelta(seconds=1)
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Connection:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        gates.read_gate(connection)  # creates the row
+        yield connection  # type: ignore[misc]
+
+
+def view(connection: Connection, fingerprint: str = "") -> gates.GateView:
+    return gates.read(connection, fingerprint)
+
+
+def fail(connection: Connection, *, started: datetime, now: datetime, pause: timedelta) -> bool:
+    return t.count_failure_unless_answered_since(
+        connection,
+        started=started,
+        now=now,
+        reason=f"failure at {now:%S}",
+        pause_until=now + pause,
+        threshold=3,
+        probe_at=now + 10 * SECOND,
+        was_probe=False,
+    )
+
+
+def test_a_new_gate_is_open(connection: Connection) -> None:
+    state = view(connection)
+    assert (state.version, state.failures, state.paused_until, state.reason) == (0, 0, None, None)
+    assert (state.rate, state.batch_limit, state.key_refused, state.refused_key_count) == (
+        None,
+        None,
+        False,
+        0,
+    )
+    assert not state.paused(NOW) and not state.circuit_open(1)
+
+
+def test_a_failure_counts_pauses_and_never_shortens_a_pause(connection: Connection) -> None:
+    assert fail(connection, started=NOW, now=NOW + SECOND, pause=60 * SECOND)
+    assert fail(connection, started=NOW, now=NOW + 2 * SECOND, pause=5 * SECOND)
+    state = view(connection)
+    assert (state.failures, state.version) == (2, 2)
+    assert state.paused_until == NOW + 61 * SECOND  # the longer pause holds
+    assert state.reason == f"failure at {NOW + 2 * SECOND:%S}"
+
+
+def test_a_failure_is_not_counted_when_the_api_answered_since_its_request_started(
+    connection: Connection,
+) -> None:
+    t.note_answered(connection, now=NOW + SECOND)
+    # Started before that answer: the API answers others, so this is a message's doing.
+    assert not fail(connection, started=NOW, now=NOW + 2 * SECOND, pause=5 * SECOND)
+    assert view(connection).failures == 0
+    # Started after it: nobody was answered since, it counts.
+    assert fail(connection, started=NOW + 2 * SECOND, now=NOW + 3 * SECOND, pause=5 * SECOND)
+    assert view(connection).failures == 1
+
+
+def test_a_success_never_erases_a_pause_set_after_its_request_started(
+    connection: Connection,
+) -> None:
+    assert fail(connection, started=NOW, now=NOW + 2 * SECOND, pause=30 * SECOND)
+    # A request that started before that failure was noted, answered after it: stale news.
+    assert not t.close_circuit_unless_failed_since(
+        connection, started=NOW + SECOND, now=NOW + 3 * SECOND
+    )
+    assert view(connection).paused_until == NOW + 32 * SECOND
+    # One that started after the failure closes the circuit and ends the pause.
+    assert t.close_circuit_unless_failed_since(
+        connection, started=NOW + 3 * SECOND, now=NOW + 4 * SECOND
+    )
+    state = view(connection)
+    assert (state.failures, state.paused_until, state.reason) == (0, None, None)
+
+
+def test_a_429_pauses_everyone_and_is_news_a_success_cannot_undo(connection: Connection) -> None:
+    t.note_rate_limited(
+        connection, now=NOW + SECOND, reason="RateLimited: HTTP 429", pause_until=NOW + 6 * SECOND
+    )
+    state = view(connection)
+    assert (state.paused_until, state.failures) == (NOW + 6 * SECOND, 0)  # not the circuit's
+    assert not t.close_circuit_unless_failed_since(connection, started=NOW, now=NOW + 2 * SECOND)
+    assert view(connection).paused_until == NOW + 6 * SECOND
+
+
+def test_one_probe_at_a_time_on_its_own_cadence(connection: Connection) -> None:
+    for second in range(3):
+        fail(connection, started=NOW, now=NOW + second * SECOND, pause=SECOND)
+    state = view(connection)
+    assert state.circuit_open(3) and state.next_probe_at == NOW + 12 * SECOND
+
+    def take(now: datetime) -> bool:
+        return t.take_probe_if_free(connection, now=now, until=now + 5 * SECOND, threshold=3)
+
+    assert not take(NOW + 11 * SECOND)  # the cadence says not yet
+    assert take(NOW + 12 * SECOND)
+    assert not take(NOW + 13 * SECOND)  # one probe in flight
+    assert take(NOW + 17 * SECOND)  # its lease ended (its worker died): another may probe
+    t.release_probe_if_mine(connection, until=NOW + 22 * SECOND)
+    assert take(NOW + 18 * SECOND)
+    assert not t.take_probe_if_free(connection, now=NOW, until=NOW, threshold=4)  # not open
+
+
+def test_slots_are_booked_only_from_the_cursor_read(connection: Connection) -> None:
+    assert t.book_slot_if_unchanged(connection, read_next_send_at=None, booked_next=NOW + SECOND)
+    # A worker that read the cursor before that booking is refused, reads again, books after.
+    assert not t.book_slot_if_unchanged(
+        connection, read_next_send_at=None, booked_next=NOW + SECOND
+    )
+    cursor = t.read_slot_cursor(connection)
+    assert cursor == NOW + SECOND
+    assert t.book_slot_if_unchanged(
+        connection, read_next_send_at=cursor, booked_next=cursor + SECOND
+    )
+    assert view(connection).next_send_at == NOW + 2 * SECOND
+
+
+def test_the_rate_moves_only_from_the_value_read(connection: Connection) -> None:
+    assert t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    assert not t.change_rate_if_unchanged(  # a second 429 of the same moment does not compound
+        connection, read_rate=None, rate=1.0, ceiling=None, now=NOW
+    )
+    assert t.change_rate_if_unchanged(connection, read_rate=1.0, rate=0.7, ceiling=1.0, now=NOW)
+    state = view(connection)
+    assert (state.rate, state.rate_ceiling) == (0.7, 1.0)
+
+
+def test_a_refused_key_stops_that_key_only(connection: Connection) -> None:
+    assert t.refuse_key_unless_cleared_since(
+        connection,
+        fingerprint="old",
+        status=401,
+        reason="Unauthorized: HTTP 401",
+        started=NOW,
+        now=NOW + SECOND,
+        probe_at=NOW + 11 * SECOND,
+    )
+    old, new = view(connection, "old"), view(connection, "new")
+    assert old.key_refused and old.key_next_probe_at == NOW + 11 * SECOND
+    assert not new.key_refused and new.refused_key_count == 1
+    assert (new.paused_until, new.failures) == (None, 0)  # no brake of the others moved
+
+    # A request with the old key that started before the refusal cannot clear it...
+    assert not t.clear_key_unless_refused_since(
+        connection, fingerprint="old", started=NOW, now=NOW + 2 * SECOND
+    )
+    # ...one that started after it can, and then a stale 401 cannot refuse the key again.
+    assert t.clear_key_unless_refused_since(
+        connection, fingerprint="old", started=NOW + 2 * SECOND, now=NOW + 3 * SECOND
+    )
+    assert not t.refuse_key_unless_cleared_since(
+        connection,
+        fingerprint="old",
+        status=401,
+        reason="stale",
+        started=NOW + SECOND,
+        now=NOW + 4 * SECOND,
+        probe_at=NOW + 14 * SECOND,
+    )
+    assert not view(connection, "old").key_refused
+
+
+def test_one_key_probe_at_a_time(connection: Connection) -> None:
+    t.refuse_key_unless_cleared_since(
+        connection,
+        fingerprint="k",
+        status=403,
+        reason="Unauthorized: HTTP 403",
+        started=NOW,
+        now=NOW,
+        probe_at=NOW + 10 * SECOND,
+    )
+
+    def take(now: datetime) -> bool:
+        return t.take_key_probe_if_free(
+            connection, fingerprint="k", now=now, until=now + 5 * SECOND
+        )
+
+    assert not take(NOW + 9 * SECOND)
+    assert take(NOW + 10 * SECOND)
+    assert not take(NOW + 11 * SECOND)
+    t.release_key_probe_if_mine(
+        connection, fingerprint="k", until=NOW + 15 * SECOND, next_probe=NOW + 21 * SECOND
+    )
+    assert not take(NOW + 20 * SECOND)
+    assert take(NOW + 21 * SECOND)
+
+
+def test_the_batch_limit_never_falls_below_what_the_api_answered(connection: Connection) -> None:
+    t.limit_batch_size_to_proven(connection, size=100, now=NOW)
+    assert view(connection).batch_limit == 50
+    t.prove_batch_size(connection, size=40)
+    t.prove_batch_size(connection, size=30)  # smaller than proven: changes nothing
+    assert view(connection).batch_proven == 40
+    t.limit_batch_size_to_proven(connection, size=50, now=NOW)  # one huge message in 50
+    assert view(connection).batch_limit == 40
+    t.limit_batch_size_to_proven(connection, size=2, now=NOW)
+    assert view(connection).batch_limit == 40
+
+
+def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
+    connection: Connection,
+) -> None:
+    for second in range(3):
+        fail(connection, started=NOW, now=NOW + second * SECOND, pause=60 * SECOND)
+    t.refuse_key_unless_cleared_since(
+        connection,
+        fingerprint="k",
+        status=401,
+        reason="x",
+        started=NOW,
+        now=NOW,
+        probe_at=NOW + 10 * SECOND,
+    )
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=1.0, now=NOW)
+    t.limit_batch_size_to_proven(connection, size=10, now=NOW)
+    t.reset(connection, now=NOW + 5 * SECOND)
+    state = view(connection, "k")
+    assert (state.failures, state.paused_until, state.probe_until, state.next_probe_at) == (
+        0,
+        None,
+        None,
+        None,
+    )
+    assert (state.rate, state.batch_limit, state.key_refused) == (None, None, False)
+    # A request in flight during the resume fails after it: it started before, it is refused.
+    assert not fail(connection, started=NOW + 4 * SECOND, now=NOW + 6 * SECOND, pause=SECOND)
+    assert view(connection).failures == 0

@@ -1,0 +1,314 @@
+"""Delivering one claimed batch: requests with deadlines, splits, and a lone bad message found.
+
+- Every request has a wall-clock deadline: the client's timeout, cut to the batch's lease (no
+  request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
+  reaches the API after its expiry). A request that cannot get a useful deadline is not made.
+- A 400 from the API, or too many items or bytes, splits the request in halves until the bad
+  message is alone (README, "How it works").
+- A request-level failure (5xx, timeout, proxy page) while the API answers other requests is
+  a message's doing: the request is bisected until the message that draws it is alone, which
+  spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
+  answers nobody else, it is the API's: nothing more is sent, and the gate counts it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from worker.clock import Clock
+from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.gate.policy import Gate, Permit
+from worker.dispatch.screen import Outgoing
+from worker.wiraya.results import (
+    BadRequest,
+    BatchTooLarge,
+    Communication,
+    Delivered,
+    MessageOutcome,
+    RateLimited,
+    Rejected,
+    RequestFailure,
+    SendResult,
+    Unauthorized,
+    Unknown,
+)
+
+# The record needs this much of the lease after the last request's deadline.
+RECORD_MARGIN = timedelta(seconds=1)
+# A request is not started with less time than this before its deadline.
+MIN_REQUEST_WINDOW = timedelta(milliseconds=500)
+
+
+class Sender(Protocol):
+    """What delivery needs of the API client."""
+
+    def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
+        """Send one batch in one request that ends by ``deadline`` (a time.monotonic())."""
+        ...
+
+
+class Flow(Enum):
+    """How one request (and the splits it led to) ended."""
+
+    OK = "ok"  # answered: every message has an outcome, or was split until it had one
+    FAILED = "failed"  # a request-level failure; the gate has not been told yet
+    STOP = "stop"  # nothing more may be sent for this batch
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request made: when it started, how many messages, how long, what came back."""
+
+    started: datetime
+    size: int
+    seconds: float
+    result: str
+
+
+@dataclass
+class Delivery:
+    """The answers gathered for one claimed batch, across its requests."""
+
+    outcomes: dict[int, MessageOutcome] = field(default_factory=dict)
+    poisoned: dict[int, str] = field(default_factory=dict)  # drew request failures alone
+    expired: dict[int, str] = field(default_factory=dict)  # no request could end before expiry
+    unresolved: list[ClaimedRow] = field(default_factory=list)  # unsent or unanswered
+    failure: RequestFailure | None = None  # what stopped the batch, when something did
+    requests: list[RequestRecord] = field(default_factory=list)
+
+
+class Courier:
+    """Sends one claimed batch as the answers require, and tells the gate every answer."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        gate: Gate,
+        connect: Callable[[], AbstractContextManager[Connection]],
+        *,
+        clock: Clock,
+        timeout: timedelta,
+        rng: random.Random,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self.sender = sender
+        self.gate = gate
+        self.connect = connect
+        self.clock = clock
+        self.timeout = timeout
+        self.rng = rng
+        self.should_stop = should_stop
+
+    def deliver(self, batch: list[Outgoing], permit: Permit, *, lease_end: datetime) -> Delivery:
+        """Send ``batch`` (a probe sends one message first); return every answer gathered."""
+        run = _Run(self, permit, lease_end)
+        if permit.probe is not None and batch:
+            probe, rest = batch[:1], batch[1:]
+            if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
+                run.permit_probe_done()
+                run.send_all(rest)
+            else:
+                run.delivery.unresolved += [outgoing.row for outgoing in rest]
+        else:
+            run.send_all(batch)
+        return run.delivery
+
+
+class _Run:
+    """One batch's delivery in progress."""
+
+    def __init__(self, courier: Courier, permit: Permit, lease_end: datetime) -> None:
+        self.courier = courier
+        self.permit = permit
+        self.lease_end = lease_end
+        self.delivery = Delivery()
+        self.answered_here = False  # some request of this batch was answered
+
+    def permit_probe_done(self) -> None:
+        """After a probe's answer the gate is open: the rest goes out as an ordinary batch."""
+        self.permit = Permit(self.permit.view, self.permit.size)
+
+    def send_all(self, batch: list[Outgoing]) -> None:
+        """Near-expiry messages first, in a request of their own; then the rest."""
+        horizon = self.courier.clock() + self.courier.timeout
+        soon = [o for o in batch if o.expires_at is not None and o.expires_at < horizon]
+        later = [o for o in batch if o.expires_at is None or o.expires_at >= horizon]
+        for group in (soon, later):
+            if group and self.send_and_settle(group) is Flow.STOP:
+                return
+
+    def send_and_settle(self, batch: list[Outgoing]) -> Flow:
+        """Send, and settle a request-level failure: the message's doing, or the API's."""
+        flow, started = self.send(batch)
+        if flow is not Flow.FAILED:
+            return flow
+        evidence = self.answered_here or self.permit.view.answered_since_failure()
+        if len(batch) > 1 and evidence:
+            return self.isolate(batch)
+        if self.count_failure(started):
+            return self.stop(batch)
+        return self.guilty(batch)  # the API answered others while this request failed
+
+    def isolate(self, batch: list[Outgoing]) -> Flow:
+        """Bisect a failing request: the half that fails alone holds the bad message."""
+        shuffled = list(batch)
+        self.courier.rng.shuffle(shuffled)  # two bad messages do not stay in one half
+        middle = len(shuffled) // 2
+        first, second = shuffled[:middle], shuffled[middle:]
+        first_flow, _ = self.send(first)
+        if first_flow is Flow.STOP:
+            return self.stop(second)
+        second_flow, started = self.send(second)
+        if second_flow is Flow.STOP:
+            return self.stop(first) if first_flow is Flow.FAILED else Flow.STOP
+        if first_flow is Flow.FAILED and second_flow is Flow.FAILED:
+            if self.count_failure(started):
+                return self.stop(first + second)  # both halves failed: the API, not a message
+            if self.guilty(first) is Flow.STOP:
+                return self.stop(second)
+            return self.guilty(second)
+        if first_flow is Flow.FAILED:
+            return self.guilty(first)
+        if second_flow is Flow.FAILED:
+            return self.guilty(second)
+        return Flow.OK
+
+    def guilty(self, batch: list[Outgoing]) -> Flow:
+        """A set with a message that fails every request it is in; alone, it spends an attempt."""
+        if len(batch) > 1:
+            return self.isolate(batch)
+        failure = self.delivery.failure
+        self.delivery.failure = None
+        reason = failure.reason if failure else "a request-level failure"
+        kind = type(failure).__name__ if failure else "RequestFailure"
+        self.delivery.poisoned[batch[0].id] = (
+            f"every request holding this message failed while others were answered: {kind}: "
+            f"{reason}"
+        )
+        return Flow.OK
+
+    def count_failure(self, started: datetime) -> bool:
+        failure = self.delivery.failure
+        reason = f"{type(failure).__name__}: {failure.reason}" if failure else "request failed"
+        with self.courier.connect() as connection:
+            return self.courier.gate.failed(
+                connection, self.permit, started=started, reason=reason, now=self.courier.clock()
+            )
+
+    def stop(self, batch: list[Outgoing]) -> Flow:
+        self.delivery.unresolved += [outgoing.row for outgoing in batch]
+        return Flow.STOP
+
+    # -- one request ---------------------------------------------------------------------
+
+    def send(self, batch: list[Outgoing]) -> tuple[Flow, datetime]:
+        """One request for ``batch`` (and the splits a 400 or a too-large answer asks for)."""
+        now = self.courier.clock()
+        batch = self._drop_expiring(batch, now)
+        if not batch:
+            return Flow.OK, now
+        bound = min(now + self.courier.timeout, self.lease_end - RECORD_MARGIN)
+        expiries = [o.expires_at for o in batch if o.expires_at is not None]
+        bound = min([bound, *expiries])
+        if self.courier.should_stop() or bound - now < MIN_REQUEST_WINDOW:
+            self.stop(batch)
+            return Flow.STOP, now
+        result = self._request(batch, now, bound)
+        return self._settle(batch, result, now), now
+
+    def _drop_expiring(self, batch: list[Outgoing], now: datetime) -> list[Outgoing]:
+        """Messages whose expiry comes too soon for any request are left out, as expired."""
+        keep = []
+        for outgoing in batch:
+            expires_at = outgoing.expires_at
+            if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
+                self.delivery.expired[outgoing.id] = (
+                    f"expired: no request could end before its expires_at "
+                    f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+                )
+            else:
+                keep.append(outgoing)
+        return keep
+
+    def _request(self, batch: list[Outgoing], now: datetime, bound: datetime) -> SendResult:
+        clock_started = time.monotonic()
+        deadline = clock_started + (bound - now).total_seconds()
+        communications = [outgoing.communication for outgoing in batch]
+        result = self.courier.sender.send(communications, deadline=deadline)
+        seconds = time.monotonic() - clock_started
+        record = RequestRecord(now, len(batch), seconds, type(result).__name__)
+        self.delivery.requests.append(record)
+        return result
+
+    def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
+        now = self.courier.clock()
+        gate, permit = self.courier.gate, self.permit
+        if isinstance(result, Delivered):
+            for outgoing in batch:
+                missing = Unknown("no result for this message in the API's answer")
+                self.delivery.outcomes[outgoing.id] = result.outcomes.get(
+                    outgoing.communication.client_message_id, missing
+                )
+            self.answered_here = True
+            with self.courier.connect() as connection:
+                gate.answered(connection, permit, started=started, size=len(batch), now=now)
+            return Flow.OK
+        if isinstance(result, BatchTooLarge | BadRequest):
+            return self._split(batch, result, now)
+        self.delivery.failure = result
+        if isinstance(result, RateLimited):
+            with self.courier.connect() as connection:
+                gate.rate_limited(
+                    connection,
+                    permit,
+                    retry_after=result.retry_after,
+                    reason=_describe(result),
+                    now=now,
+                )
+            return self.stop(batch)
+        if isinstance(result, Unauthorized):
+            with self.courier.connect() as connection:
+                gate.refused(
+                    connection,
+                    permit,
+                    status=result.status,
+                    reason=_describe(result),
+                    started=started,
+                    now=now,
+                )
+            return self.stop(batch)
+        return Flow.FAILED
+
+    def _split(
+        self, batch: list[Outgoing], result: BatchTooLarge | BadRequest, now: datetime
+    ) -> Flow:
+        """A 400 or a too-large answer: halves until the bad message is alone, which fails."""
+        if len(batch) == 1:
+            reason = (
+                f"too large: {result.reason}"
+                if isinstance(result, BatchTooLarge)
+                else result.reason
+            )
+            self.delivery.outcomes[batch[0].id] = Rejected(reason)
+            return Flow.OK
+        if isinstance(result, BatchTooLarge):
+            with self.courier.connect() as connection:
+                self.courier.gate.too_large(connection, size=len(batch), now=now)
+        middle = len(batch) // 2
+        first, second = batch[:middle], batch[middle:]
+        if self.send_and_settle(first) is Flow.STOP:
+            return self.stop(second)
+        return self.send_and_settle(second)
+
+
+def _describe(failure: RequestFailure) -> str:
+    return f"{type(failure).__name__}: {failure.reason}"

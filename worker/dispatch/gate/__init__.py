@@ -1,0 +1,39 @@
+"""The sending gate: the one state every worker shares, its table, its transitions and read-out.
+
+One row, read before every batch, holds the brakes: a pause (Retry-After, backoff), the circuit
+(request-level failures in a row, the probe's lease and cadence), the request rate (learnt from
+429s, or configured) with its slot cursor, and the learnt batch limit. Refused API keys have a
+table of their own: a refused key stops that key only.
+
+Every transition is one statement whose WHERE (or CASE) compares the row with what the worker
+knows: the version it read, or the moment its own request started. A stale worker's write is
+refused, not applied (README, "The sending gate"):
+
+- ``close_circuit_unless_failed_since(started)``: a success closes the circuit and lifts the
+  pause only when no failure was noted after that request started;
+- ``count_failure_unless_answered_since(started)``: a failure counts (and pauses) only when no
+  request was answered after it started: otherwise it is the message, not the API;
+- ``take_probe_if_free`` / ``take_key_probe_if_free``: one probe at a time, on its cadence;
+- ``book_slot_if_unchanged(next_send_at)``: a request slot is taken only from the cursor read;
+- ``change_rate_if_unchanged(rate)``: the learnt rate moves only from the value read;
+- ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved.
+
+The claim itself is guarded by the version (`worker.dispatch.claim`): a batch is claimed only
+if no brake changed since the worker read the gate, so a worker that slept never sends on a
+stale reading.
+"""
+
+from worker.dispatch.gate.readout import GateState, read_gate
+from worker.dispatch.gate.state import GATE_NAME, GateView, dispatch_gate, read, refused_keys
+from worker.dispatch.gate.transitions import reset as reset_gate
+
+__all__ = [
+    "GATE_NAME",
+    "GateState",
+    "GateView",
+    "dispatch_gate",
+    "read",
+    "read_gate",
+    "refused_keys",
+    "reset_gate",
+]

@@ -1,0 +1,274 @@
+"""The gate's policy: what a worker may send now, and what each answer changes for everyone.
+
+The dispatcher asks `Gate.permit` before a claim ("may I send, how much?") and tells the gate
+each request's answer (`answered`, `rate_limited`, `refused`, `failed`, `too_large`). Every
+write goes through `worker.dispatch.gate.transitions`, each a guarded statement.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Connection
+
+from worker.dispatch.gate import transitions as t
+from worker.dispatch.gate.state import GateView, read
+from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
+from worker.settings import Settings
+
+# Evidence that the API answers is written at most this often per worker while all is well.
+ANSWER_NOTE_INTERVAL = timedelta(seconds=1)
+# A worker waits for a request slot at most this long; a later slot is not booked at all.
+MAX_SLOT_WAIT = timedelta(seconds=2)
+SLOT_RETRIES = 5
+# A probe's lease outlasts its request by this much (the request ends by its deadline).
+PROBE_MARGIN = timedelta(seconds=1)
+SLOT_TOO_FAR = "the request rate's next slot is too far to wait for"
+
+
+class ProbeKind(StrEnum):
+    """Why a dispatch may send one message only."""
+
+    CIRCUIT = "circuit"  # the circuit is open: does the API answer again?
+    KEY = "key"  # this worker's key was refused: does the API take it again?
+
+
+@dataclass(frozen=True)
+class Permit:
+    """What the gate allows one dispatch now: a batch size (0: nothing), and on what reading."""
+
+    view: GateView
+    size: int
+    probe: ProbeKind | None = None
+    probe_until: datetime | None = None
+    wait_until: datetime | None = None
+    reason: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.size > 0
+
+
+class Gate:
+    """One worker's side of the shared gate: its settings, its key, its questions and answers."""
+
+    def __init__(self, settings: Settings, fingerprint: str, rng: random.Random) -> None:
+        self.settings = settings
+        self.fingerprint = fingerprint
+        self.rng = rng
+
+    def read(self, connection: Connection) -> GateView:
+        return read(connection, self.fingerprint)
+
+    # -- may I send, how much -------------------------------------------------------------
+
+    def permit(self, connection: Connection, view: GateView, now: datetime) -> Permit:
+        """A batch size, a probe, or a wait; probes are taken here (one worker at a time)."""
+        threshold = self.settings.circuit_failures
+        if view.paused(now):
+            return Permit(view, 0, wait_until=view.paused_until, reason=view.reason)
+        if not self.slot_reachable(view, now):
+            return Permit(view, 0, wait_until=view.next_send_at, reason=SLOT_TOO_FAR)
+        if view.key_refused:
+            if view.circuit_open(threshold):  # other keys probe the API; this one waits
+                return Permit(view, 0, wait_until=view.next_probe_at, reason=view.reason)
+            return self._key_probe(connection, view, now)
+        if view.circuit_open(threshold):
+            return self._circuit_probe(connection, view, now)
+        return Permit(view, self.batch_size(view))
+
+    def dispatches_wanted(self, view: GateView, now: datetime) -> int:
+        """How many dispatches the gate lets start now: none while held, one to probe."""
+        threshold = self.settings.circuit_failures
+        if view.paused(now) or not self.slot_reachable(view, now):
+            return 0
+        if view.key_refused:
+            if view.circuit_open(threshold):
+                return 0
+            return int(_free(view.key_next_probe_at, view.key_probe_until, now))
+        if view.circuit_open(threshold):
+            return int(_free(view.next_probe_at, view.probe_until, now))
+        return self.settings.max_parallel
+
+    def batch_size(self, view: GateView) -> int:
+        """The configured batch size, or the smaller one the API imposed."""
+        return min(self.settings.batch_size, view.batch_limit or self.settings.batch_size)
+
+    def _circuit_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
+        until = now + self.settings.wiraya_timeout + PROBE_MARGIN
+        threshold = self.settings.circuit_failures
+        if t.take_probe_if_free(connection, now=now, until=until, threshold=threshold):
+            return Permit(view, self.batch_size(view), ProbeKind.CIRCUIT, until)
+        later = [moment for moment in (view.next_probe_at, view.probe_until) if moment]
+        return Permit(view, 0, wait_until=max(later, default=None), reason=view.reason)
+
+    def _key_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
+        until = now + self.settings.wiraya_timeout + PROBE_MARGIN
+        if t.take_key_probe_if_free(connection, fingerprint=self.fingerprint, now=now, until=until):
+            return Permit(view, self.batch_size(view), ProbeKind.KEY, until)
+        later = [moment for moment in (view.key_next_probe_at, view.key_probe_until) if moment]
+        return Permit(view, 0, wait_until=max(later, default=None), reason=view.key_reason)
+
+    def give_back(self, connection: Connection, permit: Permit) -> None:
+        """A probe that sent nothing (nothing could be sent) frees its lease for another worker."""
+        if permit.probe is ProbeKind.CIRCUIT and permit.probe_until is not None:
+            t.release_probe_if_mine(connection, until=permit.probe_until)
+        elif permit.probe is ProbeKind.KEY and permit.probe_until is not None:
+            t.release_key_probe_if_mine(
+                connection, fingerprint=self.fingerprint, until=permit.probe_until, next_probe=None
+            )
+
+    def rate(self, view: GateView) -> float | None:
+        """The request rate in force for every worker: configured, learnt, the lower of both."""
+        rates = [rate for rate in (self.settings.configured_rate, view.rate) if rate]
+        return min(rates) if rates else None
+
+    def slot_reachable(self, view: GateView, now: datetime) -> bool:
+        """Whether this worker would wait for the next slot (checked before claiming)."""
+        if self.rate(view) is None or view.next_send_at is None:
+            return True
+        return view.next_send_at - now <= MAX_SLOT_WAIT
+
+    def book_slot(self, connection: Connection, view: GateView, now: datetime) -> timedelta | None:
+        """Book the next request slot and return the wait; None when it is too far to wait for.
+
+        Only a slot this worker will wait for is booked, so no slot is held and not used.
+        """
+        rate = self.rate(view)
+        if rate is None:
+            return timedelta(0)
+        spacing = timedelta(seconds=1 / rate)
+        cursor = view.next_send_at
+        for _ in range(SLOT_RETRIES):
+            slot = max(cursor or now, now)
+            if slot - now > MAX_SLOT_WAIT:
+                return None
+            if t.book_slot_if_unchanged(
+                connection, read_next_send_at=cursor, booked_next=slot + spacing
+            ):
+                return slot - now
+            cursor = t.read_slot_cursor(connection)
+        return None
+
+    # -- what an answer changes --------------------------------------------------------------
+
+    def answered(
+        self, connection: Connection, permit: Permit, *, started: datetime, size: int, now: datetime
+    ) -> None:
+        """A request that started at ``started`` with ``size`` messages was answered."""
+        view = permit.view
+        stale = view.last_success_at is None or view.last_success_at < now - ANSWER_NOTE_INTERVAL
+        if stale or not view.answered_since_failure():
+            t.note_answered(connection, now=now)
+        if view.failures or view.paused_until or view.probe_until or view.reason or permit.probe:
+            t.close_circuit_unless_failed_since(connection, started=started, now=now)
+        if view.key_refused or permit.probe is ProbeKind.KEY:
+            t.clear_key_unless_refused_since(
+                connection, fingerprint=self.fingerprint, started=started, now=now
+            )
+        if view.rate is not None:
+            grown = rate_after_answer(view.rate, view.rate_ceiling)
+            ceiling = view.rate_ceiling if grown is not None else None
+            t.change_rate_if_unchanged(
+                connection, read_rate=view.rate, rate=grown, ceiling=ceiling, now=now
+            )
+        if size > (view.batch_proven or 0):
+            t.prove_batch_size(connection, size=size)
+
+    def rate_limited(
+        self,
+        connection: Connection,
+        permit: Permit,
+        *,
+        retry_after: timedelta | None,
+        reason: str,
+        now: datetime,
+    ) -> datetime:
+        """A 429: everyone waits at least Retry-After, and the rate comes down; returns until."""
+        floor = retry_after if retry_after is not None else self.settings.backoff_base
+        until = now + floor
+        t.note_rate_limited(connection, now=now, reason=reason, pause_until=until)
+        read_rate = permit.view.rate
+        drawn = read_rate if read_rate is not None else self.settings.configured_rate
+        rate, ceiling = rate_after_429(drawn)
+        t.change_rate_if_unchanged(
+            connection, read_rate=read_rate, rate=rate, ceiling=ceiling, now=now
+        )
+        self.give_back(connection, permit)
+        return until
+
+    def refused(
+        self,
+        connection: Connection,
+        permit: Permit,
+        *,
+        status: int,
+        reason: str,
+        started: datetime,
+        now: datetime,
+    ) -> None:
+        """A 401/403: this key sends no more, but one probe per probe interval."""
+        t.refuse_key_unless_cleared_since(
+            connection,
+            fingerprint=self.fingerprint,
+            status=status,
+            reason=reason,
+            started=started,
+            now=now,
+            probe_at=now + self.settings.probe_interval,
+        )
+        if permit.probe is ProbeKind.CIRCUIT:
+            self.give_back(connection, permit)
+
+    def failed(
+        self,
+        connection: Connection,
+        permit: Permit,
+        *,
+        started: datetime,
+        reason: str,
+        now: datetime,
+    ) -> bool:
+        """A request-level failure (5xx, timeout, proxy page): True when it counts against the
+        API (everyone pauses, the circuit may open); False when the API answered other requests
+        since this one started, which points at a message of this request instead."""
+        failures = permit.view.failures + 1
+        cooldown = backoff(
+            failures, base=self.settings.backoff_base, cap=self.settings.backoff_max, rng=self.rng
+        )
+        counted = t.count_failure_unless_answered_since(
+            connection,
+            started=started,
+            now=now,
+            reason=reason,
+            pause_until=now + min(cooldown, self.settings.probe_interval),
+            threshold=self.settings.circuit_failures,
+            probe_at=now + self.settings.probe_interval,
+            was_probe=permit.probe is ProbeKind.CIRCUIT,
+        )
+        if permit.probe is ProbeKind.KEY and permit.probe_until is not None:
+            t.release_key_probe_if_mine(
+                connection,
+                fingerprint=self.fingerprint,
+                until=permit.probe_until,
+                next_probe=now + self.settings.probe_interval,
+            )
+        elif not counted:
+            self.give_back(connection, permit)
+        return counted
+
+    def too_large(self, connection: Connection, *, size: int, now: datetime) -> None:
+        """The API said a request of ``size`` messages is too large (items or bytes): smaller
+        batches from now on, but never smaller than the largest batch the API answered, so
+        one oversized message cannot shrink every batch."""
+        t.limit_batch_size_to_proven(connection, size=size, now=now)
+
+
+def _free(next_probe_at: datetime | None, probe_until: datetime | None, now: datetime) -> bool:
+    """Whether a probe may start now: its cadence allows it and no other probe is in flight."""
+    return (next_probe_at is None or next_probe_at <= now) and (
+        probe_until is None or probe_until <= now
+    )

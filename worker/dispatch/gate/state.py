@@ -1,0 +1,179 @@
+"""The gate's tables, and the gate as one worker reads it (one round trip per batch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from models.outbox import Base
+from models.types import UtcDateTime
+
+GATE_NAME = "wiraya"
+
+dispatch_gate = Table(
+    "outbox_dispatch_gate",
+    Base.metadata,
+    Column("name", Text, primary_key=True),
+    # Bumped by every change of a brake; a claim is guarded by the version its worker read.
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
+    # No request starts before this time (Retry-After floor, backoff after a failure).
+    Column("paused_until", UtcDateTime),
+    # Why sending is held back, for the CLI, metrics and logs.
+    Column("reason", Text),
+    # Counted request-level failures in a row; at OUTBOX_CIRCUIT_FAILURES the circuit is open.
+    Column("failures", Integer, nullable=False, server_default=text("0")),
+    # The open circuit's probe: in flight until probe_until; the next one not before.
+    Column("probe_until", UtcDateTime),
+    Column("next_probe_at", UtcDateTime),
+    # When an answer and a failure were last noted: evidence of whether the API answers.
+    Column("last_success_at", UtcDateTime),
+    Column("last_failure_at", UtcDateTime),
+    # The learnt request rate (requests/s; null: none), the rate of the last 429, and the
+    # cursor of request slots shared by every worker while a rate is in force.
+    Column("rate", Float),
+    Column("rate_ceiling", Float),
+    Column("next_send_at", UtcDateTime),
+    # The largest batch allowed after a too-many-items answer, and the largest one answered.
+    Column("batch_limit", Integer),
+    Column("batch_proven", Integer),
+    Column("updated_at", UtcDateTime),
+)
+
+refused_keys = Table(
+    "outbox_refused_keys",
+    Base.metadata,
+    # SHA-256 prefix of an API key the API refused (401/403); the key itself is never stored.
+    Column("fingerprint", Text, primary_key=True),
+    Column("status", Integer, nullable=False),
+    Column("reason", Text),
+    Column("refused_at", UtcDateTime, nullable=False),
+    # That key's probe: one message on the probe cadence, to notice when it works again.
+    Column("probe_until", UtcDateTime),
+    Column("next_probe_at", UtcDateTime),
+    # Set when a request with the key was answered again (or an operator resumed): not refused.
+    Column("cleared_at", UtcDateTime),
+)
+
+gate = dispatch_gate
+keys = refused_keys
+
+
+@dataclass(frozen=True)
+class GateView:
+    """The gate as one worker read it, with its own key's refusal."""
+
+    version: int
+    paused_until: datetime | None
+    reason: str | None
+    failures: int
+    probe_until: datetime | None
+    next_probe_at: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    rate: float | None
+    rate_ceiling: float | None
+    next_send_at: datetime | None
+    batch_limit: int | None
+    batch_proven: int | None
+    key_refused: bool = False
+    key_reason: str | None = None
+    key_probe_until: datetime | None = None
+    key_next_probe_at: datetime | None = None
+    refused_key_count: int = 0
+
+    def paused(self, now: datetime) -> bool:
+        """True while a pause is in force for every worker."""
+        return self.paused_until is not None and self.paused_until > now
+
+    def circuit_open(self, threshold: int) -> bool:
+        """True from ``threshold`` counted failures in a row until a success."""
+        return self.failures >= threshold
+
+    def answered_since_failure(self) -> bool:
+        """True when the last thing noted of the API was an answer, not a failure."""
+        if self.last_success_at is None:
+            return False
+        return self.last_failure_at is None or self.last_success_at > self.last_failure_at
+
+
+# -- read -- The gate and this worker's key in one round trip; creates the row the first time.
+def read(connection: Connection, fingerprint: str) -> GateView:
+    row = connection.execute(_READ, {"fingerprint": fingerprint}).one_or_none()
+    if row is None:
+        create(connection)
+        row = connection.execute(_READ, {"fingerprint": fingerprint}).one()
+    return _view(row)
+
+
+def _read_statement() -> Any:
+    mine = keys.alias("mine")
+    refused = (
+        select(func.count()).select_from(keys).where(keys.c.cleared_at.is_(None))
+    ).scalar_subquery()
+    join = gate.outerjoin(
+        mine,
+        and_(
+            mine.c.fingerprint == bindparam("fingerprint", type_=Text()),
+            mine.c.cleared_at.is_(None),
+        ),
+    )
+    return (
+        select(
+            *gate.c,
+            mine.c.fingerprint.label("key_fingerprint"),
+            mine.c.reason.label("key_reason"),
+            mine.c.probe_until.label("key_probe_until"),
+            mine.c.next_probe_at.label("key_next_probe_at"),
+            refused.label("refused_key_count"),
+        )
+        .select_from(join)
+        .where(gate.c.name == GATE_NAME)
+    )
+
+
+_READ = _read_statement()
+
+
+def _view(row: Any) -> GateView:
+    return GateView(
+        version=row.version,
+        paused_until=row.paused_until,
+        reason=row.reason,
+        failures=row.failures,
+        probe_until=row.probe_until,
+        next_probe_at=row.next_probe_at,
+        last_success_at=row.last_success_at,
+        last_failure_at=row.last_failure_at,
+        rate=row.rate,
+        rate_ceiling=row.rate_ceiling,
+        next_send_at=row.next_send_at,
+        batch_limit=row.batch_limit,
+        batch_proven=row.batch_proven,
+        key_refused=row.key_fingerprint is not None,
+        key_reason=row.key_reason,
+        key_probe_until=row.key_probe_until,
+        key_next_probe_at=row.key_next_probe_at,
+        refused_key_count=int(row.refused_key_count or 0),
+    )
+
+
+def create(connection: Connection) -> None:
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    connection.execute(insert(gate).values(name=GATE_NAME).on_conflict_do_nothing())

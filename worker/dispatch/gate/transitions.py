@@ -1,0 +1,341 @@
+"""The gate's transitions: each one statement, named for the guard that refuses a stale write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from worker.dispatch.gate.state import GATE_NAME, create, gate, keys
+
+
+def _later(connection: Connection) -> Callable[..., Any]:
+    return func.max if connection.dialect.name == "sqlite" else func.greatest
+
+
+def _sooner(connection: Connection) -> Callable[..., Any]:
+    return func.min if connection.dialect.name == "sqlite" else func.least
+
+
+def _execute(connection: Connection, statement: Any) -> bool:
+    """Run one guarded transition; True when its guard held (the row was written)."""
+    return bool(connection.execute(statement).rowcount == 1)
+
+
+def _this_gate() -> ColumnElement[bool]:
+    return gate.c.name == GATE_NAME
+
+
+# -- note_answered -- Evidence that the API answers: the time of the latest answer, moved
+# forward only (concurrent notes commute). Written at most about once a second per worker.
+def note_answered(connection: Connection, *, now: datetime) -> None:
+    later = _later(connection)
+    value = later(func.coalesce(gate.c.last_success_at, now), now)
+    connection.execute(update(gate).where(_this_gate()).values(last_success_at=value))
+
+
+# -- close_circuit_unless_failed_since -- A request that started at ``started`` was answered:
+# close the circuit, end a pause and a probe, forget the reason, unless a failure (a 5xx, a
+# 429, a timeout) was noted after it started: that newer news wins.
+def close_circuit_unless_failed_since(
+    connection: Connection, *, started: datetime, now: datetime
+) -> bool:
+    statement = (
+        update(gate)
+        .where(
+            _this_gate(),
+            or_(gate.c.last_failure_at.is_(None), gate.c.last_failure_at < started),
+            or_(
+                gate.c.failures > 0,
+                gate.c.paused_until.is_not(None),
+                gate.c.probe_until.is_not(None),
+                gate.c.reason.is_not(None),
+            ),
+        )
+        .values(
+            failures=0,
+            paused_until=None,
+            probe_until=None,
+            next_probe_at=None,
+            reason=None,
+            version=gate.c.version + 1,
+            updated_at=now,
+        )
+    )
+    return _execute(connection, statement)
+
+
+# -- count_failure_unless_answered_since -- A request-level failure of a request that started
+# at ``started``: count it, pause every worker until ``pause_until`` (never shortening a pause)
+# and, at the threshold, open the circuit with its first probe after ``probe_at``; a probe's own
+# failure also ends its lease. Refused when a request was answered after ``started``: the API
+# answers others, so the failure belongs to a message of that request.
+def count_failure_unless_answered_since(
+    connection: Connection,
+    *,
+    started: datetime,
+    now: datetime,
+    reason: str,
+    pause_until: datetime,
+    threshold: int,
+    probe_at: datetime,
+    was_probe: bool,
+) -> bool:
+    later = _later(connection)
+    opens = gate.c.failures + 1 >= threshold
+    values: dict[str, Any] = {
+        "failures": gate.c.failures + 1,
+        "last_failure_at": now,
+        "reason": reason,
+        "paused_until": later(func.coalesce(gate.c.paused_until, pause_until), pause_until),
+        "next_probe_at": case(
+            (opens, later(func.coalesce(gate.c.next_probe_at, probe_at), probe_at)),
+            else_=gate.c.next_probe_at,
+        ),
+        "version": gate.c.version + 1,
+        "updated_at": now,
+    }
+    if was_probe:
+        values["probe_until"] = None
+    statement = (
+        update(gate)
+        .where(
+            _this_gate(),
+            or_(gate.c.last_success_at.is_(None), gate.c.last_success_at <= started),
+        )
+        .values(values)
+    )
+    return _execute(connection, statement)
+
+
+# -- note_rate_limited -- A 429: pause every worker at least until ``pause_until`` (Retry-After
+# is the floor, a pause is never shortened) and note it as a failure for the evidence above;
+# the circuit does not count it (the API is up; we are too fast).
+def note_rate_limited(
+    connection: Connection, *, now: datetime, reason: str, pause_until: datetime
+) -> None:
+    later = _later(connection)
+    statement = (
+        update(gate)
+        .where(_this_gate())
+        .values(
+            paused_until=later(func.coalesce(gate.c.paused_until, pause_until), pause_until),
+            last_failure_at=now,
+            reason=reason,
+            version=gate.c.version + 1,
+            updated_at=now,
+        )
+    )
+    connection.execute(statement)
+
+
+# -- change_rate_if_unchanged -- Move the learnt request rate from the value this worker read:
+# down after a 429 (the ceiling is the rate that drew it), up after an answer. A concurrent
+# change wins; two workers never compound one 429.
+def change_rate_if_unchanged(
+    connection: Connection,
+    *,
+    read_rate: float | None,
+    rate: float | None,
+    ceiling: float | None,
+    now: datetime,
+) -> bool:
+    current = gate.c.rate.is_(None) if read_rate is None else gate.c.rate == read_rate
+    statement = (
+        update(gate)
+        .where(_this_gate(), current)
+        .values(rate=rate, rate_ceiling=ceiling, updated_at=now)
+    )
+    return _execute(connection, statement)
+
+
+# -- book_slot_if_unchanged -- Take the next request slot: from the cursor this worker read to
+# ``booked_next`` (its slot plus the spacing). Refused when another worker moved the cursor.
+def book_slot_if_unchanged(
+    connection: Connection, *, read_next_send_at: datetime | None, booked_next: datetime
+) -> bool:
+    cursor = gate.c.next_send_at
+    current = cursor.is_(None) if read_next_send_at is None else cursor == read_next_send_at
+    statement = update(gate).where(_this_gate(), current).values(next_send_at=booked_next)
+    return _execute(connection, statement)
+
+
+# -- read_slot_cursor -- Where the slot cursor stands now (after a refused booking).
+def read_slot_cursor(connection: Connection) -> datetime | None:
+    value: datetime | None = connection.scalar(select(gate.c.next_send_at).where(_this_gate()))
+    return value
+
+
+# -- take_probe_if_free -- While the circuit is open, one worker at a time sends one message:
+# the first to set the probe's lease wins, once the cadence allows and no pause is in force.
+def take_probe_if_free(
+    connection: Connection, *, now: datetime, until: datetime, threshold: int
+) -> bool:
+    statement = (
+        update(gate)
+        .where(
+            _this_gate(),
+            gate.c.failures >= threshold,
+            or_(gate.c.paused_until.is_(None), gate.c.paused_until <= now),
+            or_(gate.c.next_probe_at.is_(None), gate.c.next_probe_at <= now),
+            or_(gate.c.probe_until.is_(None), gate.c.probe_until <= now),
+        )
+        .values(probe_until=until, updated_at=now)
+    )
+    return _execute(connection, statement)
+
+
+# -- release_probe_if_mine -- Give back a probe that sent nothing (no row could be sent).
+def release_probe_if_mine(connection: Connection, *, until: datetime) -> None:
+    statement = (
+        update(gate).where(_this_gate(), gate.c.probe_until == until).values(probe_until=None)
+    )
+    connection.execute(statement)
+
+
+# -- refuse_key_unless_cleared_since -- The API refused this key (401/403): it sends no more
+# but one probe per ``probe_at``. Refused when the key was cleared after the request started
+# (an answer with that key, or an operator's resume, is newer news).
+def refuse_key_unless_cleared_since(
+    connection: Connection,
+    *,
+    fingerprint: str,
+    status: int,
+    reason: str,
+    started: datetime,
+    now: datetime,
+    probe_at: datetime,
+) -> bool:
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    values = {
+        "fingerprint": fingerprint,
+        "status": status,
+        "reason": reason,
+        "refused_at": now,
+        "next_probe_at": probe_at,
+        "probe_until": None,
+        "cleared_at": None,
+    }
+    statement = insert(keys).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[keys.c.fingerprint],
+        set_={name: statement.excluded[name] for name in values if name != "fingerprint"},
+        where=or_(keys.c.cleared_at.is_(None), keys.c.cleared_at < started),
+    )
+    # RETURNING tells an insert or an update from a refused one on every driver (an INSERT's
+    # rowcount is not reliable through psycopg).
+    return connection.execute(statement.returning(keys.c.fingerprint)).first() is not None
+
+
+# -- take_key_probe_if_free -- A refused key's one message per cadence, one worker at a time.
+def take_key_probe_if_free(
+    connection: Connection, *, fingerprint: str, now: datetime, until: datetime
+) -> bool:
+    statement = (
+        update(keys)
+        .where(
+            keys.c.fingerprint == fingerprint,
+            keys.c.cleared_at.is_(None),
+            or_(keys.c.next_probe_at.is_(None), keys.c.next_probe_at <= now),
+            or_(keys.c.probe_until.is_(None), keys.c.probe_until <= now),
+        )
+        .values(probe_until=until)
+    )
+    return _execute(connection, statement)
+
+
+# -- release_key_probe_if_mine -- End this worker's key probe: at once when it sent nothing,
+# or with the key's next probe at ``next_probe`` when its answer said nothing of the key.
+def release_key_probe_if_mine(
+    connection: Connection, *, fingerprint: str, until: datetime, next_probe: datetime | None
+) -> None:
+    values: dict[str, Any] = {"probe_until": None}
+    if next_probe is not None:
+        values["next_probe_at"] = next_probe
+    statement = (
+        update(keys)
+        .where(keys.c.fingerprint == fingerprint, keys.c.probe_until == until)
+        .values(values)
+    )
+    connection.execute(statement)
+
+
+# -- clear_key_unless_refused_since -- A request with this key was answered: the key works
+# again, unless it was refused after that request started.
+def clear_key_unless_refused_since(
+    connection: Connection, *, fingerprint: str, started: datetime, now: datetime
+) -> bool:
+    statement = (
+        update(keys)
+        .where(
+            keys.c.fingerprint == fingerprint,
+            keys.c.cleared_at.is_(None),
+            keys.c.refused_at < started,
+        )
+        .values(cleared_at=now, probe_until=None)
+    )
+    return _execute(connection, statement)
+
+
+# -- limit_batch_size_to_proven -- The API said ``size`` items are too many: no batch above
+# half of it from now on, but never below the largest batch the API answered.
+def limit_batch_size_to_proven(connection: Connection, *, size: int, now: datetime) -> None:
+    later, sooner = _later(connection), _sooner(connection)
+    proven = func.coalesce(gate.c.batch_proven, 1)
+    halved = later(literal(max(1, size // 2)), proven)
+    current = func.coalesce(gate.c.batch_limit, size)
+    statement = (
+        update(gate)
+        .where(_this_gate())
+        .values(batch_limit=later(sooner(current, halved), proven), updated_at=now)
+    )
+    connection.execute(statement)
+
+
+# -- prove_batch_size -- The API answered a batch of ``size``: it takes at least that many.
+def prove_batch_size(connection: Connection, *, size: int) -> None:
+    statement = (
+        update(gate)
+        .where(_this_gate(), func.coalesce(gate.c.batch_proven, 0) < size)
+        .values(batch_proven=size)
+    )
+    connection.execute(statement)
+
+
+# -- reset -- An operator's resume: clear every brake and every refused key at once; requests
+# already in flight cannot undo it (their failures started before it, their keys' too).
+def reset(connection: Connection, *, now: datetime) -> None:
+    create(connection)
+    statement = (
+        update(gate)
+        .where(_this_gate())
+        .values(
+            paused_until=None,
+            reason=None,
+            failures=0,
+            probe_until=None,
+            next_probe_at=None,
+            last_success_at=now,
+            rate=None,
+            rate_ceiling=None,
+            next_send_at=None,
+            batch_limit=None,
+            version=gate.c.version + 1,
+            updated_at=now,
+        )
+    )
+    connection.execute(statement)
+    cleared = update(keys).where(keys.c.cleared_at.is_(None)).values(cleared_at=now)
+    connection.execute(cleared)

@@ -1,0 +1,63 @@
+"""What each claimed row becomes after its batch: README's outcome table, row by row."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+
+from models import Status
+from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.record import RowResult, is_tracking_id
+from worker.dispatch.retry import backoff
+from worker.settings import Settings
+from worker.wiraya.results import Accepted, MessageOutcome, Rejected
+
+
+class Outcomes:
+    """Turns answers into row results with the settings' attempts and backoff."""
+
+    def __init__(self, settings: Settings, rng: random.Random) -> None:
+        self.settings = settings
+        self.rng = rng
+
+    def of_answer(self, row: ClaimedRow, outcome: MessageOutcome, now: datetime) -> RowResult:
+        """The row's next state after a clear or unclear per-message answer."""
+        if isinstance(outcome, Accepted):
+            if is_tracking_id(outcome.tracking_id):
+                return RowResult(
+                    row.id, Status.ACCEPTED, row.attempts, tracking_id=outcome.tracking_id
+                )
+            return self.retry(row, "accepted without a valid tracking id: resent", now)
+        if isinstance(outcome, Rejected):
+            return RowResult(
+                row.id, Status.FAILED, row.attempts, last_error=f"rejected: {outcome.reason}"
+            )
+        # Transient or Unknown: costs an attempt, resent later under the same id.
+        return self.retry(row, outcome.reason, now)
+
+    def retry(self, row: ClaimedRow, reason: str, now: datetime) -> RowResult:
+        """An attempt spent: resent after a backoff, or failed once the attempts are used up."""
+        if row.attempts >= self.settings.max_attempts:
+            reason = f"gave up after {row.attempts} attempts: {reason}"
+            return RowResult(row.id, Status.FAILED, row.attempts, last_error=reason)
+        delay = backoff(
+            row.attempts,
+            base=self.settings.backoff_base,
+            cap=self.settings.backoff_max,
+            rng=self.rng,
+        )
+        return RowResult(
+            row.id, Status.PENDING, row.attempts, next_attempt_at=now + delay, last_error=reason
+        )
+
+
+def unsent_failure(row: ClaimedRow, reason: str) -> RowResult:
+    """Failed without being sent (invalid, expired): the claim's attempt is given back."""
+    return RowResult(row.id, Status.FAILED, row.attempts - 1, last_error=reason)
+
+
+def released(row: ClaimedRow, reason: str | None) -> RowResult:
+    """Back to pending, unsent or with its outcome not held against it: attempt given back.
+
+    It keeps its due time, so it keeps its place in its lane; the gate holds it back."""
+    return RowResult(row.id, Status.PENDING, row.attempts - 1, last_error=reason)

@@ -1,0 +1,125 @@
+"""The screen: which claimed rows can be sent, as what, and why the others cannot.
+
+Rows inserted by plain SQL skipped the producer's checks, and on SQLite a column may hold
+anything at all. Whatever the database hands back, a row that cannot be sent fails alone, with
+the reason; nothing here raises for one row's content.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from models import InvalidMessage, normalize_recipient, parse_content
+from models.producer import MAX_CLIENT_MESSAGE_ID
+from worker.dispatch.claim import ClaimedRow
+from worker.wiraya.results import Communication
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A claimed row the API can take, with what decides how and when it is sent."""
+
+    row: ClaimedRow
+    communication: Communication
+    expires_at: datetime | None
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+
+@dataclass(frozen=True)
+class Unsendable:
+    """A claimed row that fails without being sent, and why."""
+
+    row: ClaimedRow
+    reason: str
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A claimed batch sorted into what goes out and what fails at once."""
+
+    outgoing: list[Outgoing]
+    unsendable: list[Unsendable]
+
+
+def screen(rows: list[ClaimedRow], *, now: datetime, max_age: timedelta) -> Screened:
+    """Sort claimed rows into sendable messages and failures (invalid, expired)."""
+    outgoing: list[Outgoing] = []
+    unsendable: list[Unsendable] = []
+    for row in rows:
+        verdict = _screen_row(row, now=now, max_age=max_age)
+        if isinstance(verdict, Outgoing):
+            outgoing.append(verdict)
+        else:
+            unsendable.append(Unsendable(row, verdict))
+    return Screened(outgoing, unsendable)
+
+
+def _screen_row(row: ClaimedRow, *, now: datetime, max_age: timedelta) -> Outgoing | str:
+    try:
+        expires_at = _moment(row.expires_at, "expires_at")
+        first_due = _moment(row.first_due_at, "first_due_at")
+        if expires_at is not None and expires_at <= now:
+            return f"expired: not accepted by its expires_at ({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+        if first_due is not None and first_due < now - max_age:
+            return f"expired: not accepted within {max_age} of falling due"
+        communication = Communication(
+            _client_message_id(row.client_message_id),
+            normalize_recipient(_text(row.recipient, "recipient")),
+            parse_content(_document(row.content)).to_api(),
+        )
+    except InvalidMessage as problem:
+        return f"invalid: {problem}"
+    except Exception as error:  # whatever else a raw row can make a parser do: it fails alone
+        return f"invalid: the row cannot be read ({type(error).__name__})"
+    return Outgoing(row, communication, expires_at)
+
+
+def _text(value: object, field: str) -> str:
+    """A text column's value as text (SQLite hands back bytes for the worker to decode)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidMessage(field, "is not UTF-8 text") from None
+    if not isinstance(value, str):
+        raise InvalidMessage(field, f"must be text, not {type(value).__name__}")
+    return value
+
+
+def _client_message_id(value: object) -> str:
+    text = _text(value, "client_message_id")
+    if not text.strip() or len(text) > MAX_CLIENT_MESSAGE_ID:
+        raise InvalidMessage(
+            "client_message_id", f"must be 1-{MAX_CLIENT_MESSAGE_ID} characters, not blank"
+        )
+    if not text.isprintable():
+        raise InvalidMessage("client_message_id", "must not contain control characters")
+    return text
+
+
+def _document(value: object) -> object:
+    """The content column decoded as JSON (its text when it is not JSON: the parser refuses it)."""
+    text = _text(value, "content")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _moment(value: object, field: str) -> datetime | None:
+    """A timestamp column's value as aware UTC (on SQLite it comes back as text)."""
+    if value is None or isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(_text(value, field))
+        except ValueError:
+            raise InvalidMessage(field, f"{value!r} is not a time") from None
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

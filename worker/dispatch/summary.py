@@ -1,0 +1,92 @@
+"""What one dispatch did: the Celery task's result (Flower shows it) and the worker's log line."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+log = logging.getLogger("worker.dispatch")
+
+
+class BatchState(StrEnum):
+    """How a dispatch ended."""
+
+    IDLE = "idle"
+    """Nothing was due (or another worker took it first)."""
+    PAUSED = "paused"
+    """The gate held it back: a pause, an open circuit, a refused key, the request rate."""
+    SENT = "sent"
+    """Its batches went out and every answer was recorded."""
+    ALARM = "alarm"
+    """A request failed as a whole (outage, 5xx, 429, refused key): a failed task in Flower."""
+
+
+@dataclass
+class BatchSummary:
+    """What one dispatch did: counts of messages, requests and time."""
+
+    state: BatchState = BatchState.IDLE
+    batches: int = 0
+    claimed: int = 0
+    accepted: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    alarm: str | None = None
+    by_priority: Counter[str] = field(default_factory=Counter)  # claimed, by lane
+    request_seconds: list[float] = field(default_factory=list)
+    full: bool = False  # the last claim filled a batch: more may be due
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (request timings and the fullness flag left out)."""
+        return {
+            "state": self.state.value,
+            "batches": self.batches,
+            "claimed": self.claimed,
+            "accepted": self.accepted,
+            "retried": self.retried,
+            "failed": self.failed,
+            "released": self.released,
+            "requests": self.requests,
+            "seconds": self.seconds,
+            "alarm": self.alarm,
+            "by_priority": dict(self.by_priority),
+        }
+
+    def add(self, batch: BatchSummary) -> None:
+        """Fold the next batch of the same dispatch into this summary.
+
+        The state stays "sent" unless the next batch raised an alarm: a batch that found
+        nothing due, or sending paused by another worker, ends the dispatch quietly.
+        """
+        for name in ("batches", "claimed", "accepted", "retried", "failed", "released", "requests"):
+            setattr(self, name, getattr(self, name) + getattr(batch, name))
+        self.by_priority.update(batch.by_priority)
+        self.request_seconds += batch.request_seconds
+        self.full = batch.full
+        if batch.state is BatchState.ALARM:
+            self.state, self.alarm = batch.state, batch.alarm
+
+    def log(self) -> None:
+        """One line per batch that did something; a warning when it raised an alarm."""
+        if self.state is BatchState.IDLE:
+            return
+        level = logging.WARNING if self.alarm else logging.INFO
+        log.log(
+            level,
+            "batch %s: claimed=%d accepted=%d retried=%d failed=%d released=%d requests=%d %.3fs%s",
+            self.state.value,
+            self.claimed,
+            self.accepted,
+            self.retried,
+            self.failed,
+            self.released,
+            self.requests,
+            self.seconds,
+            f" ({self.alarm})" if self.alarm else "",
+        )
