@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import signal
 import time
 
 import pytest
@@ -313,17 +315,27 @@ def test_wrong_api_key_then_the_right_one(stack: Stack) -> None:
     admin = stack.start_sandbox("--api-key", right)
     total = 500
     stack.enqueue(project_messages("key", total))
-    stack.start_outbox(WIRAYA_API_KEY=wrong)
+    stack.start_outbox(WIRAYA_API_KEY=wrong, OUTBOX_PROBE_INTERVAL_SECONDS="2")
 
+    def all_back_and_unspent() -> bool:
+        refused = admin.stats()["by_status"].get("401", 0) >= 1
+        return refused and stack.count("status = 'pending' AND attempts = 0") == total
+
+    wait_for(all_back_and_unspent, timeout=30, what="a 401, and every message back, unspent")
+    first = admin.stats()["by_status"]["401"]
     wait_for(
-        lambda: admin.stats()["by_status"].get("401", 0) >= 2,
+        lambda: admin.stats()["by_status"].get("401", 0) > first,
         timeout=30,
-        what="a 401 and a later probe with the same key",
+        what="the refused key's probe, one message on its cadence",
     )
     refusals = admin.stats()["by_status"]["401"]
-    assert stack.count("status = 'pending' AND attempts = 0") == total, "nothing moves or spends"
+    assert refusals == first + 1, "one probe at a time"
     assert admin.ledger() == {}
-    assert stack.gate()["refused_key"] is not None
+    with stack.engine.connect() as connection:
+        refused = connection.scalar(
+            text("SELECT count(*) FROM outbox_refused_keys WHERE cleared_at IS NULL")
+        )
+    assert refused == 1
     stack.stop_outbox()
     logs = "".join(service.log.read_text() for service in [stack.beat, *stack.workers] if service)
     assert "Unauthorized" in logs, "the alarm must be logged"
@@ -336,3 +348,38 @@ def test_wrong_api_key_then_the_right_one(stack: Stack) -> None:
     report("api key", stack, verdict, refusals_with_wrong_key=refusals)
     assert_verdict(verdict)
     assert verdict.accepted == total
+
+
+@pytest.mark.parametrize("to", ["the whole process group", "the main process only"])
+def test_sigterm_records_the_batches_in_flight_and_leaves_no_lease_behind(
+    stack: Stack, to: str
+) -> None:
+    """SIGTERM mid-batch, as systemd (KillMode=control-group) or `docker stop` sends it."""
+    # The sandbox accepts each batch, then answers 400 ms later: a SIGTERM strikes requests
+    # whose messages the API already holds while their answers are still on the way.
+    admin = stack.start_sandbox("--latency-ms", "50", "--slow-after-work-ms", "400")
+    total = 1_000
+    stack.enqueue(project_messages("term", total))
+    stack.start_outbox()
+    (worker,) = stack.workers
+    assert worker.process is not None
+
+    def answers_awaited() -> bool:
+        sending = {row.client_message_id for row in stack.rows() if row.status == "sending"}
+        return stack.count("status = 'accepted'") >= 100 and bool(sending & set(admin.ledger()))
+
+    wait_for(answers_awaited, timeout=30, what="batches the API holds, their answers awaited")
+    if to == "the whole process group":
+        os.killpg(worker.process.pid, signal.SIGTERM)
+    else:
+        os.kill(worker.process.pid, signal.SIGTERM)
+    exit_code = worker.process.wait(timeout=30)
+
+    assert exit_code == 0
+    assert stack.count("status = 'sending'") == 0, "recorded or released: no lease to wait out"
+    stack.restart(worker, r"ready\.")
+    stack.wait_all_final(total, timeout=DRAIN_TIMEOUT)
+    verdict = check_every_message(stack.rows(), admin.ledger())  # each received exactly once
+    report("sigterm", stack, verdict, to=to)
+    assert_verdict(verdict)
+    assert verdict.accepted == total and verdict.resent == 0

@@ -6,6 +6,11 @@ first, under a lease and a token, and the results are written in one statement g
 token. The gate is told every answer as it comes, each note a statement of its own: a crash
 between a note and the record loses at most that note, which the next answer makes again, and
 the record never depends on the gate.
+
+A dispatch sends batch after batch while they come back full, for up to two seconds: a Celery
+task per batch would cost broker round trips, a stored result and events for every batch. Each
+batch keeps its own claim, lease, deadline and record, so a crash loses at most the batch under
+way.
 """
 
 from __future__ import annotations
@@ -17,15 +22,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from models import Priority, Status
 from worker.clock import Clock, utc_now
 from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
 from worker.dispatch.delivery import Courier, Delivery, Sender
-from worker.dispatch.gate.policy import SLOT_TOO_FAR, Gate, Permit
-from worker.dispatch.outcomes import Outcomes, released, unsent_failure
+from worker.dispatch.gate.pacing import SLOT_TOO_FAR
+from worker.dispatch.gate.policy import Gate, Permit
+from worker.dispatch.outcomes import Outcomes, released, results_of, unsent_failure
 from worker.dispatch.record import RowResult, record
 from worker.dispatch.retry import key_fingerprint
-from worker.dispatch.screen import Outgoing, Screened, screen
+from worker.dispatch.screen import Screened, screen
 from worker.dispatch.summary import BatchState, BatchSummary
 from worker.settings import Settings
 
@@ -51,11 +56,9 @@ class Dispatcher:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
-        # Every statement of a dispatch stands alone (the claim commits before the call,
-        # the record is one statement, each gate note too): autocommit saves each a BEGIN
-        # and a COMMIT round trip.
+        # Every statement of a dispatch stands alone (claim, record, each gate note):
+        # autocommit saves each a BEGIN and a COMMIT round trip.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.sender = sender
         self.clock = clock
         self.rng = rng or random.Random()
         self.on_full_batch = on_full_batch
@@ -64,14 +67,29 @@ class Dispatcher:
         self.key = key_fingerprint(settings.api_key)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
+        self.courier = Courier(
+            sender,
+            self.gate,
+            self.engine.connect,
+            clock=clock,
+            timeout=settings.wiraya_timeout,
+            rng=self.rng,
+            should_stop=should_stop,
+        )
+
+    @property
+    def sender(self) -> Sender:
+        """The API client every request of this dispatcher goes through."""
+        return self.courier.sender
+
+    @sender.setter
+    def sender(self, sender: Sender) -> None:
+        self.courier.sender = sender
 
     def dispatch(self, budget: timedelta = DISPATCH_BUDGET) -> BatchSummary:
         """Send batches back to back while each comes back full and sent, for up to ``budget``.
 
-        A Celery task per batch would cost broker round trips, a stored result and events
-        for every batch; a backlog drains faster when one task sends batch after batch. Each
-        batch keeps its own claim, lease, deadline and record, so a crash still loses at most
-        the batch under way. Only the first full batch wakes another dispatch.
+        Only the first full batch wakes another dispatch.
         """
         started = time.monotonic()
         summary = self.dispatch_once()
@@ -87,10 +105,7 @@ class Dispatcher:
         return summary
 
     def dispatch_once(self, *, wake: bool = True) -> BatchSummary:
-        """Claim, screen, send and record one batch; return what happened.
-
-        With ``wake``, a full claim asks for another dispatch to start on what remains.
-        """
+        """Claim, screen, send and record one batch (a full one wakes another, with ``wake``)."""
         started = time.monotonic()
         summary = self._dispatch_once(wake)
         summary.seconds = round(time.monotonic() - started, 4)
@@ -122,8 +137,8 @@ class Dispatcher:
         if not rows:
             state = BatchState.IDLE if permit.allowed else BatchState.PAUSED
             return BatchSummary(state=state, alarm=None if permit.allowed else permit.reason)
-        summary = BatchSummary(batches=1, claimed=len(rows))
-        summary.by_priority.update(Priority(row.priority).name.lower() for row in rows)
+        summary = BatchSummary(batches=1)
+        summary.note_claimed(rows)
         summary.full = len(rows) == permit.size and permit.probe is None
         if summary.full and wake and self.on_full_batch is not None:
             self.on_full_batch()  # more is due: let another worker start on it now
@@ -144,22 +159,24 @@ class Dispatcher:
             permit = self.gate.permit(connection, view, now)
             if not permit.allowed:
                 return permit, []
-            rows = claim(
-                connection,
-                limit=permit.size,
-                lease=self.settings.lease,
-                now=now,
-                version=view.version,
-                token=token,
-            )
+            rows = self._claim_under(connection, permit, now, token)
             if rows or self.gate.read(connection).version == view.version:
                 return permit, rows
         return permit, []
 
+    def _claim_under(
+        self, connection: Connection, permit: Permit, now: datetime, token: int
+    ) -> list[ClaimedRow]:
+        version = permit.view.version
+        lease = self.settings.lease
+        return claim(
+            connection, limit=permit.size, lease=lease, now=now, version=version, token=token
+        )
+
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
         with self.engine.connect() as connection:
-            wait = self.gate.book_slot(connection, permit.view, now)
+            wait = self.gate.pacing.book_slot(connection, permit.view, now)
         if wait is None:
             return SLOT_TOO_FAR
         if wait <= timedelta(0):
@@ -183,16 +200,7 @@ class Dispatcher:
         screened = self._screen(rows, permit, token, now, summary)
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
         if screened.outgoing:
-            courier = Courier(
-                self.sender,
-                self.gate,
-                self.engine.connect,
-                clock=self.clock,
-                timeout=self.settings.wiraya_timeout,
-                rng=self.rng,
-                should_stop=self.should_stop,
-            )
-            delivery = courier.deliver(
+            delivery = self.courier.deliver(
                 screened.outgoing, permit, lease_end=now + self.settings.lease
             )
         else:
@@ -200,16 +208,9 @@ class Dispatcher:
             if permit.probe is not None:  # nothing could be sent: another worker may probe
                 with self.engine.connect() as connection:
                     self.gate.give_back(connection, permit)
-        results += self._results(screened.outgoing, delivery)
+        results += results_of(screened.outgoing, delivery, self.outcomes, now=self.clock())
         self._write(summary, results, token)
-        summary.requests += len(delivery.requests)
-        summary.request_seconds += [request.seconds for request in delivery.requests]
-        if delivery.failure is not None:
-            failure = delivery.failure
-            summary.state = BatchState.ALARM
-            summary.alarm = f"{type(failure).__name__}: {failure.reason}"
-        else:
-            summary.state = BatchState.SENT
+        summary.note_delivery(delivery)
 
     def _screen(
         self,
@@ -228,48 +229,13 @@ class Dispatcher:
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
             self._write(summary, failures, token)
             with self.engine.connect() as connection:
-                rows = claim(
-                    connection,
-                    limit=permit.size,
-                    lease=self.settings.lease,
-                    now=now,
-                    version=permit.view.version,
-                    token=token,
-                )
-            summary.claimed += len(rows)
-            summary.by_priority.update(Priority(row.priority).name.lower() for row in rows)
+                rows = self._claim_under(connection, permit, now, token)
+            summary.note_claimed(rows)
             screened = screen(rows, now=now, max_age=self.settings.max_age)
         return screened
-
-    def _results(self, outgoing: list[Outgoing], delivery: Delivery) -> list[RowResult]:
-        """Every sent row's next state from the answers its requests got."""
-        now = self.clock()
-        results = []
-        for item in outgoing:
-            row = item.row
-            if row.id in delivery.outcomes:
-                results.append(self.outcomes.of_answer(row, delivery.outcomes[row.id], now))
-            elif row.id in delivery.poisoned:
-                results.append(self.outcomes.retry(row, delivery.poisoned[row.id], now))
-            elif row.id in delivery.expired:
-                results.append(unsent_failure(row, delivery.expired[row.id]))
-        failure = delivery.failure
-        reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
-        results += [released(row, reason) for row in delivery.unresolved]
-        return results
 
     def _write(self, summary: BatchSummary, results: list[RowResult], token: int) -> None:
         """Record the batch (a stale worker's results are refused and not counted)."""
         with self.engine.connect() as connection:
             written = record(connection, results, token=token, now=self.clock())
-        for result in results:
-            if result.id not in written:
-                continue
-            if result.status is Status.ACCEPTED:
-                summary.accepted += 1
-            elif result.status is Status.FAILED:
-                summary.failed += 1
-            elif result.next_attempt_at is None:
-                summary.released += 1
-            else:
-                summary.retried += 1
+        summary.count([result for result in results if result.id in written])

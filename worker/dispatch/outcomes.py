@@ -7,8 +7,10 @@ from datetime import datetime
 
 from models import Status
 from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.delivery import Delivery
 from worker.dispatch.record import RowResult, is_tracking_id
 from worker.dispatch.retry import backoff
+from worker.dispatch.screen import Outgoing
 from worker.settings import Settings
 from worker.wiraya.results import Accepted, MessageOutcome, Rejected
 
@@ -61,3 +63,22 @@ def released(row: ClaimedRow, reason: str | None) -> RowResult:
 
     It keeps its due time, so it keeps its place in its lane; the gate holds it back."""
     return RowResult(row.id, Status.PENDING, row.attempts - 1, last_error=reason)
+
+
+def results_of(
+    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, *, now: datetime
+) -> list[RowResult]:
+    """Every sent row's next state from the answers its requests got; the unanswered released."""
+    results = []
+    for item in outgoing:
+        row = item.row
+        if row.id in delivery.outcomes:
+            results.append(outcomes.of_answer(row, delivery.outcomes[row.id], now))
+        elif row.id in delivery.poisoned:
+            results.append(outcomes.retry(row, delivery.poisoned[row.id], now))
+        elif row.id in delivery.expired:
+            results.append(unsent_failure(row, delivery.expired[row.id]))
+    failure = delivery.failure
+    reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
+    results += [released(row, reason) for row in delivery.unresolved]
+    return results

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from models import Priority, Status
+from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.delivery import Delivery
+from worker.dispatch.record import RowResult
+
 log = logging.getLogger("worker.dispatch")
 
 
@@ -71,6 +76,33 @@ class BatchSummary:
         self.full = batch.full
         if batch.state is BatchState.ALARM:
             self.state, self.alarm = batch.state, batch.alarm
+
+    def note_claimed(self, rows: list[ClaimedRow]) -> None:
+        """Count claimed rows, by lane."""
+        self.claimed += len(rows)
+        self.by_priority.update(Priority(row.priority).name.lower() for row in rows)
+
+    def note_delivery(self, delivery: Delivery) -> None:
+        """The requests a batch made, and how it ended: sent, or stopped by an alarm."""
+        self.requests += len(delivery.requests)
+        self.request_seconds += [request.seconds for request in delivery.requests]
+        failure = delivery.failure
+        if failure is None:
+            self.state = BatchState.SENT
+        else:
+            self.state, self.alarm = BatchState.ALARM, f"{type(failure).__name__}: {failure.reason}"
+
+    def count(self, written: list[RowResult]) -> None:
+        """Tally the row results the record wrote."""
+        for result in written:
+            if result.status is Status.ACCEPTED:
+                self.accepted += 1
+            elif result.status is Status.FAILED:
+                self.failed += 1
+            elif result.next_attempt_at is None:  # released: keeps its place, no attempt spent
+                self.released += 1
+            else:
+                self.retried += 1
 
     def log(self) -> None:
         """One line per batch that did something; a warning when it raised an alarm."""

@@ -14,6 +14,7 @@ from worker.clock import utc_now
 from worker.database import engine_for
 from worker.dispatch.dispatcher import Dispatcher
 from worker.ops import changes, counters
+from worker.runtime import shutdown
 from worker.runtime.celery_app import QUEUE, app, settings
 from worker.wiraya.client import WirayaClient
 
@@ -32,6 +33,7 @@ def dispatcher() -> Dispatcher:
         engine_for(settings.database_url),
         WirayaClient.from_settings(settings),
         on_full_batch=wake_dispatchers,
+        should_stop=shutdown.stopping,
     )
 
 
@@ -82,7 +84,8 @@ def dispatch() -> dict[str, Any]:
 
     A request-level failure (outage, 5xx, refused key) ends the dispatch and raises.
     """
-    summary = dispatcher().dispatch()
+    with shutdown.dispatching():
+        summary = dispatcher().dispatch()
     counters.record_batch(summary, settings.broker_url)  # counters for `outbox metrics`
     if summary.state == "alarm":
         raise DispatchAlarm(f"{summary.alarm}; {summary.as_dict()}")

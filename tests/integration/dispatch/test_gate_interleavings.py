@@ -172,7 +172,7 @@ class GateInterleavings(RuleBasedStateMachine):
         c, now, view = self.connection, self.model.now, worker.view
         self._check_probe_is_granted_when_due(worker)
         permit = worker.gate.permit(c, view, now)
-        if not permit.allowed or not worker.gate.slot_reachable(view, now):
+        if not permit.allowed or not worker.gate.pacing.slot_reachable(view, now):
             self._check_other_key_not_held_back(worker, permit)
             return
         token = new_token()
@@ -181,14 +181,14 @@ class GateInterleavings(RuleBasedStateMachine):
             worker.gate.give_back(c, permit)
             return
         cursor_before = gates.read_gate(c).next_send_at
-        wait = worker.gate.book_slot(c, view, now)
+        wait = worker.gate.pacing.book_slot(c, view, now)
         if wait is None:
             # A worker that will not wait for its slot holds none (invariant 3).
             assert gates.read_gate(c).next_send_at == cursor_before
             self._release(token, rows[0].id)
             worker.gate.give_back(c, permit)
             return
-        rate = worker.gate.rate(view)
+        rate = worker.gate.pacing.rate(view)
         if rate is not None:
             self.model.slots.append(Slot(now + wait, timedelta(seconds=1 / rate)))
         self._check_no_pause_in_force(permit)
@@ -289,7 +289,7 @@ class GateInterleavings(RuleBasedStateMachine):
             fresh.paused(now)
             or fresh.circuit_open(SETTINGS.circuit_failures)
             or fresh.key_refused
-            or not worker.gate.slot_reachable(fresh, now)
+            or not worker.gate.pacing.slot_reachable(fresh, now)
         )
         if worker.view is not None and fresh.version == worker.view.version and not held:
             raise AssertionError(f"held back without a brake of its own: {permit}")

@@ -15,18 +15,15 @@ from enum import StrEnum
 from sqlalchemy import Connection
 
 from worker.dispatch.gate import transitions as t
+from worker.dispatch.gate.pacing import SLOT_TOO_FAR, Pacing
 from worker.dispatch.gate.state import GateView, read
 from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
 from worker.settings import Settings
 
 # Evidence that the API answers is written at most this often per worker while all is well.
 ANSWER_NOTE_INTERVAL = timedelta(seconds=1)
-# A worker waits for a request slot at most this long; a later slot is not booked at all.
-MAX_SLOT_WAIT = timedelta(seconds=2)
-SLOT_RETRIES = 5
 # A probe's lease outlasts its request by this much (the request ends by its deadline).
 PROBE_MARGIN = timedelta(seconds=1)
-SLOT_TOO_FAR = "the request rate's next slot is too far to wait for"
 
 
 class ProbeKind(StrEnum):
@@ -59,6 +56,7 @@ class Gate:
         self.settings = settings
         self.fingerprint = fingerprint
         self.rng = rng
+        self.pacing = Pacing(settings.configured_rate)
 
     def read(self, connection: Connection) -> GateView:
         return read(connection, self.fingerprint)
@@ -70,7 +68,7 @@ class Gate:
         threshold = self.settings.circuit_failures
         if view.paused(now):
             return Permit(view, 0, wait_until=view.paused_until, reason=view.reason)
-        if not self.slot_reachable(view, now):
+        if not self.pacing.slot_reachable(view, now):
             return Permit(view, 0, wait_until=view.next_send_at, reason=SLOT_TOO_FAR)
         if view.key_refused:
             if view.circuit_open(threshold):  # other keys probe the API; this one waits
@@ -83,7 +81,7 @@ class Gate:
     def dispatches_wanted(self, view: GateView, now: datetime) -> int:
         """How many dispatches the gate lets start now: none while held, one to probe."""
         threshold = self.settings.circuit_failures
-        if view.paused(now) or not self.slot_reachable(view, now):
+        if view.paused(now) or not self.pacing.slot_reachable(view, now):
             return 0
         if view.key_refused:
             if view.circuit_open(threshold):
@@ -120,38 +118,6 @@ class Gate:
             t.release_key_probe_if_mine(
                 connection, fingerprint=self.fingerprint, until=permit.probe_until, next_probe=None
             )
-
-    def rate(self, view: GateView) -> float | None:
-        """The request rate in force for every worker: configured, learnt, the lower of both."""
-        rates = [rate for rate in (self.settings.configured_rate, view.rate) if rate]
-        return min(rates) if rates else None
-
-    def slot_reachable(self, view: GateView, now: datetime) -> bool:
-        """Whether this worker would wait for the next slot (checked before claiming)."""
-        if self.rate(view) is None or view.next_send_at is None:
-            return True
-        return view.next_send_at - now <= MAX_SLOT_WAIT
-
-    def book_slot(self, connection: Connection, view: GateView, now: datetime) -> timedelta | None:
-        """Book the next request slot and return the wait; None when it is too far to wait for.
-
-        Only a slot this worker will wait for is booked, so no slot is held and not used.
-        """
-        rate = self.rate(view)
-        if rate is None:
-            return timedelta(0)
-        spacing = timedelta(seconds=1 / rate)
-        cursor = view.next_send_at
-        for _ in range(SLOT_RETRIES):
-            slot = max(cursor or now, now)
-            if slot - now > MAX_SLOT_WAIT:
-                return None
-            if t.book_slot_if_unchanged(
-                connection, read_next_send_at=cursor, booked_next=slot + spacing
-            ):
-                return slot - now
-            cursor = t.read_slot_cursor(connection)
-        return None
 
     # -- what an answer changes --------------------------------------------------------------
 
