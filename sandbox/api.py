@@ -17,7 +17,29 @@ import orjson
 
 from sandbox.faults import Dice, Faults, RateLimiter, Validation, retry_after_seconds
 from sandbox.ledger import Entry, Ledger, new_tracking_ids
-from sandbox.recipients import REASONS, Behaviour, behaviour, may_be_test_recipient
+from sandbox.recipients import (
+    REASONS,
+    Behaviour,
+    behaviour,
+    draws_server_error,
+    may_be_test_recipient,
+)
+from sandbox.replies import (
+    BAD_GATEWAY,
+    BULK_LIMIT,
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    INVALID_KEY,
+    PROXY_BAD_REQUEST,
+    TOO_LARGE,
+    TOO_MANY_REQUESTS,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA,
+    Reply,
+    bad_request,
+    json_reply,
+    results_reply,
+)
 from sandbox.stats import Stats
 from sandbox.validation import (
     InvalidRequest,
@@ -27,7 +49,6 @@ from sandbox.validation import (
 )
 
 API_PATH = "/api/EnqueueCommunications"
-JSON_TYPE = "application/json; charset=utf-8"
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/json"})
 
 
@@ -38,54 +59,6 @@ class Request:
     api_key: str | None
     content_type: str | None
     body: bytes
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP answer; `drop` closes the connection without writing it."""
-
-    status: int
-    body: bytes
-    content_type: str = JSON_TYPE
-    headers: tuple[tuple[str, str], ...] = ()
-    drop: bool = False
-
-
-def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    """A JSON reply, compact as servers send it."""
-    return Reply(status, orjson.dumps(payload), JSON_TYPE, headers)
-
-
-def text_reply(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Reply:
-    """A plain-text (or HTML) reply, as proxies and frameworks send for errors."""
-    return Reply(status, text.encode(), content_type)
-
-
-INTERNAL_ERROR = json_reply(500, {"message": "An error has occurred."})
-UNAVAILABLE = text_reply(503, "The service is unavailable.")
-BAD_GATEWAY = text_reply(
-    502,
-    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
-    "text/html",
-)
-TOO_LARGE = text_reply(
-    413,
-    "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
-    "<center><h1>413 Request Entity Too Large</h1></center>\r\n</body>\r\n</html>\r\n",
-    "text/html",
-)
-FORBIDDEN = json_reply(403, {"message": "Forbidden: the caller's IP address is not whitelisted"})
-INVALID_KEY = text_reply(401, "Invalid API Key")
-UNSUPPORTED_MEDIA = json_reply(
-    415, {"message": "the sandbox accepts application/json or text/json"}
-)
-BULK_LIMIT = json_reply(400, {"bulkItemLimitExceeded": True})
-
-
-def bad_request(reason: str) -> Reply:
-    """400 "Invalid input format" with the reason, as the API documents it."""
-    return json_reply(400, {"message": f"Invalid input format: {reason}"})
 
 
 class EnqueueService:
@@ -164,22 +137,28 @@ class EnqueueService:
             return None
         self.stats.add(rate_limited=1)
         seconds = retry_after_seconds(wait, faults.retry_after)
-        return json_reply(429, {"message": "Too many requests"}, (("Retry-After", str(seconds)),))
+        return json_reply(429, TOO_MANY_REQUESTS, (("Retry-After", str(seconds)),))
 
     def _latency(self, _: Request, faults: Faults) -> Reply | None:
         self._pause(faults.latency)
         return None
 
     def _server_error(self, _: Request, faults: Faults) -> Reply | None:
-        total = faults.p500 + faults.p503 + faults.p502_html
-        if total <= 0.0:
+        """One roll of the dice picks a JSON 500, a text 503, an HTML 502 or an HTML 400."""
+        chances = (
+            (faults.p500, INTERNAL_ERROR),
+            (faults.p503, UNAVAILABLE),
+            (faults.p502_html, BAD_GATEWAY),
+            (faults.p400_html, PROXY_BAD_REQUEST),
+        )
+        if all(chance <= 0.0 for chance, _ in chances):
             return None
         roll = self.dice.roll()
-        if roll < faults.p500:
-            return INTERNAL_ERROR
-        if roll < faults.p500 + faults.p503:
-            return UNAVAILABLE
-        return BAD_GATEWAY if roll < total else None
+        for chance, reply in chances:
+            if roll < chance:
+                return reply
+            roll -= chance
+        return None
 
     def _body_size(self, request: Request, faults: Faults) -> Reply | None:
         too_large = faults.max_body_bytes is not None and len(request.body) > faults.max_body_bytes
@@ -212,8 +191,12 @@ class EnqueueService:
             valid, results = self._validate(communications, faults.validation)
         except InvalidRequest as exc:
             return bad_request(str(exc))
+        if any(draws_server_error(recipient) for _, recipient in valid):
+            self.stats.add(poisoned=1)  # the server fails on it before anything is recorded
+            return INTERNAL_ERROR
         results.update(self._record(valid))
-        return self._after_work(json_reply(200, {"results": results}), faults)
+        reply = results_reply(results, camel_case_keys=faults.camel_case_keys)
+        return self._after_work(reply, faults)
 
     def _validate(
         self, communications: list[Any], mode: Validation
@@ -278,8 +261,15 @@ class EnqueueService:
             self._pause(faults.slow_after_work)
         if self.dice.chance(faults.p_bad_json):
             self.stats.add(bad_json=1)
-            return replace(reply, body=reply.body[: len(reply.body) // 2])
+            reply = replace(reply, body=reply.body[: len(reply.body) // 2])
+        if faults.trickle > timedelta(0) and self.dice.chance(faults.p_trickle):
+            self.stats.add(trickled=1)
+            reply = replace(reply, trickle=faults.trickle)
         return reply
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds` (a trickling answer's pauses); True when the server is stopping."""
+        return self._stopping.wait(seconds)
 
     def _pause(self, duration: timedelta) -> None:
         if duration > timedelta(0):

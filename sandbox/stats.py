@@ -38,7 +38,11 @@ class Stats:
             self._by_status[status] += 1
 
     def add(self, **counts: int) -> None:
-        """Add to named counters: messages, accepted, duplicates, rejected, dropped, ..."""
+        """Add to named counters: messages, accepted, duplicates, rejected, dropped, ...
+
+        `hung_up` counts answers the client closed the connection on before they were written
+        whole (it gave up waiting, e.g. on a trickling answer).
+        """
         with self._lock:
             self._counts.update(counts)
         if "messages" in counts:
@@ -99,4 +103,7 @@ _NAMES = (
     "transient",
     "omitted",
     "invalid",
+    "poisoned",
+    "trickled",
+    "hung_up",
 )
