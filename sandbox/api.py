@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import orjson
 
-from sandbox.faults import Dice, Faults, RateLimiter, Validation, retry_after_seconds
-from sandbox.ledger import Entry, Ledger, new_tracking_ids
-from sandbox.recipients import (
-    REASONS,
-    Behaviour,
-    behaviour,
-    draws_server_error,
-    may_be_test_recipient,
-)
+from sandbox.faults import Dice, Faults, RateLimiter, retry_after_seconds
+from sandbox.ledger import Ledger
+from sandbox.recipients import draws_server_error
 from sandbox.replies import (
     BAD_GATEWAY,
     BULK_LIMIT,
@@ -41,12 +34,8 @@ from sandbox.replies import (
     results_reply,
 )
 from sandbox.stats import Stats
-from sandbox.validation import (
-    InvalidRequest,
-    client_message_id_of,
-    communications_of,
-    message_error,
-)
+from sandbox.validation import InvalidRequest, communications_of
+from sandbox.work import record, validate
 
 API_PATH = "/api/EnqueueCommunications"
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/json"})
@@ -188,84 +177,46 @@ class EnqueueService:
             communications = communications_of(body)
             if faults.max_batch is not None and len(communications) > faults.max_batch:
                 return BULK_LIMIT
-            valid, results = self._validate(communications, faults.validation)
+            valid, results = validate(communications, faults.validation, self.stats)
         except InvalidRequest as exc:
             return bad_request(str(exc))
         if any(draws_server_error(recipient) for _, recipient in valid):
             self.stats.add(poisoned=1)  # the server fails on it before anything is recorded
             return INTERNAL_ERROR
-        results.update(self._record(valid))
+        results.update(record(valid, self.ledger, self.stats))
         reply = results_reply(results, camel_case_keys=faults.camel_case_keys)
-        return self._after_work(reply, faults)
+        return self._after_work(reply, faults, tuple(cmid for cmid, _ in valid))
 
-    def _validate(
-        self, communications: list[Any], mode: Validation
-    ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-        """The valid (clientMessageId, recipient) pairs, and failed results for the invalid ones."""
-        valid: list[tuple[str, str]] = []
-        failed: dict[str, Any] = {}
-        for index, item in enumerate(communications):
-            client_message_id = item.get("clientMessageId") if type(item) is dict else None
-            if type(client_message_id) is not str or not client_message_id:
-                client_message_id = client_message_id_of(item, index)  # raises, with the reason
-            error = message_error(item)
-            if error is None:
-                valid.append((client_message_id, item["recipient"]))
-            elif mode is Validation.REQUEST:
-                raise InvalidRequest(
-                    f"communications[{index}] (clientMessageId {client_message_id!r}): {error}"
-                )
-            else:
-                failed[client_message_id] = _failure(error, transient=False)
-        self.stats.add(messages=len(communications), invalid=len(failed))
-        return valid, failed
+    def _after_work(self, reply: Reply, faults: Faults, ids: tuple[str, ...]) -> Reply:
+        """Faults that strike once the messages are accepted: the client cannot know they were.
 
-    def _record(self, valid: list[tuple[str, str]]) -> dict[str, Any]:
-        """Receive the valid messages in the ledger and decide each one's result."""
-        now = datetime.now(UTC)
-        fresh = new_tracking_ids(len(valid))
-        results: dict[str, Any] = {}
-        counts = dict.fromkeys(["duplicates", *(kind.value for kind in Behaviour)], 0)
-
-        def answer(entry: Entry) -> None:
-            tracking_id = entry.tracking_id
-            if tracking_id is not None:
-                counts["duplicates"] += 1
-            else:
-                if may_be_test_recipient(entry.recipient):  # the common case skips this
-                    kind = behaviour(entry.recipient, entry.times_received)
-                    if kind is not Behaviour.ACCEPT:
-                        counts[kind.value] += 1
-                        _test_recipient(entry, kind, results, fresh, now)
-                        return
-                tracking_id = entry.tracking_id = next(fresh)
-                entry.accepted_at = now
-            results[entry.client_message_id] = {
-                "trackingId": tracking_id,
-                "success": True,
-                "isTransientError": False,
-            }
-
-        self.ledger.receive(valid, now, answer)
-        counts[Behaviour.ACCEPT.value] = len(valid) - sum(counts.values())
-        self.stats.add(**counts)
-        return results
-
-    def _after_work(self, reply: Reply, faults: Faults) -> Reply:
-        """Faults that strike once the messages are accepted: the client cannot know they were."""
+        A slow or trickling answer's ids are held in the ledger as being answered until the
+        server has written it (`answered`), so that a resend meanwhile is counted.
+        """
         if self.dice.chance(faults.p_drop):
             self.stats.add(dropped=1)
             return replace(reply, drop=True)
-        if faults.slow_after_work > timedelta(0) and self.dice.chance(faults.p_slow):
+        slow = faults.slow_after_work > timedelta(0) and self.dice.chance(faults.p_slow)
+        bad_json = self.dice.chance(faults.p_bad_json)
+        trickle = faults.trickle > timedelta(0) and self.dice.chance(faults.p_trickle)
+        if slow or trickle:
+            self.ledger.answering(ids)
+            reply = replace(reply, answering=ids)
+        if slow:
             self.stats.add(slow=1)
             self._pause(faults.slow_after_work)
-        if self.dice.chance(faults.p_bad_json):
+        if bad_json:
             self.stats.add(bad_json=1)
             reply = replace(reply, body=reply.body[: len(reply.body) // 2])
-        if faults.trickle > timedelta(0) and self.dice.chance(faults.p_trickle):
+        if trickle:
             self.stats.add(trickled=1)
             reply = replace(reply, trickle=faults.trickle)
         return reply
+
+    def answered(self, reply: Reply) -> None:
+        """The server wrote `reply`, or gave up writing it."""
+        if reply.answering:
+            self.ledger.answered(reply.answering)
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds` (a trickling answer's pauses); True when the server is stopping."""
@@ -274,23 +225,3 @@ class EnqueueService:
     def _pause(self, duration: timedelta) -> None:
         if duration > timedelta(0):
             self._stopping.wait(duration.total_seconds())
-
-
-def _test_recipient(
-    entry: Entry, kind: Behaviour, results: dict[str, Any], fresh: Iterator[str], now: datetime
-) -> None:
-    """Answer a test recipient's message (see sandbox.recipients) other than by accepting it."""
-    if kind is Behaviour.OMIT:  # accepted, yet left out of the results
-        entry.tracking_id, entry.accepted_at = next(fresh), now
-    else:
-        transient = kind is Behaviour.TRANSIENT
-        results[entry.client_message_id] = _failure(REASONS[kind], transient=transient)
-
-
-def _failure(reason: str, *, transient: bool) -> dict[str, Any]:
-    return {
-        "trackingId": None,
-        "success": False,
-        "isTransientError": transient,
-        "errorMessage": reason,
-    }

@@ -29,6 +29,7 @@ class Reply:
     headers: tuple[tuple[str, str], ...] = ()
     drop: bool = False
     trickle: timedelta = timedelta(0)
+    answering: tuple[str, ...] = ()  # ids the ledger holds as being answered until it is written
 
 
 def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:

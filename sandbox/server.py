@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import select
 import socket
 import threading
 from http import HTTPStatus
@@ -124,6 +125,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _write(self, reply: Reply) -> None:
+        try:
+            self._send(reply)
+        finally:
+            self.server.service.answered(reply)
+
+    def _send(self, reply: Reply) -> None:
         if reply.drop:
             self.close_connection = True
             return
@@ -148,10 +155,26 @@ class _Handler(BaseHTTPRequestHandler):
         pause = reply.trickle.total_seconds() / pieces
         self.wfile.flush()  # the headers go out at once; only the body trickles
         for start in range(0, len(reply.body), TRICKLE_BYTES):
-            if self.server.service.wait(pause):
-                raise ConnectionAbortedError("the sandbox is stopping")
+            if self._client_left_within(pause):
+                raise ConnectionAbortedError("the client hung up on a trickling answer")
             self.wfile.write(reply.body[start : start + TRICKLE_BYTES])
             self.wfile.flush()
+
+    def _client_left_within(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the client closes its end (or the server stops) meanwhile.
+
+        Noticing the close at once, not at the next failed write, keeps the ledger's "being
+        answered" exact for a client that gives up.
+        """
+        readable, _, _ = select.select([self.connection], [], [], seconds)
+        if not readable:
+            return False
+        try:
+            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                return True
+        except OSError:
+            return True
+        return self.server.service.wait(seconds)  # bytes of another request: just wait
 
     def version_string(self) -> str:
         return "wiraya-sandbox"

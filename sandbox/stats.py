@@ -41,7 +41,9 @@ class Stats:
         """Add to named counters: messages, accepted, duplicates, rejected, dropped, ...
 
         `hung_up` counts answers the client closed the connection on before they were written
-        whole (it gave up waiting, e.g. on a trickling answer).
+        whole (it gave up waiting, e.g. on a trickling answer); `received_while_answering`
+        counts messages received again while a slow or trickling answer holding them was still
+        on its way: a client resending what is still in flight.
         """
         with self._lock:
             self._counts.update(counts)
@@ -106,4 +108,5 @@ _NAMES = (
     "poisoned",
     "trickled",
     "hung_up",
+    "received_while_answering",
 )

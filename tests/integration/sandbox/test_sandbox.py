@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -610,3 +611,23 @@ def test_the_new_faults_come_from_flags_too() -> None:
     assert faults == Faults(
         trickle=timedelta(milliseconds=250), p_trickle=0.5, p400_html=0.1, camel_case_keys=True
     )
+
+
+def test_a_resend_while_a_slow_answer_is_on_its_way_is_counted(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    sandbox.set_faults(trickle=timedelta(milliseconds=800))
+    first: list[httpx.Response] = []
+    in_flight = threading.Thread(target=lambda: first.append(post(http, sandbox, [message("r")])))
+    in_flight.start()
+    wait_for(lambda: sandbox.entry("r"))  # the work is done, the answer trickles
+
+    sandbox.set_faults(Faults())
+    with httpx.Client(timeout=10) as other:
+        resent = post(other, sandbox, [message("r"), message("fresh")])
+    in_flight.join()
+    after = post(http, sandbox, [message("r")])
+
+    assert [r.status_code for r in (first[0], resent, after)] == [200, 200, 200]
+    assert sandbox.stats()["received_while_answering"] == 1
+    assert sandbox.ledger()["r"].times_received == 3
