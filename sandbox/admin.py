@@ -20,8 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from sandbox.api import EnqueueService, Reply, json_reply
+from sandbox.api import EnqueueService
 from sandbox.faults import Faults
+from sandbox.replies import Reply, json_reply
 
 ADMIN_PREFIX = "/_sandbox/"
 

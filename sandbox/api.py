@@ -8,26 +8,36 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import orjson
 
-from sandbox.faults import Dice, Faults, RateLimiter, Validation, retry_after_seconds
-from sandbox.ledger import Entry, Ledger, new_tracking_ids
-from sandbox.recipients import REASONS, Behaviour, behaviour, may_be_test_recipient
-from sandbox.stats import Stats
-from sandbox.validation import (
-    InvalidRequest,
-    client_message_id_of,
-    communications_of,
-    message_error,
+from sandbox.faults import Dice, Faults, RateLimiter, retry_after_seconds
+from sandbox.ledger import Ledger
+from sandbox.recipients import draws_server_error
+from sandbox.replies import (
+    BAD_GATEWAY,
+    BULK_LIMIT,
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    INVALID_KEY,
+    PROXY_BAD_REQUEST,
+    TOO_LARGE,
+    TOO_MANY_REQUESTS,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA,
+    Reply,
+    bad_request,
+    json_reply,
+    results_reply,
 )
+from sandbox.stats import Stats
+from sandbox.validation import InvalidRequest, communications_of
+from sandbox.work import record, validate
 
 API_PATH = "/api/EnqueueCommunications"
-JSON_TYPE = "application/json; charset=utf-8"
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/json"})
 
 
@@ -38,54 +48,6 @@ class Request:
     api_key: str | None
     content_type: str | None
     body: bytes
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP answer; `drop` closes the connection without writing it."""
-
-    status: int
-    body: bytes
-    content_type: str = JSON_TYPE
-    headers: tuple[tuple[str, str], ...] = ()
-    drop: bool = False
-
-
-def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    """A JSON reply, compact as servers send it."""
-    return Reply(status, orjson.dumps(payload), JSON_TYPE, headers)
-
-
-def text_reply(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Reply:
-    """A plain-text (or HTML) reply, as proxies and frameworks send for errors."""
-    return Reply(status, text.encode(), content_type)
-
-
-INTERNAL_ERROR = json_reply(500, {"message": "An error has occurred."})
-UNAVAILABLE = text_reply(503, "The service is unavailable.")
-BAD_GATEWAY = text_reply(
-    502,
-    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
-    "text/html",
-)
-TOO_LARGE = text_reply(
-    413,
-    "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
-    "<center><h1>413 Request Entity Too Large</h1></center>\r\n</body>\r\n</html>\r\n",
-    "text/html",
-)
-FORBIDDEN = json_reply(403, {"message": "Forbidden: the caller's IP address is not whitelisted"})
-INVALID_KEY = text_reply(401, "Invalid API Key")
-UNSUPPORTED_MEDIA = json_reply(
-    415, {"message": "the sandbox accepts application/json or text/json"}
-)
-BULK_LIMIT = json_reply(400, {"bulkItemLimitExceeded": True})
-
-
-def bad_request(reason: str) -> Reply:
-    """400 "Invalid input format" with the reason, as the API documents it."""
-    return json_reply(400, {"message": f"Invalid input format: {reason}"})
 
 
 class EnqueueService:
@@ -164,22 +126,28 @@ class EnqueueService:
             return None
         self.stats.add(rate_limited=1)
         seconds = retry_after_seconds(wait, faults.retry_after)
-        return json_reply(429, {"message": "Too many requests"}, (("Retry-After", str(seconds)),))
+        return json_reply(429, TOO_MANY_REQUESTS, (("Retry-After", str(seconds)),))
 
     def _latency(self, _: Request, faults: Faults) -> Reply | None:
         self._pause(faults.latency)
         return None
 
     def _server_error(self, _: Request, faults: Faults) -> Reply | None:
-        total = faults.p500 + faults.p503 + faults.p502_html
-        if total <= 0.0:
+        """One roll of the dice picks a JSON 500, a text 503, an HTML 502 or an HTML 400."""
+        chances = (
+            (faults.p500, INTERNAL_ERROR),
+            (faults.p503, UNAVAILABLE),
+            (faults.p502_html, BAD_GATEWAY),
+            (faults.p400_html, PROXY_BAD_REQUEST),
+        )
+        if all(chance <= 0.0 for chance, _ in chances):
             return None
         roll = self.dice.roll()
-        if roll < faults.p500:
-            return INTERNAL_ERROR
-        if roll < faults.p500 + faults.p503:
-            return UNAVAILABLE
-        return BAD_GATEWAY if roll < total else None
+        for chance, reply in chances:
+            if roll < chance:
+                return reply
+            roll -= chance
+        return None
 
     def _body_size(self, request: Request, faults: Faults) -> Reply | None:
         too_large = faults.max_body_bytes is not None and len(request.body) > faults.max_body_bytes
@@ -209,98 +177,51 @@ class EnqueueService:
             communications = communications_of(body)
             if faults.max_batch is not None and len(communications) > faults.max_batch:
                 return BULK_LIMIT
-            valid, results = self._validate(communications, faults.validation)
+            valid, results = validate(communications, faults.validation, self.stats)
         except InvalidRequest as exc:
             return bad_request(str(exc))
-        results.update(self._record(valid))
-        return self._after_work(json_reply(200, {"results": results}), faults)
+        if any(draws_server_error(recipient) for _, recipient in valid):
+            self.stats.add(poisoned=1)  # the server fails on it before anything is recorded
+            return INTERNAL_ERROR
+        results.update(record(valid, self.ledger, self.stats))
+        reply = results_reply(results, camel_case_keys=faults.camel_case_keys)
+        return self._after_work(reply, faults, tuple(cmid for cmid, _ in valid))
 
-    def _validate(
-        self, communications: list[Any], mode: Validation
-    ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-        """The valid (clientMessageId, recipient) pairs, and failed results for the invalid ones."""
-        valid: list[tuple[str, str]] = []
-        failed: dict[str, Any] = {}
-        for index, item in enumerate(communications):
-            client_message_id = item.get("clientMessageId") if type(item) is dict else None
-            if type(client_message_id) is not str or not client_message_id:
-                client_message_id = client_message_id_of(item, index)  # raises, with the reason
-            error = message_error(item)
-            if error is None:
-                valid.append((client_message_id, item["recipient"]))
-            elif mode is Validation.REQUEST:
-                raise InvalidRequest(
-                    f"communications[{index}] (clientMessageId {client_message_id!r}): {error}"
-                )
-            else:
-                failed[client_message_id] = _failure(error, transient=False)
-        self.stats.add(messages=len(communications), invalid=len(failed))
-        return valid, failed
+    def _after_work(self, reply: Reply, faults: Faults, ids: tuple[str, ...]) -> Reply:
+        """Faults that strike once the messages are accepted: the client cannot know they were.
 
-    def _record(self, valid: list[tuple[str, str]]) -> dict[str, Any]:
-        """Receive the valid messages in the ledger and decide each one's result."""
-        now = datetime.now(UTC)
-        fresh = new_tracking_ids(len(valid))
-        results: dict[str, Any] = {}
-        counts = dict.fromkeys(["duplicates", *(kind.value for kind in Behaviour)], 0)
-
-        def answer(entry: Entry) -> None:
-            tracking_id = entry.tracking_id
-            if tracking_id is not None:
-                counts["duplicates"] += 1
-            else:
-                if may_be_test_recipient(entry.recipient):  # the common case skips this
-                    kind = behaviour(entry.recipient, entry.times_received)
-                    if kind is not Behaviour.ACCEPT:
-                        counts[kind.value] += 1
-                        _test_recipient(entry, kind, results, fresh, now)
-                        return
-                tracking_id = entry.tracking_id = next(fresh)
-                entry.accepted_at = now
-            results[entry.client_message_id] = {
-                "trackingId": tracking_id,
-                "success": True,
-                "isTransientError": False,
-            }
-
-        self.ledger.receive(valid, now, answer)
-        counts[Behaviour.ACCEPT.value] = len(valid) - sum(counts.values())
-        self.stats.add(**counts)
-        return results
-
-    def _after_work(self, reply: Reply, faults: Faults) -> Reply:
-        """Faults that strike once the messages are accepted: the client cannot know they were."""
+        A slow or trickling answer's ids are held in the ledger as being answered until the
+        server has written it (`answered`), so that a resend meanwhile is counted.
+        """
         if self.dice.chance(faults.p_drop):
             self.stats.add(dropped=1)
             return replace(reply, drop=True)
-        if faults.slow_after_work > timedelta(0) and self.dice.chance(faults.p_slow):
+        slow = faults.slow_after_work > timedelta(0) and self.dice.chance(faults.p_slow)
+        bad_json = self.dice.chance(faults.p_bad_json)
+        trickle = faults.trickle > timedelta(0) and self.dice.chance(faults.p_trickle)
+        if slow or trickle:
+            self.ledger.answering(ids)
+            reply = replace(reply, answering=ids)
+        if slow:
             self.stats.add(slow=1)
             self._pause(faults.slow_after_work)
-        if self.dice.chance(faults.p_bad_json):
+        if bad_json:
             self.stats.add(bad_json=1)
-            return replace(reply, body=reply.body[: len(reply.body) // 2])
+            reply = replace(reply, body=reply.body[: len(reply.body) // 2])
+        if trickle:
+            self.stats.add(trickled=1)
+            reply = replace(reply, trickle=faults.trickle)
         return reply
+
+    def answered(self, reply: Reply) -> None:
+        """The server wrote `reply`, or gave up writing it."""
+        if reply.answering:
+            self.ledger.answered(reply.answering)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds` (a trickling answer's pauses); True when the server is stopping."""
+        return self._stopping.wait(seconds)
 
     def _pause(self, duration: timedelta) -> None:
         if duration > timedelta(0):
             self._stopping.wait(duration.total_seconds())
-
-
-def _test_recipient(
-    entry: Entry, kind: Behaviour, results: dict[str, Any], fresh: Iterator[str], now: datetime
-) -> None:
-    """Answer a test recipient's message (see sandbox.recipients) other than by accepting it."""
-    if kind is Behaviour.OMIT:  # accepted, yet left out of the results
-        entry.tracking_id, entry.accepted_at = next(fresh), now
-    else:
-        transient = kind is Behaviour.TRANSIENT
-        results[entry.client_message_id] = _failure(REASONS[kind], transient=transient)
-
-
-def _failure(reason: str, *, transient: bool) -> dict[str, Any]:
-    return {
-        "trackingId": None,
-        "success": False,
-        "isTransientError": transient,
-        "errorMessage": reason,
-    }

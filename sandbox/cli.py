@@ -34,6 +34,9 @@ def build_parser(prog: str = "outbox sandbox") -> argparse.ArgumentParser:
     faults.add_argument("--p500", type=float, default=0, help="probability of a JSON 500")
     faults.add_argument("--p503", type=float, default=0, help="probability of a text 503")
     faults.add_argument("--p502-html", type=float, default=0, help="probability of an HTML 502")
+    faults.add_argument(
+        "--p400-html", type=float, default=0, help="probability of a proxy's HTML 400 page"
+    )
     faults.add_argument("--outage", action="store_true", help="answer every request with 503")
     faults.add_argument("--forbidden", action="store_true", help="answer every request with 403")
     faults.add_argument(
@@ -44,6 +47,15 @@ def build_parser(prog: str = "outbox sandbox") -> argparse.ArgumentParser:
         "--p-drop", type=float, default=0, help="probability of closing without an answer"
     )
     faults.add_argument("--p-bad-json", type=float, default=0, help="probability of a cut 200 body")
+    faults.add_argument(
+        "--trickle-ms",
+        type=float,
+        default=0,
+        help="after the work, write the answer's body a few bytes at a time over this long",
+    )
+    faults.add_argument(
+        "--p-trickle", type=float, default=1.0, help="probability of a trickling answer"
+    )
     faults.add_argument("--rate-limit", type=float, metavar="RPS", help="429 above this rate")
     faults.add_argument("--retry-after", type=float, metavar="S", help="Retry-After on 429s")
     faults.add_argument(
@@ -56,6 +68,11 @@ def build_parser(prog: str = "outbox sandbox") -> argparse.ArgumentParser:
         default=Validation.REQUEST.value,
         help="an invalid message fails the whole request (400) or only its own result",
     )
+    faults.add_argument(
+        "--camel-case-keys",
+        action="store_true",
+        help="key results by clientMessageId camel-cased, as a Newtonsoft.Json server does",
+    )
     return parser
 
 
@@ -66,17 +83,21 @@ def faults_from(args: argparse.Namespace) -> Faults:
         p500=args.p500,
         p503=args.p503,
         p502_html=args.p502_html,
+        p400_html=args.p400_html,
         outage=args.outage,
         forbidden=args.forbidden,
         slow_after_work=timedelta(milliseconds=args.slow_after_work_ms),
         p_slow=args.p_slow,
         p_drop=args.p_drop,
         p_bad_json=args.p_bad_json,
+        trickle=timedelta(milliseconds=args.trickle_ms),
+        p_trickle=args.p_trickle,
         rate_limit=args.rate_limit,
         retry_after=None if args.retry_after is None else timedelta(seconds=args.retry_after),
         max_batch=args.max_batch,
         max_body_bytes=args.max_body_bytes,
         validation=Validation(args.validation),
+        camel_case_keys=args.camel_case_keys,
     )
 
 

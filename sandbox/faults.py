@@ -6,7 +6,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from enum import StrEnum
@@ -28,25 +28,29 @@ class Faults:
     p500: float = 0.0  # JSON 500 "An error has occurred."
     p503: float = 0.0  # plain-text 503
     p502_html: float = 0.0  # a proxy's HTML 502 page
+    p400_html: float = 0.0  # a proxy's HTML 400 page ("Request Header Or Cookie Too Large")
     outage: bool = False  # every request answered 503 until switched off
     forbidden: bool = False  # every request answered 403 (the caller's IP is not whitelisted)
     slow_after_work: timedelta = timedelta(0)  # answer this late, after the work is done
     p_slow: float = 1.0  # chance that a request is slow, when slow_after_work is set
     p_drop: float = 0.0  # close the connection without an answer, after the work is done
     p_bad_json: float = 0.0  # answer 200 with a truncated JSON body, after the work is done
+    trickle: timedelta = timedelta(0)  # write the answer a few bytes at a time over this long
+    p_trickle: float = 1.0  # chance that an answer trickles, when trickle is set
     rate_limit: float | None = None  # requests per second before 429s
     retry_after: timedelta | None = None  # Retry-After to send; None: when a request next fits
     max_batch: int | None = None  # more communications: 400 {"bulkItemLimitExceeded": true}
     max_body_bytes: int | None = None  # larger bodies: 413, as a proxy in front would answer
     validation: Validation = Validation.REQUEST
+    camel_case_keys: bool = False  # key results as Newtonsoft's camelCase resolver spells them
 
     def __post_init__(self) -> None:
-        for name in ("p500", "p503", "p502_html", "p_slow", "p_drop", "p_bad_json"):
+        for name in _PROBABILITIES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: a probability between 0 and 1")
-        if self.p500 + self.p503 + self.p502_html > 1.0:
-            raise ValueError("p500 + p503 + p502_html: must not exceed 1")
-        for name in ("latency", "slow_after_work", "retry_after"):
+        if self.p500 + self.p503 + self.p502_html + self.p400_html > 1.0:
+            raise ValueError("p500 + p503 + p502_html + p400_html: must not exceed 1")
+        for name in _DURATIONS:
             value = getattr(self, name)
             if value is not None and value < timedelta(0):
                 raise ValueError(f"{name}: must not be negative")
@@ -78,8 +82,18 @@ class Faults:
         return replace(self, **values)
 
 
-_DURATIONS = ("latency", "slow_after_work", "retry_after")
-_FLAGS = ("outage", "forbidden")
+_PROBABILITIES = (
+    "p500",
+    "p503",
+    "p502_html",
+    "p400_html",
+    "p_slow",
+    "p_drop",
+    "p_bad_json",
+    "p_trickle",
+)
+_DURATIONS = ("latency", "slow_after_work", "retry_after", "trickle")
+_FLAGS = ("outage", "forbidden", "camel_case_keys")
 _LIMITS = ("max_batch", "max_body_bytes")
 
 
@@ -132,20 +146,26 @@ class Dice:
 
 
 class RateLimiter:
-    """A token bucket of one second's capacity: above `rate` requests per second, wait."""
+    """A token bucket: it holds max(1, rate) requests and refills at `rate` per second.
 
-    def __init__(self) -> None:
+    So a client keeping to the rate is never refused, a burst of one second's worth passes at
+    once, and over any span T at most rate x T + max(1, rate) requests pass. A refused request
+    uses nothing; the wait returned is the time until the next token.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._tokens = 0.0
         self._rate: float | None = None
-        self._stamp = time.monotonic()
+        self._stamp = clock()
 
     def admit(self, rate: float | None) -> timedelta | None:
         """None when a request may pass now; otherwise how long until one may."""
         if rate is None:
             return None
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             capacity = max(1.0, rate)
             if self._rate != rate:  # a new limit starts with a full bucket
                 self._rate, self._tokens = rate, capacity

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -41,18 +42,22 @@ class Ledger:
 
     _entries: dict[str, Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _answering: Counter[str] = field(default_factory=Counter)  # ids of answers being written
 
     def receive(
         self, batch: Iterable[tuple[str, str]], now: datetime, visit: Callable[[Entry], None]
-    ) -> None:
+    ) -> int:
         """Count one receipt of each (clientMessageId, recipient) and let `visit` answer it.
 
         `visit` runs under the ledger's lock, so two concurrent resends of one message cannot
-        both give it a tracking id.
+        both give it a tracking id. Returns how many of them arrived while an earlier answer
+        holding them was still being written (see `answering`).
         """
         entries = self._entries
+        overlapping = 0
         with self._lock:
             for client_message_id, recipient in batch:
+                overlapping += client_message_id in self._answering
                 entry = entries.get(client_message_id)
                 if entry is None:
                     entry = Entry(client_message_id, recipient, now, now, 1)
@@ -61,6 +66,19 @@ class Ledger:
                     entry.times_received += 1
                     entry.last_received = now
                 visit(entry)
+        return overlapping
+
+    def answering(self, client_message_ids: Iterable[str]) -> None:
+        """A slow or trickling answer holding these ids is on its way (until `answered`)."""
+        with self._lock:
+            self._answering.update(client_message_ids)
+
+    def answered(self, client_message_ids: Iterable[str]) -> None:
+        """That answer was written, or the client hung up on it."""
+        with self._lock:
+            self._answering.subtract(client_message_ids)
+            for client_message_id in [k for k, n in self._answering.items() if n <= 0]:
+                del self._answering[client_message_id]
 
     def snapshot(self) -> dict[str, Entry]:
         """A copy of every entry, keyed by clientMessageId."""
@@ -77,6 +95,7 @@ class Ledger:
         """Forget every entry."""
         with self._lock:
             self._entries.clear()
+            self._answering.clear()
 
 
 def new_tracking_ids(count: int) -> Iterator[str]:

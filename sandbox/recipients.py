@@ -11,6 +11,8 @@
 | 0000005           | refused by validation, as a number Wiraya does not accept although it looks |
 |                   | like an MSISDN: 400 for the whole request, or a permanent per-message      |
 |                   | failure in per-message validation mode                                     |
+| 0000006           | poison: every request holding it is answered HTTP 500 (JSON) as a whole,   |
+|                   | and nothing in that request is recorded; requests without it go through    |
 | anything else     | accepted                                                                   |
 
 For example 46700000001 always fails permanently and 46700000002 succeeds on the third try.
@@ -36,6 +38,7 @@ TRANSIENT_TWICE_SUFFIX = "0000002"
 TRANSIENT_FOREVER_SUFFIX = "0000003"
 OMITTED_ONCE_SUFFIX = "0000004"
 INVALID_SUFFIX = "0000005"
+POISON_SUFFIX = "0000006"
 TRANSIENT_TWICE_ATTEMPTS = 2
 
 
@@ -45,6 +48,11 @@ TEST_MARK = "000000"  # every test suffix starts with it; other recipients are s
 def may_be_test_recipient(recipient: str) -> bool:
     """A cheap first check, for the sandbox's hot path: False means plainly accepted."""
     return recipient[-7:-1] == TEST_MARK
+
+
+def draws_server_error(recipient: str) -> bool:
+    """Whether a request holding this recipient is answered 500 as a whole (a poison message)."""
+    return recipient.endswith(POISON_SUFFIX)
 
 
 def behaviour(recipient: str, receipt: int) -> Behaviour:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import select
 import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sandbox.admin import ADMIN_PREFIX, handle_admin
-from sandbox.api import API_PATH, EnqueueService, Reply, Request, json_reply
+from sandbox.api import API_PATH, EnqueueService, Request
+from sandbox.replies import Reply, json_reply
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a body larger than this is refused before it is read
+TRICKLE_BYTES = 8  # a trickling answer's body goes out this many bytes at a time
 API_KEY_HEADER = "X-ApiKey"  # matched case-sensitively, as Wiraya's server has done
 
 
@@ -121,6 +125,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _write(self, reply: Reply) -> None:
+        try:
+            self._send(reply)
+        finally:
+            self.server.service.answered(reply)
+
+    def _send(self, reply: Reply) -> None:
         if reply.drop:
             self.close_connection = True
             return
@@ -131,9 +141,40 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in reply.headers:
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(reply.body)
+            if reply.trickle:
+                self._trickle(reply)
+            else:
+                self.wfile.write(reply.body)
         except OSError:
             self.close_connection = True  # the client timed out or hung up; nothing to tell it
+            self.server.service.stats.add(hung_up=1)
+
+    def _trickle(self, reply: Reply) -> None:
+        """Write the body in pieces of TRICKLE_BYTES spread evenly over `reply.trickle`."""
+        pieces = max(1, math.ceil(len(reply.body) / TRICKLE_BYTES))
+        pause = reply.trickle.total_seconds() / pieces
+        self.wfile.flush()  # the headers go out at once; only the body trickles
+        for start in range(0, len(reply.body), TRICKLE_BYTES):
+            if self._client_left_within(pause):
+                raise ConnectionAbortedError("the client hung up on a trickling answer")
+            self.wfile.write(reply.body[start : start + TRICKLE_BYTES])
+            self.wfile.flush()
+
+    def _client_left_within(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the client closes its end (or the server stops) meanwhile.
+
+        Noticing the close at once, not at the next failed write, keeps the ledger's "being
+        answered" exact for a client that gives up.
+        """
+        readable, _, _ = select.select([self.connection], [], [], seconds)
+        if not readable:
+            return False
+        try:
+            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                return True
+        except OSError:
+            return True
+        return self.server.service.wait(seconds)  # bytes of another request: just wait
 
     def version_string(self) -> str:
         return "wiraya-sandbox"

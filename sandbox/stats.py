@@ -38,7 +38,13 @@ class Stats:
             self._by_status[status] += 1
 
     def add(self, **counts: int) -> None:
-        """Add to named counters: messages, accepted, duplicates, rejected, dropped, ..."""
+        """Add to named counters: messages, accepted, duplicates, rejected, dropped, ...
+
+        `hung_up` counts answers the client closed the connection on before they were written
+        whole (it gave up waiting, e.g. on a trickling answer); `received_while_answering`
+        counts messages received again while a slow or trickling answer holding them was still
+        on its way: a client resending what is still in flight.
+        """
         with self._lock:
             self._counts.update(counts)
         if "messages" in counts:
@@ -99,4 +105,8 @@ _NAMES = (
     "transient",
     "omitted",
     "invalid",
+    "poisoned",
+    "trickled",
+    "hung_up",
+    "received_while_answering",
 )

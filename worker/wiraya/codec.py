@@ -1,9 +1,15 @@
-"""The EnqueueCommunications wire format: the request body, and what an HTTP answer means."""
+"""The EnqueueCommunications wire format: the request body, and what an HTTP answer means.
+
+A 400 is the API's validation answer only when its body is the API's own JSON; a page from a
+proxy or firewall (HTML, plain text, empty) is a request-level failure like a 502. "Too large"
+comes only from the API's JSON `{"bulkItemLimitExceeded": true}` (too many messages) or a 413
+(too many bytes), never from words in a body: nginx's "400 Request Header Or Cookie Too Large"
+says nothing about the batch.
+"""
 
 from __future__ import annotations
 
 import email.utils
-import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,25 +17,23 @@ from typing import Any
 
 import orjson
 
+from worker.wiraya.answers import REASON_FIELDS, read_results
+from worker.wiraya.json_reader import NotJson, is_object, kind, member, members, parse
 from worker.wiraya.results import (
-    Accepted,
     BadRequest,
+    BatchLimit,
     BatchTooLarge,
     Communication,
-    Delivered,
-    MessageOutcome,
     RateLimited,
-    Rejected,
     SendResult,
     ServerError,
-    Transient,
     Unauthorized,
-    Unknown,
 )
+from worker.wiraya.texts import MAX_REASON_LENGTH, clean_text
 
-MAX_REASON_LENGTH = 500
-_REASON_FIELDS = ("errorMessage", "error", "message", "reason", "title", "detail")
-_TOO_LARGE_HINTS = ("bulkitemlimitexceeded", "too large", "too many communications", "batch size")
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # 10,000 results take about 4 MB; beyond this, not read
+_TEXT_PREFIX = 64 * 1024  # of an error body, the part a reason is taken from
+_NOT_PARSED = object()
 
 
 # Encoding ---------------------------------------------------------------------------------------
@@ -69,22 +73,46 @@ def interpret_response(
     status: int, headers: Mapping[str, str], body: bytes, sent_ids: Sequence[str]
 ) -> SendResult:
     """What an HTTP answer to a batch of `sent_ids` means (`headers` looked up case-blind)."""
+    if len(body) > MAX_ANSWER_BYTES:
+        limit = MAX_ANSWER_BYTES // (1024 * 1024)
+        return ServerError(
+            f"HTTP {status} with an answer larger than {limit} MiB: not read", status
+        )
+    try:
+        answer = parse(body)
+    except NotJson as exc:
+        answer, why = _NOT_PARSED, str(exc)
     if 200 <= status < 300:
-        return _delivered(status, body, sent_ids)
+        if answer is _NOT_PARSED:
+            text = _error_text(body, answer)
+            return ServerError(
+                f"HTTP {status} with a body that is not JSON ({why}): {text}", status
+            )
+        return read_results(status, answer, sent_ids)
+    return _request_failure(status, headers, body, answer)
+
+
+def _request_failure(
+    status: int, headers: Mapping[str, str], body: bytes, answer: object
+) -> SendResult:
+    text = _error_text(body, answer)
     if status in (401, 403):
-        return Unauthorized(f"HTTP {status}: {_error_text(body)}", status)
+        return Unauthorized(f"HTTP {status}: {text}", status)
     if status == 429:
         retry_after = parse_retry_after(_header(headers, "Retry-After"))
-        return RateLimited(f"HTTP 429: {_error_text(body)}", retry_after)
+        return RateLimited(f"HTTP 429: {text}", retry_after)
     if status == 413:
-        return BatchTooLarge(f"HTTP 413: {_error_text(body)}", too_many_items=False)
+        return BatchTooLarge(f"HTTP 413: {text}", limit=BatchLimit.BYTES)
     if status in (400, 422):
-        if _says_too_large(body):
-            return BatchTooLarge(f"HTTP {status}: {_error_text(body)}")
-        return BadRequest(_error_text(body))
+        if not (is_object(answer) or isinstance(answer, str)):
+            what = "not JSON" if answer is _NOT_PARSED else f"JSON {kind(answer)}"
+            return ServerError(f"HTTP {status} not from the API ({what}): {text}", status)
+        if is_object(answer) and member(members(answer)[0], "bulkItemLimitExceeded") is True:
+            return BatchTooLarge(f"HTTP {status}: {text}", limit=BatchLimit.ITEMS)
+        return BadRequest(text)
     if status >= 500:
-        return ServerError(f"HTTP {status}: {_error_text(body)}", status)
-    return ServerError(f"unexpected HTTP {status}: {_error_text(body)}", status)
+        return ServerError(f"HTTP {status}: {text}", status)
+    return ServerError(f"unexpected HTTP {status}: {text}", status)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> timedelta | None:
@@ -92,120 +120,59 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> timedel
     if value is None or not value.strip():
         return None
     try:
-        return timedelta(seconds=max(0.0, float(value.strip())))
+        seconds = float(value.strip())
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        try:
+            return timedelta(seconds=max(0.0, seconds))
+        except OverflowError:  # "1e30", "inf": no answer this client waits for
+            return None
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(timedelta(0), moment - (now or datetime.now(UTC)))
 
 
-def _delivered(status: int, body: bytes, sent_ids: Sequence[str]) -> SendResult:
-    """A 2xx body's per-message outcomes; an unreadable body is a server error (outcome unknown)."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ServerError(
-            f"HTTP {status} with a body that is not JSON: {_error_text(body)}", status
-        )
-    results = _field(payload, "results") if isinstance(payload, dict) else None
-    if not isinstance(results, dict):
-        return ServerError(f"HTTP {status} without a results object: {_error_text(body)}", status)
-    outcomes: dict[str, MessageOutcome] = {}
-    for key in sent_ids:
-        entry = results.get(key)
-        if type(entry) is dict and entry.get("success") is True:  # the common case, fast
-            tracking_id = entry.get("trackingId")
-            if type(tracking_id) is str and tracking_id and not tracking_id.isspace():
-                outcomes[key] = Accepted(tracking_id)
-                continue
-        outcomes[key] = message_outcome(entry)
-    return Delivered(outcomes)
-
-
-def message_outcome(entry: object) -> MessageOutcome:
-    """One entry of `results` read tolerantly: unknown fields ignored, field case ignored."""
-    if entry is None:
-        return Unknown("missing from the API's results")
-    if type(entry) is not dict:
-        return Unknown(f"unreadable result: {_clip(repr(entry))}")
-    success = entry["success"] if "success" in entry else _field(entry, "success")
-    if success is True:
-        tracking_id = entry["trackingId"] if "trackingId" in entry else _field(entry, "trackingId")
-        if isinstance(tracking_id, str) and tracking_id.strip():
-            return Accepted(tracking_id)
-        return Unknown("success without a tracking id")
-    if success is not False:
-        return Unknown(f"result without a boolean success: {_clip(json.dumps(entry))}")
-    transient = _field(entry, "isTransientError")
-    reason = _result_reason(entry)
-    if transient is False:
-        return Rejected(reason)
-    if transient is True:
-        return Transient(reason)
-    return Transient(f"{reason} (isTransientError absent: taken as transient)")
-
-
-def _field(mapping: Mapping[str, Any], name: str) -> Any:
-    """mapping[name], else the first key equal to it ignoring case (PascalCase), else None."""
-    if name in mapping:
-        return mapping[name]
-    lowered = name.lower()
-    return next((v for k, v in mapping.items() if k.lower() == lowered), None)
-
-
-def _result_reason(entry: Mapping[str, Any]) -> str:
-    for name in _REASON_FIELDS:
-        value = _field(entry, name)
-        if isinstance(value, str) and value.strip():
-            return _clip(value)
-    transient = _field(entry, "isTransientError")
-    return f"the API answered success false, isTransientError {json.dumps(transient)}"
-
-
-def _says_too_large(body: bytes) -> bool:
-    """Whether a 400 body says the batch has too many messages (Wiraya: bulkItemLimitExceeded)."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict) and _field(payload, "bulkItemLimitExceeded") is True:
-        return True
-    text = body.decode("utf-8", "replace").lower()
-    return any(hint in text for hint in _TOO_LARGE_HINTS)
-
-
-def _error_text(body: bytes) -> str:
-    """An error body as one trimmed line: a JSON message, an HTML page's title, or the text."""
-    text = body.decode("utf-8", "replace").strip()
+def _error_text(body: bytes, answer: object) -> str:
+    """An error body as one line: the API's JSON message, an HTML page's title, or the text."""
+    if is_object(answer):
+        said = _json_message(answer)
+        if said:
+            return said
+    elif isinstance(answer, str) and answer.strip():
+        return clean_text(answer)
+    text = body[:_TEXT_PREFIX].decode("utf-8", "replace").strip()
     if not text:
         return "(empty body)"
     if text.startswith("<"):
         title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-        return _clip(f"HTML page: {title.group(1) if title else text}")
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return _clip(text)
-    if isinstance(payload, str):
-        return _clip(payload)
-    if isinstance(payload, dict):
-        parts = [str(payload[k]) for k in _REASON_FIELDS if isinstance(payload.get(k), str)]
-        if "errors" in payload:
-            parts.append(json.dumps(payload["errors"], ensure_ascii=False))
-        if parts:
-            return _clip("; ".join(parts))
-    return _clip(json.dumps(payload, ensure_ascii=False))
+        return clean_text(f"HTML page: {title.group(1) if title else text}")
+    return clean_text(text)
 
 
-def _clip(text: str) -> str:
-    """Whitespace collapsed and cut to MAX_REASON_LENGTH characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= MAX_REASON_LENGTH else line[: MAX_REASON_LENGTH - 1] + "…"
+def _json_message(answer: Any) -> str:
+    """The reason fields of a JSON error object, and ASP.NET's validation errors field by field."""
+    fields, _ = members(answer)
+    parts = [value for name in REASON_FIELDS if isinstance(value := member(fields, name), str)]
+    errors = member(fields, "errors")
+    if errors is None:
+        errors = member(fields, "modelState")
+    if is_object(errors):
+        for name, messages in errors:
+            said = [m for m in messages if isinstance(m, str)] if isinstance(messages, list) else []
+            if isinstance(messages, str):
+                said = [messages]
+            if said:
+                parts.append(f"{name}: {', '.join(said)}")
+            if sum(map(len, parts)) > MAX_REASON_LENGTH:
+                break
+    elif isinstance(errors, list):
+        parts += [error for error in errors if isinstance(error, str)]
+    return clean_text("; ".join(part for part in parts if part.strip()))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -5,27 +5,38 @@ dispatcher maps onto the README's outcome table:
 
     SendResult
     ├── Delivered(outcomes)          2xx with a results object; for every clientMessageId sent:
-    │     ├── Accepted(tracking_id)    success
+    │     ├── Accepted(tracking_id)    success, with a tracking id of exactly 32 hex characters
     │     ├── Rejected(reason)         success false, isTransientError false: permanent
     │     ├── Transient(reason)        success false, isTransientError true (or absent)
-    │     └── Unknown(reason)          missing from results or unreadable: resend, same id
+    │     └── Unknown(reason)          missing from results, unreadable, a malformed tracking id,
+    │                                  one tracking id given to two messages, a key given twice or
+    │                                  shared by two messages: resend, same clientMessageId
     └── RequestFailure(reason)       the request as a whole; no message spends an attempt
           ├── RateLimited(retry_after) 429, with Retry-After when given
           ├── Unauthorized(status)     401 / 403
-          ├── BatchTooLarge            413, or 400 saying bulkItemLimitExceeded / too large
-          ├── BadRequest               any other 400 (or 422); reason is the API's text
-          ├── ServerError(status)      5xx, HTML pages, other statuses, bad or malformed 2xx bodies
-          └── TransportError           timeouts, refused or dropped connections: outcome unknown
+          ├── BatchTooLarge(limit)     the API's JSON 400 {"bulkItemLimitExceeded": true}
+          │                            (limit ITEMS), or a 413 whatever its body (limit BYTES)
+          ├── BadRequest               any other 400 (or 422) in the API's own JSON: validation
+          ├── ServerError(status)      5xx; a 400/422 that is not JSON (a proxy's or firewall's
+          │                            page, an empty body); other statuses; 2xx bodies that are
+          │                            not JSON, malformed, nested too deeply or too large
+          └── TransportError           timeouts, the request's deadline, refused or dropped
+                                       connections: outcome unknown
 
+Every reason is cleaned when the result is built (`worker.wiraya.texts.clean_text`): one line,
+no control characters, at most 500 characters, so it can be stored and logged as it is.
 Plain data, no HTTP: the dispatcher imports this module without httpx.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
+
+from worker.wiraya.texts import clean_text
 
 
 @dataclass(frozen=True)
@@ -48,24 +59,28 @@ class Accepted:
 
 
 @dataclass(frozen=True)
-class Rejected:
+class _Reasoned:
+    """A result that carries a reason: cleaned on construction, whoever builds it."""
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", clean_text(self.reason))
+
+
+@dataclass(frozen=True)
+class Rejected(_Reasoned):
     """A permanent failure of this message: never resend it."""
 
-    reason: str
-
 
 @dataclass(frozen=True)
-class Transient:
+class Transient(_Reasoned):
     """A failure of this message that a later attempt may not have."""
 
-    reason: str
-
 
 @dataclass(frozen=True)
-class Unknown:
+class Unknown(_Reasoned):
     """No readable answer for this message; resend it under the same clientMessageId."""
-
-    reason: str
 
 
 MessageOutcome = Accepted | Rejected | Transient | Unknown
@@ -82,10 +97,8 @@ class Delivered:
 
 
 @dataclass(frozen=True)
-class RequestFailure:
+class RequestFailure(_Reasoned):
     """The request as a whole failed; what became of its messages is not known from it."""
-
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -102,15 +115,22 @@ class Unauthorized(RequestFailure):
     status: int = 401
 
 
+class BatchLimit(StrEnum):
+    """Which of the API's limits a batch went over."""
+
+    ITEMS = "items"  # the API's 400 {"bulkItemLimitExceeded": true}: too many messages at once
+    BYTES = "bytes"  # 413: a body larger than the API, or a proxy in front of it, takes
+
+
 @dataclass(frozen=True)
 class BatchTooLarge(RequestFailure):
-    """The batch is more than the API takes at once: split it.
+    """The batch is over a limit of the API: split it.
 
-    ``too_many_items``: the API's own bulkItemLimitExceeded (a limit on the count, which the
-    gate learns); False for a 413 (too many bytes, which says nothing of the count).
+    Only `BatchLimit.ITEMS` says how many messages the API takes; a 413 (`BatchLimit.BYTES`)
+    says the body was too big, which one oversized message can cause whatever the count.
     """
 
-    too_many_items: bool = True
+    limit: BatchLimit = field(kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,12 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox.cli import build_parser, faults_from
 from sandbox.faults import Faults, Validation
 from sandbox.testing import RunningSandbox, SandboxAdmin, running_sandbox
 from tests.integration.polling import wait_for
 
 PATH = "/api/EnqueueCommunications"
 HEX32 = re.compile(r"[0-9a-f]{32}")
+JSON_KEY = {"X-ApiKey": "key", "Content-Type": "application/json"}
 DOC_EXAMPLES = [
     {
         "clientMessageId": "12345",
@@ -475,3 +478,156 @@ def test_the_command_refuses_bad_flags() -> None:
 
     assert completed.returncode == 2
     assert "p500" in completed.stderr
+
+
+# Faults the gate's tests need --------------------------------------------------------------------
+
+
+def test_a_poison_recipient_fails_every_request_holding_it_and_only_those(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    poisoned = [message("p1"), message("bad", "46700000006"), message("p2")]
+
+    first = post(http, sandbox, poisoned)
+    again = post(http, sandbox, poisoned)
+    without = post(http, sandbox, [message("p1"), message("p2")])
+    alone = post(http, sandbox, [message("bad", "46700000006")])
+
+    assert [r.status_code for r in (first, again, without, alone)] == [500, 500, 200, 500]
+    assert first.json() == {"message": "An error has occurred."}
+    assert set(sandbox.ledger()) == {"p1", "p2"}  # a poisoned request records nothing
+    assert sandbox.ledger()["p1"].times_received == 1
+    assert sandbox.stats()["poisoned"] == 3
+
+
+def test_a_trickling_answer_comes_whole_in_many_pieces_after_the_work(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.set_faults(trickle=timedelta(milliseconds=400))
+    body = json.dumps({"communications": [message("t1"), message("t2")]}).encode()
+
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", sandbox.url + PATH, content=body, headers=JSON_KEY) as response,
+    ):
+        assert sandbox.ledger()["t1"].tracking_id is not None  # the work was done first
+        started = time.monotonic()
+        pieces = list(response.iter_raw())
+        took = time.monotonic() - started
+
+    results = json.loads(b"".join(pieces))["results"]
+    assert response.status_code == 200
+    assert sorted(results) == ["t1", "t2"]
+    assert results["t1"]["trackingId"] == sandbox.ledger()["t1"].tracking_id
+    assert len(pieces) > 10
+    assert took >= 0.3
+    assert sandbox.stats()["trickled"] == 1
+
+
+def test_a_client_giving_up_on_a_trickle_is_counted_and_the_work_stays_done(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.set_faults(trickle=timedelta(seconds=30))
+    body = json.dumps({"communications": [message("gave-up")]}).encode()
+
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", sandbox.url + PATH, content=body, headers=JSON_KEY) as response,
+    ):
+        assert response.status_code == 200
+        next(response.iter_raw())  # the first bytes, then hang up
+
+    wait_for(lambda: sandbox.stats()["hung_up"] or None)
+    assert sandbox.ledger()["gave-up"].tracking_id is not None
+
+
+def test_only_some_answers_trickle_with_a_probability(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    sandbox.set_faults(trickle=timedelta(milliseconds=50), p_trickle=0.5)
+
+    for i in range(20):
+        assert post(http, sandbox, [message(f"m{i}")]).status_code == 200
+
+    assert 0 < sandbox.stats()["trickled"] < 20
+
+
+def test_a_proxys_html_400_refuses_before_the_work(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    sandbox.set_faults(p400_html=1.0)
+
+    response = post(http, sandbox, [message("h")])
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "text/html"
+    assert "<title>400 Request Header Or Cookie Too Large</title>" in response.text
+    assert sandbox.ledger() == {}
+
+
+def test_too_many_messages_and_too_many_bytes_answer_differently(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    sandbox.set_faults(max_batch=3, max_body_bytes=600)
+
+    many_small = post(http, sandbox, [message(str(i)) for i in range(4)])
+    big = message("big", **{"$type": "SMSProject", "projectId": 1, "placeholders": ["x" * 700]})
+    few_big = post(http, sandbox, [big])
+
+    assert (many_small.status_code, many_small.json()) == (400, {"bulkItemLimitExceeded": True})
+    assert few_big.status_code == 413
+    assert few_big.headers["content-type"] == "text/html"
+
+
+def test_camel_case_keys_spell_results_as_newtonsoft_does(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    sandbox.set_faults(camel_case_keys=True)
+
+    response = post(http, sandbox, [message("Order-42"), message("ORDER-7"), message("abc")])
+
+    assert sorted(response.json()["results"]) == ["abc", "ordeR-7", "order-42"]
+    assert set(sandbox.ledger()) == {"Order-42", "ORDER-7", "abc"}  # the ledger keeps the ids
+
+
+def test_camel_cased_keys_that_collide_are_written_twice(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    sandbox.set_faults(camel_case_keys=True)
+
+    response = post(http, sandbox, [message("Order-1"), message("order-1")])
+
+    pairs = json.loads(response.content, object_pairs_hook=list)
+    assert [key for key, _ in pairs[0][1]] == ["order-1", "order-1"]
+
+
+def test_the_new_faults_come_from_flags_too() -> None:
+    args = build_parser().parse_args(
+        ["--trickle-ms", "250", "--p-trickle", "0.5", "--p400-html", "0.1", "--camel-case-keys"]
+    )
+
+    faults = faults_from(args)
+
+    assert faults == Faults(
+        trickle=timedelta(milliseconds=250), p_trickle=0.5, p400_html=0.1, camel_case_keys=True
+    )
+
+
+def test_a_resend_while_a_slow_answer_is_on_its_way_is_counted(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    sandbox.set_faults(trickle=timedelta(milliseconds=800))
+    first: list[httpx.Response] = []
+    in_flight = threading.Thread(target=lambda: first.append(post(http, sandbox, [message("r")])))
+    in_flight.start()
+    wait_for(lambda: sandbox.entry("r"))  # the work is done, the answer trickles
+
+    sandbox.set_faults(Faults())
+    with httpx.Client(timeout=10) as other:
+        resent = post(other, sandbox, [message("r"), message("fresh")])
+    in_flight.join()
+    after = post(http, sandbox, [message("r")])
+
+    assert [r.status_code for r in (first[0], resent, after)] == [200, 200, 200]
+    assert sandbox.stats()["received_while_answering"] == 1
+    assert sandbox.ledger()["r"].times_received == 3

@@ -352,3 +352,37 @@ def test_a_forked_child_opens_its_own_connections(
     assert os.waitstatus_to_exitcode(status) == 0
     assert isinstance(after, Delivered)
     assert set(sandbox.ledger()) == {"parent", "child", "parent-again"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, {"$type": "SMSProject", "projectId": 2**70, "placeholders": []}, {"$type": {1, 2}}],
+    ids=["not-a-dict", "huge-integer", "a-set"],
+)
+def test_a_message_that_cannot_be_encoded_is_a_bad_request_never_an_exception(
+    client: WirayaClient, sandbox: RunningSandbox, content: object
+) -> None:
+    result = client.send([Communication("odd", "46701234567", content)])  # type: ignore[arg-type]
+
+    assert isinstance(result, BadRequest)
+    assert "cannot be encoded" in result.reason
+    assert sandbox.request_count == 0
+
+
+def test_a_key_with_a_line_break_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="api_key"):
+        WirayaClient("https://api.wiraya.com", "key\r\nX-Injected: 1", timedelta(seconds=1))
+
+
+def test_an_answer_larger_than_the_limit_is_not_read(
+    client: WirayaClient, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit lowered to 2 KiB, which 100 results exceed; reading stops just past it."""
+    monkeypatch.setattr("worker.wiraya.client.MAX_ANSWER_BYTES", 2048)
+    monkeypatch.setattr("worker.wiraya.codec.MAX_ANSWER_BYTES", 2048)
+
+    result = client.send([sms(f"m{i}") for i in range(100)])
+
+    assert isinstance(result, ServerError)
+    assert "larger than" in result.reason
+    assert len(sandbox.ledger()) == 100  # the work was done: the outcome stays unknown

@@ -9,17 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker.wiraya.answers import message_outcome
 from worker.wiraya.client import WirayaClient, mask_recipient
 from worker.wiraya.codec import (
     encode_request,
     interpret_response,
-    message_outcome,
     parse_retry_after,
     serialize_content,
 )
 from worker.wiraya.results import (
     Accepted,
     BadRequest,
+    BatchLimit,
     BatchTooLarge,
     Communication,
     Delivered,
@@ -140,9 +141,8 @@ def test_every_sent_message_gets_an_outcome_even_when_missing_from_results() -> 
         (403, b"", Unauthorized),
         (413, b"", BatchTooLarge),
         (400, b'{"bulkItemLimitExceeded": true}', BatchTooLarge),
-        (400, b"Request too large", BatchTooLarge),
         (400, b'{"message": "Invalid input format: recipient"}', BadRequest),
-        (422, b"bad", BadRequest),
+        (422, b'{"message": "bad"}', BadRequest),
         (500, b'{"message": "An error has occurred."}', ServerError),
         (502, b"<html><head><title>502 Bad Gateway</title></head></html>", ServerError),
         (404, b"Not found", ServerError),
@@ -173,10 +173,109 @@ def test_html_error_pages_are_summarised_by_their_title() -> None:
 
 
 def test_long_reasons_are_clipped() -> None:
-    result = interpret_response(400, {}, b"x" * 5000, ["a"])
+    result = interpret_response(400, {}, b'{"message": "' + b"x" * 5000 + b'"}', ["a"])
 
     assert isinstance(result, BadRequest)
     assert len(result.reason) == 500
+
+
+# 400s: only the API's own JSON is validation; "too large" only from its JSON or a 413 ------------
+
+NGINX_400 = (
+    b"<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n<body>\r\n"
+    b"<center><h1>400 Bad Request</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        NGINX_400,
+        b"",
+        b"   ",
+        b"Bad Request",
+        b"Request too large",
+        b"too many communications in the batch",
+        b'{"message": "unterminated',
+        b"<html><body>blocked by the firewall</body></html>",
+    ],
+    ids=["nginx-html", "empty", "blank", "text", "text-too-large", "text-too-many", "cut", "html"],
+)
+def test_a_400_that_is_not_the_apis_json_is_a_request_level_failure(body: bytes) -> None:
+    result = interpret_response(400, {"content-type": "text/html"}, body, ["a"])
+
+    assert type(result) is ServerError
+    assert result.status == 400
+    assert result.reason.startswith("HTTP 400")
+
+
+def test_the_nginx_header_too_large_page_is_not_a_batch_too_large() -> None:
+    result = interpret_response(400, {}, NGINX_400, ["a"])
+
+    assert result == ServerError(
+        "HTTP 400 not from the API (not JSON): HTML page: 400 Request Header Or Cookie Too Large",
+        400,
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"message": "Invalid input format: communications[0].recipient"}',
+        b'{"Message": "The request is invalid.", "ModelState": {"x": ["bad"]}}',
+        b'"Invalid input format"',
+        b'{"errors": {"communications[0].recipient": ["required"]}, "title": "invalid"}',
+    ],
+)
+def test_the_apis_json_400_is_validation(body: bytes) -> None:
+    result = interpret_response(400, {"content-type": "application/json"}, body, ["a"])
+
+    assert type(result) is BadRequest
+    assert result.reason
+
+
+def test_asp_net_validation_errors_are_summarised_field_by_field() -> None:
+    body = (
+        b'{"title": "One or more validation errors occurred.", '
+        b'"errors": {"recipient": ["required", "an MSISDN"]}}'
+    )
+
+    result = interpret_response(400, {}, body, ["a"])
+
+    assert result == BadRequest(
+        "One or more validation errors occurred.; recipient: required, an MSISDN"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"bulkItemLimitExceeded": true}',
+        b'{"BulkItemLimitExceeded": true}',
+        b'{"BULKITEMLIMITEXCEEDED": true, "message": "at most 100"}',
+    ],
+)
+def test_bulk_item_limit_exceeded_is_too_many_items(body: bytes) -> None:
+    result = interpret_response(400, {}, body, ["a"])
+
+    assert isinstance(result, BatchTooLarge)
+    assert result.limit is BatchLimit.ITEMS
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"bulkItemLimitExceeded": false}', b'{"bulkItemLimitExceeded": "true"}', b'{"x": true}'],
+)
+def test_anything_short_of_bulk_item_limit_exceeded_true_is_validation(body: bytes) -> None:
+    assert type(interpret_response(400, {}, body, ["a"])) is BadRequest
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>413</html>", b'{"bulkItemLimitExceeded": true}'])
+def test_a_413_is_too_many_bytes_whatever_its_body(body: bytes) -> None:
+    result = interpret_response(413, {}, body, ["a"])
+
+    assert isinstance(result, BatchTooLarge)
+    assert result.limit is BatchLimit.BYTES
 
 
 def test_rate_limit_reads_retry_after_in_seconds_whatever_the_header_case() -> None:
