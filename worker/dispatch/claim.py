@@ -51,6 +51,7 @@ class ClaimedRow:
     priority: int
     expires_at: object
     first_due_at: object
+    last_error: object  # what the last attempt left: tells a message isolated before
 
 
 def new_token() -> int:
@@ -138,7 +139,8 @@ def _returned(dialect: str) -> list[Any]:
     else:
         raw = [outbox.c.client_message_id, outbox.c.recipient, cast_(outbox.c.content, Text)]
         times = [outbox.c.expires_at, outbox.c.first_due_at]
-    return [outbox.c.id, *raw, outbox.c.attempts, outbox.c.priority, *times]
+    error = cast_(outbox.c.last_error, LargeBinary) if dialect == "sqlite" else outbox.c.last_error
+    return [outbox.c.id, *raw, outbox.c.attempts, outbox.c.priority, *times, error.label("error")]
 
 
 # Built once per dialect: the claim runs for every batch, and building it costs more than

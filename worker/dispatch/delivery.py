@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from worker.clock import Clock
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.gate.policy import Gate, Permit
-from worker.dispatch.screen import Outgoing
+from worker.dispatch.screen import ISOLATED, Outgoing
 from worker.wiraya.results import (
     BadRequest,
     BatchTooLarge,
@@ -112,6 +112,8 @@ class Courier:
         """Send ``batch`` (a probe sends one message first); return every answer gathered."""
         run = _Run(self, permit, lease_end)
         if permit.probe is not None and batch:
+            # The probe asks whether the API answers: not a message known to fail on its own.
+            batch = sorted(batch, key=lambda outgoing: outgoing.isolated_before)
             probe, rest = batch[:1], batch[1:]
             if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
                 run.permit_probe_done()
@@ -154,6 +156,8 @@ class _Run:
         evidence = self.answered_here or self.permit.view.answered_since_failure()
         if len(batch) > 1 and evidence:
             return self.isolate(batch)
+        if evidence and batch[0].isolated_before and self.permit.probe is None:
+            return self.guilty(batch)  # alone again, and the API answers: it is the message
         if self.count_failure(started):
             return self.stop(batch)
         return self.guilty(batch)  # the API answered others while this request failed
@@ -190,10 +194,7 @@ class _Run:
         self.delivery.failure = None
         reason = failure.reason if failure else "a request-level failure"
         kind = type(failure).__name__ if failure else "RequestFailure"
-        self.delivery.poisoned[batch[0].id] = (
-            f"every request holding this message failed while others were answered: {kind}: "
-            f"{reason}"
-        )
+        self.delivery.poisoned[batch[0].id] = f"{ISOLATED}: {kind}: {reason}"
         return Flow.OK
 
     def count_failure(self, started: datetime) -> bool:

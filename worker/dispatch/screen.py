@@ -16,6 +16,9 @@ from models.producer import MAX_CLIENT_MESSAGE_ID
 from worker.dispatch.claim import ClaimedRow
 from worker.wiraya.results import Communication
 
+# The reason a message draws when it alone fails every request it is in (README, "How it works").
+ISOLATED = "isolated: every request holding this message failed while others were answered"
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -24,6 +27,7 @@ class Outgoing:
     row: ClaimedRow
     communication: Communication
     expires_at: datetime | None
+    isolated_before: bool  # an earlier attempt found it failing every request it was in
 
     @property
     def id(self) -> int:
@@ -76,7 +80,13 @@ def _screen_row(row: ClaimedRow, *, now: datetime, max_age: timedelta) -> Outgoi
         return f"invalid: {problem}"
     except Exception as error:  # whatever else a raw row can make a parser do: it fails alone
         return f"invalid: the row cannot be read ({type(error).__name__})"
-    return Outgoing(row, communication, expires_at)
+    return Outgoing(row, communication, expires_at, _isolated_before(row.last_error))
+
+
+def _isolated_before(last_error: object) -> bool:
+    if isinstance(last_error, bytes | bytearray | memoryview):
+        last_error = bytes(last_error).decode("utf-8", "replace")
+    return isinstance(last_error, str) and ISOLATED in last_error
 
 
 def _text(value: object, field: str) -> str:

@@ -1,0 +1,155 @@
+"""Rows no producer checked: whatever the database hands back, a bad row fails alone.
+
+Inserted by plain SQL, as any language can: nested thousands of levels deep, bytes that are
+not UTF-8 (SQLite keeps what it is given), identifiers that are empty, huge or hold control
+characters, a message larger than the API takes. Each fails with its reason; its batch-mates
+are sent; nothing is left `sending`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import text
+
+from models import Status
+from sandbox.faults import Faults
+from sandbox.testing import RunningSandbox
+from tests.integration.dispatch.harness import ALPHA, Outbox, recipient
+
+
+def deep(levels: int) -> str:
+    """A content document whose placeholders hide ``levels`` nested lists (as JSON text)."""
+    nested = "[" * levels + '"x"' + "]" * levels
+    return f'{{"$type": "SMSProject", "projectId": 1, "placeholders": {nested}}}'
+
+
+def insert_text(outbox: Outbox, client_message_id: str, to: str, document: str) -> None:
+    """A plain INSERT of a content document given as JSON text."""
+    cast = "CAST(:content AS jsonb)" if outbox.engine.dialect.name == "postgresql" else ":content"
+    with outbox.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO outbox_messages (client_message_id, recipient, content) "
+                f"VALUES (:id, :to, {cast})"
+            ),
+            {"id": client_message_id, "to": to, "content": document},
+        )
+
+
+def assert_only_bad_rows_failed(outbox: Outbox, good: list[str], bad: dict[str, str]) -> None:
+    with outbox.engine.connect() as connection:  # not the content: it may not even parse
+        rows = {
+            row.client_message_id: row
+            for row in connection.execute(
+                text("SELECT client_message_id, status, attempts, last_error FROM outbox_messages")
+            )
+        }
+    assert {rows[cmid].status for cmid in good} == {Status.ACCEPTED}
+    for cmid, reason in bad.items():
+        row = rows[cmid]
+        assert row.status == Status.FAILED, (cmid, row.last_error)
+        assert row.last_error is not None and reason in row.last_error, (cmid, row.last_error)
+        assert row.attempts == 0  # never sent
+    assert not [row for row in rows.values() if row.status == Status.SENDING]
+    assert set(outbox.sandbox.ledger()) == set(good)
+
+
+def test_a_row_nested_thousands_of_levels_deep_fails_alone(outbox: Outbox) -> None:
+    good = outbox.enqueue_ordinary(2)
+    insert_text(outbox, "deep", recipient(900), deep(3_000))
+    good += outbox.enqueue_ordinary(2)
+
+    summary = outbox.dispatcher().dispatch_once()
+
+    assert (summary.claimed, summary.accepted, summary.failed) == (5, 4, 1)
+    assert_only_bad_rows_failed(outbox, good, {"deep": "invalid: "})
+
+
+BAD_IDS = {"": "client_message_id", "x" * 201: "client_message_id", "a\tb": "control"}
+
+
+def test_raw_client_message_ids_are_screened(outbox: Outbox) -> None:
+    good = outbox.enqueue_ordinary(2)
+    for number, cmid in enumerate(BAD_IDS):
+        outbox.insert_raw(cmid, recipient(910 + number), ALPHA)
+
+    summary = outbox.dispatcher().dispatch_once()
+
+    assert (summary.accepted, summary.failed) == (2, 3)
+    rows = {row.client_message_id: row for row in outbox.rows().values()}
+    for cmid, words in BAD_IDS.items():
+        assert rows[cmid].status == Status.FAILED
+        assert rows[cmid].last_error is not None
+        assert rows[cmid].last_error.startswith("invalid: client_message_id")
+        assert words.split()[0] in rows[cmid].last_error
+    assert set(outbox.sandbox.ledger()) == set(good)
+
+
+@pytest.mark.parametrize("column", ["content", "recipient", "client_message_id"])
+def test_bytes_that_are_not_utf8_fail_alone_on_sqlite(
+    sqlite_url: str, sandbox: RunningSandbox, column: str
+) -> None:
+    from worker.database import make_engine
+
+    engine = make_engine(sqlite_url)
+    outbox = Outbox(engine, sandbox)
+    try:
+        good = outbox.enqueue_ordinary(2)
+        values = {
+            "client_message_id": "'blob-row'",
+            "recipient": f"'{recipient(920)}'",
+            "content": f"'{json.dumps(ALPHA)}'",
+        }
+        values[column] = "X'C328FFFE'"  # not UTF-8 at all
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO outbox_messages (client_message_id, recipient, content) "
+                    f"VALUES ({values['client_message_id']}, {values['recipient']}, "
+                    f"{values['content']})"
+                )
+            )
+        good += outbox.enqueue_ordinary(2)
+
+        summary = outbox.dispatcher().dispatch_once()
+
+        assert (summary.claimed, summary.accepted, summary.failed) == (5, 4, 1)
+        with engine.connect() as connection:
+            status, error = connection.execute(
+                text("SELECT status, last_error FROM outbox_messages WHERE id = 3")
+            ).one()
+        assert status == Status.FAILED
+        assert error == f"invalid: {column}: is not UTF-8 text"
+        assert set(sandbox.ledger()) == set(good)
+    finally:
+        outbox.close()
+        engine.dispose()
+
+
+def test_a_message_too_large_for_the_api_fails_alone_and_batches_keep_their_size(
+    outbox: Outbox,
+) -> None:
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    outbox.enqueue_ordinary(10)
+    assert dispatcher.dispatch_once().accepted == 10  # the API takes batches of 10
+    # A proxy in front refuses bodies over 8 KiB; one raw-SQL message alone is larger.
+    outbox.sandbox.set_faults(Faults(max_body_bytes=8_192))
+    good = outbox.enqueue_ordinary(4)
+    outbox.insert_raw(
+        "huge", recipient(930), {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "x" * 20_000}
+    )
+    good += outbox.enqueue_ordinary(5)
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.claimed, summary.accepted, summary.failed) == (10, 9, 1)
+    huge = outbox.row("huge")
+    assert huge.status == Status.FAILED
+    assert huge.last_error is not None and huge.last_error.startswith("rejected: too large: ")
+    assert huge.attempts == 1
+    assert outbox.gate().batch_limit in (None, 10)  # never below what the API took
+    outbox.enqueue_ordinary(10)
+    outbox.clock.catch_up()
+    assert dispatcher.dispatch_once().claimed == 10
