@@ -1,5 +1,6 @@
 """The outbox table, message content types and the producer API (no Celery, no HTTP)."""
 
+from models.async_producer import aenqueue, aenqueue_many
 from models.content import (
     CONTENT_TYPES,
     Content,
@@ -39,6 +40,8 @@ __all__ = [
     "StoredMessage",
     "VoiceProject",
     "WhatsappProject",
+    "aenqueue",
+    "aenqueue_many",
     "decode_stored_content",
     "enqueue",
     "enqueue_many",
