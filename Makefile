@@ -25,6 +25,7 @@ test: $(STAMP)  ## run the whole test suite (unit, integration, end-to-end)
 
 bench: $(STAMP)  ## the benchmarks (~10 min; needs PostgreSQL and redis-server), printing their figures
 	$(BIN)/python bench/bench_producer.py
+	$(BIN)/python bench/bench_screen.py
 	$(BIN)/python bench/bench_drain.py
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_scale.py

@@ -1,5 +1,6 @@
 """The outbox table, message content types and the producer API (no Celery, no HTTP)."""
 
+from models.async_producer import aenqueue, aenqueue_many
 from models.content import (
     CONTENT_TYPES,
     Content,
@@ -10,31 +11,42 @@ from models.content import (
     parse_content,
 )
 from models.errors import DuplicateMessage, InvalidMessage
+from models.limits import DEFAULT_LIMITS, MessageLimits
+from models.message import MessageOptions, NewMessage
 from models.outbox import Base, OutboxMessage
 from models.priority import Priority
-from models.producer import NewMessage, enqueue, enqueue_many
+from models.producer import enqueue, enqueue_many
 from models.recipient import normalize_recipient
+from models.screening import StoredMessage, decode_stored_content, screen_stored
 from models.status import FINAL_STATUSES, Status
 
 metadata = Base.metadata
 
 __all__ = [
     "CONTENT_TYPES",
+    "DEFAULT_LIMITS",
     "FINAL_STATUSES",
     "Content",
     "DuplicateMessage",
     "InvalidMessage",
+    "MessageLimits",
+    "MessageOptions",
     "NewMessage",
     "OutboxMessage",
     "Priority",
     "SMSFromAlpha",
     "SMSProject",
     "Status",
+    "StoredMessage",
     "VoiceProject",
     "WhatsappProject",
+    "aenqueue",
+    "aenqueue_many",
+    "decode_stored_content",
     "enqueue",
     "enqueue_many",
     "metadata",
     "normalize_recipient",
     "parse_content",
+    "screen_stored",
 ]

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from sqlalchemy.engine import make_url
 
+from models import DEFAULT_LIMITS, MessageLimits
 from worker.errors import OutboxError
 
 
@@ -200,11 +201,44 @@ class DispatchSettings(_Concern):
         return self.rate_limit or None
 
 
+_MAX_LIMIT = 1_000_000
+
+
+class LimitSettings(_Concern):
+    """How large a message may be: the dispatcher fails a stored row over these limits."""
+
+    max_text_chars: int = Field(
+        DEFAULT_LIMITS.text_chars, alias="OUTBOX_MAX_TEXT_CHARS", ge=1, le=_MAX_LIMIT
+    )
+    max_placeholder_chars: int = Field(
+        DEFAULT_LIMITS.placeholder_chars, alias="OUTBOX_MAX_PLACEHOLDER_CHARS", ge=1, le=_MAX_LIMIT
+    )
+    max_placeholders_total_chars: int = Field(
+        DEFAULT_LIMITS.placeholders_total_chars,
+        alias="OUTBOX_MAX_PLACEHOLDERS_TOTAL_CHARS",
+        ge=1,
+        le=_MAX_LIMIT,
+    )
+    max_message_bytes: int = Field(
+        DEFAULT_LIMITS.message_bytes, alias="OUTBOX_MAX_MESSAGE_BYTES", ge=1, le=_MAX_LIMIT
+    )
+
+    @property
+    def message_limits(self) -> MessageLimits:
+        """The limits as models take them (``screen_stored``, and producers' ``limits=``)."""
+        return MessageLimits(
+            text_chars=self.max_text_chars,
+            placeholder_chars=self.max_placeholder_chars,
+            placeholders_total_chars=self.max_placeholders_total_chars,
+            message_bytes=self.max_message_bytes,
+        )
+
+
 class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings):
     """What operator commands (the CLI, the metrics) need: never the API's address or key."""
 
 
-class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings):
+class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings):
     """A worker's settings: every concern, and the rules that join them."""
 
     @model_validator(mode="after")

@@ -6,7 +6,14 @@ from datetime import timedelta
 
 import pytest
 
-from worker.settings import NotifyMode, Settings, SettingsError, database_url_from_environ
+from models import DEFAULT_LIMITS, MessageLimits
+from worker.settings import (
+    LimitSettings,
+    NotifyMode,
+    Settings,
+    SettingsError,
+    database_url_from_environ,
+)
 
 KEY = "wk-live-7f3a9c2e5b1d4068"
 WITH_KEY = {"WIRAYA_API_KEY": KEY}
@@ -256,3 +263,38 @@ def test_the_database_url_alone() -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     # No API key needed: migrations and the CLI run without one.
     assert database_url_from_environ({"OUTBOX_DATABASE_URL": url}) == url
+
+
+# --- message limits -----------------------------------------------------------------------------
+
+LIMIT_VARIABLES = {
+    "OUTBOX_MAX_TEXT_CHARS": "text_chars",
+    "OUTBOX_MAX_PLACEHOLDER_CHARS": "placeholder_chars",
+    "OUTBOX_MAX_PLACEHOLDERS_TOTAL_CHARS": "placeholders_total_chars",
+    "OUTBOX_MAX_MESSAGE_BYTES": "message_bytes",
+}
+
+
+def test_message_limits_default_to_the_producers() -> None:
+    assert Settings.from_environ(WITH_KEY).message_limits == DEFAULT_LIMITS
+    assert LimitSettings.from_environ({}).message_limits == DEFAULT_LIMITS
+
+
+def test_every_limit_variable_is_read() -> None:
+    environ = {variable: str(1_000 + index) for index, variable in enumerate(LIMIT_VARIABLES)}
+    limits = Settings.from_environ({**WITH_KEY, **environ}).message_limits
+    assert limits == MessageLimits(
+        text_chars=1_000,
+        placeholder_chars=1_001,
+        placeholders_total_chars=1_002,
+        message_bytes=1_003,
+    )
+    assert {getattr(limits, field) for field in LIMIT_VARIABLES.values()} == {
+        int(value) for value in environ.values()
+    }
+
+
+@pytest.mark.parametrize("variable", list(LIMIT_VARIABLES))
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "1.5", "100000000"])
+def test_bad_limits_are_refused_by_name(variable: str, value: str) -> None:
+    assert refusal({**WITH_KEY, variable: value}).startswith(f"{variable}: ")

@@ -10,62 +10,29 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from alembic import command
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import (
     DuplicateMessage,
     InvalidMessage,
+    MessageLimits,
     NewMessage,
     OutboxMessage,
+    Priority,
     SMSFromAlpha,
     SMSProject,
     Status,
     enqueue,
     enqueue_many,
 )
-from tests.conftest import POSTGRES_URL, _admin, alembic_config, with_database
-from worker.database import make_engine
 
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}
 RAW_INSERT = text(
     "INSERT INTO outbox_messages (client_message_id, recipient, content) "
     "VALUES (:client_message_id, :recipient, :content)"
 )
-
-
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def module_engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    """One migrated database per backend for this module: a new database per test costs
-    far more than the tests themselves, and emptying the table between them is enough."""
-    if request.param == "postgresql":
-        template = request.getfixturevalue("postgres_template")
-        name = f"{template}_producer"
-        _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
-        url = with_database(POSTGRES_URL, name)
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('producer') / 'outbox.db'}"
-        command.upgrade(alembic_config(url), "head")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
-    if request.param == "postgresql":
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@pytest.fixture
-def engine(module_engine: Engine) -> Engine:
-    """The module's database, empty, ids starting at 1 (overrides conftest's per-test copy)."""
-    with module_engine.begin() as connection:
-        if module_engine.dialect.name == "postgresql":
-            connection.execute(text("TRUNCATE outbox_messages RESTART IDENTITY"))
-        else:
-            connection.execute(text("DELETE FROM outbox_messages"))
-    return module_engine
 
 
 def count_rows(engine: Engine) -> int:
@@ -397,7 +364,9 @@ def test_enqueue_many_refuses_an_id_repeated_within_the_call(engine: Engine) -> 
         ({"content": {"$type": "Fax"}}, "messages[2].content.$type"),
         ({"client_message_id": ""}, "messages[2].client_message_id"),
         ({"send_at": datetime(2030, 1, 1)}, "messages[2].send_at"),
-        ({"priority": 1}, "messages[2]"),
+        ({"priority": 7}, "messages[2].priority"),
+        ({"ttl": 60}, "messages[2].ttl"),
+        ({"colour": "red"}, "messages[2]"),
     ],
     ids=lambda value: value if isinstance(value, str) else next(iter(value)),
 )
@@ -503,3 +472,172 @@ def test_an_exception_in_the_callers_block_leaves_no_row(engine: Engine) -> None
         enqueue_many(session, [message(index) for index in range(3)])
         raise BusinessError
     assert count_rows(engine) == 0
+
+
+def own_engine(engine: Engine) -> Engine:
+    """An engine as an application creates it: none of the outbox's own configuration."""
+    return create_engine(engine.url.render_as_string(hide_password=False))
+
+
+def test_enqueue_as_the_first_write_is_rolled_back_with_the_callers_transaction(
+    engine: Engine,
+) -> None:
+    application = own_engine(engine)
+    try:
+        with Session(application) as session:
+            enqueue(session, **message(0))
+            session.rollback()
+        with Session(application) as session, session.begin():
+            enqueue(session, **message(1))
+    finally:
+        application.dispose()
+    assert client_ids(engine) == ["m-1"]
+
+
+@pytest.mark.parametrize("if_exists", ["raise", "return"])
+def test_enqueue_many_as_the_first_write_is_rolled_back_with_the_callers_transaction(
+    engine: Engine, if_exists: Any
+) -> None:
+    # On SQLite, pysqlite opens no transaction before a SAVEPOINT: enqueue_many's savepoint
+    # became the outer transaction and its RELEASE committed the rows.
+    application = own_engine(engine)
+    try:
+        with Session(application) as session:
+            session.execute(text("SELECT count(*) FROM outbox_messages"))  # a read first
+            enqueue_many(session, [message(index) for index in range(3)], if_exists=if_exists)
+            session.rollback()
+        assert count_rows(engine) == 0
+        with Session(application) as session, session.begin():
+            enqueue_many(session, [message(index) for index in range(3)], if_exists=if_exists)
+    finally:
+        application.dispose()
+    assert client_ids(engine) == ["m-0", "m-1", "m-2"]
+
+
+# --- control characters and sizes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"content": {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "a\x00b"}},
+        {"content": {**CONTENT, "placeholders": ["a\x00b"]}},
+        {"client_message_id": "a\x00b"},
+        {"recipient": "4670\x001234567"},
+    ],
+    ids=["text", "placeholder", "client_message_id", "recipient"],
+)
+def test_a_nul_character_is_refused_and_the_transaction_stays_usable(
+    engine: Engine, bad: dict[str, Any]
+) -> None:
+    # PostgreSQL cannot store NUL in text or jsonb: it used to raise a DataError that left
+    # the caller's transaction aborted. SQLite stored it and sent it.
+    with Session(engine) as session:
+        enqueue(session, **message(0))
+        with pytest.raises(InvalidMessage) as caught:
+            enqueue(session, **{**message(1), **bad})
+        assert "control character" in caught.value.reason
+        with pytest.raises(InvalidMessage):
+            enqueue_many(session, [message(2), {**message(3), **bad}])
+        assert session.execute(text("SELECT 1")).scalar() == 1  # not aborted
+        enqueue(session, **message(4))
+        session.commit()
+    assert client_ids(engine) == ["m-0", "m-4"]
+
+
+def test_an_oversized_message_is_refused_before_anything_is_written(engine: Engine) -> None:
+    huge = {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "x" * 2_000}
+    with Session(engine) as session, counting_inserts(engine) as inserts:
+        with pytest.raises(InvalidMessage) as caught:
+            enqueue(session, recipient="46701234567", content=huge)
+        assert caught.value.field == "content.text"
+        with pytest.raises(InvalidMessage) as caught:
+            enqueue_many(session, [message(0), {**message(1), "content": huge}])
+        assert caught.value.field == "messages[1].content.text"
+        assert inserts == []
+    roomy = MessageLimits(text_chars=2_000)
+    with Session(engine) as session, session.begin():
+        enqueue(session, recipient="46701234567", content=huge, limits=roomy)
+        enqueue_many(session, [{**message(1), "content": huge}], limits=roomy)
+    assert count_rows(engine) == 2
+
+
+# --- priorities and lifetimes -------------------------------------------------------------------
+
+
+def stored_lanes(engine: Engine) -> dict[str, tuple[int, datetime | None]]:
+    with Session(engine) as session:
+        query = select(
+            OutboxMessage.client_message_id, OutboxMessage.priority, OutboxMessage.expires_at
+        )
+        return {cid: (priority, expires) for cid, priority, expires in session.execute(query)}
+
+
+def test_enqueue_stores_the_priority_and_the_expiry(engine: Engine) -> None:
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    with Session(engine) as session, session.begin():
+        enqueue(session, **message(0), priority=Priority.URGENT, ttl=timedelta(minutes=10))
+        enqueue(session, **message(1), priority=2, expires_at=expires)
+        enqueue(session, **message(2))
+    lanes = stored_lanes(engine)
+    assert lanes["m-0"][0] == 0
+    assert lanes["m-0"][1] is not None
+    assert abs(lanes["m-0"][1] - expires) < timedelta(seconds=30)
+    assert lanes["m-1"][0] == 2
+    assert abs(lanes["m-1"][1] - expires) < timedelta(milliseconds=1)  # type: ignore[operator]
+    assert lanes["m-2"] == (1, None)
+
+
+def test_enqueue_many_keeps_each_messages_priority_and_expiry(engine: Engine) -> None:
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    batch = [
+        {**message(0), "priority": Priority.BULK},
+        {**message(1), "priority": Priority.URGENT, "expires_at": expires},
+        message(2),
+        {**message(3), "send_at": expires - timedelta(minutes=30), "ttl": timedelta(minutes=5)},
+    ]
+    with Session(engine) as session, session.begin():
+        enqueue_many(session, batch)
+    lanes = stored_lanes(engine)
+    assert {cid: priority for cid, (priority, _) in lanes.items()} == {
+        "m-0": 2,
+        "m-1": 0,
+        "m-2": 1,
+        "m-3": 1,
+    }
+    assert lanes["m-0"][1] is None and lanes["m-2"][1] is None
+    assert abs(lanes["m-1"][1] - expires) < timedelta(milliseconds=1)  # type: ignore[operator]
+    assert abs(lanes["m-3"][1] - (expires - timedelta(minutes=25))) < timedelta(milliseconds=1)  # type: ignore[operator]
+
+
+def test_a_bad_priority_or_expiry_writes_nothing(engine: Engine) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    with Session(engine) as session:
+        with pytest.raises(InvalidMessage) as caught:
+            enqueue(session, **message(0), priority=5)
+        assert caught.value.field == "priority"
+        with pytest.raises(InvalidMessage) as caught:
+            enqueue(session, **message(0), expires_at=past)
+        assert caught.value.field == "expires_at"
+        session.commit()
+    assert count_rows(engine) == 0
+
+
+def test_plain_sql_sets_priority_and_expiry_as_the_readme_shows(engine: Engine) -> None:
+    in_ten_minutes = {
+        "postgresql": "now() + interval '10 minutes'",
+        "sqlite": "datetime('now', '+10 minutes')",
+    }[engine.dialect.name]
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO outbox_messages "
+                "(client_message_id, recipient, content, priority, expires_at) "
+                f"VALUES ('code-1', '46701234567', :content, 0, {in_ten_minutes})"
+            ),
+            {"content": json.dumps(CONTENT)},
+        )
+    priority, expires = stored_lanes(engine)["code-1"]
+    assert priority == 0
+    assert expires is not None
+    assert abs(expires - (datetime.now(UTC) + timedelta(minutes=10))) < timedelta(minutes=1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from models import InvalidMessage, NewMessage, SMSFromAlpha, Status
+from models import InvalidMessage, NewMessage, Priority, SMSFromAlpha, Status
 from models.status import FINAL_STATUSES
 
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John"]}
@@ -23,13 +23,15 @@ def refused_field(**fields: Any) -> str:
     return caught.value.field
 
 
-def test_a_message_is_normalised_and_its_row_has_only_the_given_columns() -> None:
+def test_a_message_is_normalised_and_its_row_leaves_the_due_time_to_the_database() -> None:
     message = create(client_message_id="order-42")
     assert message.recipient == "46701234567"
     assert message.row() == {
         "client_message_id": "order-42",
         "recipient": "46701234567",
         "content": CONTENT,
+        "priority": 1,
+        "expires_at": None,
     }
     assert next(iter(message.row()["content"])) == "$type"
 
@@ -77,6 +79,118 @@ def test_bad_recipient_and_content_are_named() -> None:
     assert refused_field(content={"$type": "SMSFromAlpha", "sender": "", "text": "x"}) == (
         "content.sender"
     )
+
+
+# --- priority ---------------------------------------------------------------------------------
+
+
+def test_the_default_priority_is_normal() -> None:
+    assert create().priority is Priority.NORMAL
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [(Priority.URGENT, 0), (Priority.NORMAL, 1), (Priority.BULK, 2), (0, 0), (1, 1), (2, 2)],
+    ids=repr,
+)
+def test_priorities_and_their_numbers_are_accepted(given: object, stored: int) -> None:
+    message = create(priority=given)
+    assert message.priority is Priority(stored)
+    assert message.row()["priority"] == stored
+
+
+@pytest.mark.parametrize("priority", [3, -1, True, False, 1.0, "urgent", "0", None], ids=repr)
+def test_other_priorities_are_refused_clearly(priority: object) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        create(priority=priority)
+    assert caught.value.field == "priority"
+    assert caught.value.reason.startswith("must be Priority.URGENT, NORMAL or BULK (0-2), got ")
+
+
+# --- expiry -----------------------------------------------------------------------------------
+
+
+def test_no_expiry_by_default() -> None:
+    assert create().expires_at is None
+    assert create().row()["expires_at"] is None
+
+
+def test_expires_at_is_kept_in_utc() -> None:
+    when = datetime.now(timezone(timedelta(hours=2))) + timedelta(minutes=10)
+    message = create(expires_at=when)
+    assert message.expires_at == when
+    assert message.row()["expires_at"].utcoffset() == timedelta(0)
+
+
+def test_a_ttl_counts_from_now() -> None:
+    before = datetime.now(UTC)
+    message = create(ttl=timedelta(minutes=10))
+    after = datetime.now(UTC)
+    assert message.expires_at is not None
+    assert before + timedelta(minutes=10) <= message.expires_at <= after + timedelta(minutes=10)
+
+
+def test_a_ttl_counts_from_send_at_when_scheduled() -> None:
+    send_at = datetime(2031, 1, 1, 9, tzinfo=UTC)
+    message = create(send_at=send_at, ttl=timedelta(hours=1))
+    assert message.expires_at == datetime(2031, 1, 1, 10, tzinfo=UTC)
+
+
+def test_a_ttl_of_a_message_due_in_the_past_counts_from_now() -> None:
+    send_at = datetime.now(UTC) - timedelta(hours=2)
+    message = create(send_at=send_at, ttl=timedelta(hours=1))
+    assert message.expires_at is not None
+    assert message.expires_at > datetime.now(UTC) + timedelta(minutes=59)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"expires_at": datetime(2031, 1, 1)}, "expires_at", "timezone-aware"),
+        ({"expires_at": "2031-01-01T00:00:00Z"}, "expires_at", "must be a datetime"),
+        ({"expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "must be after now"),
+        (
+            {
+                "send_at": datetime(2031, 1, 1, 9, tzinfo=UTC),
+                "expires_at": datetime(2031, 1, 1, 9, tzinfo=UTC),
+            },
+            "expires_at",
+            "must be after send_at (2031-01-01T09:00:00+00:00)",
+        ),
+        (
+            {
+                "send_at": datetime(2031, 1, 1, 9, tzinfo=UTC),
+                "expires_at": datetime(2031, 1, 1, 8, tzinfo=UTC),
+            },
+            "expires_at",
+            "must be after send_at",
+        ),
+        ({"ttl": timedelta(0)}, "ttl", "must be positive"),
+        ({"ttl": timedelta(seconds=-5)}, "ttl", "must be positive"),
+        ({"ttl": 600}, "ttl", "must be a timedelta"),
+        (
+            {"ttl": timedelta(minutes=5), "expires_at": datetime(2031, 1, 1, tzinfo=UTC)},
+            "ttl",
+            "give expires_at or ttl, not both",
+        ),
+    ],
+    ids=[
+        "naive",
+        "text",
+        "past",
+        "equal-to-send-at",
+        "before-send-at",
+        "zero-ttl",
+        "negative-ttl",
+        "ttl-number",
+        "both",
+    ],
+)
+def test_bad_lifetimes_are_refused_clearly(fields: dict[str, Any], field: str, reason: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        create(**fields)
+    assert caught.value.field == field
+    assert reason in caught.value.reason
 
 
 def test_statuses_match_the_contract() -> None:

@@ -1,0 +1,182 @@
+"""A message as the producer validates it: every field checked and normalised before any SQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict
+
+from models.content import Content, parse_content
+from models.errors import InvalidMessage
+from models.limits import DEFAULT_LIMITS, MessageLimits
+from models.priority import Priority
+from models.recipient import normalize_recipient
+from models.text import identifier_problem, shown
+
+MAX_CLIENT_MESSAGE_ID = 200
+
+
+class MessageOptions(TypedDict, total=False):
+    """The optional fields of a message, as keyword arguments of every enqueue function."""
+
+    client_message_id: str | None
+    """The idempotency key (the API's clientMessageId); a fresh UUID when not given."""
+    send_at: datetime | None
+    """An aware datetime: not sent before it."""
+    priority: Priority | int
+    """Priority.URGENT, NORMAL (the default) or BULK, or 0-2."""
+    expires_at: datetime | None
+    """An aware datetime: never sent at or after it (failed as expired)."""
+    ttl: timedelta | None
+    """Instead of expires_at: how long after it is due the message stays worth sending."""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A validated message ready for insert; build it with ``NewMessage.create``."""
+
+    client_message_id: str
+    recipient: str
+    content: Content
+    send_at: datetime | None = None
+    priority: Priority = Priority.NORMAL
+    expires_at: datetime | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        recipient: object,
+        content: Content | Mapping[str, Any],
+        client_message_id: object = None,
+        send_at: object = None,
+        priority: object = Priority.NORMAL,
+        expires_at: object = None,
+        ttl: object = None,
+        limits: MessageLimits = DEFAULT_LIMITS,
+    ) -> NewMessage:
+        """Validate and normalise every field, or raise InvalidMessage naming the bad one."""
+        identifier = client_message_id_of(client_message_id)
+        number = normalize_recipient(recipient)
+        parsed = parse_content(content)
+        parsed.check_limits(limits)
+        limits.check_size(identifier, number, parsed.to_api())
+        due = _send_at(send_at)
+        return cls(
+            client_message_id=identifier,
+            recipient=number,
+            content=parsed,
+            send_at=due,
+            priority=_priority(priority),
+            expires_at=_expiry(expires_at, ttl, due),
+        )
+
+    def row(self) -> dict[str, Any]:
+        """Column values for the insert; without a send_at the row is due at the database's now."""
+        values: dict[str, Any] = {
+            "client_message_id": self.client_message_id,
+            "recipient": self.recipient,
+            "content": self.content.to_api(),
+            "priority": int(self.priority),
+            "expires_at": self.expires_at,
+        }
+        if self.send_at is not None:
+            values["next_attempt_at"] = self.send_at
+        return values
+
+
+def validated_batch(
+    messages: Iterable[NewMessage | Mapping[str, Any]], limits: MessageLimits
+) -> list[NewMessage]:
+    """Every message validated (a NewMessage as it is, a mapping of enqueue's keyword
+    arguments through NewMessage.create), errors named ``messages[i].field``."""
+    batch = [_as_new_message(item, index, limits) for index, item in enumerate(messages)]
+    seen: set[str] = set()
+    for index, message in enumerate(batch):
+        # The same client_message_id twice in one call is a caller's mistake, not a no-op.
+        if message.client_message_id in seen:
+            raise InvalidMessage(
+                f"messages[{index}].client_message_id",
+                f"{shown(message.client_message_id)} appears twice in this call",
+            )
+        seen.add(message.client_message_id)
+    return batch
+
+
+def _as_new_message(
+    item: NewMessage | Mapping[str, Any], index: int, limits: MessageLimits
+) -> NewMessage:
+    if isinstance(item, NewMessage):
+        return item
+    if not isinstance(item, Mapping):
+        raise InvalidMessage(f"messages[{index}]", "must be a NewMessage or a mapping")
+    try:
+        return NewMessage.create(limits=limits, **item)
+    except InvalidMessage as exc:
+        raise InvalidMessage(f"messages[{index}].{exc.field}", exc.reason) from None
+    except TypeError as exc:  # an unknown or missing keyword
+        raise InvalidMessage(f"messages[{index}]", str(exc)) from None
+
+
+def client_message_id_of(value: object) -> str:
+    """The idempotency key: given (1-200 characters, no control character), or a fresh UUID."""
+    if value is None:
+        return uuid.uuid4().hex
+    if not isinstance(value, str):
+        raise InvalidMessage("client_message_id", f"must be a string, got {type(value).__name__}")
+    if not value.strip() or len(value) > MAX_CLIENT_MESSAGE_ID:
+        raise InvalidMessage(
+            "client_message_id",
+            f"must be 1-{MAX_CLIENT_MESSAGE_ID} characters, not blank (got {len(value)})",
+        )
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise InvalidMessage("client_message_id", problem)
+    return value
+
+
+def _priority(value: object) -> Priority:
+    if isinstance(value, int) and not isinstance(value, bool):  # True would pass as NORMAL
+        try:
+            return Priority(value)
+        except ValueError:
+            pass
+    raise InvalidMessage(
+        "priority", f"must be Priority.URGENT, NORMAL or BULK (0-2), got {shown(value)}"
+    )
+
+
+def _send_at(value: object) -> datetime | None:
+    return None if value is None else _aware("send_at", value)
+
+
+def _expiry(expires_at: object, ttl: object, send_at: datetime | None) -> datetime | None:
+    """When the message stops being worth sending: expires_at, or its ttl from when it is due."""
+    if ttl is not None and expires_at is not None:
+        raise InvalidMessage("ttl", "give expires_at or ttl, not both")
+    now = datetime.now(UTC)
+    due = now if send_at is None else max(send_at, now)
+    if ttl is not None:
+        if not isinstance(ttl, timedelta):
+            raise InvalidMessage("ttl", f"must be a timedelta, got {type(ttl).__name__}")
+        if ttl <= timedelta(0):
+            raise InvalidMessage("ttl", f"must be positive, got {ttl}")
+        return (due + ttl).astimezone(UTC)
+    if expires_at is None:
+        return None
+    expires = _aware("expires_at", expires_at)
+    if send_at is not None and expires <= send_at:
+        raise InvalidMessage("expires_at", f"must be after send_at ({send_at.isoformat()})")
+    if expires <= now:
+        raise InvalidMessage("expires_at", f"must be after now, got {expires.isoformat()}")
+    return expires.astimezone(UTC)
+
+
+def _aware(field: str, value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidMessage(field, f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidMessage(field, "must be timezone-aware (naive times are ambiguous)")
+    return value
