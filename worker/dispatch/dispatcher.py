@@ -222,7 +222,9 @@ class Dispatcher:
     ) -> Screened:
         """Screen the claimed rows; a probe claims again while none of them can be sent, so it
         never stalls behind rows that fail on the way (they are recorded, and are no probe)."""
-        screened = screen(rows, now=now, max_age=self.settings.max_age)
+        screened = screen(
+            rows, now=now, max_age=self.settings.max_age, limits=self.settings.message_limits
+        )
         for _ in range(PROBE_CLAIMS - 1):
             if permit.probe is None or screened.outgoing or not rows:
                 break
@@ -231,7 +233,9 @@ class Dispatcher:
             with self.engine.connect() as connection:
                 rows = self._claim_under(connection, permit, now, token)
             summary.note_claimed(rows)
-            screened = screen(rows, now=now, max_age=self.settings.max_age)
+            screened = screen(
+                rows, now=now, max_age=self.settings.max_age, limits=self.settings.message_limits
+            )
         return screened
 
     def _write(self, summary: BatchSummary, results: list[RowResult], token: int) -> None:

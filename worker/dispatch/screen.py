@@ -7,12 +7,16 @@ the reason; nothing here raises for one row's content.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from models import InvalidMessage, normalize_recipient, parse_content
-from models.producer import MAX_CLIENT_MESSAGE_ID
+from models import (
+    DEFAULT_LIMITS,
+    InvalidMessage,
+    MessageLimits,
+    decode_stored_content,
+    screen_stored,
+)
 from worker.dispatch.claim import ClaimedRow
 from worker.wiraya.results import Communication
 
@@ -50,12 +54,18 @@ class Screened:
     unsendable: list[Unsendable]
 
 
-def screen(rows: list[ClaimedRow], *, now: datetime, max_age: timedelta) -> Screened:
+def screen(
+    rows: list[ClaimedRow],
+    *,
+    now: datetime,
+    max_age: timedelta,
+    limits: MessageLimits = DEFAULT_LIMITS,
+) -> Screened:
     """Sort claimed rows into sendable messages and failures (invalid, expired)."""
     outgoing: list[Outgoing] = []
     unsendable: list[Unsendable] = []
     for row in rows:
-        verdict = _screen_row(row, now=now, max_age=max_age)
+        verdict = _screen_row(row, now=now, max_age=max_age, limits=limits)
         if isinstance(verdict, Outgoing):
             outgoing.append(verdict)
         else:
@@ -63,7 +73,9 @@ def screen(rows: list[ClaimedRow], *, now: datetime, max_age: timedelta) -> Scre
     return Screened(outgoing, unsendable)
 
 
-def _screen_row(row: ClaimedRow, *, now: datetime, max_age: timedelta) -> Outgoing | str:
+def _screen_row(
+    row: ClaimedRow, *, now: datetime, max_age: timedelta, limits: MessageLimits
+) -> Outgoing | str:
     try:
         expires_at = _moment(row.expires_at, "expires_at")
         first_due = _moment(row.first_due_at, "first_due_at")
@@ -71,11 +83,13 @@ def _screen_row(row: ClaimedRow, *, now: datetime, max_age: timedelta) -> Outgoi
             return f"expired: not accepted by its expires_at ({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
         if first_due is not None and first_due < now - max_age:
             return f"expired: not accepted within {max_age} of falling due"
-        communication = Communication(
-            _client_message_id(row.client_message_id),
-            normalize_recipient(_text(row.recipient, "recipient")),
-            parse_content(_document(row.content)).to_api(),
+        stored = screen_stored(
+            _text(row.client_message_id, "client_message_id"),
+            _text(row.recipient, "recipient"),
+            decode_stored_content(row.content, limits),
+            limits,
         )
+        communication = Communication(*stored)
     except InvalidMessage as problem:
         return f"invalid: {problem}"
     except Exception as error:  # whatever else a raw row can make a parser do: it fails alone
@@ -99,26 +113,6 @@ def _text(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidMessage(field, f"must be text, not {type(value).__name__}")
     return value
-
-
-def _client_message_id(value: object) -> str:
-    text = _text(value, "client_message_id")
-    if not text.strip() or len(text) > MAX_CLIENT_MESSAGE_ID:
-        raise InvalidMessage(
-            "client_message_id", f"must be 1-{MAX_CLIENT_MESSAGE_ID} characters, not blank"
-        )
-    if not text.isprintable():
-        raise InvalidMessage("client_message_id", "must not contain control characters")
-    return text
-
-
-def _document(value: object) -> object:
-    """The content column decoded as JSON (its text when it is not JSON: the parser refuses it)."""
-    text = _text(value, "content")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _moment(value: object, field: str) -> datetime | None:

@@ -121,7 +121,7 @@ def test_bytes_that_are_not_utf8_fail_alone_on_sqlite(
                 text("SELECT status, last_error FROM outbox_messages WHERE id = 3")
             ).one()
         assert status == Status.FAILED
-        assert error == f"invalid: {column}: is not UTF-8 text"
+        assert error.startswith(f"invalid: {column}: is not ") and "UTF-8" in error
         assert set(sandbox.ledger()) == set(good)
     finally:
         outbox.close()
@@ -131,25 +131,67 @@ def test_bytes_that_are_not_utf8_fail_alone_on_sqlite(
 def test_a_message_too_large_for_the_api_fails_alone_and_batches_keep_their_size(
     outbox: Outbox,
 ) -> None:
-    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
-    outbox.enqueue_ordinary(10)
-    assert dispatcher.dispatch_once().accepted == 10  # the API takes batches of 10
-    # A proxy in front refuses bodies over 8 KiB; one raw-SQL message alone is larger.
-    outbox.sandbox.set_faults(Faults(max_body_bytes=8_192))
-    good = outbox.enqueue_ordinary(4)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=4)
+    outbox.enqueue_ordinary(4)
+    assert dispatcher.dispatch_once().accepted == 4  # the API takes batches of 4
+    # A proxy in front refuses bodies over 1,200 bytes: four ordinary messages fit, one long
+    # text (within the outbox's own limits) alone does not.
+    outbox.sandbox.set_faults(Faults(max_body_bytes=1_200))
+    good = outbox.enqueue_ordinary(3)
     outbox.insert_raw(
-        "huge", recipient(930), {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "x" * 20_000}
+        "long", recipient(930), {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "x" * 1_500}
     )
-    good += outbox.enqueue_ordinary(5)
 
     summary = dispatcher.dispatch_once()
 
-    assert (summary.claimed, summary.accepted, summary.failed) == (10, 9, 1)
-    huge = outbox.row("huge")
-    assert huge.status == Status.FAILED
-    assert huge.last_error is not None and huge.last_error.startswith("rejected: too large: ")
-    assert huge.attempts == 1
-    assert outbox.gate().batch_limit in (None, 10)  # never below what the API took
-    outbox.enqueue_ordinary(10)
+    assert (summary.claimed, summary.accepted, summary.failed) == (4, 3, 1)
+    long = outbox.row("long")
+    assert long.status == Status.FAILED
+    assert long.last_error is not None and long.last_error.startswith("rejected: too large: ")
+    assert long.attempts == 1
+    assert set(outbox.sandbox.ledger()) - {"long"} >= set(good)
+    assert outbox.gate().batch_limit in (None, 4)  # never below what the API took
+    outbox.enqueue_ordinary(4)
     outbox.clock.catch_up()
-    assert dispatcher.dispatch_once().claimed == 10
+    assert dispatcher.dispatch_once().claimed == 4
+
+
+def test_a_raw_message_over_the_outboxs_own_limits_fails_unsent(outbox: Outbox) -> None:
+    good = outbox.enqueue_ordinary(2)
+    outbox.insert_raw(
+        "huge", recipient(931), {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "x" * 20_000}
+    )
+
+    summary = outbox.dispatcher().dispatch_once()
+
+    assert (summary.accepted, summary.failed, summary.requests) == (2, 1, 1)
+    huge = outbox.row("huge")
+    assert (huge.status, huge.attempts) == (Status.FAILED, 0)
+    assert huge.last_error is not None and huge.last_error.startswith("invalid: content")
+    assert set(outbox.sandbox.ledger()) == set(good)
+
+
+def test_a_raw_row_holding_nul_fails_alone_on_sqlite(
+    sqlite_url: str, sandbox: RunningSandbox
+) -> None:
+    # PostgreSQL's jsonb refuses \u0000 itself; SQLite stores it, and the API must never see it.
+    from worker.database import make_engine
+
+    engine = make_engine(sqlite_url)
+    outbox = Outbox(engine, sandbox)
+    try:
+        good = outbox.enqueue_ordinary(2)
+        outbox.insert_raw(
+            "nul", recipient(940), {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "a\x00b"}
+        )
+
+        summary = outbox.dispatcher().dispatch_once()
+
+        assert (summary.accepted, summary.failed) == (2, 1)
+        row = outbox.row("nul")
+        assert row.status == Status.FAILED and row.last_error is not None
+        assert row.last_error.startswith("invalid: content.text")
+        assert set(sandbox.ledger()) == set(good)
+    finally:
+        outbox.close()
+        engine.dispose()
