@@ -8,15 +8,11 @@ with the sandbox's ledger: the proof each scenario ends with.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +26,9 @@ from models import FINAL_STATUSES, NewMessage, SMSProject, enqueue_many
 from sandbox.ledger import Entry
 from sandbox.testing import SandboxAdmin
 from worker.database import make_engine
+from worker.ops.processes import Child, free_port, wait_for
+
+__all__ = ["free_port", "wait_for"]  # re-exported for the scenarios
 
 VENV_BIN = Path(sys.executable).parent
 CELERY = str(VENV_BIN / "celery")
@@ -49,100 +48,7 @@ BASE_SETTINGS = {
 }
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(
-    condition: Callable[[], object], *, timeout: float, what: str, every: float = 0.1
-) -> Any:
-    """Poll until ``condition()`` is truthy and return it; TimeoutError naming ``what`` if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(every)
-
-
-@dataclass
-class Service:
-    """One child process in its own process group, its output in ``log``."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    cwd: Path
-    process: subprocess.Popen[bytes] | None = None
-    _log_offset: int = 0  # where this run's output starts in the log
-
-    def start(self) -> Service:
-        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            out.write(f"\n=== start {' '.join(self.argv)}\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole group at once (a celery worker and its pool processes): a crash."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        _signal_group(self.process.pid, signal.SIGKILL)  # orphans left in the group, if any
-        self.process = None
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=grace)
-        self.kill()
-
-    def wait_for_log(self, pattern: str, timeout: float = 30.0) -> None:
-        """Wait until the log shows ``pattern`` (a regular expression)."""
-        compiled = re.compile(pattern)
-
-        def seen() -> bool:
-            if not self.running:
-                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
-            with self.log.open("rb") as log:
-                log.seek(self._log_offset)
-                return bool(compiled.search(log.read().decode(errors="replace")))
-
-        wait_for(seen, timeout=timeout, what=f"{self.name} to log {pattern!r}")
-
-    def tail(self, lines: int = 40) -> str:
-        if not self.log.exists():
-            return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
+Service = Child  # one process of the stack: its own process group, its output in ``log``
 
 
 @dataclass
@@ -177,7 +83,7 @@ class Stack:
 
     def _service(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Service:
         log = self.directory / f"{name}.log"
-        service = Service(name, argv, dict(env or os.environ), log, self.directory)
+        service = Service(name, argv, log, dict(env or os.environ), self.directory)
         self.services.append(service)
         return service
 
