@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from models import FINAL_STATUSES, NewMessage, SMSProject, enqueue_many
 from sandbox.ledger import Entry
 from sandbox.testing import SandboxAdmin
+from tests.e2e.pooler import pgbouncer_argv
 from worker.database import make_engine
 from worker.ops.processes import Child, free_port, wait_for
 
@@ -64,6 +66,7 @@ class Stack:
     sandbox: Service | None = None
     workers: list[Service] = field(default_factory=list)
     beat: Service | None = None
+    pgbouncer: Service | None = None
     settings: dict[str, str] = field(default_factory=lambda: dict(BASE_SETTINGS))
     _engine: Engine | None = None
 
@@ -107,6 +110,27 @@ class Stack:
                 return conn.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def start_pgbouncer(self) -> str:
+        """PgBouncer in transaction pooling mode in front of the stack's database; returns its URL.
+
+        From then on the stack's engine and every process it starts reach the database
+        through the pooler (``?pooler=transaction``), and beat listens for inserts on the
+        direct URL (OUTBOX_LISTEN_URL). FileNotFoundError when pgbouncer is not installed.
+        """
+        port = free_port()
+        argv = pgbouncer_argv(self.directory, port, self.database_url)
+        self.pgbouncer = self._service("pgbouncer", argv)
+        self.pgbouncer.start()
+        self.pgbouncer.wait_for_log(r"process up")
+        direct = self.database_url
+        pooled = make_url(direct).set(port=port).update_query_dict({"pooler": "transaction"})
+        self.database_url = pooled.render_as_string(hide_password=False)
+        self.settings["OUTBOX_LISTEN_URL"] = direct
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        return self.database_url
 
     def start_sandbox(self, *flags: str, seed: int = 1) -> SandboxAdmin:
         """The sandbox as its own process (`python -m sandbox`), controlled over HTTP."""
