@@ -404,6 +404,34 @@ def _accepted_problems(row: Row, entry: Entry | None, seen_tracking: dict[str, s
     return problems
 
 
+def kill_a_worker_mid_batch(stack: Stack, prefix: str, total: int = 1_000) -> tuple[Verdict, int]:
+    """The crash scenario: SIGKILL the worker while a batch's answer is on its way, restart it.
+
+    The sandbox answers 400 ms after doing the work, so the kill can strike a batch the
+    sandbox has accepted but whose answer the worker never read (outcome unknown). Only the
+    batches in flight at the kill may be sent again, once their lease ends, under the same
+    clientMessageId. Returns the verdict over every message and how many were in flight.
+    """
+    admin = stack.start_sandbox("--latency-ms", "100", "--slow-after-work-ms", "400")
+    stack.enqueue(project_messages(prefix, total))
+    stack.start_outbox()
+    (worker,) = stack.workers
+
+    def accepted_by_sandbox_not_yet_recorded() -> bool:
+        sending = {row.client_message_id for row in stack.rows() if row.status == "sending"}
+        return stack.count("status = 'accepted'") >= 100 and bool(sending & set(admin.ledger()))
+
+    wait_for(accepted_by_sandbox_not_yet_recorded, timeout=30, what="a batch awaiting its answer")
+    worker.kill()
+    in_flight = {row.client_message_id for row in stack.rows() if row.status == "sending"}
+    stack.restart(worker, r"ready\.")
+    stack.wait_all_final(total, timeout=90)
+    verdict = check_every_message(
+        stack.rows(), admin.ledger(), lambda cmid: Expect(resend_ok=cmid in in_flight)
+    )
+    return verdict, len(in_flight)
+
+
 def assert_verdict(verdict: Verdict) -> None:
     """Fail with the first problems found, if any."""
     if verdict.problems:

@@ -19,12 +19,11 @@ import pytest
 
 from tests.conftest import service_missing
 from tests.e2e.harness import (
-    Expect,
     Stack,
     assert_verdict,
     check_every_message,
+    kill_a_worker_mid_batch,
     project_messages,
-    wait_for,
 )
 from tests.e2e.pooler import SERVER_CONNECTIONS
 from worker.runtime.wakeup import psycopg_dsn
@@ -82,27 +81,8 @@ def test_workers_drain_a_backlog_through_pgbouncer(pooled: Stack) -> None:
 
 
 def test_a_worker_killed_mid_drain_behind_pgbouncer_loses_nothing(pooled: Stack) -> None:
-    # Answers come 400 ms after the work, so the kill strikes batches in flight.
-    admin = pooled.start_sandbox("--latency-ms", "100", "--slow-after-work-ms", "400")
     total = 1_000
-    pooled.enqueue(project_messages("pooled-kill", total))
-    pooled.start_outbox()
-    (worker,) = pooled.workers
-
-    def batches_in_flight() -> bool:
-        sending = {row.client_message_id for row in pooled.rows() if row.status == "sending"}
-        return pooled.count("status = 'accepted'") >= 100 and bool(sending & set(admin.ledger()))
-
-    wait_for(batches_in_flight, timeout=30, what="a batch awaiting its answer")
-    worker.kill()
-    in_flight = {row.client_message_id for row in pooled.rows() if row.status == "sending"}
-    pooled.restart(worker, r"ready\.")
-    pooled.wait_all_final(total, timeout=DRAIN_TIMEOUT)
-
-    # Only the batches in flight at the kill may be sent again, under the same clientMessageId.
-    verdict = check_every_message(
-        pooled.rows(), admin.ledger(), lambda cmid: Expect(resend_ok=cmid in in_flight)
-    )
+    verdict, _ = kill_a_worker_mid_batch(pooled, "pooled-kill", total)
     assert_verdict(verdict)
     assert verdict.accepted == total
     assert verdict.resent > 0, "the kill must strike a batch the sandbox had accepted"
