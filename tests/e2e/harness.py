@@ -8,11 +8,15 @@ with the sandbox's ledger: the proof each scenario ends with.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
 import socket
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +40,9 @@ VENV_BIN = Path(sys.executable).parent
 CELERY = str(VENV_BIN / "celery")
 TRACKING_ID = re.compile(r"[0-9a-f]{32}")
 FINAL_SQL = "status IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)))
+
+# Flower's Tasks page with each task's result (the dispatch summary), as README configures it.
+TASKS_COLUMNS = "name,uuid,state,result,received,runtime,worker"
 
 CONCURRENCY = 2  # pool processes per worker: one worker process drives two batches at once
 
@@ -67,6 +74,8 @@ class Stack:
     workers: list[Service] = field(default_factory=list)
     beat: Service | None = None
     pgbouncer: Service | None = None
+    flower: Service | None = None
+    broker: str | None = None  # another broker than the stack's Redis, e.g. a RabbitMQ vhost
     settings: dict[str, str] = field(default_factory=lambda: dict(BASE_SETTINGS))
     _engine: Engine | None = None
 
@@ -74,7 +83,8 @@ class Stack:
 
     @property
     def broker_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        """The stack's own Redis, unless the test chose another broker (``broker``)."""
+        return self.broker or f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
     def sandbox_url(self) -> str:
@@ -139,6 +149,18 @@ class Stack:
         self.sandbox.start()
         self.admin.wait_ready()
         return self.admin
+
+    def start_flower(self, basic_auth: str) -> str:
+        """`celery -A worker flower` as README runs it (FLOWER_BASIC_AUTH, the Tasks page's
+        columns with the results) on a free port; returns its URL once it answers."""
+        port = free_port()
+        argv = [CELERY, "-A", "worker", "flower", "--address=127.0.0.1", f"--port={port}"]
+        env = self.worker_env(FLOWER_BASIC_AUTH=basic_auth, FLOWER_TASKS_COLUMNS=TASKS_COLUMNS)
+        self.flower = self._service("flower", argv, env)
+        self.flower.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_get(f"{url}/healthcheck")[0] == 200, timeout=30, what="Flower")
+        return url
 
     def worker_env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "WIRAYA_"))}
@@ -255,6 +277,34 @@ class Stack:
         with self.engine.connect() as connection:
             row = connection.execute(text("SELECT * FROM outbox_dispatch_gate")).mappings().first()
         return dict(row or {})
+
+
+def http_get(url: str, *, auth: str | None = None) -> tuple[int, bytes]:
+    """GET ``url`` (with basic auth ``user:password``); (status, body), (0, b"") if unreachable."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        error.close()
+        return error.code, body
+    except OSError:
+        return 0, b""
+
+
+def flower_dispatches(flower: str, auth: str) -> list[dict[str, Any]]:
+    """The `outbox.dispatch` tasks Flower has seen, through its API."""
+    status, body = http_get(f"{flower}/api/tasks?taskname=outbox.dispatch", auth=auth)
+    return list(json.loads(body).values()) if status == 200 else []
+
+
+def accepted_in_summaries(tasks: list[dict[str, Any]]) -> int:
+    """Messages accepted, added up over the successful dispatches' summaries (their results)."""
+    found = (re.search(r"'accepted': (\d+)", str(task.get("result"))) for task in tasks)
+    return sum(int(match.group(1)) for match in found if match is not None)
 
 
 @dataclass(frozen=True)
