@@ -216,6 +216,10 @@ class Stack:
         if self._engine is not None:
             self._engine.dispose()
 
+    def outbox_logs(self) -> str:
+        """Everything beat and the workers have logged."""
+        return "".join(s.log.read_text() for s in [self.beat, *self.workers] if s is not None)
+
     def logs(self, lines: int = 40) -> str:
         return "\n\n".join(
             f"--- {service.name} ({service.log}) ---\n{service.tail(lines)}"
@@ -480,6 +484,14 @@ def kill_a_worker_mid_batch(stack: Stack, prefix: str, total: int = 1_000) -> tu
         stack.rows(), admin.ledger(), lambda cmid: Expect(resend_ok=cmid in in_flight)
     )
     return verdict, len(in_flight)
+
+
+def assert_recovered(verdict: Verdict, total: int) -> None:
+    """What the crash scenario proves: every message accepted once in effect, and the kill
+    struck a batch whose answer was on its way (a kill between batches would prove nothing)."""
+    assert_verdict(verdict)
+    assert verdict.accepted == total
+    assert verdict.resent > 0, "the kill must strike a batch the sandbox had accepted"
 
 
 def assert_verdict(verdict: Verdict) -> None:
