@@ -34,7 +34,9 @@ SERVER_URL = os.environ.get(
     "OUTBOX_BENCH_POSTGRES_URL",
     os.environ.get("OUTBOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
 )
-LOGS = Path(os.environ.get("OUTBOX_BENCH_LOGS", tempfile.gettempdir())) / "outbox-bench"
+# The children's logs: a folder per benchmark run, so that runs at the same time (another
+# checkout's) never write into each other's logs.
+LOGS = Path(os.environ.get("OUTBOX_BENCH_LOGS") or tempfile.mkdtemp(prefix="outbox-bench-logs-"))
 
 
 # -- reporting -----------------------------------------------------------------------------------
