@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_sandbox.py [--seconds 5] [--batch 500] [--threads 2]
 
-The sandbox runs as its own process (`python -m sandbox --port 0`), as `outbox sandbox` would.
+The sandbox runs as its own process (`python -m sandbox`), as `outbox sandbox` would.
 Two figures are printed, each from client threads of this process over keep-alive connections:
 - "sandbox": bodies encoded before the clock starts and sent with http.client, so the figure is
   the sandbox's own capacity (what the issue asks: the sandbox must not be the bottleneck);
@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import itertools
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import orjson
+import support
 
 from sandbox.testing import SandboxAdmin
 from worker.wiraya.client import WirayaClient
@@ -34,24 +32,6 @@ from worker.wiraya.results import Communication, Delivered
 PATH = "/api/EnqueueCommunications"
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}
 HEADERS = {"X-ApiKey": "bench", "Content-Type": "application/json"}
-
-
-@contextmanager
-def sandbox_process() -> Iterator[str]:
-    """Start the sandbox on a free port in a child process; yield its URL; stop it after."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().split()[3]  # "sandbox listening on http://..."
-        SandboxAdmin(url).wait_ready()
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def batch_of(ids: Iterator[int], size: int) -> list[Communication]:
@@ -119,7 +99,8 @@ def report(label: str, total: int, elapsed: float, size: int, threads: int) -> N
 def run(seconds: float, size: int, threads: int) -> None:
     """Measure and print both figures."""
     ids = itertools.count()
-    with sandbox_process() as url:
+    with support.sandbox() as server:
+        url = server.url
         # Enough bodies for a fast sandbox; each thread takes its own, all with new ids.
         per_thread = int(seconds * 400) + 10
         bodies = [

@@ -11,15 +11,12 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +24,19 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 
+from worker.ops.processes import Child, free_port, wait_for
+
+__all__ = ["wait_for"]  # the one wait_for, for the benchmarks
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SERVER_URL = os.environ.get(
     "OUTBOX_BENCH_POSTGRES_URL",
     os.environ.get("OUTBOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
 )
-LOGS = Path(os.environ.get("OUTBOX_BENCH_LOGS", tempfile.gettempdir())) / "outbox-bench"
+# The children's logs: a folder per benchmark run, so that runs at the same time (another
+# checkout's) never write into each other's logs.
+LOGS = Path(os.environ.get("OUTBOX_BENCH_LOGS") or tempfile.mkdtemp(prefix="outbox-bench-logs-"))
 
 
 # -- reporting -----------------------------------------------------------------------------------
@@ -133,91 +136,16 @@ def scratch_sqlite() -> Iterator[str]:
 # -- processes -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], object], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Process:
-    """A child process in its own group; ``log`` holds its output, ``url`` where it serves."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    url: str = ""
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for_log(self, pattern: str, timeout: float = 60.0) -> None:
-        def seen() -> bool:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log_text()[-3000:]}")
-            return re.search(pattern, self.log_text()) is not None
-
-        wait_for(seen, timeout=timeout, what=f"{self.name} to log {pattern!r}")
-
-    def tree(self) -> list[int]:
-        """This process and every descendant (a celery worker's pool processes)."""
-        parents: dict[int, int] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with suppress(OSError, ValueError, IndexError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                parents[int(stat.parent.name)] = int(fields[1])
-        found = [self.popen.pid]
-        for pid in found:
-            found += [child for child, parent in parents.items() if parent == pid]
-        return found
-
-    def peak_rss_mib(self) -> list[float]:
-        """Each process's peak resident memory (VmHWM) so far, in MiB."""
-        peaks = []
-        for pid in self.tree():
-            value = _first_match(Path(f"/proc/{pid}/status"), r"VmHWM:\s*(\d+) kB")
-            if value is not None:
-                peaks.append(int(value) / 1024)
-        return peaks
-
-    def stop(self, grace: float = 15.0) -> None:
-        if self.popen.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=grace)
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
+Process = Child  # a child in its own group; ``log`` holds its output, ``url`` where it serves
 
 
 @contextmanager
 def process(name: str, argv: list[str], env: dict[str, str] | None = None) -> Iterator[Process]:
-    """Run ``argv`` for the length of the block."""
-    LOGS.mkdir(parents=True, exist_ok=True)
+    """Run ``argv`` for the length of the block (stopped, or killed, when it ends)."""
     log = LOGS / f"{name}.log"
-    with log.open("wb") as out:
-        popen = subprocess.Popen(
-            argv,
-            env=env or dict(os.environ),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    child = Process(name, popen, log)
-    try:
+    log.unlink(missing_ok=True)  # each run's log starts empty
+    with Child(name, argv, log, env, ROOT) as child:
         yield child
-    finally:
-        child.stop()
 
 
 @contextmanager
@@ -270,8 +198,7 @@ def celery_worker(
         ping += ["-d", f"{name}@{socket.gethostname()}"]
 
         def answers() -> bool:
-            if worker.popen.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{worker.log_text()[-3000:]}")
+            worker.check()
             done = subprocess.run(ping, env=env, cwd=ROOT, capture_output=True, check=False)
             return done.returncode == 0
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import create_engine
 
 import models
 import worker.dispatch.gate  # noqa: F401  (the gate's table joins the metadata)
+from worker.database import make_engine
 from worker.settings import database_url_from_environ
 
 config = context.config
@@ -30,7 +30,7 @@ def run_offline() -> None:
 
 def run_online() -> None:
     """Run the migrations in one transaction on a fresh connection."""
-    engine = create_engine(_url())
+    engine = make_engine(_url())
     with engine.connect() as connection:
         context.configure(
             connection=connection,

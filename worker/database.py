@@ -1,25 +1,69 @@
-"""Database engines for the outbox: one per process, created after fork, tuned per dialect."""
+"""Database engines for the outbox: one per process, created after fork, tuned per dialect.
+
+A PostgreSQL URL ending in ``?pooler=transaction`` reaches the database through a pooler in
+transaction mode (PgBouncer's ``pool_mode = transaction``), which hands every transaction to
+whichever server connection is free. The option is the outbox's own: it is taken off the URL
+before the driver sees it, and it turns psycopg's server-side prepared statements off, since
+a statement prepared on one server connection is unknown on the next, or means another
+client's statement there.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
+
+POOLER_OPTION = "pooler"
+TRANSACTION_POOLER = "transaction"
 
 _engines: dict[str, Engine] = {}
 
 
-def make_engine(url: str, **options: Any) -> Engine:
-    """A new engine for the outbox database; SQLite gets WAL and a busy timeout."""
-    if url.startswith("sqlite"):
+def behind_transaction_pooler(url: str | URL) -> bool:
+    """True when ``url`` says it goes through a transaction pooler (``?pooler=transaction``).
+
+    ArgumentError, naming the option and why, for any other value, for a database other than
+    PostgreSQL, or for a driver other than psycopg.
+    """
+    parsed = make_url(url)
+    if POOLER_OPTION not in parsed.query:
+        return False
+    value = parsed.query[POOLER_OPTION]
+    if value != TRANSACTION_POOLER:
+        raise ArgumentError(
+            f"{POOLER_OPTION}={value}: the one pooler mode to name is "
+            f"{POOLER_OPTION}={TRANSACTION_POOLER} (a session pooler needs no option)"
+        )
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() != "psycopg":
+        raise ArgumentError(
+            f"{POOLER_OPTION}={TRANSACTION_POOLER}: needs a postgresql+psycopg:// URL"
+        )
+    return True
+
+
+def driver_url(url: str | URL) -> URL:
+    """``url`` as the driver takes it: without the outbox's own pooler option."""
+    return make_url(url).difference_update_query([POOLER_OPTION])
+
+
+def make_engine(url: str | URL, **options: Any) -> Engine:
+    """A new engine for the outbox database; SQLite gets WAL and a busy timeout, a URL
+    behind a transaction pooler no server-side prepared statements."""
+    if make_url(url).get_backend_name() == "sqlite":
+        behind_transaction_pooler(url)  # refuses the option on SQLite
         engine = create_engine(url, poolclass=NullPool, **options)
         event.listen(engine, "connect", _tune_sqlite)
         return engine
+    if behind_transaction_pooler(url):
+        options["connect_args"] = {"prepare_threshold": None, **options.get("connect_args", {})}
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_size", 5)
-    return create_engine(url, **options)
+    return create_engine(driver_url(url), **options)
 
 
 def engine_for(url: str) -> Engine:

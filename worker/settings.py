@@ -21,8 +21,10 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from models import DEFAULT_LIMITS, MessageLimits
+from worker.database import behind_transaction_pooler
 from worker.errors import OutboxError
 
 
@@ -95,7 +97,7 @@ class _Concern(BaseModel):
     def __repr_args__(self) -> Any:
         # Database and broker URLs may hold passwords: show them masked, like the API key.
         for name, value in super().__repr_args__():
-            if name in {"database_url", "broker_url"} and isinstance(value, str):
+            if name in {"database_url", "listen_url", "broker_url"} and isinstance(value, str):
                 value = make_url(value).render_as_string(hide_password=True)
             yield name, value
 
@@ -104,13 +106,45 @@ class DatabaseSettings(_Concern):
     """Where the outbox lives, how inserts wake workers, and how long finished rows stay."""
 
     database_url: str = Field("sqlite:///outbox.db", alias="OUTBOX_DATABASE_URL", min_length=1)
+    # A direct connection for beat's LISTEN, when the database URL goes through a transaction
+    # pooler (`?pooler=transaction`), where a LISTEN session does not survive its statement.
+    listen_url: str | None = Field(None, alias="OUTBOX_LISTEN_URL", min_length=1)
     notify: NotifyMode = Field(NotifyMode.AUTO, alias="OUTBOX_NOTIFY")
     retention: Seconds = Field(timedelta(days=30), alias="OUTBOX_RETENTION_SECONDS")
+
+    @model_validator(mode="after")
+    def _check_database(self) -> Self:
+        _behind_pooler("OUTBOX_DATABASE_URL", self.database_url)
+        if self.listen_url is None:
+            return self
+        if not self.is_postgres:
+            raise ValueError("OUTBOX_LISTEN_URL: only a PostgreSQL outbox listens for inserts")
+        if not self.listen_url.startswith("postgresql"):
+            raise ValueError("OUTBOX_LISTEN_URL: must be a PostgreSQL URL")
+        if _behind_pooler("OUTBOX_LISTEN_URL", self.listen_url):
+            raise ValueError(
+                "OUTBOX_LISTEN_URL: must be a direct connection: "
+                "LISTEN does not work through a transaction pooler"
+            )
+        return self
 
     @property
     def is_postgres(self) -> bool:
         """True when the outbox lives in PostgreSQL (SKIP LOCKED, NOTIFY, partial indexes)."""
         return self.database_url.startswith("postgresql")
+
+    @property
+    def behind_transaction_pooler(self) -> bool:
+        """True when OUTBOX_DATABASE_URL goes through a transaction pooler (`?pooler=...`)."""
+        return behind_transaction_pooler(self.database_url)
+
+    @property
+    def listen_on(self) -> str | None:
+        """Where beat LISTENs for inserts on PostgreSQL: OUTBOX_LISTEN_URL, else the database
+        URL unless it goes through a transaction pooler (None: nowhere, polling alone)."""
+        if self.listen_url is not None:
+            return self.listen_url
+        return None if self.behind_transaction_pooler else self.database_url
 
     @property
     def notify_enabled(self) -> bool:
@@ -246,6 +280,19 @@ class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, 
         if self.lease <= self.wiraya_timeout:
             raise ValueError("OUTBOX_LEASE_SECONDS: must exceed WIRAYA_TIMEOUT_SECONDS")
         return self
+
+
+def _behind_pooler(variable: str, url: str) -> bool:
+    """Whether ``url`` goes through a transaction pooler; a bad pooler option is a ValueError
+    naming ``variable``. An unreadable URL is left to the engine to report, as any other."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    try:
+        return behind_transaction_pooler(parsed)
+    except ArgumentError as error:
+        raise ValueError(f"{variable}: {error}") from None
 
 
 def _describe(exc: ValidationError) -> str:

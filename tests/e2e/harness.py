@@ -8,15 +8,15 @@ with the sandbox's ledger: the proof each scenario ends with.
 
 from __future__ import annotations
 
-import contextlib
+import base64
+import json
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,17 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from models import FINAL_STATUSES, NewMessage, SMSProject, enqueue_many
 from sandbox.ledger import Entry
 from sandbox.testing import SandboxAdmin
+from tests.e2e.pooler import pgbouncer_argv
 from worker.database import make_engine
+from worker.ops.processes import Child, free_port, wait_for
+
+__all__ = ["free_port", "wait_for"]  # re-exported for the scenarios
 
 VENV_BIN = Path(sys.executable).parent
 CELERY = str(VENV_BIN / "celery")
 TRACKING_ID = re.compile(r"[0-9a-f]{32}")
 FINAL_SQL = "status IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)))
+
+# Flower's Tasks page with each task's result (the dispatch summary), as README configures it.
+TASKS_COLUMNS = "name,uuid,state,result,received,runtime,worker"
 
 CONCURRENCY = 2  # pool processes per worker: one worker process drives two batches at once
 
@@ -49,100 +57,7 @@ BASE_SETTINGS = {
 }
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(
-    condition: Callable[[], object], *, timeout: float, what: str, every: float = 0.1
-) -> Any:
-    """Poll until ``condition()`` is truthy and return it; TimeoutError naming ``what`` if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(every)
-
-
-@dataclass
-class Service:
-    """One child process in its own process group, its output in ``log``."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    cwd: Path
-    process: subprocess.Popen[bytes] | None = None
-    _log_offset: int = 0  # where this run's output starts in the log
-
-    def start(self) -> Service:
-        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            out.write(f"\n=== start {' '.join(self.argv)}\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole group at once (a celery worker and its pool processes): a crash."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        _signal_group(self.process.pid, signal.SIGKILL)  # orphans left in the group, if any
-        self.process = None
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=grace)
-        self.kill()
-
-    def wait_for_log(self, pattern: str, timeout: float = 30.0) -> None:
-        """Wait until the log shows ``pattern`` (a regular expression)."""
-        compiled = re.compile(pattern)
-
-        def seen() -> bool:
-            if not self.running:
-                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
-            with self.log.open("rb") as log:
-                log.seek(self._log_offset)
-                return bool(compiled.search(log.read().decode(errors="replace")))
-
-        wait_for(seen, timeout=timeout, what=f"{self.name} to log {pattern!r}")
-
-    def tail(self, lines: int = 40) -> str:
-        if not self.log.exists():
-            return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
+Service = Child  # one process of the stack: its own process group, its output in ``log``
 
 
 @dataclass
@@ -158,6 +73,9 @@ class Stack:
     sandbox: Service | None = None
     workers: list[Service] = field(default_factory=list)
     beat: Service | None = None
+    pgbouncer: Service | None = None
+    flower: Service | None = None
+    broker: str | None = None  # another broker than the stack's Redis, e.g. a RabbitMQ vhost
     settings: dict[str, str] = field(default_factory=lambda: dict(BASE_SETTINGS))
     _engine: Engine | None = None
 
@@ -165,7 +83,8 @@ class Stack:
 
     @property
     def broker_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        """The stack's own Redis, unless the test chose another broker (``broker``)."""
+        return self.broker or f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
     def sandbox_url(self) -> str:
@@ -177,7 +96,7 @@ class Stack:
 
     def _service(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Service:
         log = self.directory / f"{name}.log"
-        service = Service(name, argv, dict(env or os.environ), log, self.directory)
+        service = Service(name, argv, log, dict(env or os.environ), self.directory)
         self.services.append(service)
         return service
 
@@ -202,6 +121,27 @@ class Stack:
         except OSError:
             return False
 
+    def start_pgbouncer(self) -> str:
+        """PgBouncer in transaction pooling mode in front of the stack's database; returns its URL.
+
+        From then on the stack's engine and every process it starts reach the database
+        through the pooler (``?pooler=transaction``), and beat listens for inserts on the
+        direct URL (OUTBOX_LISTEN_URL). FileNotFoundError when pgbouncer is not installed.
+        """
+        port = free_port()
+        argv = pgbouncer_argv(self.directory, port, self.database_url)
+        self.pgbouncer = self._service("pgbouncer", argv)
+        self.pgbouncer.start()
+        self.pgbouncer.wait_for_log(r"process up")
+        direct = self.database_url
+        pooled = make_url(direct).set(port=port).update_query_dict({"pooler": "transaction"})
+        self.database_url = pooled.render_as_string(hide_password=False)
+        self.settings["OUTBOX_LISTEN_URL"] = direct
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        return self.database_url
+
     def start_sandbox(self, *flags: str, seed: int = 1) -> SandboxAdmin:
         """The sandbox as its own process (`python -m sandbox`), controlled over HTTP."""
         argv = [sys.executable, "-m", "sandbox", "--port", str(self.sandbox_port)]
@@ -209,6 +149,18 @@ class Stack:
         self.sandbox.start()
         self.admin.wait_ready()
         return self.admin
+
+    def start_flower(self, basic_auth: str) -> str:
+        """`celery -A worker flower` as README runs it (FLOWER_BASIC_AUTH, the Tasks page's
+        columns with the results) on a free port; returns its URL once it answers."""
+        port = free_port()
+        argv = [CELERY, "-A", "worker", "flower", "--address=127.0.0.1", f"--port={port}"]
+        env = self.worker_env(FLOWER_BASIC_AUTH=basic_auth, FLOWER_TASKS_COLUMNS=TASKS_COLUMNS)
+        self.flower = self._service("flower", argv, env)
+        self.flower.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_get(f"{url}/healthcheck")[0] == 200, timeout=30, what="Flower")
+        return url
 
     def worker_env(self, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "WIRAYA_"))}
@@ -263,6 +215,10 @@ class Stack:
             service.kill()
         if self._engine is not None:
             self._engine.dispose()
+
+    def outbox_logs(self) -> str:
+        """Everything beat and the workers have logged."""
+        return "".join(s.log.read_text() for s in [self.beat, *self.workers] if s is not None)
 
     def logs(self, lines: int = 40) -> str:
         return "\n\n".join(
@@ -325,6 +281,34 @@ class Stack:
         with self.engine.connect() as connection:
             row = connection.execute(text("SELECT * FROM outbox_dispatch_gate")).mappings().first()
         return dict(row or {})
+
+
+def http_get(url: str, *, auth: str | None = None) -> tuple[int, bytes]:
+    """GET ``url`` (with basic auth ``user:password``); (status, body), (0, b"") if unreachable."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        error.close()
+        return error.code, body
+    except OSError:
+        return 0, b""
+
+
+def flower_dispatches(flower: str, auth: str) -> list[dict[str, Any]]:
+    """The `outbox.dispatch` tasks Flower has seen, through its API."""
+    status, body = http_get(f"{flower}/api/tasks?taskname=outbox.dispatch", auth=auth)
+    return list(json.loads(body).values()) if status == 200 else []
+
+
+def accepted_in_summaries(tasks: list[dict[str, Any]]) -> int:
+    """Messages accepted, added up over the successful dispatches' summaries (their results)."""
+    found = (re.search(r"'accepted': (\d+)", str(task.get("result"))) for task in tasks)
+    return sum(int(match.group(1)) for match in found if match is not None)
 
 
 @dataclass(frozen=True)
@@ -472,6 +456,42 @@ def _accepted_problems(row: Row, entry: Entry | None, seen_tracking: dict[str, s
             f"{row.accepted_at}: resent after a clear answer"
         )
     return problems
+
+
+def kill_a_worker_mid_batch(stack: Stack, prefix: str, total: int = 1_000) -> tuple[Verdict, int]:
+    """The crash scenario: SIGKILL the worker while a batch's answer is on its way, restart it.
+
+    The sandbox answers 400 ms after doing the work, so the kill can strike a batch the
+    sandbox has accepted but whose answer the worker never read (outcome unknown). Only the
+    batches in flight at the kill may be sent again, once their lease ends, under the same
+    clientMessageId. Returns the verdict over every message and how many were in flight.
+    """
+    admin = stack.start_sandbox("--latency-ms", "100", "--slow-after-work-ms", "400")
+    stack.enqueue(project_messages(prefix, total))
+    stack.start_outbox()
+    (worker,) = stack.workers
+
+    def accepted_by_sandbox_not_yet_recorded() -> bool:
+        sending = {row.client_message_id for row in stack.rows() if row.status == "sending"}
+        return stack.count("status = 'accepted'") >= 100 and bool(sending & set(admin.ledger()))
+
+    wait_for(accepted_by_sandbox_not_yet_recorded, timeout=30, what="a batch awaiting its answer")
+    worker.kill()
+    in_flight = {row.client_message_id for row in stack.rows() if row.status == "sending"}
+    stack.restart(worker, r"ready\.")
+    stack.wait_all_final(total, timeout=90)
+    verdict = check_every_message(
+        stack.rows(), admin.ledger(), lambda cmid: Expect(resend_ok=cmid in in_flight)
+    )
+    return verdict, len(in_flight)
+
+
+def assert_recovered(verdict: Verdict, total: int) -> None:
+    """What the crash scenario proves: every message accepted once in effect, and the kill
+    struck a batch whose answer was on its way (a kill between batches would prove nothing)."""
+    assert_verdict(verdict)
+    assert verdict.accepted == total
+    assert verdict.resent > 0, "the kill must strike a batch the sandbox had accepted"
 
 
 def assert_verdict(verdict: Verdict) -> None:

@@ -24,8 +24,10 @@ from tests.e2e.harness import (
     CONCURRENCY,
     Expect,
     Stack,
+    assert_recovered,
     assert_verdict,
     check_every_message,
+    kill_a_worker_mid_batch,
     ordinary_recipient,
     project_messages,
     wait_for,
@@ -45,33 +47,10 @@ def report(name: str, stack: Stack, verdict: object, **figures: object) -> None:
 
 def test_worker_killed_with_sigkill_mid_batch_then_restarted(stack: Stack) -> None:
     """A crashed worker's batches come back when their lease ends; only they are resent."""
-    # The sandbox answers 400 ms after doing the work: the kill can strike a batch the
-    # sandbox has accepted but whose answer the worker never read (outcome unknown).
-    admin = stack.start_sandbox("--latency-ms", "100", "--slow-after-work-ms", "400")
     total = 1_000
-    stack.enqueue(project_messages("kill", total))
-    stack.start_outbox()
-    (worker,) = stack.workers
-
-    def accepted_by_sandbox_not_yet_recorded() -> bool:
-        sending = {row.client_message_id for row in stack.rows() if row.status == "sending"}
-        return stack.count("status = 'accepted'") >= 100 and bool(sending & set(admin.ledger()))
-
-    wait_for(accepted_by_sandbox_not_yet_recorded, timeout=30, what="a batch awaiting its answer")
-    worker.kill()
-    # The killed worker's batches, whose outcome the outbox does not know: only they may be
-    # sent again, after their lease ends, under the same clientMessageId.
-    in_flight = {row.client_message_id for row in stack.rows() if row.status == "sending"}
-    stack.restart(worker, r"ready\.")
-    stack.wait_all_final(total, timeout=DRAIN_TIMEOUT)
-
-    verdict = check_every_message(
-        stack.rows(), admin.ledger(), lambda cmid: Expect(resend_ok=cmid in in_flight)
-    )
-    report("sigkill", stack, verdict, in_flight_at_kill=len(in_flight))
-    assert_verdict(verdict)
-    assert verdict.accepted == total
-    assert verdict.resent > 0, "the kill must strike a batch the sandbox had accepted"
+    verdict, in_flight = kill_a_worker_mid_batch(stack, "kill", total)
+    report("sigkill", stack, verdict, in_flight_at_kill=in_flight)
+    assert_recovered(verdict, total)
 
 
 def test_redis_killed_and_restarted_mid_run(stack: Stack) -> None:
@@ -334,7 +313,7 @@ def test_wrong_api_key_then_the_right_one(stack: Stack) -> None:
         )
     assert refused == 1
     stack.stop_outbox()
-    logs = "".join(service.log.read_text() for service in [stack.beat, *stack.workers] if service)
+    logs = stack.outbox_logs()
     assert "Unauthorized" in logs, "the alarm must be logged"
     assert wrong not in logs, "the API key must never be logged"
 

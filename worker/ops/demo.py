@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import zlib
@@ -40,6 +39,7 @@ from sandbox.testing import RunningSandbox, running_sandbox
 from worker.database import make_engine
 from worker.ops import migrate as migration
 from worker.ops import queries
+from worker.ops.processes import Child, ChildExited, stop_all
 
 TIMEOUT = timedelta(seconds=60)
 REFRESH_SECONDS = 0.2
@@ -110,7 +110,8 @@ def run_demo(*, messages: int = 2000, folder: str | Path = ".demo") -> int:
             children = stack.enter_context(_celery(root, _environment(url, root, sandbox.url)))
             expected = _enqueue(engine, messages)
             finished = _watch(out, engine, started, messages + INVALID_SQL_ROWS, children)
-            children.terminate()  # their warm shutdown overlaps with the summary
+            for child in children:
+                child.terminate()  # their warm shutdown overlaps with the summary
             _summary(out, engine, sandbox, expected, started, root)
             if not finished:
                 print(f"\nThe demo did not finish within {TIMEOUT.seconds}s.", file=out)
@@ -122,7 +123,7 @@ def run_demo(*, messages: int = 2000, folder: str | Path = ".demo") -> int:
         if engine is not None:
             _status_table(out, engine)
         return 130
-    except ChildProcessError as error:
+    except ChildExited as error:
         print(f"\n{error}", file=out)
         return 1
     finally:
@@ -264,81 +265,39 @@ def celery_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "celery"]
 
 
-class Children:
-    """The worker and beat processes, stopped with Celery's warm shutdown (SIGTERM)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, command: list[str], environment: dict[str, str]) -> None:
-        with (self.root / f"{name}.log").open("wb") as log:
-            self.processes[name] = subprocess.Popen(
-                command,
-                cwd=self.root,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def check(self) -> None:
-        """ChildProcessError when one of them has exited on its own."""
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise ChildProcessError(
-                    f"celery {name} exited early (code {process.returncode}); "
-                    f"see {self.root / f'{name}.log'}"
-                )
-
-    def terminate(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-
-    def stop(self) -> None:
-        """SIGTERM, wait for the warm shutdown, SIGKILL whatever is still running."""
-        self.terminate()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @contextmanager
-def _celery(root: Path, environment: dict[str, str]) -> Iterator[Children]:
+def _celery(root: Path, environment: dict[str, str]) -> Iterator[list[Child]]:
     """`celery -A worker worker` (one process, as SQLite wants) and `celery -A worker beat`."""
     celery = celery_command()
-    children = Children(root)
+    worker = [
+        *celery,
+        *("-A", "worker", "worker", "--pool", "solo", "--loglevel", "INFO"),
+        # No other workers to meet or gossip with: skip those start-up rounds.
+        *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+    ]
+    beat = [*celery, "-A", "worker", "beat", "--loglevel", "INFO"]
+    children = [
+        Child(name, argv, root / f"{name}.log", environment, root)
+        for name, argv in (("worker", worker), ("beat", beat))
+    ]
     try:
-        children.start(
-            "worker",
-            [
-                *celery,
-                *("-A", "worker", "worker", "--pool", "solo", "--loglevel", "INFO"),
-                # No other workers to meet or gossip with: skip those start-up rounds.
-                *("--without-gossip", "--without-mingle", "--without-heartbeat"),
-            ],
-            environment,
-        )
-        children.start("beat", [*celery, "-A", "worker", "beat", "--loglevel", "INFO"], environment)
+        for child in children:
+            child.start()
         yield children
     finally:
-        children.stop()
+        stop_all(children, STOP_GRACE_SECONDS)
 
 
 # Watching ---------------------------------------------------------------------------------------
 
 
-def _watch(out: TextIO, engine: Engine, started: float, total: int, children: Children) -> bool:
+def _watch(out: TextIO, engine: Engine, started: float, total: int, children: list[Child]) -> bool:
     """Draw the progress bar until no message is pending or sending; False on timeout."""
     live = out.isatty()
     last_line = 0.0
     while True:
-        children.check()
+        for child in children:
+            child.check()
         with engine.begin() as connection:
             figures = queries.queue_figures(connection, now=datetime.now(UTC))
         counts = figures.by_status

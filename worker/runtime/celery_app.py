@@ -6,6 +6,7 @@ import sys
 
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu import Exchange, Queue
 
 from worker.database import dispose_engines
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
@@ -24,6 +25,19 @@ def load_settings() -> Settings:
         raise SystemExit(2) from None
 
 
+def wake_up_queue() -> Queue:
+    """The task queue, declared as a plain ``queue_declare(queue=QUEUE)`` declares it.
+
+    `tasks.queued_tasks` counts waiting tasks by declaring the queue with kombu's defaults
+    (not durable, auto-delete). On RabbitMQ every declaration of a queue must match the first
+    one, or the broker refuses it (PRECONDITION_FAILED) and a worker starting after beat's
+    first wake-up exits. The queue holds only wake-ups, so losing it with its last consumer
+    or a broker restart loses nothing: the next tick queues new ones. Redis and the
+    filesystem broker ignore both flags for this queue.
+    """
+    return Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE, durable=False, auto_delete=True)
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; every choice below serves "Redis holds only wake-ups"."""
     app = Celery("wiraya-outbox", broker=settings.broker_url, include=["worker.runtime.tasks"])
@@ -32,6 +46,7 @@ def create_app(settings: Settings) -> Celery:
         # Only the demo's filesystem:// broker needs options (worker/runtime/broker.py).
         broker_transport_options=transport_options(settings),
         task_default_queue=QUEUE,
+        task_queues=[wake_up_queue()],
         # Acknowledge on receipt: a task lost with its worker is harmless, since the rows
         # it claimed come back when their lease ends, and the next tick sends new tasks.
         # Late acks would only add redeliveries of stale wake-ups after the visibility timeout.

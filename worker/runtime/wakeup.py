@@ -12,7 +12,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.database import make_engine
+from worker.database import driver_url, make_engine
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,28 @@ class InsertWatcher(Protocol):
 
 
 def insert_watcher(settings: Settings) -> InsertWatcher | None:
-    """The database's way of hearing inserts, or None when OUTBOX_NOTIFY is off."""
+    """The database's way of hearing inserts, or None when OUTBOX_NOTIFY is off.
+
+    On PostgreSQL it LISTENs on OUTBOX_LISTEN_URL when set, else on the database URL; behind
+    a transaction pooler without a listen URL there is nowhere to listen, and one line says
+    that beat polls instead.
+    """
     if not settings.notify_enabled:
         return None
-    if settings.is_postgres:
-        return InsertListener(settings.database_url)
-    return NewestRowWatcher(settings.database_url)
+    if not settings.is_postgres:
+        return NewestRowWatcher(settings.database_url)
+    listen_on = settings.listen_on
+    if listen_on is None:
+        log.warning(
+            "not waking on inserts: LISTEN does not work through a transaction pooler "
+            "(OUTBOX_DATABASE_URL has ?pooler=transaction); polling every %g s: set "
+            "OUTBOX_LISTEN_URL to a direct PostgreSQL connection to wake on inserts",
+            settings.poll_interval.total_seconds(),
+        )
+        return None
+    shown = make_url(listen_on).render_as_string(hide_password=True)
+    log.info("waking on inserts: LISTEN %s on %s", CHANNEL, shown)
+    return InsertListener(listen_on)
 
 
 def _wait_out(deadline: float) -> bool:
@@ -48,7 +64,7 @@ def _wait_out(deadline: float) -> bool:
 
 def psycopg_dsn(url: str) -> str:
     """A libpq connection string for a SQLAlchemy PostgreSQL URL."""
-    parsed = make_url(url).set(drivername="postgresql")
+    parsed = driver_url(url).set(drivername="postgresql")
     return parsed.render_as_string(hide_password=False)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -27,18 +26,13 @@ from worker.dispatch.gate import transitions
 from worker.dispatch.summary import BatchSummary
 from worker.ops import counters, metrics
 from worker.ops.access import operator_settings
+from worker.ops.processes import free_port
 
 OUTBOX = str(Path(sys.executable).with_name("outbox"))
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

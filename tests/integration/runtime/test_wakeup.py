@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -118,3 +119,32 @@ def test_a_database_that_is_down_is_waited_out_not_hammered(unreachable: str) ->
     # Beat comes straight back after each wait: returning early would spin on the error.
     assert time.monotonic() - started >= 0.29
     watcher.close()
+
+
+def pooled_settings(database_url: str, **environ: str) -> Settings:
+    """Settings whose database URL goes through a transaction pooler (``?pooler=transaction``)."""
+    return Settings.from_environ(
+        {"WIRAYA_BASE_URL": "http://localhost:1", **environ},
+        OUTBOX_DATABASE_URL=database_url + "?pooler=transaction",
+    )
+
+
+def test_behind_a_transaction_pooler_beat_listens_on_the_listen_url(
+    postgres_url: str, postgres_engine: Engine
+) -> None:
+    watcher = insert_watcher(pooled_settings(postgres_url, OUTBOX_LISTEN_URL=postgres_url))
+    assert isinstance(watcher, InsertListener)
+    assert watcher.dsn == psycopg_dsn(postgres_url)
+    for listening_watcher in listening(watcher):
+        insert(postgres_engine, "through-the-pooler")
+        assert listening_watcher.wait(timedelta(seconds=5))
+
+
+def test_behind_a_transaction_pooler_without_a_listen_url_beat_polls_and_says_so(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="worker.runtime.wakeup"):
+        assert insert_watcher(pooled_settings(postgres_url)) is None
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "polling every 1 s: set OUTBOX_LISTEN_URL" in record.getMessage()

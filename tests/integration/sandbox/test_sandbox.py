@@ -19,7 +19,7 @@ import pytest
 from sandbox.cli import build_parser, faults_from
 from sandbox.faults import Faults, Validation
 from sandbox.testing import RunningSandbox, SandboxAdmin, running_sandbox
-from tests.integration.polling import wait_for
+from worker.ops.processes import wait_for
 
 PATH = "/api/EnqueueCommunications"
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -410,7 +410,8 @@ def test_a_slow_answer_comes_after_the_work(http: httpx.Client, sandbox: Running
             timeout=0.3,
         )
 
-    entry = wait_for(lambda: sandbox.entry("late"))  # the answer waits; the work was done
+    # The answer waits; the work was done.
+    entry = wait_for(lambda: sandbox.entry("late"), timeout=10, what="the late message")
     assert entry.tracking_id is not None
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from sandbox.faults import Faults, Validation
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.integration.polling import wait_for
+from worker.ops.processes import wait_for
 from worker.settings import Settings
 from worker.wiraya.client import WirayaClient
 from worker.wiraya.results import (
@@ -225,7 +225,7 @@ def test_a_timeout_after_the_work_is_unknown_and_the_resend_gets_the_same_id(
 
     with WirayaClient(sandbox.url, KEY, timedelta(milliseconds=300)) as impatient:
         timed_out = impatient.send([sms("late")])
-    accepted = wait_for(lambda: sandbox.entry("late"))
+    accepted = wait_for(lambda: sandbox.entry("late"), timeout=10, what="the late message")
     sandbox.set_faults(Faults())
     resent = client.send([sms("late")])
 
