@@ -19,7 +19,7 @@ import pytest
 
 from sandbox.faults import Faults
 from sandbox.testing import RunningSandbox, running_sandbox
-from tests.integration.polling import wait_for
+from worker.ops.processes import wait_for
 from worker.wiraya.client import WirayaClient
 from worker.wiraya.results import (
     Accepted,
@@ -73,7 +73,7 @@ def test_a_trickling_answer_ends_at_the_timeout(trickling: RunningSandbox) -> No
     assert_deadline_passed(result)
     assert took < 1 + SLACK
     assert trickling.entry("t") is not None  # the work was done: the outcome is unknown
-    wait_for(lambda: trickling.stats()["hung_up"] or None)  # the client hung up on it
+    wait_for(lambda: trickling.stats()["hung_up"], timeout=10, what="the client to hang up")
 
 
 def test_a_deadline_before_the_timeout_ends_the_request_there(trickling: RunningSandbox) -> None:
