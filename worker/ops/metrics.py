@@ -149,7 +149,7 @@ def _backlog(snapshot: Snapshot) -> Iterator[Metric]:
     figures = snapshot.figures
     depth = GaugeMetricFamily(
         "outbox_messages",
-        "Messages in the outbox by status (accepted: the planner's estimate when "
+        "Messages in the outbox by status (the planner's estimate where "
         "outbox_messages_estimated says so).",
         labels=["status"],
     )
