@@ -23,7 +23,7 @@ demo: $(STAMP)  ## the outbox end to end on SQLite, a filesystem broker and the 
 test: $(STAMP)  ## run the whole test suite (unit, integration, end-to-end)
 	$(BIN)/pytest
 
-bench: $(STAMP)  ## the benchmarks (~10 min; needs PostgreSQL and redis-server), printing their figures
+bench: $(STAMP)  ## the benchmarks (~20 min; needs PostgreSQL and redis-server), printing their figures
 	$(BIN)/python bench/bench_producer.py
 	$(BIN)/python bench/bench_screen.py
 	$(BIN)/python bench/bench_drain.py
@@ -31,6 +31,7 @@ bench: $(STAMP)  ## the benchmarks (~10 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_gate.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_sandbox.py
+	$(BIN)/python bench/bench_ops_reads.py
 
 lint: $(STAMP)  ## ruff, mypy and the import boundaries
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ from alembic import context
 
 import models
 import worker.dispatch.gate  # noqa: F401  (the gate's table joins the metadata)
-from worker.database import make_engine
+from worker.ops.migrate import hold_migration_lock, migration_engine
 from worker.settings import database_url_from_environ
 
 config = context.config
@@ -29,8 +29,8 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
-    """Run the migrations in one transaction on a fresh connection."""
-    engine = make_engine(_url())
+    """Run the migrations in one transaction on a fresh connection, one run at a time."""
+    engine = migration_engine(_url())
     with engine.connect() as connection:
         context.configure(
             connection=connection,
@@ -39,8 +39,12 @@ def run_online() -> None:
             # Defaults are contract (a plain three-column INSERT must work), so `alembic check`
             # compares them; SQLite has no identity columns and reports a false one for ``id``.
             compare_server_default=connection.dialect.name == "postgresql",
+            # SQLite's DDL is transactional once the driver lets BEGIN through (see
+            # migration_engine): the whole run is one transaction under its write lock.
+            transactional_ddl=True,
         )
         with context.begin_transaction():
+            hold_migration_lock(connection)  # a concurrent run waits here until this one ends
             context.run_migrations()
     engine.dispose()
 

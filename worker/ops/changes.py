@@ -1,7 +1,14 @@
-"""What operators change: retry, cancel, prune and resume, each counted before it is done."""
+"""What operators change: retry, cancel, prune and resume, each counted before it is done.
+
+A command first counts what its selection matches (the plan the operator confirms), then
+changes those rows in chunks of `writes.CHUNK`, one short transaction each, so it never holds
+many locks nor a long transaction beside running workers. Its selection is bounded by the
+moment it was counted: rows that arrive or fail again meanwhile are not swept along.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -9,19 +16,21 @@ from sqlalchemy import Connection, Engine
 
 from models import Status
 from worker.dispatch import gate as gates
-from worker.ops import queries
+from worker.ops import queries, writes
 from worker.ops.access import OperatorError
-from worker.ops.queries import Selection
+from worker.ops.selection import Selection
 
-PRUNE_CHUNK = 5_000
+PRUNE_CHUNK = writes.CHUNK
 
 
 @dataclass(frozen=True)
 class Plan:
     """What a retry or cancel would change, shown to the operator before it is done."""
 
+    selection: Selection  # bounded by the moment it was counted
     matched: int
-    too_old: int = 0  # of those, created more than OUTBOX_MAX_AGE_SECONDS ago
+    too_old: int = 0  # retry: of those, created more than OUTBOX_MAX_AGE_SECONDS ago
+    maybe_sent: int = 0  # cancel: of those, pending rows that may already have reached Wiraya
 
 
 def check_ids(connection: Connection, selection: Selection, status: Status) -> None:
@@ -43,60 +52,87 @@ def check_ids(connection: Connection, selection: Selection, status: Status) -> N
 
 def plan_retry(engine: Engine, selection: Selection, *, now: datetime, max_age: timedelta) -> Plan:
     """How many failed messages the selection matches, and how many of them are too old."""
+    bounded = selection.up_to(now)
     with engine.begin() as connection:
         check_ids(connection, selection, Status.FAILED)
-        matched, too_old = queries.count_selected(
+        matched, too_old, _ = writes.count_selected(
             connection,
-            selection,
+            bounded,
             status=Status.FAILED,
             time_column="updated_at",
-            created_before=now - max_age,
+            due_before=now - max_age,
         )
-    return Plan(matched, too_old)
+    return Plan(bounded, matched, too_old=too_old)
 
 
-def retry(engine: Engine, selection: Selection, *, now: datetime, renew_age: bool) -> int:
+def retry(engine: Engine, plan: Plan, *, now: datetime, renew_age: bool) -> int:
     """Failed → pending, due now, with fresh attempts; returns how many rows moved."""
-    with engine.begin() as connection:
-        return queries.retry_failed(connection, selection, now=now, renew_age=renew_age)
+    return _in_chunks(
+        engine,
+        lambda connection: writes.retry_failed(
+            connection, plan.selection, now=now, renew_age=renew_age, chunk=writes.CHUNK
+        ),
+    )
 
 
-def plan_cancel(engine: Engine, selection: Selection) -> Plan:
-    """How many pending messages the selection matches."""
+def plan_cancel(engine: Engine, selection: Selection, *, now: datetime) -> Plan:
+    """How many pending messages the selection matches, and how many may have been sent."""
+    bounded = selection.up_to(now)
     with engine.begin() as connection:
         check_ids(connection, selection, Status.PENDING)
-        matched, _ = queries.count_selected(
-            connection, selection, status=Status.PENDING, time_column="created_at"
+        matched, _, maybe_sent = writes.count_selected(
+            connection, bounded, status=Status.PENDING, time_column="created_at"
         )
-    return Plan(matched)
+    return Plan(bounded, matched, maybe_sent=maybe_sent)
 
 
-def cancel(engine: Engine, selection: Selection, *, now: datetime) -> int:
-    """Pending → cancelled; returns how many rows moved."""
-    with engine.begin() as connection:
-        return queries.cancel_pending(connection, selection, now=now)
+def cancel(engine: Engine, plan: Plan, *, now: datetime, include_sent: bool) -> int:
+    """Pending → cancelled (only never-sent rows unless ``include_sent``); returns how many."""
+    return _in_chunks(
+        engine,
+        lambda connection: writes.cancel_pending(
+            connection, plan.selection, now=now, include_sent=include_sent, chunk=writes.CHUNK
+        ),
+    )
 
 
-def plan_prune(engine: Engine, *, status: Status, cutoff: datetime) -> Plan:
+def plan_prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
     """How many rows of a final status finished before ``cutoff``."""
     with engine.begin() as connection:
-        return Plan(queries.count_finished(connection, status=status, cutoff=cutoff))
+        return writes.count_finished(connection, status=status, cutoff=cutoff)
 
 
 def prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
-    """Delete them in chunks, one short transaction each; returns how many went."""
-    deleted = 0
+    """Delete them in chunks, oldest first, one short transaction each; returns how many."""
+    return _in_chunks(
+        engine,
+        lambda connection: writes.prune_finished(
+            connection, status=status, cutoff=cutoff, chunk=writes.CHUNK
+        ),
+    )
+
+
+def _in_chunks(engine: Engine, chunk: Callable[[Connection], int]) -> int:
+    """Run ``chunk`` in a transaction of its own until one changes fewer than CHUNK rows.
+
+    A changed row leaves the selection (it is no longer failed, pending or there), so each
+    chunk takes the next rows; a row skipped because another command changed it first no
+    longer matches either.
+    """
+    changed = 0
     while True:
         with engine.begin() as connection:
-            count = queries.prune_finished(
-                connection, status=status, cutoff=cutoff, chunk=PRUNE_CHUNK
-            )
-        deleted += count
-        if count < PRUNE_CHUNK:
-            return deleted
+            count = chunk(connection)
+        changed += count
+        if count < writes.CHUNK:
+            return changed
 
 
 def resume(engine: Engine, *, now: datetime) -> None:
-    """Clear every pause, failure count, refused key, spacing and batch limit."""
+    """Clear every pause, failure count, refused key, spacing and batch limit.
+
+    One statement on the gate's row alone: it waits at most for a record that holds that row
+    for its own short transaction, and holds nothing a dispatch waits for.
+    """
     with engine.begin() as connection:
         gates.reset_gate(connection, now=now)

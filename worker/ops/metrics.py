@@ -2,9 +2,11 @@
 
 Two sources, so that any number of worker processes on any number of hosts add up:
 
-- **Gauges are read from the database on every scrape** (the outbox row is the truth):
-  messages by status, the oldest pending message's age, due rows, leases, and the shared
-  gate (paused, circuit, refused key, request spacing).
+- **Gauges are read from the database on every scrape** (the outbox row is the truth), as
+  one consistent snapshot (`worker.ops.snapshot`): messages by status and by lane, the
+  backlog's age counted from due times, leases, and the shared gate (paused, circuit,
+  refused key, request spacing). A scrape costs what the backlog costs, not the history:
+  see `worker.ops.queries`.
 - **Counters and the API latency histogram are kept in Redis.** After each dispatch the
   worker adds its batch's figures to one hash with a single pipelined round trip
   (`record_batch`), and the endpoint reads that hash. Prefork processes, restarts and
@@ -21,8 +23,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
@@ -37,6 +38,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Status
+from worker.dispatch.gate import GateState
 from worker.ops.access import OperatorError
 from worker.ops.counters import (
     BATCH_STATES,
@@ -46,11 +48,8 @@ from worker.ops.counters import (
     bucket_field,
     counters_redis,
 )
-from worker.ops.snapshot import take_snapshot
+from worker.ops.snapshot import Snapshot, take_snapshot
 from worker.settings import OperatorSettings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -91,57 +90,8 @@ class OutboxCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        figures, gate = snapshot.figures, snapshot.gate
-        depth = GaugeMetricFamily(
-            "outbox_messages", "Messages in the outbox by status.", labels=["status"]
-        )
-        for status in Status:
-            depth.add_metric([status.value], figures.by_status[status.value])
-        yield depth
-        age = snapshot.oldest_unfinished_age
-        yield _gauge(
-            "outbox_oldest_pending_age_seconds",
-            "Age of the oldest pending or sending message (0 when none).",
-            0.0 if age is None else age.total_seconds(),
-        )
-        yield _gauge("outbox_due_messages", "Messages a worker may claim now.", figures.due_now)
-        yield _gauge(
-            "outbox_retrying_messages",
-            "Pending messages waiting to be retried after a failed try.",
-            figures.retrying,
-        )
-        yield _gauge(
-            "outbox_leases_in_flight",
-            "Sending messages under a running lease.",
-            figures.leases_in_flight,
-        )
-        yield _gauge(
-            "outbox_expired_leases",
-            "Sending messages whose lease ended (a worker died or hung): due again.",
-            figures.expired_leases,
-        )
-        yield _gauge("outbox_sending_paused", "1 while every worker waits.", int(gate.paused))
-        yield _gauge(
-            "outbox_circuit_open",
-            "1 while the circuit breaker is open (one probe at a time).",
-            int(gate.circuit_open),
-        )
-        yield _gauge("outbox_circuit_failures", "Request-level failures in a row.", gate.failures)
-        yield _gauge(
-            "outbox_api_key_refused",
-            "1 after the API refused the key (401/403): sending has stopped.",
-            int(gate.refused_key),
-        )
-        yield _gauge(
-            "outbox_request_spacing_seconds",
-            "Spacing between requests kept after a 429 (0: none).",
-            gate.spacing_seconds,
-        )
-        yield _gauge(
-            "outbox_batch_size_limit",
-            "The batch size allowed after a too-large answer (0: the configured size).",
-            gate.batch_limit or 0,
-        )
+        yield from _backlog(snapshot)
+        yield from _gate(snapshot.gate)
 
     def _counters(self, client: redis.Redis) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -185,6 +135,101 @@ class OutboxCollector(Collector):
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _by_lane(name: str, documentation: str, values: dict[str, float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["priority"])
+    for lane, value in values.items():
+        family.add_metric([lane], value)
+    return family
+
+
+def _backlog(snapshot: Snapshot) -> Iterator[Metric]:
+    """The messages: by status, by lane, and the backlog's age."""
+    figures = snapshot.figures
+    depth = GaugeMetricFamily(
+        "outbox_messages",
+        "Messages in the outbox by status (the planner's estimate where "
+        "outbox_messages_estimated says so).",
+        labels=["status"],
+    )
+    estimated = GaugeMetricFamily(
+        "outbox_messages_estimated",
+        "1 when outbox_messages of that status is the planner's estimate (a large history).",
+        labels=["status"],
+    )
+    for status in Status:
+        depth.add_metric([status.value], figures.by_status[status.value])
+        estimated.add_metric([status.value], int(status.value in figures.estimated))
+    yield depth
+    yield estimated
+    lanes = figures.lanes
+    yield _by_lane(
+        "outbox_pending_messages",
+        "Pending messages, due or not, by priority.",
+        {name: lane.pending for name, lane in lanes.items()},
+    )
+    yield _by_lane(
+        "outbox_due_messages",
+        "Messages a worker may claim now (due pending, or sending with an ended lease).",
+        {name: lane.due for name, lane in lanes.items()},
+    )
+    yield _by_lane(
+        "outbox_scheduled_messages",
+        "Pending messages not due yet (scheduled, or backing off before a retry).",
+        {name: lane.scheduled for name, lane in lanes.items()},
+    )
+    yield _by_lane(
+        "outbox_oldest_pending_age_seconds",
+        "How long the longest-waiting due message has waited since its due time "
+        "(0 when none is due; scheduled messages do not count).",
+        {name: _seconds(snapshot.due_age(lane)) for name, lane in lanes.items()},
+    )
+    yield _gauge(
+        "outbox_retrying_messages",
+        "Pending messages waiting to be retried after a worker's failed try.",
+        figures.retrying,
+    )
+    yield _gauge(
+        "outbox_leases_in_flight",
+        "Sending messages under a running lease.",
+        figures.leases_in_flight,
+    )
+    yield _gauge(
+        "outbox_expired_leases",
+        "Sending messages whose lease ended (a worker died or hung): due again.",
+        figures.expired_leases,
+    )
+
+
+def _seconds(age: timedelta | None) -> float:
+    return 0.0 if age is None else age.total_seconds()
+
+
+def _gate(gate: GateState) -> Iterator[Metric]:
+    """The shared sending state every worker obeys."""
+    yield _gauge("outbox_sending_paused", "1 while every worker waits.", int(gate.paused))
+    yield _gauge(
+        "outbox_circuit_open",
+        "1 while the circuit breaker is open (one probe at a time).",
+        int(gate.circuit_open),
+    )
+    yield _gauge("outbox_circuit_failures", "Request-level failures in a row.", gate.failures)
+    yield _gauge(
+        "outbox_api_key_refused",
+        "1 after the API refused the key (401/403): sending has stopped.",
+        int(gate.refused_key),
+    )
+    yield _gauge(
+        "outbox_request_spacing_seconds",
+        "Spacing between requests kept after a 429 (0: none).",
+        gate.spacing_seconds,
+    )
+    yield _gauge(
+        "outbox_batch_size_limit",
+        "The batch size allowed after a too-large answer (0: the configured size).",
+        gate.batch_limit or 0,
+    )
 
 
 def registry_for(engine: Engine, settings: OperatorSettings) -> CollectorRegistry:

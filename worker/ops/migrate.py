@@ -1,15 +1,31 @@
-"""`outbox migrate`: the project's Alembic migrations run on the outbox database."""
+"""`outbox migrate`: the project's Alembic migrations on the outbox database, one run at a time.
+
+Two containers starting together both run the migrations; they must wait for each other, not
+interleave their DDL. On PostgreSQL the migration transaction first takes an advisory lock
+(`hold_migration_lock`, called by migrations/env.py, so `alembic upgrade head` serializes too);
+on SQLite it begins with BEGIN IMMEDIATE, the database's own write lock (`migration_engine`),
+and runs as one transaction. Every failure is one line naming its cause.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
+from worker.database import make_engine
 from worker.ops.access import OperatorError, open_outbox, reason_of, shown_url
 
 ALEMBIC_INI = "alembic.ini"
+# The advisory lock every migration of an outbox database takes: "outbox" as a 64-bit key.
+MIGRATION_LOCK = int.from_bytes(b"outbox", "big")
+# How long a migration waits for another one to finish on SQLite (PostgreSQL waits as long
+# as the other one takes).
+SQLITE_LOCK_WAIT_SECONDS = 600
 
 
 def alembic_ini() -> Path:
@@ -20,11 +36,46 @@ def alembic_ini() -> Path:
     raise OperatorError(f"cannot find {ALEMBIC_INI}: run `outbox migrate` from the project folder")
 
 
+def migration_engine(url: str) -> Engine:
+    """The engine migrations run on; on SQLite every transaction holds the write lock.
+
+    pysqlite emits no BEGIN before DDL, so Alembic's statements would each commit on their
+    own and two migrations would interleave; with BEGIN IMMEDIATE emitted here (the recipe of
+    SQLAlchemy's pysqlite documentation) the whole migration is one transaction and a second
+    one waits for it at its BEGIN.
+    """
+    if make_url(url).get_backend_name() != "sqlite":
+        return make_engine(url)  # a pooler URL (?pooler=transaction) keeps working
+    engine = create_engine(
+        url, poolclass=NullPool, connect_args={"timeout": SQLITE_LOCK_WAIT_SECONDS}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _driver_leaves_transactions_to_us(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_with_the_write_lock(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def hold_migration_lock(connection: Connection) -> None:
+    """Wait until no other migration runs; held until this transaction ends (PostgreSQL).
+
+    SQLite needs nothing here: `migration_engine` began the transaction holding its lock.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+
 def migrate(url: str) -> str:
     """`alembic upgrade head` on ``url``; returns the revision the database is at."""
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
+    from alembic.util.exc import CommandError
 
     config = Config(str(alembic_ini()))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -33,15 +84,34 @@ def migrate(url: str) -> str:
     with open_outbox(url, must_exist=False) as engine:
         try:
             command.upgrade(config, "head")
-        except DBAPIError as error:
+        except OperationalError as error:
             raise OperatorError(
                 f"cannot reach the database at {shown_url(url)}: {reason_of(error)}"
             ) from None
+        except DBAPIError as error:
+            raise OperatorError(
+                f"migration failed at {shown_url(url)}: {reason_of(error)}"
+            ) from None
+        except CommandError as error:
+            raise OperatorError(f"migration failed at {shown_url(url)}: {error}") from None
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision() or "(none)"
 
 
 def _make_sqlite_folder(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
+    """Create the SQLite file's folder; an unusable URL or folder is one line."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise OperatorError(
+            f"OUTBOX_DATABASE_URL: cannot use {shown_url(url)}: {error}", 2
+        ) from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(str(parsed.database)).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OperatorError(
+            f"cannot create the folder {folder} for the SQLite database: {error.strerror or error}"
+        ) from None

@@ -1,5 +1,11 @@
-"""The operators' SQL: what `outbox stats`, the metrics endpoint and the demo read, and what
-`outbox retry`, `cancel` and `prune` change. Every statement serves PostgreSQL and SQLite alike.
+"""The operators' reads: what `outbox stats`, the metrics endpoint and the demo show.
+
+A reading costs what the backlog costs, not what the history does: pending and sending rows
+are counted exactly through their partial indexes (by lane); finished rows (accepted, failed,
+cancelled), the history that grows without bound, are counted exactly through their partial
+indexes while few and otherwise taken from the planner's estimate, which says so
+(`QueueFigures.estimated`).
+Every statement serves PostgreSQL and SQLite alike; SQLite has no estimates and counts.
 """
 
 from __future__ import annotations
@@ -9,10 +15,31 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, literal, select, update
+from sqlalchemy import Connection, func, select, text
 
-from models import Status
+from models import Priority, Status
 from models.outbox import outbox_messages as outbox
+from worker.ops.selection import retrying
+from worker.ops.writes import prune_finished as prune_finished  # the prune tests use it here
+
+# Below this many rows of a final status (by the planner's estimate) they are counted exactly:
+# an index-only count of that many entries costs a few milliseconds.
+EXACT_BELOW = 20_000
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One priority's backlog."""
+
+    pending: int  # pending rows, due or not
+    due: int  # claimable now: due pending rows and sending rows whose lease ended
+    scheduled: int  # pending, not due yet (scheduled by the producer, or backing off)
+    expired_leases: int  # sending, lease ended: its worker died or hung
+    oldest_due_at: datetime | None  # since when the longest-waiting due message has been due
+    next_due_at: datetime | None  # when the next scheduled message becomes due
+
+
+NO_LANE = Lane(0, 0, 0, 0, None, None)
 
 
 @dataclass(frozen=True)
@@ -20,43 +47,144 @@ class QueueFigures:
     """The backlog at a glance, as `outbox stats` and the metrics endpoint show it."""
 
     by_status: dict[str, int]  # every status, zeros included
-    oldest_unfinished_at: datetime | None  # created_at of the oldest pending or sending row
-    due_now: int  # claimable now: due pending rows and sending rows whose lease ended
-    retrying: int  # pending after a failed try (last_error set), waiting for next_attempt_at
+    estimated: frozenset[str]  # statuses whose count is the planner's estimate
+    lanes: dict[str, Lane]  # by priority name: urgent, normal, bulk
+    retrying: int  # pending after a failed try by a worker
     leases_in_flight: int  # sending, lease still running: a worker holds them
-    expired_leases: int  # sending, lease ended: its worker died or hung; due again
+    expired_leases: int  # sending, lease ended: due again
+
+    @property
+    def due_now(self) -> int:
+        """Claimable now, over every lane."""
+        return sum(lane.due for lane in self.lanes.values())
+
+    @property
+    def oldest_due_at(self) -> datetime | None:
+        """Since when the longest-waiting due message of any lane has been due."""
+        moments = [lane.oldest_due_at for lane in self.lanes.values() if lane.oldest_due_at]
+        return min(moments) if moments else None
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The rows an operator means; every criterion given must match (none given: all rows).
-
-    ``since``/``until`` bound a time column that the statement names (``until`` excluded).
-    """
-
-    client_message_ids: tuple[str, ...] = ()
-    error: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+def lane_name(priority: int) -> str:
+    return Priority(priority).name.lower()
 
 
-def _selected(selection: Selection, status: Status, time_column: str) -> Any:
-    """The WHERE clause of an operator's selection among rows of ``status``."""
-    conditions = [outbox.c.status == status]
-    if selection.client_message_ids:
-        conditions.append(outbox.c.client_message_id.in_(selection.client_message_ids))
-    if selection.error is not None:
-        lowered = func.lower(outbox.c.last_error)
-        conditions.append(lowered.contains(selection.error.lower(), autoescape=True))
-    column = outbox.c[time_column]
-    if selection.since is not None:
-        conditions.append(column >= selection.since)
-    if selection.until is not None:
-        conditions.append(column < selection.until)
-    return and_(*conditions)
+# -- queue_figures -- One pass over pending rows and one over sending rows, each through its
+# partial index and grouped by lane, then the finished counts (see finished_counts).
+def queue_figures(
+    connection: Connection, *, now: datetime, exact_below: int | None = EXACT_BELOW
+) -> QueueFigures:
+    due = outbox.c.next_attempt_at <= now
+    pending = (
+        select(
+            outbox.c.priority,
+            func.count(),
+            func.count().filter(due),
+            func.min(outbox.c.next_attempt_at).filter(due),
+            func.min(outbox.c.next_attempt_at).filter(~due),
+            func.count().filter(retrying()),
+        )
+        .where(outbox.c.status == Status.PENDING)
+        .group_by(outbox.c.priority)
+    )
+    ended = outbox.c.locked_until <= now
+    sending = (
+        select(
+            outbox.c.priority,
+            func.count().filter(~ended),
+            func.count().filter(ended),
+            func.min(outbox.c.locked_until).filter(ended),
+        )
+        .where(outbox.c.status == Status.SENDING)
+        .group_by(outbox.c.priority)
+    )
+    leases = {
+        lane_name(priority): (int(running), int(expired), oldest)
+        for priority, running, expired, oldest in connection.execute(sending)
+    }
+    lanes = {lane_name(priority): NO_LANE for priority in Priority}
+    retrying_rows = 0
+    for priority, count, due_count, oldest, upcoming, retried in connection.execute(pending):
+        lanes[lane_name(priority)] = Lane(
+            pending=int(count),
+            due=int(due_count),
+            scheduled=int(count) - int(due_count),
+            expired_leases=0,
+            oldest_due_at=_aware(oldest),
+            next_due_at=_aware(upcoming),
+        )
+        retrying_rows += int(retried)
+    for name, (_, expired, oldest) in leases.items():
+        lanes[name] = _with_expired_leases(lanes[name], expired, _aware(oldest))
+    by_status, estimated = finished_counts(connection, exact_below=exact_below)
+    by_status[Status.PENDING.value] = sum(lane.pending for lane in lanes.values())
+    by_status[Status.SENDING.value] = sum(
+        running + expired for running, expired, _ in leases.values()
+    )
+    return QueueFigures(
+        by_status={status.value: by_status[status.value] for status in Status},
+        estimated=estimated,
+        lanes=lanes,
+        retrying=retrying_rows,
+        leases_in_flight=sum(running for running, _, _ in leases.values()),
+        expired_leases=sum(expired for _, expired, _ in leases.values()),
+    )
+
+
+def _with_expired_leases(lane: Lane, expired: int, since: datetime | None) -> Lane:
+    """A lane's figures with its sending rows whose lease ended: due again since then."""
+    moments = [moment for moment in (lane.oldest_due_at, since) if moment is not None]
+    return Lane(
+        pending=lane.pending,
+        due=lane.due + expired,
+        scheduled=lane.scheduled,
+        expired_leases=expired,
+        oldest_due_at=min(moments) if moments else None,
+        next_due_at=lane.next_due_at,
+    )
+
+
+# -- finished_counts -- Each final status counted through its partial index while the
+# planner expects fewer than ``exact_below`` rows of it (None: always counted); otherwise the
+# planner's estimate (PostgreSQL only), marked as such.
+def finished_counts(
+    connection: Connection, *, exact_below: int | None
+) -> tuple[dict[str, int], frozenset[str]]:
+    counts: dict[str, int] = {}
+    estimated: set[str] = set()
+    for status in (Status.ACCEPTED, Status.FAILED, Status.CANCELLED):
+        estimate = _planner_estimate(connection, status) if exact_below is not None else None
+        if estimate is not None and exact_below is not None and estimate >= exact_below:
+            counts[status.value] = estimate
+            estimated.add(status.value)
+        else:
+            statement = select(func.count()).where(outbox.c.status == status)
+            counts[status.value] = int(connection.scalar(statement) or 0)
+    return counts, frozenset(estimated)
+
+
+# -- planner_estimate -- How many rows of a status the planner expects (from the statistics
+# ANALYZE keeps, scaled to the table's current size); None on SQLite, which keeps none.
+ESTIMATE = text("EXPLAIN (FORMAT JSON) SELECT 1 FROM outbox_messages WHERE status = :status")
+
+
+def _planner_estimate(connection: Connection, status: Status) -> int | None:
+    if connection.dialect.name != "postgresql":
+        return None
+    plan = connection.execute(ESTIMATE, {"status": status.value}).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _aware(value: Any) -> datetime | None:
+    """An aggregate's timestamp as aware UTC (SQLite returns min() as naive text)."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # -- status_counts -- How many rows hold each status, every status listed (zeros included).
+# A full GROUP BY: for the demo's small outbox, not for a scrape.
 def status_counts(connection: Connection) -> dict[str, int]:
     counts = {status.value: 0 for status in Status}
     statement = select(outbox.c.status, func.count()).group_by(outbox.c.status)
@@ -65,46 +193,21 @@ def status_counts(connection: Connection) -> dict[str, int]:
     return counts
 
 
-# -- queue_figures -- Counts by status, then one pass over pending rows and one over sending
-# rows (each served by its partial index) for the oldest, the due, the retrying and leases.
-def queue_figures(connection: Connection, *, now: datetime) -> QueueFigures:
-    pending = select(
-        func.min(outbox.c.created_at),
-        func.count().filter(outbox.c.next_attempt_at <= now),
-        func.count().filter(outbox.c.last_error.is_not(None)),
-    ).where(outbox.c.status == Status.PENDING)
-    sending = select(
-        func.min(outbox.c.created_at),
-        func.count().filter(outbox.c.locked_until > now),
-        func.count().filter(outbox.c.locked_until <= now),
-    ).where(outbox.c.status == Status.SENDING)
-    oldest_pending, due, retrying = connection.execute(pending).one()
-    oldest_sending, in_flight, expired = connection.execute(sending).one()
-    oldest = [moment for moment in (oldest_pending, oldest_sending) if moment is not None]
-    return QueueFigures(
-        by_status=status_counts(connection),
-        oldest_unfinished_at=_aware(min(oldest)) if oldest else None,
-        due_now=int(due) + int(expired),
-        retrying=int(retrying),
-        leases_in_flight=int(in_flight),
-        expired_leases=int(expired),
-    )
-
-
-def _aware(value: Any) -> datetime:
-    """An aggregate's timestamp as aware UTC (SQLite returns min() as naive text)."""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-# -- failure_reasons -- The commonest last_error texts among failed rows, most frequent first.
-def failure_reasons(connection: Connection, *, limit: int) -> list[tuple[str, int]]:
+# -- failure_reasons -- The commonest last_error texts among failed rows, most frequent first;
+# with ``among``, among the latest ``among`` failures only (read newest first through the
+# failed rows' index, so its cost does not grow with the failures kept).
+def failure_reasons(
+    connection: Connection, *, limit: int, among: int | None = None
+) -> list[tuple[str, int]]:
+    failed = select(outbox.c.last_error).where(outbox.c.status == Status.FAILED)
+    if among is not None:
+        failed = failed.order_by(outbox.c.updated_at.desc(), outbox.c.id.desc()).limit(among)
+    rows = failed.subquery()
     count = func.count().label("count")
     statement = (
-        select(func.coalesce(outbox.c.last_error, "(no reason recorded)"), count)
-        .where(outbox.c.status == Status.FAILED)
-        .group_by(outbox.c.last_error)
-        .order_by(count.desc(), outbox.c.last_error)
+        select(func.coalesce(rows.c.last_error, "(no reason recorded)"), count)
+        .group_by(rows.c.last_error)
+        .order_by(count.desc(), rows.c.last_error)
         .limit(limit)
     )
     return [(str(reason), int(number)) for reason, number in connection.execute(statement)]
@@ -124,75 +227,6 @@ def unknown_ids(connection: Connection, client_message_ids: Sequence[str]) -> li
     )
     known = set(connection.scalars(statement))
     return [value for value in client_message_ids if value not in known]
-
-
-# -- count_selected -- How many rows of ``status`` an operator's selection matches, and how
-# many of those were created before ``created_before`` (0 when it is not given).
-def count_selected(
-    connection: Connection,
-    selection: Selection,
-    *,
-    status: Status,
-    time_column: str,
-    created_before: datetime | None = None,
-) -> tuple[int, int]:
-    old = (
-        func.count().filter(outbox.c.created_at < created_before)
-        if created_before is not None
-        else literal(0)
-    )
-    statement = select(func.count(), old).where(_selected(selection, status, time_column))
-    matched, older = connection.execute(statement).one()
-    return int(matched), int(older or 0)
-
-
-# -- retry_failed -- Failed rows of the selection (time range on updated_at, when they
-# failed) become pending and due now with a fresh count of attempts; last_error is kept as
-# history. With ``renew_age`` their age (OUTBOX_MAX_AGE_SECONDS) counts from now.
-def retry_failed(
-    connection: Connection, selection: Selection, *, now: datetime, renew_age: bool
-) -> int:
-    values: dict[str, Any] = {
-        "status": Status.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "locked_until": None,
-        "updated_at": now,
-    }
-    if renew_age:
-        values["created_at"] = now
-    where = _selected(selection, Status.FAILED, "updated_at")
-    return int(connection.execute(update(outbox).where(where).values(values)).rowcount)
-
-
-# -- cancel_pending -- Pending rows of the selection (time range on created_at) become
-# cancelled. Sending rows are never touched: their API call may be under way.
-def cancel_pending(connection: Connection, selection: Selection, *, now: datetime) -> int:
-    where = _selected(selection, Status.PENDING, "created_at")
-    statement = update(outbox).where(where).values(status=Status.CANCELLED, updated_at=now)
-    return int(connection.execute(statement).rowcount)
-
-
-# -- count_finished -- How many rows of a final status finished before ``cutoff`` (accepted
-# rows by accepted_at, failed and cancelled ones by updated_at): what prune_finished removes.
-def count_finished(connection: Connection, *, status: Status, cutoff: datetime) -> int:
-    statement = select(func.count()).where(_finished_before(status, cutoff))
-    return int(connection.scalar(statement) or 0)
-
-
-# -- prune_finished -- Delete up to ``chunk`` of those rows; callers repeat until fewer
-# than ``chunk`` go, so no statement runs long.
-def prune_finished(connection: Connection, *, status: Status, cutoff: datetime, chunk: int) -> int:
-    old = select(outbox.c.id).where(_finished_before(status, cutoff)).limit(chunk)
-    result = connection.execute(delete(outbox).where(outbox.c.id.in_(old.scalar_subquery())))
-    return int(result.rowcount)
-
-
-def _finished_before(status: Status, cutoff: datetime) -> Any:
-    if not status.is_final:
-        raise ValueError(f"only final statuses are pruned, not {status.value}")
-    column = outbox.c.accepted_at if status is Status.ACCEPTED else outbox.c.updated_at
-    return and_(outbox.c.status == status, column < cutoff)
 
 
 # -- content_type_counts -- Rows by content $type and status (the demo's summary table).

@@ -1,20 +1,30 @@
-"""What operators read: one snapshot for `outbox stats` and the metrics, and one message."""
+"""What operators read: one consistent snapshot for `outbox stats` and the metrics, and one message.
+
+Everything a snapshot holds is read in one transaction that sees one moment of the database:
+REPEATABLE READ on PostgreSQL, one read transaction on SQLite (pysqlite would otherwise run
+each SELECT on its own). A snapshot taken while workers drain therefore never contradicts
+itself: its statuses add up, its leases add up to its sending rows, its lanes to its pending.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import GateState
 from worker.ops import queries
 from worker.ops.access import OperatorError
-from worker.ops.queries import QueueFigures
+from worker.ops.queries import EXACT_BELOW, Lane, QueueFigures
 
 TOP_REASONS = 5
+REASONS_AMONG = 1_000  # top failure reasons are those of the latest failures only
 
 
 @dataclass(frozen=True)
@@ -27,14 +37,20 @@ class Snapshot:
     failure_reasons: list[tuple[str, int]]
 
     @property
-    def oldest_unfinished_age(self) -> timedelta | None:
-        """How long the oldest pending or sending message has waited (None: none waits)."""
-        oldest = self.figures.oldest_unfinished_at
-        return None if oldest is None else max(timedelta(0), self.taken_at - oldest)
+    def oldest_due_age(self) -> timedelta | None:
+        """How long the longest-waiting due message has waited since it was due (None: none)."""
+        return self._age(self.figures.oldest_due_at)
+
+    def due_age(self, lane: Lane) -> timedelta | None:
+        """The same for one lane."""
+        return self._age(lane.oldest_due_at)
+
+    def _age(self, since: datetime | None) -> timedelta | None:
+        return None if since is None else max(timedelta(0), self.taken_at - since)
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as `outbox stats --json` prints it."""
-        age = self.oldest_unfinished_age
+        figures = self.figures
         gate = asdict(self.gate)
         gate["paused_until"] = _iso(self.gate.paused_until)
         gate["next_probe_at"] = _iso(self.gate.next_probe_at)
@@ -43,16 +59,29 @@ class Snapshot:
         gate["state"] = self.gate.describe()
         return {
             "taken_at": _iso(self.taken_at),
-            "by_status": self.figures.by_status,
-            "oldest_pending_age_seconds": None if age is None else age.total_seconds(),
-            "due_now": self.figures.due_now,
-            "retrying": self.figures.retrying,
-            "leases_in_flight": self.figures.leases_in_flight,
-            "expired_leases": self.figures.expired_leases,
+            "by_status": figures.by_status,
+            "estimated": sorted(figures.estimated),
+            "oldest_due_age_seconds": _seconds(self.oldest_due_age),
+            "due_now": figures.due_now,
+            "retrying": figures.retrying,
+            "leases_in_flight": figures.leases_in_flight,
+            "expired_leases": figures.expired_leases,
+            "lanes": {
+                name: {
+                    "pending": lane.pending,
+                    "due": lane.due,
+                    "scheduled": lane.scheduled,
+                    "expired_leases": lane.expired_leases,
+                    "oldest_due_age_seconds": _seconds(self.due_age(lane)),
+                    "next_due_at": _iso(lane.next_due_at),
+                }
+                for name, lane in figures.lanes.items()
+            },
             "gate": gate,
             "top_failure_reasons": [
                 {"reason": reason, "count": count} for reason, count in self.failure_reasons
             ],
+            "failure_reasons_among_latest": REASONS_AMONG,
         }
 
 
@@ -60,14 +89,60 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
+def _seconds(age: timedelta | None) -> float | None:
+    return None if age is None else age.total_seconds()
+
+
+@contextmanager
+def one_reading(engine: Engine) -> Iterator[Connection]:
+    """A connection whose statements all see the same moment of the database."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN")  # pysqlite begins only before writes
+            yield connection
+            connection.commit()  # keeps the gate's row if this reading created it
+        return
+    repeatable = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with repeatable as connection, connection.begin():
+        # The planner costs an estimate over a large history high enough to JIT-compile it,
+        # and loading the JIT provider costs a fresh connection 40-100 ms: none of these
+        # small statements gains from it.
+        connection.execute(text("SET LOCAL jit = off"))
+        yield connection
+
+
 def take_snapshot(
-    engine: Engine, *, now: datetime, circuit_failures: int, reasons: int = TOP_REASONS
+    engine: Engine,
+    *,
+    now: datetime,
+    circuit_failures: int,
+    reasons: int = TOP_REASONS,
+    exact_below: int | None = EXACT_BELOW,
 ) -> Snapshot:
-    """Read the backlog, the gate and the commonest failure reasons in one transaction."""
-    with engine.begin() as connection:
-        figures = queries.queue_figures(connection, now=now)
+    """Read the backlog, the gate and the commonest failure reasons as one reading.
+
+    The gate's row is created the first time it is read; should another process create it
+    at the same moment, the reading conflicts with that write once, and is taken again.
+    """
+    try:
+        return _read(engine, now, circuit_failures, reasons, exact_below)
+    except OperationalError:
+        with engine.begin() as connection:
+            gates.read_gate(connection)
+        return _read(engine, now, circuit_failures, reasons, exact_below)
+
+
+def _read(
+    engine: Engine, now: datetime, circuit_failures: int, reasons: int, exact_below: int | None
+) -> Snapshot:
+    with one_reading(engine) as connection:
+        figures = queries.queue_figures(connection, now=now, exact_below=exact_below)
         gate = gates.read_gate(connection)
-        failure_reasons = queries.failure_reasons(connection, limit=reasons)
+        failure_reasons = (
+            queries.failure_reasons(connection, limit=reasons, among=REASONS_AMONG)
+            if reasons
+            else []
+        )
     return Snapshot(
         taken_at=now,
         figures=figures,

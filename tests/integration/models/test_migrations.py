@@ -19,7 +19,7 @@ from tests.conftest import ROOT, alembic_config
 from worker.database import make_engine
 
 OUTBOX_TABLES = {"outbox_messages", "outbox_dispatch_gate", "outbox_refused_keys"}
-HEAD = "0003_sending_gate"
+HEAD = "0004_finished_indexes"
 
 
 @pytest.fixture
@@ -143,11 +143,28 @@ def test_the_claim_indexes_are_partial(engine: Engine) -> None:
         assert "(priority, next_attempt_at, id)" in due
         assert due.endswith("WHERE status = 'pending'")
         assert lease.endswith("WHERE status = 'sending'")
-    # Only what the claim needs: the two partial indexes, plus the unique key's own.
+    # Only what the claim, prune and the operators' counts need: partial indexes, each
+    # holding the rows of one status, plus the unique key's own.
     assert set(indexes) - {"uq_outbox_messages_client_message_id", "pk_outbox_messages"} == {
         "ix_outbox_messages_due",
         "ix_outbox_messages_lease",
+        "ix_outbox_messages_accepted",
+        "ix_outbox_messages_failed",
+        "ix_outbox_messages_cancelled",
     }
+
+
+def test_the_finished_indexes_hold_one_status_each(engine: Engine) -> None:
+    indexes = index_sql(engine)
+    for status, column in (
+        ("accepted", "accepted_at"),
+        ("failed", "updated_at"),
+        ("cancelled", "updated_at"),
+    ):
+        definition = indexes[f"ix_outbox_messages_{status}"]
+        assert f"({column}, id)" in definition
+        suffix = "::text)" if engine.dialect.name == "postgresql" else ""
+        assert definition.endswith(f"status = '{status}'{suffix}"), definition
 
 
 def test_alembic_check_notices_drift(postgres_url: str, postgres_engine: Engine) -> None:

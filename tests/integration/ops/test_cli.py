@@ -80,6 +80,21 @@ def _set(client_message_id: str, engine: Engine, **values: Any) -> None:
         )
 
 
+def add_pending(engine: Engine, client_message_id: str, **values: Any) -> None:
+    with Session(engine) as session, session.begin():
+        enqueue_many(
+            session,
+            [
+                dict(
+                    client_message_id=client_message_id,
+                    recipient="46701234567",
+                    content=SMSProject(project_id=1),
+                )
+            ],
+        )
+    _set(client_message_id, engine, **values)
+
+
 def _row(engine: Engine, client_message_id: str) -> Any:
     with engine.begin() as connection:
         return connection.execute(
@@ -134,7 +149,18 @@ def test_stats_counts_everything_the_runbook_needs(
     assert stats["retrying"] == 1
     assert stats["leases_in_flight"] == 1
     assert stats["expired_leases"] == 1
-    assert stats["oldest_pending_age_seconds"] >= 0
+    assert 55 < stats["oldest_due_age_seconds"] < 600  # m4, whose lease ended a minute ago
+    assert stats["lanes"]["normal"]["pending"] == 2
+    assert stats["lanes"]["normal"]["due"] == 3
+    assert stats["lanes"]["urgent"] == {
+        "pending": 0,
+        "due": 0,
+        "scheduled": 0,
+        "expired_leases": 0,
+        "oldest_due_age_seconds": None,
+        "next_due_at": None,
+    }
+    assert stats["estimated"] == []
     assert [r["count"] for r in stats["top_failure_reasons"]] == [1, 1]
     assert stats["gate"]["paused"] is False
 
@@ -202,7 +228,10 @@ def test_retry_by_id_makes_a_failed_message_due_with_fresh_attempts(
     row = _row(outbox, "m8")
     assert (row.status, row.attempts, row.locked_until) == ("pending", 0, None)
     assert row.next_attempt_at <= datetime.now(UTC)
-    assert row.last_error == "gave up after 10 attempts: busy"  # kept as history
+    # How it failed is kept, marked so that the row does not read as a worker's retry.
+    assert (
+        row.last_error == "retried by an operator; it had failed: gave up after 10 attempts: busy"
+    )
     assert _row(outbox, "m7").status == "failed"
 
 
@@ -225,12 +254,60 @@ def test_retry_by_error_text_and_time_range(
     assert _row(outbox, "m8").status == "failed"
 
 
+def test_since_accepts_a_duration_ago(outbox: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    for since in ("3d ago", "3 d ago", "72h ago"):
+        _set("m7", outbox, status="failed")
+        code, out, err = run(
+            _url(outbox), "retry", "--error", "blocked", "--since", since, "--yes", capsys=capsys
+        )
+        assert code == 0, err
+        assert "retried 1 messages" in out
+    assert _row(outbox, "m7").status == "pending"
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_an_empty_error_filter_is_refused(
+    outbox: Engine, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    code, _, err = run(_url(outbox), "retry", "--error", text, "--yes", capsys=capsys)
+    assert code == 2
+    assert "--error: give the text to look for" in one_error_line(err)
+    assert _row(outbox, "m7").status == "failed"
+
+
+def test_the_error_filter_ignores_case_beyond_ascii(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _set("m8", outbox, last_error="rejected: Ändra mottagaren")
+    code, out, _ = run(_url(outbox), "retry", "--error", "ÄNDRA", "--yes", capsys=capsys)
+    assert code == 0
+    assert "retried 1 messages" in out
+    assert _row(outbox, "m8").status == "pending"
+
+
+def test_freshly_retried_messages_are_not_retrying(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(_url(outbox), "retry", "--all", "--yes", capsys=capsys)[0] == 0
+    code, out, _ = run(_url(outbox), "stats", "--json", capsys=capsys)
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["by_status"]["pending"] == 4
+    assert stats["retrying"] == 1  # m2, sent and answered "transient"; not m7 nor m8
+
+
 def test_retry_renew_age_counts_age_from_now(
     outbox: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    _set("m7", outbox, first_due_at=_now() - timedelta(days=2))  # due two days ago
+    created = _row(outbox, "m7").created_at
+    code, out, _ = run(_url(outbox), "retry", "m7", capsys=capsys, stdin="n\n")
+    assert "1 of them" in out and "--renew-age" in out  # older than the max age: warned
     code, _, _ = run(_url(outbox), "retry", "m7", "--renew-age", "--yes", capsys=capsys)
     assert code == 0
-    assert _row(outbox, "m7").created_at > _now() - timedelta(minutes=1)
+    row = _row(outbox, "m7")
+    assert row.first_due_at is None  # the next claim notes it anew: its age counts from now
+    assert row.created_at == created
 
 
 def test_retry_asks_first_and_a_no_changes_nothing(
@@ -273,12 +350,52 @@ def test_bad_requests_give_one_line_and_a_non_zero_exit(
 def test_cancel_leaves_sending_rows_alone(
     outbox: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(_url(outbox), "cancel", "--all", "--yes", capsys=capsys)
+    code, out, _ = run(_url(outbox), "cancel", "--all", "--include-sent", "--yes", capsys=capsys)
     assert code == 0
     assert "cancelled 2 messages" in out
     assert _row(outbox, "m1").status == "cancelled"
     assert _row(outbox, "m3").status == "sending"
     assert _row(outbox, "m4").status == "sending"
+
+
+def test_cancel_says_which_may_have_reached_wiraya_and_leaves_them(
+    outbox: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # m2 was sent once (a transient answer); a row released after a timeout gave its attempt
+    # back but its request may have got through; one released after a 429 never did.
+    add_pending(outbox, "t1", attempts=0, last_error="TransportError: timed out")
+    add_pending(outbox, "r1", attempts=0, last_error="RateLimited: HTTP 429")
+    code, out, _ = run(_url(outbox), "cancel", "--all", "--yes", capsys=capsys)
+    assert code == 0
+    assert "2 of them may already have reached Wiraya" in out
+    assert "cancelled 2 messages" in out
+    assert [_row(outbox, name).status for name in ("m1", "r1")] == ["cancelled"] * 2
+    assert [_row(outbox, name).status for name in ("m2", "t1")] == ["pending"] * 2
+
+    code, out, _ = run(_url(outbox), "cancel", "--all", "--include-sent", "--yes", capsys=capsys)
+    assert code == 0
+    assert "cancelled 2 messages" in out
+    assert [_row(outbox, name).status for name in ("m2", "t1")] == ["cancelled"] * 2
+
+
+def test_cancel_and_retry_by_priority(outbox: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    _set("m1", outbox, priority=2)
+    _set("m7", outbox, priority=0)
+    code, out, _ = run(_url(outbox), "cancel", "--priority", "bulk", "--yes", capsys=capsys)
+    assert code == 0
+    assert "cancelled 1 messages" in out
+    assert _row(outbox, "m1").status == "cancelled"
+
+    code, out, _ = run(_url(outbox), "retry", "--priority", "urgent", "--yes", capsys=capsys)
+    assert code == 0
+    assert "retried 1 messages" in out
+    assert (_row(outbox, "m7").status, _row(outbox, "m8").status) == ("pending", "failed")
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses it, naming the option
+        main(["--database-url", _url(outbox), "retry", "--priority", "high", "--yes"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--priority: 'high' is not a lane: urgent, normal, bulk" in err
 
 
 def test_prune_deletes_finished_messages_older_than_asked(

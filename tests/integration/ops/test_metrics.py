@@ -2,128 +2,29 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
-import redis
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, func, select
 
-from models import OutboxMessage, SMSProject, enqueue_many
+from models import OutboxMessage
+from tests.integration.ops.endpoint import samples, scrape_endpoint
 from worker.database import make_engine
-from worker.dispatch import gate as gates
-from worker.dispatch.gate import transitions
 from worker.dispatch.summary import BatchSummary
 from worker.ops import counters, metrics
 from worker.ops.access import operator_settings
-from worker.ops.processes import free_port
-
-OUTBOX = str(Path(sys.executable).with_name("outbox"))
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@pytest.fixture
-def counters_url(redis_url: str) -> Iterator[str]:
-    """A Redis database of its own for the counters hash, emptied before and after."""
-    url = redis_url.rsplit("/", 1)[0] + "/14"
-    client = redis.Redis.from_url(url)
-    client.delete(counters.COUNTERS_KEY)
-    yield url
-    client.delete(counters.COUNTERS_KEY)
-    client.close()
-
-
-@pytest.fixture
-def filled(database_url: str) -> Iterator[Engine]:
-    """3 pending (1 retrying, 1 not due), 1 sending under lease, 2 accepted, 1 failed."""
-    engine = make_engine(database_url)
-    with Session(engine) as session, session.begin():
-        enqueue_many(
-            session,
-            [
-                dict(
-                    client_message_id=f"m{n}",
-                    recipient="46701234567",
-                    content=SMSProject(project_id=1),
-                )
-                for n in range(1, 8)
-            ],
-        )
-    changes: dict[str, dict[str, Any]] = {
-        "m1": {"created_at": _now() - timedelta(minutes=10)},
-        "m2": {"last_error": "transient", "attempts": 1},
-        "m3": {"next_attempt_at": _now() + timedelta(hours=1)},
-        "m4": {"status": "sending", "attempts": 1, "locked_until": _now() + timedelta(minutes=2)},
-        "m5": {"status": "accepted", "attempts": 1, "tracking_id": "a" * 32, "accepted_at": _now()},
-        "m6": {"status": "accepted", "attempts": 1, "tracking_id": "b" * 32, "accepted_at": _now()},
-        "m7": {"status": "failed", "attempts": 1, "last_error": "rejected"},
-    }
-    with engine.begin() as connection:
-        for client_message_id, values in changes.items():
-            connection.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.client_message_id == client_message_id)
-                .values(**values)
-            )
-        gates.read_gate(connection)
-        transitions.count_failure_unless_answered_since(
-            connection,
-            started=_now(),
-            now=_now(),
-            reason="ServerError",
-            pause_until=_now() + timedelta(minutes=5),
-            threshold=5,
-            probe_at=_now() + timedelta(minutes=5),
-            was_probe=False,
-        )
-    yield engine
-    engine.dispose()
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of an exposition, keyed by name and sorted labels."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def test_the_endpoint_serves_figures_that_match_the_table(
     filled: Engine, counters_url: str
 ) -> None:
     url = filled.url.render_as_string(hide_password=False)
-    port = free_port()
-    environment = dict(os.environ, CELERY_BROKER_URL=counters_url)
-    server = subprocess.Popen(
-        [OUTBOX, "--database-url", url, "metrics", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=environment,
-    )
-    try:
-        assert server.stdout is not None
-        assert "serving outbox metrics" in server.stdout.readline()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-            exposition = answer.read().decode()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=10)
-    assert server.returncode == 0
+    exposition = scrape_endpoint(url, counters_url)
     got = samples(exposition)
     with filled.begin() as connection:
         table = dict(
@@ -134,8 +35,23 @@ def test_the_endpoint_serves_figures_that_match_the_table(
     for status in ("pending", "sending", "accepted", "failed", "cancelled"):
         assert got[("outbox_messages", (("status", status),))] == table.get(status, 0)
     assert got[("outbox_database_up", ())] == 1
-    assert 590 < got[("outbox_oldest_pending_age_seconds", ())] < 900
-    assert got[("outbox_due_messages", ())] == 2  # m1 and m2; m3 is scheduled later
+    assert got[("outbox_messages_estimated", (("status", "accepted"),))] == 0
+    lanes = {
+        name: {
+            priority: got[(f"outbox_{name}", (("priority", priority),))]
+            for priority in ("urgent", "normal", "bulk")
+        }
+        for name in ("pending_messages", "due_messages", "scheduled_messages")
+    }
+    assert lanes == {
+        "pending_messages": {"urgent": 0, "normal": 2, "bulk": 1},
+        "due_messages": {"urgent": 0, "normal": 2, "bulk": 0},  # m1 and m2, not m3
+        "scheduled_messages": {"urgent": 0, "normal": 0, "bulk": 1},
+    }
+    age = "outbox_oldest_pending_age_seconds"
+    assert 590 < got[(age, (("priority", "normal"),))] < 900  # m1, due for 10 minutes
+    assert got[(age, (("priority", "bulk"),))] == 0  # m3 is scheduled: it has not waited
+    assert got[(age, (("priority", "urgent"),))] == 0
     assert got[("outbox_retrying_messages", ())] == 1
     assert got[("outbox_leases_in_flight", ())] == 1
     assert got[("outbox_expired_leases", ())] == 0

@@ -1,0 +1,136 @@
+"""`outbox retry`, `cancel`, `prune` and `resume`: each shows what it would change and asks."""
+
+from __future__ import annotations
+
+import argparse
+
+from models import Status
+from worker.clock import utc_now
+from worker.ops import access, changes
+from worker.ops.access import OperatorError
+from worker.ops.cli.times import human_duration, parse_duration, parse_moment
+from worker.ops.selection import Selection
+from worker.settings import OperatorSettings
+
+
+def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    selection = _selection(args, "retry")
+    with access.open_outbox(settings.database_url) as engine:
+        plan = changes.plan_retry(engine, selection, now=utc_now(), max_age=settings.max_age)
+        if plan.matched == 0:
+            print("no failed messages match: nothing to retry")
+            return 0
+        question = f"retry {plan.matched:,} failed messages"
+        if plan.too_old and not args.renew_age:
+            question += (
+                f" ({plan.too_old:,} of them due for longer than OUTBOX_MAX_AGE_SECONDS="
+                f"{human_duration(settings.max_age)}: they will expire again at once "
+                "unless you add --renew-age)"
+            )
+        _confirm(question, args.yes)
+        moved = changes.retry(engine, plan, now=utc_now(), renew_age=args.renew_age)
+    print(f"retried {moved:,} messages: pending and due now")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    selection = _selection(args, "cancel")
+    with access.open_outbox(settings.database_url) as engine:
+        plan = changes.plan_cancel(engine, selection, now=utc_now())
+        if plan.matched == 0:
+            print("no pending messages match: nothing to cancel")
+            return 0
+        sent = plan.maybe_sent
+        if args.include_sent:
+            question = f"cancel {plan.matched:,} pending messages"
+            if sent:
+                question += f" ({sent:,} of them may already have reached Wiraya)"
+        elif sent == plan.matched:
+            print(
+                f"all {sent:,} of the pending messages selected may already have reached "
+                "Wiraya: nothing to cancel (add --include-sent to cancel them anyway)"
+            )
+            return 0
+        elif sent:
+            question = (
+                f"cancel {plan.matched - sent:,} of {plan.matched:,} pending messages: {sent:,} "
+                "of them may already have reached Wiraya and stay pending (add --include-sent "
+                "to cancel them too)"
+            )
+        else:
+            question = f"cancel {plan.matched:,} pending messages"
+        _confirm(question, args.yes)
+        moved = changes.cancel(engine, plan, now=utc_now(), include_sent=args.include_sent)
+    print(f"cancelled {moved:,} messages")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    age = parse_duration(args.older_than, "--older-than")
+    status = Status(args.status)
+    cutoff = utc_now() - age
+    with access.open_outbox(settings.database_url) as engine:
+        matched = changes.plan_prune(engine, status=status, cutoff=cutoff)
+        if matched == 0:
+            print(f"no {status.value} messages older than {human_duration(age)}: nothing to prune")
+            return 0
+        _confirm(
+            f"delete {matched:,} {status.value} messages older than {human_duration(age)}",
+            args.yes,
+        )
+        deleted = changes.prune(engine, status=status, cutoff=cutoff)
+    print(f"deleted {deleted:,} {status.value} messages")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    with access.open_outbox(settings.database_url) as engine:
+        changes.resume(engine, now=utc_now())
+    print("sending resumed: pause, circuit, refused key, spacing and batch limit cleared")
+    return 0
+
+
+def _selection(args: argparse.Namespace, verb: str) -> Selection:
+    """The rows the command line names; refused when it names none (without --all)."""
+    now = utc_now()
+    since = parse_moment(args.since, "--since", now) if args.since else None
+    until = parse_moment(args.until, "--until", now) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise OperatorError(
+            f"bad time range: --since {since:%Y-%m-%d %H:%M:%S} is not before "
+            f"--until {until:%Y-%m-%d %H:%M:%S} (UTC)",
+            2,
+        )
+    if args.error is not None and not args.error.strip():
+        raise OperatorError(
+            "--error: give the text to look for (an empty one matches every message; "
+            "say --all for that)",
+            2,
+        )
+    selection = Selection(
+        client_message_ids=tuple(args.client_message_ids),
+        error=args.error,
+        since=since,
+        until=until,
+        priority=args.priority,
+    )
+    if selection == Selection() and not args.all:
+        raise OperatorError(
+            f"say which messages to {verb}: CLIENT_MESSAGE_IDs, --error, --since/--until, "
+            "--priority, or --all",
+            2,
+        )
+    return selection
+
+
+def _confirm(question: str, assume_yes: bool) -> None:
+    """Ask on the terminal unless --yes; anything but y/yes changes nothing."""
+    print(question[0].upper() + question[1:] + ".")
+    if assume_yes:
+        return
+    try:
+        answer = input("Go ahead? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in {"y", "yes"}:
+        raise OperatorError("nothing changed (answer y, or add --yes)")

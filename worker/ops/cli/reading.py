@@ -1,0 +1,107 @@
+"""`outbox stats` and `outbox inspect`: what the outbox holds, printed as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from models import Status
+from worker.clock import utc_now
+from worker.ops import access, queries
+from worker.ops import snapshot as snapshots
+from worker.ops.cli.times import human_duration
+from worker.ops.snapshot import Snapshot
+from worker.settings import OperatorSettings
+
+
+def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    with access.open_outbox(settings.database_url) as engine:
+        snapshot = snapshots.take_snapshot(
+            engine,
+            now=utc_now(),
+            circuit_failures=settings.circuit_failures,
+            exact_below=None if args.exact else queries.EXACT_BELOW,
+        )
+    if args.json:
+        print(json.dumps(snapshot.to_json(), indent=2))
+        return 0
+    print(f"outbox at {access.shown_url(settings.database_url)}")
+    print()
+    _print_statuses(snapshot)
+    print()
+    _print_lanes(snapshot)
+    print()
+    age = snapshot.oldest_due_age
+    print(f"  oldest due   {'-' if age is None else human_duration(age)} (since its due time)")
+    print(f"  dispatch     {snapshot.gate.describe()}")
+    if snapshot.failure_reasons:
+        print()
+        print(f"top failure reasons (of the latest {snapshots.REASONS_AMONG:,} failures)")
+        for reason, count in snapshot.failure_reasons:
+            print(f"  {count:>8,}  {reason}")
+    return 0
+
+
+def _print_statuses(snapshot: Snapshot) -> None:
+    figures = snapshot.figures
+    counts = figures.by_status
+    scheduled = sum(lane.scheduled for lane in figures.lanes.values())
+    notes = {
+        Status.PENDING.value: (
+            f"{figures.due_now - figures.expired_leases} due now, {scheduled} scheduled, "
+            f"{figures.retrying} retrying"
+        ),
+        Status.SENDING.value: (
+            f"{figures.leases_in_flight} leases in flight, {figures.expired_leases} expired"
+        ),
+    }
+    for status in figures.estimated:
+        notes[status] = "the planner's estimate; `outbox stats --exact` counts them"
+    for status in Status:
+        mark = "~" if status.value in figures.estimated else ""
+        note = notes.get(status.value)
+        print(
+            f"  {status.value:<10} {mark + format(counts[status.value], ','):>12}"
+            + (f"   ({note})" if note else "")
+        )
+    total = format(sum(counts.values()), ",")
+    print(f"  {'total':<10} {('~' if figures.estimated else '') + total:>12}")
+
+
+def _print_lanes(snapshot: Snapshot) -> None:
+    print(
+        f"  {'lane':<8} {'pending':>10} {'due':>10} {'scheduled':>10}  {'oldest due':<12} next due"
+    )
+    for name, lane in snapshot.figures.lanes.items():
+        age = snapshot.due_age(lane)
+        print(
+            f"  {name:<8} {lane.pending:>10,} {lane.due:>10,} {lane.scheduled:>10,}  "
+            f"{'-' if age is None else human_duration(age):<12} "
+            f"{_in(lane.next_due_at, snapshot.taken_at)}"
+        )
+
+
+def _in(moment: datetime | None, now: datetime) -> str:
+    return "-" if moment is None else f"in {human_duration(max(moment - now, timedelta(0)))}"
+
+
+def cmd_inspect(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    with access.open_outbox(settings.database_url) as engine:
+        row = snapshots.find_message(engine, args.client_message_id)
+    shown = {key: _jsonable(value) for key, value in row.items()}
+    if args.json:
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    width = max(len(key) for key in shown)
+    for key, value in shown.items():
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+        print(f"{key:<{width}}  {'-' if text is None else text}")
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

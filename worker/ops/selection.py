@@ -1,0 +1,109 @@
+"""Which rows an operator means, and what a pending row has been through, as SQL conditions.
+
+The selection is what `outbox retry` and `outbox cancel` take from the command line. A pending
+row is *retrying* after a worker's failed try, and *may have reached Wiraya* when a request
+holding it may have got through (see `may_have_reached_wiraya`).
+
+Text matching ignores case beyond ASCII on both databases: PostgreSQL's lower() follows the
+database's locale, and SQLite's built-in lower() folds ASCII only, so on SQLite the column is
+folded by Python's str.casefold, registered on the connection as ``outbox_casefold``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, not_, or_
+
+from models import Priority, Status
+from models.outbox import outbox_messages as outbox
+
+CASEFOLD = "outbox_casefold"
+# `outbox retry` starts the last error with this, so the row reads as retried by hand, not as
+# a worker's retry, and still says how it failed.
+RETRIED = "retried by an operator"
+# Releases after these answers gave the attempt back because the API refused the request as a
+# whole: none of its messages reached Wiraya. Any other recorded error may come from a request
+# that got through (a timeout, a dropped connection, a 5xx after the work was done).
+REFUSED_REQUEST = ("RateLimited: ", "Unauthorized: ", "BadRequest: ", "BatchTooLarge: ")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The rows an operator means; every criterion given must match (none given: all rows).
+
+    ``since``/``until`` bound a time column that the statement names (``until`` excluded).
+    """
+
+    client_message_ids: tuple[str, ...] = ()
+    error: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    priority: Priority | None = None
+
+    def up_to(self, moment: datetime) -> Selection:
+        """The same rows, but only those whose time column is before ``moment``.
+
+        A command bounds its selection by the moment it counted it, so rows that arrive
+        while it runs (a message enqueued, a message failing again) are not swept along.
+        """
+        until = moment if self.until is None else min(self.until, moment)
+        return Selection(self.client_message_ids, self.error, self.since, until, self.priority)
+
+
+def selected(connection: Connection, selection: Selection, status: Status, time_column: str) -> Any:
+    """The WHERE clause of an operator's selection among rows of ``status``."""
+    conditions = [outbox.c.status == status]
+    if selection.client_message_ids:
+        conditions.append(outbox.c.client_message_id.in_(selection.client_message_ids))
+    if selection.error is not None:
+        conditions.append(_contains_any_case(connection, selection.error))
+    if selection.priority is not None:
+        conditions.append(outbox.c.priority == int(selection.priority))
+    column = outbox.c[time_column]
+    if selection.since is not None:
+        conditions.append(column >= selection.since)
+    if selection.until is not None:
+        conditions.append(column < selection.until)
+    return and_(*conditions)
+
+
+def _contains_any_case(connection: Connection, needle: str) -> Any:
+    if connection.dialect.name == "sqlite":
+        connection.connection.driver_connection.create_function(  # type: ignore[union-attr]
+            CASEFOLD, 1, _casefold, deterministic=True
+        )
+        return func.outbox_casefold(outbox.c.last_error).contains(
+            needle.casefold(), autoescape=True
+        )
+    return func.lower(outbox.c.last_error).contains(needle.lower(), autoescape=True)
+
+
+def _casefold(value: str | None) -> str | None:
+    return None if value is None else value.casefold()
+
+
+def retried_error() -> Any:
+    """The last error a retried row keeps: the mark, then how it had failed."""
+    error = outbox.c.last_error
+    return func.coalesce(RETRIED + "; it had failed: " + error, RETRIED)
+
+
+def retrying() -> Any:
+    """Pending after a failed try by a worker (not a row an operator has just retried)."""
+    error = outbox.c.last_error
+    return and_(error.is_not(None), not_(error.startswith(RETRIED, autoescape=True)))
+
+
+def may_have_reached_wiraya() -> Any:
+    """A pending row a request may already have delivered to Wiraya.
+
+    A per-message answer spent an attempt (attempts > 0), or a request-level failure gave the
+    attempt back but left its reason: unless the API refused that request outright, it may
+    have got through. A row retried by an operator carries its earlier life in the same way.
+    """
+    error = outbox.c.last_error
+    refused = [error.startswith(prefix, autoescape=True) for prefix in REFUSED_REQUEST]
+    return or_(outbox.c.attempts > 0, and_(error.is_not(None), not_(or_(*refused))))

@@ -1,0 +1,145 @@
+"""The operators' writes as SQL: retry, cancel and prune, each one bounded chunk per statement.
+
+Every statement is safe beside running workers and beside the other operator commands:
+
+- It locks the rows it will change first, in the one order of the index that serves their
+  status (pending rows by lane, due time and id; finished rows by when they finished, then
+  id). Two commands that want the same rows wait for each other in that order and never
+  deadlock; a chunk holds at most CHUNK locks, for one short transaction.
+- It re-checks the whole selection in the row it finally changes: a lock that waited re-reads
+  the newest version of the row, and the UPDATE or DELETE repeats the conditions, so a row
+  another command changed meanwhile (a failed row retried, a pending row claimed) is left as
+  it now is.
+- The dispatcher's claim skips locked rows and its record writes only sending rows, which no
+  operator statement selects: a dispatch never waits for an operator.
+
+On SQLite the database lock serializes writers; each statement reads and writes under it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CTE, Connection, and_, delete, func, literal, select, update
+
+from models import Status
+from models.outbox import outbox_messages as outbox
+from worker.ops.selection import Selection, may_have_reached_wiraya, retried_error, selected
+
+CHUNK = 5_000
+
+# The order each status's rows are locked in: the order of the index that serves them.
+LOCK_ORDER = {
+    Status.PENDING: (outbox.c.priority, outbox.c.next_attempt_at, outbox.c.id),
+    Status.ACCEPTED: (outbox.c.accepted_at, outbox.c.id),
+    Status.FAILED: (outbox.c.updated_at, outbox.c.id),
+    Status.CANCELLED: (outbox.c.updated_at, outbox.c.id),
+}
+
+
+def _chosen(where: Any, status: Status, chunk: int) -> CTE:
+    """Up to ``chunk`` rows matching ``where``, locked one by one in LOCK_ORDER."""
+    return (
+        select(outbox.c.id)
+        .where(where)
+        .order_by(*LOCK_ORDER[status])
+        .limit(chunk)
+        .with_for_update()
+        .cte("chosen")
+    )
+
+
+# -- count_selected -- How many rows of ``status`` an operator's selection matches, how many
+# of those first fell due before ``due_before``, and how many may have reached Wiraya.
+def count_selected(
+    connection: Connection,
+    selection: Selection,
+    *,
+    status: Status,
+    time_column: str,
+    due_before: datetime | None = None,
+) -> tuple[int, int, int]:
+    first_due = func.coalesce(outbox.c.first_due_at, outbox.c.next_attempt_at)
+    old = func.count().filter(first_due < due_before) if due_before is not None else literal(0)
+    sent = func.count().filter(may_have_reached_wiraya())
+    where = selected(connection, selection, status, time_column)
+    matched, older, maybe_sent = connection.execute(
+        select(func.count(), old, sent).where(where)
+    ).one()
+    return int(matched), int(older or 0), int(maybe_sent or 0)
+
+
+# -- retry_failed -- Up to ``chunk`` failed rows of the selection (time range on updated_at,
+# when they failed) become pending and due now with a fresh count of attempts; last_error
+# keeps how they failed behind the RETRIED mark. With ``renew_age`` their age
+# (OUTBOX_MAX_AGE_SECONDS) counts from now: the next claim notes their first due time anew.
+def retry_failed(
+    connection: Connection, selection: Selection, *, now: datetime, renew_age: bool, chunk: int
+) -> int:
+    values: dict[str, Any] = {
+        "status": Status.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "locked_until": None,
+        "last_error": retried_error(),
+        "updated_at": now,
+    }
+    if renew_age:
+        values["first_due_at"] = None
+    where = selected(connection, selection, Status.FAILED, "updated_at")
+    chosen = _chosen(where, Status.FAILED, chunk)
+    statement = update(outbox).where(outbox.c.id.in_(select(chosen.c.id)), where).values(values)
+    return _changed(connection, statement)
+
+
+# -- cancel_pending -- Up to ``chunk`` pending rows of the selection (time range on
+# created_at) become cancelled; unless ``include_sent``, only rows that cannot have reached
+# Wiraya. Sending rows are never touched: their API call may be under way.
+def cancel_pending(
+    connection: Connection,
+    selection: Selection,
+    *,
+    now: datetime,
+    include_sent: bool,
+    chunk: int,
+) -> int:
+    where = selected(connection, selection, Status.PENDING, "created_at")
+    if not include_sent:
+        where = and_(where, ~may_have_reached_wiraya())
+    chosen = _chosen(where, Status.PENDING, chunk)
+    statement = (
+        update(outbox)
+        .where(outbox.c.id.in_(select(chosen.c.id)), where)
+        .values(status=Status.CANCELLED, updated_at=now)
+    )
+    return _changed(connection, statement)
+
+
+# -- count_finished -- How many rows of a final status finished before ``cutoff`` (accepted
+# rows by accepted_at, failed and cancelled ones by updated_at): what prune_finished removes.
+def count_finished(connection: Connection, *, status: Status, cutoff: datetime) -> int:
+    statement = select(func.count()).where(finished_before(status, cutoff))
+    return int(connection.scalar(statement) or 0)
+
+
+# -- prune_finished -- Delete up to ``chunk`` of those rows, oldest first; callers repeat
+# until fewer than ``chunk`` go, so no statement runs long.
+def prune_finished(connection: Connection, *, status: Status, cutoff: datetime, chunk: int) -> int:
+    where = finished_before(status, cutoff)
+    chosen = _chosen(where, status, chunk)
+    statement = delete(outbox).where(outbox.c.id.in_(select(chosen.c.id)), where)
+    return _changed(connection, statement)
+
+
+def _changed(connection: Connection, statement: Any) -> int:
+    """How many rows ``statement`` changed, counted from RETURNING: the driver's rowcount is
+    -1 on SQLite for a statement that starts with WITH."""
+    return len(connection.execute(statement.returning(outbox.c.id)).all())
+
+
+def finished_before(status: Status, cutoff: datetime) -> Any:
+    if not status.is_final:
+        raise ValueError(f"only final statuses are pruned, not {status.value}")
+    column = outbox.c.accepted_at if status is Status.ACCEPTED else outbox.c.updated_at
+    return and_(outbox.c.status == status, column < cutoff)
