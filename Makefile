@@ -29,6 +29,7 @@ bench: $(STAMP)  ## the benchmarks (~20 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_drain.py
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_gate.py
+	$(BIN)/python bench/bench_lanes.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_ops_reads.py

@@ -538,7 +538,7 @@ def test_a_client_giving_up_on_a_trickle_is_counted_and_the_work_stays_done(
         assert response.status_code == 200
         next(response.iter_raw())  # the first bytes, then hang up
 
-    wait_for(lambda: sandbox.stats()["hung_up"] or None)
+    wait_for(lambda: sandbox.stats()["hung_up"], timeout=10, what="the sandbox to see the hang-up")
     assert sandbox.ledger()["gave-up"].tracking_id is not None
 
 
@@ -621,7 +621,7 @@ def test_a_resend_while_a_slow_answer_is_on_its_way_is_counted(
     first: list[httpx.Response] = []
     in_flight = threading.Thread(target=lambda: first.append(post(http, sandbox, [message("r")])))
     in_flight.start()
-    wait_for(lambda: sandbox.entry("r"))  # the work is done, the answer trickles
+    wait_for(lambda: sandbox.entry("r"), timeout=10, what="the work done")  # the answer trickles
 
     sandbox.set_faults(Faults())
     with httpx.Client(timeout=10) as other:

@@ -38,6 +38,7 @@ def test_a_429_takes_the_rate_down_and_remembers_the_rate_that_drew_it() -> None
 def test_answers_raise_the_rate_fast_far_below_the_ceiling_and_slowly_near_it() -> None:
     assert rate_after_answer(0.5, 1.0) == pytest.approx(0.5 * 1.05)
     assert rate_after_answer(0.9, 1.0) == pytest.approx(0.9 * 1.01)
+    assert rate_after_answer(0.97, 1.0) == pytest.approx(0.97 * 1.002)  # at the limit: probing
     assert rate_after_answer(2.0, None) == pytest.approx(2.1)  # no ceiling yet: fast
 
 
