@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, celeryd_after_setup, import_modules, worker_process_init
 
 from worker.database import dispose_engines
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
+from worker.ops import api_target
 from worker.runtime.broker import transport_options
 from worker.settings import Settings, SettingsError
 
 QUEUE = "outbox"
+log = logging.getLogger(__name__)
 
 
 def load_settings() -> Settings:
@@ -72,6 +75,21 @@ def create_app(settings: Settings) -> Celery:
         },
     )
     return app
+
+
+_api_announced = False
+
+
+@celeryd_after_setup.connect  # the worker
+@beat_init.connect  # beat
+@import_modules.connect  # Flower (the worker and beat send it before their logging is set up)
+def _say_which_api(**_: object) -> None:
+    # Once per process, where its log goes: which API messages go to (never the key).
+    global _api_announced
+    if _api_announced or not logging.getLogger().handlers:
+        return
+    log.info("%s", api_target.describe(settings))
+    _api_announced = True
 
 
 @worker_process_init.connect
