@@ -9,12 +9,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The project and its dependencies (non-editable), run as an unprivileged user.
+# The locked dependency versions first (checked against their hashes): this layer is
+# rebuilt only when the lock changes, not on every change of the code.
+COPY requirements.txt requirements-build.txt ./
+RUN pip install --require-hashes -r requirements.txt -r requirements-build.txt
+
+# The project itself (non-editable, nothing more resolved), run as an unprivileged user.
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY worker ./worker
 COPY sandbox ./sandbox
-RUN pip install . \
+RUN pip install --no-deps --no-build-isolation . \
+    && pip check \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin outbox
 
 # alembic.ini and migrations/ stay in /app, the working directory of `alembic upgrade head`
