@@ -8,7 +8,10 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import models
-import worker.dispatch.gate  # noqa: F401  (the gate's table joins the metadata)
+
+# Imported for their tables, which join the metadata: the gate's and beat's schedule.
+import worker.dispatch.gate
+import worker.runtime.housekeeping  # noqa: F401
 from worker.settings import database_url_from_environ
 
 config = context.config

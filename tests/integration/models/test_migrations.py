@@ -18,8 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from tests.conftest import ROOT, alembic_config
 from worker.database import make_engine
 
-OUTBOX_TABLES = {"outbox_messages", "outbox_dispatch_gate"}
-HEAD = "0002"
+OUTBOX_TABLES = {"outbox_messages", "outbox_dispatch_gate", "outbox_housekeeping"}
+HEAD = "0003_housekeeping"
 
 
 @pytest.fixture
