@@ -36,14 +36,14 @@ def create_app(settings: Settings) -> Celery:
         broker_transport_options=transport_options(settings),
         task_default_queue=QUEUE,
         # Acknowledge on receipt: a task lost with its worker is harmless, since the rows
-        # it claimed come back when their lease ends, and the next tick sends new tasks.
+        # it claimed come back when their lease ends, and beat queues new tasks for them.
         # Late acks would only add redeliveries of stale wake-ups after the visibility timeout.
         task_acks_late=False,
         # One task at a time per process: a prefetched dispatch would sit idle behind a
         # slow HTTP call while another process could run it.
         worker_prefetch_multiplier=1,
-        # Results are kept only for dispatch summaries (the task opts in); ticks and
-        # prunes store nothing. Without a Redis broker there is no result store at all.
+        # Results are kept only for dispatch summaries (the task opts in). Without a Redis
+        # broker there is no result store at all.
         task_ignore_result=True,
         result_backend=settings.broker_url if settings.broker_url.startswith("redis") else None,
         result_expires=3600,
@@ -62,17 +62,10 @@ def create_app(settings: Settings) -> Celery:
         # SQLite takes one writer at a time: one process.
         worker_concurrency=settings.max_parallel if settings.is_postgres else 1,
         worker_hijack_root_logger=True,
+        # Beat runs no periodic task: it counts due rows and queues dispatches itself
+        # (worker/runtime/beat.py), so an idle outbox adds nothing to Flower's history.
         beat_scheduler="worker.runtime.beat:OutboxScheduler",
         beat_max_loop_interval=max(seconds, 0.1),
-        beat_schedule={
-            "outbox-tick": {
-                "task": "outbox.tick",
-                "schedule": seconds,
-                # A tick not run within a few intervals is stale: a newer one will come.
-                "options": {"expires": max(seconds * 5, 5.0)},
-            },
-            "outbox-prune": {"task": "outbox.prune", "schedule": 3600.0},
-        },
     )
     return app
 

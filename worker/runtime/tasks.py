@@ -1,4 +1,4 @@
-"""The Celery tasks: a tick that wakes dispatchers, the dispatch of one batch, and pruning."""
+"""The Celery task `outbox.dispatch` and how beat and full batches queue it (wake_dispatchers)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from typing import Any, cast
 from celery.signals import worker_process_init
 from kombu.exceptions import KombuError
 
-from models import Status
-from worker.clock import utc_now
 from worker.database import engine_for
 from worker.dispatch.dispatcher import Dispatcher
-from worker.ops import changes, counters
+from worker.ops import counters
 from worker.runtime.celery_app import QUEUE, app, settings
 from worker.wiraya.client import WirayaClient
 
@@ -64,16 +62,9 @@ def wake_dispatchers(wanted: int = 1) -> int:
         for _ in range(count):
             dispatch.delay()
     except (KombuError, OSError) as error:
-        log.warning("could not queue a dispatch (the next tick will): %s", error)
+        log.warning("could not queue a dispatch (beat's next look will): %s", error)
         return 0
     return max(count, 0)
-
-
-@app.task(name="outbox.tick", ignore_result=True)
-def tick() -> int:
-    """Start as many dispatches as due rows fill batches; returns how many it queued."""
-    wanted = dispatcher().due_batches(utc_now())
-    return wake_dispatchers(wanted) if wanted else 0
 
 
 @app.task(name="outbox.dispatch", ignore_result=False)
@@ -87,10 +78,3 @@ def dispatch() -> dict[str, Any]:
     if summary.state == "alarm":
         raise DispatchAlarm(f"{summary.alarm}; {summary.as_dict()}")
     return summary.as_dict()
-
-
-@app.task(name="outbox.prune", ignore_result=True)
-def prune() -> int:
-    """Delete accepted rows older than OUTBOX_RETENTION_SECONDS, in bounded chunks."""
-    cutoff = utc_now() - settings.retention
-    return changes.prune(engine_for(settings.database_url), status=Status.ACCEPTED, cutoff=cutoff)
