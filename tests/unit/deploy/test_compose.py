@@ -313,3 +313,40 @@ def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_image_user_is_created_without_a_warning(tmp_path: Path) -> None:
+    # The Dockerfile's own useradd, run against a copy of this machine's account files
+    # (--prefix): a uid above SYS_UID_MAX with --system warned at every build.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    found = re.search(r"useradd ([^\\\n&]+)", dockerfile)
+    assert found is not None, "the Dockerfile creates its user with useradd"
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    if not Path(useradd).exists():
+        service_missing("useradd", FileNotFoundError(useradd))
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
+        source = Path("/etc") / name
+        if source.exists():
+            shutil.copy(source, tmp_path / "etc")
+    done = subprocess.run(
+        [useradd, "--prefix", str(tmp_path), *found[1].split()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0 and "Permission denied" in done.stderr:
+        service_missing("root for useradd --prefix", PermissionError(done.stderr.strip()))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert ":10001:" in (tmp_path / "etc" / "passwd").read_text()
+
+
+def test_a_migration_stopped_by_a_signal_is_not_a_success(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The image's init reports a process killed by SIGTERM (143) as 0, which suits services
+    # stopped before they started anything; the services after migrate wait for its 0.
+    entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert entrypoint is not None and json.loads(entrypoint[1]) == ["tini", "-e", "143", "--"]
+    assert services[BUILDER]["entrypoint"] == ["tini", "--"]
