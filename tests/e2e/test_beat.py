@@ -104,9 +104,7 @@ def test_a_beat_restarted_within_the_hour_prunes_when_due(stack: Stack) -> None:
     # not an hour after its start.
     with stack.engine.begin() as connection:
         connection.execute(
-            text(
-                "UPDATE outbox_housekeeping SET next_run_at = now() + :soon WHERE job = 'prune'"
-            ),
+            text("UPDATE outbox_housekeeping SET next_run_at = now() + :soon WHERE job = 'prune'"),
             {"soon": timedelta(seconds=5)},
         )
     beat.stop()

@@ -88,4 +88,3 @@ class OutboxScheduler(Scheduler):
         if self.listener is not None:
             self.listener.close()
         super().close()
-
