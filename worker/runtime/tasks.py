@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 from typing import Any, cast
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init
 from kombu.exceptions import KombuError
 
 from worker.database import engine_for
@@ -33,11 +34,17 @@ def dispatcher() -> Dispatcher:
     )
 
 
-@worker_process_init.connect
-def _build_dispatcher_early(**_: object) -> None:
-    # Build the engine and the HTTP client when the pool process starts, so that the
-    # first message after a quiet start does not wait for them.
+@worker_init.connect
+def _build_dispatcher_before_fork(**_: object) -> None:
+    # Build the engine and the HTTP client (its TLS context is most of the cost) once in the
+    # main process, before the pool forks: every pool process inherits them ready, instead of
+    # each building its own while the pool starts, and the first message waits for neither.
+    # No connection is open yet, and both renew their pools in a forked child.
     dispatcher()
+    # What is loaded now lives as long as the process: keep the collector from walking it,
+    # in the main process and in every pool process, where walking it would also copy each
+    # page the fork shares (what Python's gc.freeze documentation recommends before fork).
+    gc.freeze()
 
 
 def queued_tasks() -> int:
