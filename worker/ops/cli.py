@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models import FINAL_STATUSES, Status
-from worker.ops import access, api_target, changes
+from worker.ops import access, changes
 from worker.ops import migrate as migration
 from worker.ops import snapshot as snapshots
 from worker.ops.access import OperatorError
@@ -278,7 +278,6 @@ def cmd_migrate(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_metrics(args: argparse.Namespace, settings: OperatorSettings) -> int:
     from worker.ops.metrics import serve
 
-    print(api_target.describe_environ(), flush=True)  # the line every outbox process logs
     with access.open_outbox(settings.database_url) as engine:
         return serve(engine, settings, host=args.host, port=args.port)
 
