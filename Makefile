@@ -3,19 +3,31 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every dependency version comes from uv.lock, exported with hashes to requirements*.txt.
+UV := $(BIN)/uv
+EXPORT := $(UV) export --quiet --frozen --no-emit-project --format requirements-txt
+LOCK_FLAGS ?=
 
-.PHONY: help install test lint demo bench
+.PHONY: help install lock test lint demo bench
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv with the project and its test tools
+install: $(STAMP)  ## create .venv with the project and its test tools, at the locked versions
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.txt requirements-build.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt -r requirements-build.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+lock: $(STAMP)  ## re-lock after editing pyproject.toml (LOCK_FLAGS=--upgrade: newest allowed)
+	$(UV) lock --quiet $(LOCK_FLAGS)
+	$(EXPORT) --no-default-groups -o requirements.txt
+	$(EXPORT) --no-default-groups --extra dev -o requirements-dev.txt
+	$(EXPORT) --only-group build -o requirements-build.txt
 
 demo: $(STAMP)  ## the outbox end to end on SQLite, a filesystem broker and the sandbox (no servers)
 	$(BIN)/outbox demo
@@ -33,6 +45,7 @@ bench: $(STAMP)  ## the benchmarks (~20 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_ops_reads.py
+	$(BIN)/python bench/bench_startup.py
 
 lint: $(STAMP)  ## ruff, mypy and the import boundaries
 	$(BIN)/ruff check .

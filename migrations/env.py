@@ -7,7 +7,10 @@ from logging.config import fileConfig
 from alembic import context
 
 import models
-import worker.dispatch.gate  # noqa: F401  (the gate's table joins the metadata)
+
+# Imported for their tables, which join the metadata: the gate's and beat's schedule.
+import worker.dispatch.gate
+import worker.runtime.housekeeping  # noqa: F401
 from worker.ops.migrate import hold_migration_lock, migration_engine
 from worker.settings import database_url_from_environ
 

@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import Status
 from worker.dispatch.gate import GateState
+from worker.ops import api_target
 from worker.ops.access import OperatorError
 from worker.ops.counters import (
     BATCH_STATES,
@@ -251,6 +252,7 @@ def serve(engine: Engine, settings: OperatorSettings, *, host: str, port: int) -
     counters = "from Redis" if counters_redis(settings.broker_url) else "off (broker is not Redis)"
     url = f"http://{host}:{server.server_port}/metrics"
     print(f"serving outbox metrics on {url} (counters {counters})", flush=True)
+    print(api_target.describe_environ(), flush=True)  # the line every outbox process logs
     try:
         while not stop.wait(1.0):
             pass

@@ -1,47 +1,88 @@
-"""Celery beat's scheduler for the outbox: the periodic tick, woken early by inserts."""
+"""Celery beat's scheduler for the outbox: it queues dispatches itself, woken early by inserts.
+
+Beat runs no periodic Celery task. Every OUTBOX_POLL_INTERVAL_SECONDS, and as soon as an insert
+commits, it counts the due batches and queues that many `outbox.dispatch` tasks (up to
+OUTBOX_MAX_PARALLEL_DISPATCHES waiting): an idle outbox sends no task at all, so Flower's
+history holds dispatches, not a housekeeping task per second. Between looks it starts the
+hourly prune when its schedule in the database says it is due (`worker.runtime.housekeeping`).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from celery.beat import Scheduler
+from sqlalchemy.exc import SQLAlchemyError
 
+from worker.clock import utc_now
+from worker.database import engine_for
+from worker.dispatch.dispatcher import Dispatcher
+from worker.runtime.celery_app import settings
+from worker.runtime.housekeeping import Housekeeping, PruneSchedule
+from worker.runtime.tasks import wake_dispatchers
 from worker.runtime.wakeup import insert_watcher
-from worker.settings import Settings
+from worker.wiraya.results import Communication, SendResult
 
 log = logging.getLogger(__name__)
 
 
-class OutboxScheduler(Scheduler):
-    """Runs the beat schedule in memory (a 1 s tick needs no schedule file).
+class _CountsOnly:
+    """Beat's dispatcher only counts due batches: it never sends (workers do)."""
 
-    With OUTBOX_NOTIFY it waits for inserts instead of sleeping (LISTEN on PostgreSQL, the
-    newest id on SQLite) and queues a dispatch as soon as one commits: latency without a
-    faster tick.
-    """
+    def send(self, batch: Sequence[Communication]) -> SendResult:
+        raise RuntimeError("beat counts due batches; sending is the workers' job")
+
+
+class OutboxScheduler(Scheduler):
+    """Looks for due rows every poll interval and on every insert; queues dispatches for them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.listener = insert_watcher(Settings.from_environ())
+        engine = engine_for(settings.database_url)
+        self.counter = Dispatcher(settings, engine, _CountsOnly())
+        self.listener = insert_watcher(settings)
+        self.pruning = PruneSchedule(Housekeeping(engine, settings))
+        self.interval = settings.poll_interval.total_seconds()
+        self.next_look = 0.0  # monotonic: the first look is at start, not an interval later
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
-        self.merge_inplace(self.app.conf.beat_schedule)
+        """No periodic Celery task: what one did every second is done here, in beat."""
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        interval = float(super().tick(*args, **kwargs))
-        if self.listener is None or interval <= 0:
-            return interval
-        if self.listener.wait(timedelta(seconds=interval)):
-            self._wake_dispatchers()
-        # The wait took the place of beat's sleep: come straight back to run what is due.
+        """One round: look for due rows when the interval is up, start a due prune, then wait.
+
+        Returns how long beat should sleep: 0 after waiting for inserts itself.
+        """
+        if time.monotonic() >= self.next_look:
+            self.next_look = time.monotonic() + self.interval
+            self.queue_due_dispatches()
+        self.pruning.start_if_due(utc_now())
+        wait = self.next_look - time.monotonic()
+        if wait <= 0:
+            return 0.0
+        if self.listener is None:
+            return wait
+        if self.listener.wait(timedelta(seconds=wait)):
+            self.queue_due_dispatches()  # an insert committed: no need to wait for the interval
         return 0.0
 
-    def _wake_dispatchers(self) -> None:
-        from worker.runtime.tasks import wake_dispatchers
+    def queue_due_dispatches(self) -> int:
+        """Queue a dispatch per due batch (none while sending is paused); how many it queued.
 
-        wake_dispatchers(1)
+        A database or broker that cannot be reached is logged and tried again at the next
+        look: beat keeps running, the rows stay due.
+        """
+        try:
+            due = self.counter.due_batches(utc_now())
+        except SQLAlchemyError as error:
+            log.warning("could not count due rows (looking again soon): %s", error)
+            return 0
+        log.debug("beat: due batches: %d", due)
+        return wake_dispatchers(due) if due else 0
 
     def close(self) -> None:
         if self.listener is not None:

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from functools import cached_property
+from typing import Any
 
+import billiard.pool
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
+from celery.apps.worker import Worker
+from celery.signals import beat_init, celeryd_after_setup, import_modules, worker_process_init
 
 from worker.database import dispose_engines
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
+from worker.ops import api_target
 from worker.runtime.broker import transport_options
 from worker.settings import Settings, SettingsError
 
 QUEUE = "outbox"
+log = logging.getLogger(__name__)
+
+# A pool process that ends waits until the main process has read the result of every task
+# it ran, up to 300 x 0.1 s. When warm shutdown starts just as tasks are handed to the pool
+# (docker stop right after a start, mid-burst), the main process has stopped reading: each
+# such process then waited the full 30 s before the worker could exit. What it waits for is
+# a dispatch's summary for Flower (its rows are recorded already), so wait 2 s at most.
+billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 20
 
 
 def load_settings() -> Settings:
@@ -36,11 +51,32 @@ def wake_up_queue() -> Queue:
     filesystem broker ignore both flags for this queue.
     """
     return Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE, durable=False, auto_delete=True)
+class OutboxWorker(Worker):
+    """`celery -A worker worker` without the start-up rounds the outbox has no use for."""
+
+    def prepare_args(self, **kwargs: Any) -> dict[str, Any]:
+        # Mingle asks every other worker for its revoked tasks and logical clock at start
+        # and waits a full second for answers; gossip has each worker follow every other
+        # worker's events. Nothing here is revoked and a wake-up delivered twice is
+        # harmless, so both only delay the first dispatch. Heartbeats (Flower's Workers
+        # page) and remote control (`celery inspect`) stay.
+        kwargs.update(without_mingle=True, without_gossip=True)
+        return super().prepare_args(**kwargs)
+
+
+class OutboxCelery(Celery):
+    """Celery whose `celery worker` is the OutboxWorker."""
+
+    @cached_property
+    def Worker(self) -> type[Worker]:
+        return self.subclass_with_self(OutboxWorker)
 
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``; every choice below serves "Redis holds only wake-ups"."""
-    app = Celery("wiraya-outbox", broker=settings.broker_url, include=["worker.runtime.tasks"])
+    app = OutboxCelery(
+        "wiraya-outbox", broker=settings.broker_url, include=["worker.runtime.tasks"]
+    )
     seconds = settings.poll_interval.total_seconds()
     app.conf.update(
         # Only the demo's filesystem:// broker needs options (worker/runtime/broker.py).
@@ -48,14 +84,14 @@ def create_app(settings: Settings) -> Celery:
         task_default_queue=QUEUE,
         task_queues=[wake_up_queue()],
         # Acknowledge on receipt: a task lost with its worker is harmless, since the rows
-        # it claimed come back when their lease ends, and the next tick sends new tasks.
+        # it claimed come back when their lease ends, and beat queues new tasks for them.
         # Late acks would only add redeliveries of stale wake-ups after the visibility timeout.
         task_acks_late=False,
         # One task at a time per process: a prefetched dispatch would sit idle behind a
         # slow HTTP call while another process could run it.
         worker_prefetch_multiplier=1,
-        # Results are kept only for dispatch summaries (the task opts in); ticks and
-        # prunes store nothing. Without a Redis broker there is no result store at all.
+        # Results are kept only for dispatch summaries (the task opts in). Without a Redis
+        # broker there is no result store at all.
         task_ignore_result=True,
         result_backend=settings.broker_url if settings.broker_url.startswith("redis") else None,
         result_expires=3600,
@@ -74,19 +110,27 @@ def create_app(settings: Settings) -> Celery:
         # SQLite takes one writer at a time: one process.
         worker_concurrency=settings.max_parallel if settings.is_postgres else 1,
         worker_hijack_root_logger=True,
+        # Beat runs no periodic task: it counts due rows and queues dispatches itself
+        # (worker/runtime/beat.py), so an idle outbox adds nothing to Flower's history.
         beat_scheduler="worker.runtime.beat:OutboxScheduler",
         beat_max_loop_interval=max(seconds, 0.1),
-        beat_schedule={
-            "outbox-tick": {
-                "task": "outbox.tick",
-                "schedule": seconds,
-                # A tick not run within a few intervals is stale: a newer one will come.
-                "options": {"expires": max(seconds * 5, 5.0)},
-            },
-            "outbox-prune": {"task": "outbox.prune", "schedule": 3600.0},
-        },
     )
     return app
+
+
+_api_announced = False
+
+
+@celeryd_after_setup.connect  # the worker
+@beat_init.connect  # beat
+@import_modules.connect  # Flower (the worker and beat send it before their logging is set up)
+def _say_which_api(**_: object) -> None:
+    # Once per process, where its log goes: which API messages go to (never the key).
+    global _api_announced
+    if _api_announced or not logging.getLogger().handlers:
+        return
+    log.info("%s", api_target.describe(settings))
+    _api_announced = True
 
 
 @worker_process_init.connect

@@ -1,19 +1,18 @@
-"""The Celery tasks: a tick that wakes dispatchers, the dispatch of one batch, and pruning."""
+"""The Celery task `outbox.dispatch` and how beat and full batches queue it (wake_dispatchers)."""
 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 from typing import Any, cast
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init
 from kombu.exceptions import KombuError
 
-from models import Status
-from worker.clock import utc_now
 from worker.database import engine_for
 from worker.dispatch.dispatcher import Dispatcher
-from worker.ops import changes, counters
+from worker.ops import counters
 from worker.runtime import shutdown
 from worker.runtime.celery_app import QUEUE, app, settings
 from worker.wiraya.client import WirayaClient
@@ -37,11 +36,17 @@ def dispatcher() -> Dispatcher:
     )
 
 
-@worker_process_init.connect
-def _build_dispatcher_early(**_: object) -> None:
-    # Build the engine and the HTTP client when the pool process starts, so that the
-    # first message after a quiet start does not wait for them.
+@worker_init.connect
+def _build_dispatcher_before_fork(**_: object) -> None:
+    # Build the engine and the HTTP client (its TLS context is most of the cost) once in the
+    # main process, before the pool forks: every pool process inherits them ready, instead of
+    # each building its own while the pool starts, and the first message waits for neither.
+    # No connection is open yet, and both renew their pools in a forked child.
     dispatcher()
+    # What is loaded now lives as long as the process: keep the collector from walking it,
+    # in the main process and in every pool process, where walking it would also copy each
+    # page the fork shares (what Python's gc.freeze documentation recommends before fork).
+    gc.freeze()
 
 
 def queued_tasks() -> int:
@@ -66,16 +71,9 @@ def wake_dispatchers(wanted: int = 1) -> int:
         for _ in range(count):
             dispatch.delay()
     except (KombuError, OSError) as error:
-        log.warning("could not queue a dispatch (the next tick will): %s", error)
+        log.warning("could not queue a dispatch (beat's next look will): %s", error)
         return 0
     return max(count, 0)
-
-
-@app.task(name="outbox.tick", ignore_result=True)
-def tick() -> int:
-    """Start as many dispatches as due rows fill batches; returns how many it queued."""
-    wanted = dispatcher().due_batches(utc_now())
-    return wake_dispatchers(wanted) if wanted else 0
 
 
 @app.task(name="outbox.dispatch", ignore_result=False)
@@ -90,10 +88,3 @@ def dispatch() -> dict[str, Any]:
     if summary.state == "alarm":
         raise DispatchAlarm(f"{summary.alarm}; {summary.as_dict()}")
     return summary.as_dict()
-
-
-@app.task(name="outbox.prune", ignore_result=True)
-def prune() -> int:
-    """Delete accepted rows older than OUTBOX_RETENTION_SECONDS, in bounded chunks."""
-    cutoff = utc_now() - settings.retention
-    return changes.prune(engine_for(settings.database_url), status=Status.ACCEPTED, cutoff=cutoff)

@@ -18,8 +18,13 @@ from sqlalchemy.exc import DBAPIError
 from tests.conftest import ROOT, alembic_config
 from worker.database import make_engine
 
-OUTBOX_TABLES = {"outbox_messages", "outbox_dispatch_gate", "outbox_refused_keys"}
-HEAD = "0004_finished_indexes"
+OUTBOX_TABLES = {
+    "outbox_messages",
+    "outbox_dispatch_gate",
+    "outbox_refused_keys",
+    "outbox_housekeeping",
+}
+HEAD = "0005_housekeeping"
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+"""`celery -A worker worker` starts without the rounds the outbox does not need.
+
+Mingle (a start-up round asking every other worker for its revoked tasks, then waiting a
+second for answers) and gossip (each worker following every other worker's events) serve
+nothing here: nothing is revoked, and a wake-up delivered twice is harmless. Heartbeats stay,
+so Flower still lists the workers, and remote control stays, so `celery inspect` answers.
+The time they cost is measured by bench/bench_startup.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.e2e.harness import CELERY, Stack, project_messages
+
+
+def test_the_worker_starts_without_mingle_or_gossip_and_still_answers(stack: Stack) -> None:
+    stack.start_sandbox()
+    worker = stack.start_worker(concurrency=1)
+    log = worker.log.read_text()
+    assert "mingle" not in log, log
+    done = subprocess.run(
+        [CELERY, "-A", "worker", "inspect", "ping", "--timeout", "5"],
+        env=stack.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and "pong" in done.stdout, done.stdout + done.stderr
+    stack.start_beat()
+    stack.enqueue(project_messages("start", 10))
+    stack.wait_all_final(10, timeout=30)
