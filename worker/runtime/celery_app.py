@@ -9,10 +9,9 @@ from typing import Any
 
 import billiard.pool
 from celery import Celery
-from celery.signals import worker_process_init
-from kombu import Exchange, Queue
 from celery.apps.worker import Worker
 from celery.signals import beat_init, celeryd_after_setup, import_modules, worker_process_init
+from kombu import Exchange, Queue
 
 from worker.database import dispose_engines
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
