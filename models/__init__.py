@@ -9,6 +9,12 @@ from models.content import (
     WhatsappProject,
     parse_content,
 )
+from models.delivery import (
+    NON_FINAL_STATUSES,
+    DeliveryStatus,
+    is_final_status,
+    outbox_delivery_reports,
+)
 from models.errors import DuplicateMessage, InvalidMessage
 from models.outbox import Base, OutboxMessage
 from models.priority import Priority
@@ -21,7 +27,9 @@ metadata = Base.metadata
 __all__ = [
     "CONTENT_TYPES",
     "FINAL_STATUSES",
+    "NON_FINAL_STATUSES",
     "Content",
+    "DeliveryStatus",
     "DuplicateMessage",
     "InvalidMessage",
     "NewMessage",
@@ -34,7 +42,9 @@ __all__ = [
     "WhatsappProject",
     "enqueue",
     "enqueue_many",
+    "is_final_status",
     "metadata",
     "normalize_recipient",
+    "outbox_delivery_reports",
     "parse_content",
 ]

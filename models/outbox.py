@@ -61,6 +61,9 @@ class OutboxMessage(Base):
     # Lanes and lifetimes: lower priorities are claimed first; an expired message is never sent.
     priority: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The latest delivery report's status as Wiraya sends it, and when its event happened.
+    delivery_status: Mapped[str | None] = mapped_column(Text)
+    delivery_status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
@@ -81,6 +84,13 @@ class OutboxMessage(Base):
             "locked_until",
             postgresql_where=text("status = 'sending'"),
             sqlite_where=text("status = 'sending'"),
+        ),
+        # The delivery-report receiver finds messages by the tracking id a report names.
+        Index(
+            "ix_outbox_messages_tracking_id",
+            "tracking_id",
+            postgresql_where=text("tracking_id IS NOT NULL"),
+            sqlite_where=text("tracking_id IS NOT NULL"),
         ),
     )
 
