@@ -23,6 +23,7 @@ from worker.ops import migrate as migration
 from worker.ops import snapshot as snapshots
 from worker.ops.access import OperatorError
 from worker.ops.queries import Selection
+from worker.receipts import figures as receipts
 from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
 
 DEFAULT_METRICS_PORT = 9808
@@ -175,8 +176,9 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
         snapshot = snapshots.take_snapshot(
             engine, now=utc_now(), circuit_failures=settings.circuit_failures
         )
+        delivery = receipts.delivery_figures(engine)
     if args.json:
-        print(json.dumps(snapshot.to_json(), indent=2))
+        print(json.dumps({**snapshot.to_json(), "delivery": delivery.to_json()}, indent=2))
         return 0
     figures = snapshot.figures
     counts = figures.by_status
@@ -198,6 +200,9 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
     age = snapshot.oldest_unfinished_age
     print(f"  oldest pending   {'-' if age is None else human_duration(age)}")
     print(f"  dispatch         {snapshot.gate.describe()}")
+    print()
+    print("delivery (accepted messages by their latest report)")
+    print("\n".join(delivery.lines()))
     if snapshot.failure_reasons:
         print()
         print("top failure reasons")
@@ -209,14 +214,22 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_inspect(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
         row = snapshots.find_message(engine, args.client_message_id)
+        reports = receipts.message_reports(engine, row["tracking_id"])
     shown = {key: _jsonable(value) for key, value in row.items()}
+    listed = [{key: _jsonable(value) for key, value in report.items()} for report in reports]
     if args.json:
-        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        print(json.dumps({**shown, "delivery_reports": listed}, indent=2, ensure_ascii=False))
         return 0
     width = max(len(key) for key in shown)
     for key, value in shown.items():
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
         print(f"{key:<{width}}  {'-' if text is None else text}")
+    print(f"\ndelivery reports ({len(listed)})")
+    for report in listed:
+        print(
+            f"  {report['status']:<16} done {report['done_at'] or '-'}  received "
+            f"{report['received_at']}  {report['report']}"
+        )
     return 0
 
 

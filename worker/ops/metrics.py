@@ -47,6 +47,7 @@ from worker.ops.counters import (
     counters_redis,
 )
 from worker.ops.snapshot import take_snapshot
+from worker.receipts.metrics import DeliveryCollector
 from worker.settings import OperatorSettings
 
 if TYPE_CHECKING:
@@ -190,7 +191,9 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 def registry_for(engine: Engine, settings: OperatorSettings) -> CollectorRegistry:
     """A registry holding only the outbox's metrics (no process metrics of this server)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(OutboxCollector(engine, settings, counters_redis(settings.broker_url)))
+    counters = counters_redis(settings.broker_url)
+    registry.register(OutboxCollector(engine, settings, counters))
+    registry.register(DeliveryCollector(engine, counters))
     return registry
 
 

@@ -123,3 +123,6 @@ def unmatched_count(engine: Engine) -> int:
             )
             or 0
         )
+
+
+RECEIVED_LATER = at(3600)  # reports received an hour after T0, when every message is accepted
