@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from sandbox.callbacks import CallbackPusher
 from sandbox.faults import Dice, Faults, RateLimiter, Validation, retry_after_seconds
 from sandbox.ledger import Entry, Ledger, new_tracking_ids
 from sandbox.recipients import REASONS, Behaviour, behaviour, may_be_test_recipient
@@ -92,9 +93,15 @@ class EnqueueService:
     """The endpoint's behaviour and state: faults, ledger, stats and dice, shared by all threads."""
 
     def __init__(
-        self, faults: Faults | None = None, *, seed: int | None = 0, api_key: str | None = None
+        self,
+        faults: Faults | None = None,
+        *,
+        seed: int | None = 0,
+        api_key: str | None = None,
+        callbacks: CallbackPusher | None = None,
     ) -> None:
         self._faults = faults or Faults()
+        self.callbacks = callbacks  # delivery reports of accepted messages, when configured
         self._api_key = api_key
         self.ledger = Ledger()
         self.stats = Stats()
@@ -131,6 +138,8 @@ class EnqueueService:
     def stop(self) -> None:
         """Wake requests waiting out a latency or slow-answer fault, so the server stops quickly."""
         self._stopping.set()
+        if self.callbacks is not None:
+            self.callbacks.stop()
 
     def handle(self, request: Request) -> Reply:
         """Answer one POST to the endpoint."""
@@ -263,9 +272,19 @@ class EnqueueService:
                 "isTransientError": False,
             }
 
-        self.ledger.receive(valid, now, answer)
+        accepted: list[tuple[str, str, str]] = []
+
+        def answer_and_note(entry: Entry) -> None:
+            known = entry.tracking_id is not None
+            answer(entry)
+            if not known and entry.tracking_id is not None:
+                accepted.append((entry.client_message_id, entry.recipient, entry.tracking_id))
+
+        self.ledger.receive(valid, now, answer_and_note)
         counts[Behaviour.ACCEPT.value] = len(valid) - sum(counts.values())
         self.stats.add(**counts)
+        if self.callbacks is not None and accepted:
+            self.callbacks.accepted(accepted, now)  # before the answer: some reports go first
         return results
 
     def _after_work(self, reply: Reply, faults: Faults) -> Reply:

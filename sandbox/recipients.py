@@ -11,7 +11,8 @@
 | 0000005           | refused by validation, as a number Wiraya does not accept although it looks |
 |                   | like an MSISDN: 400 for the whole request, or a permanent per-message      |
 |                   | failure in per-message validation mode                                     |
-| anything else     | accepted                                                                   |
+| 0000006           | accepted; its delivery report (sandbox.callbacks) says NOT_DELIVERED       |
+| anything else     | accepted (and reported DELIVERED)                                          |
 
 For example 46700000001 always fails permanently and 46700000002 succeeds on the third try.
 Receipts are counted per clientMessageId, so a resend under a new id starts again from one.
@@ -36,6 +37,7 @@ TRANSIENT_TWICE_SUFFIX = "0000002"
 TRANSIENT_FOREVER_SUFFIX = "0000003"
 OMITTED_ONCE_SUFFIX = "0000004"
 INVALID_SUFFIX = "0000005"
+NOT_DELIVERED_SUFFIX = "0000006"
 TRANSIENT_TWICE_ATTEMPTS = 2
 
 
@@ -61,6 +63,11 @@ def behaviour(recipient: str, receipt: int) -> Behaviour:
     if suffix == OMITTED_ONCE_SUFFIX and receipt == 1:
         return Behaviour.OMIT
     return Behaviour.ACCEPT
+
+
+def delivery_status(recipient: str) -> str:
+    """The status of the delivery report pushed for an accepted message to ``recipient``."""
+    return "NOT_DELIVERED" if recipient.endswith(NOT_DELIVERED_SUFFIX) else "DELIVERED"
 
 
 REASONS = {

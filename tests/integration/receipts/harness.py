@@ -6,16 +6,22 @@ the trigger that matches early reports is exercised exactly as a dispatch fires 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import uvicorn
 from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from models import OutboxMessage, SMSProject, Status, enqueue_many, outbox_delivery_reports
+from tests.integration.polling import wait_for
 from worker.dispatch.record import RowResult, record
 from worker.receipts.reports import Report, parse_body
+from worker.receipts.server import listen
 
 T0 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 
@@ -126,3 +132,20 @@ def unmatched_count(engine: Engine) -> int:
 
 
 RECEIVED_LATER = at(3600)  # reports received an hour after T0, when every message is accepted
+
+
+@contextmanager
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """An ASGI application served by uvicorn (on a free port by default) in a thread; yields
+    its base URL."""
+    sock = listen("127.0.0.1", port or 0)
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or None)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from sqlalchemy import Engine
 
-from tests.integration.polling import wait_for
-from tests.integration.receipts.harness import accept, delivery, stored_reports, tracking
+from tests.integration.receipts.harness import (
+    accept,
+    delivery,
+    serving,
+    stored_reports,
+    tracking,
+)
 from worker.database import make_engine
 from worker.receipts.app import create_app
-from worker.receipts.server import listen
 from worker.settings import ReceiverSettings
 
 AUTH = "wiraya:4c1d9e7a02b85f36"
@@ -42,20 +44,9 @@ def settings(url: str, **extra: str) -> ReceiverSettings:
 def client_for(engine: Engine, url: str | None = None, **extra: str) -> Iterator[httpx.Client]:
     """The application served by uvicorn on a free port (a thread), and a client for it."""
     url = url or engine.url.render_as_string(hide_password=False)
-    sock = listen("127.0.0.1", 0)
-    config = uvicorn.Config(create_app(engine, settings(url, **extra)), lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started or None)
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        with httpx.Client(base_url=base, timeout=60) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    app = create_app(engine, settings(url, **extra))
+    with serving(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        yield client
 
 
 @pytest.fixture
