@@ -29,6 +29,7 @@ bench: $(STAMP)  ## the benchmarks (~10 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_sandbox.py
+	$(BIN)/python bench/bench_receipts.py
 
 lint: $(STAMP)  ## ruff, mypy and the import boundaries
 	$(BIN)/ruff check .

@@ -88,9 +88,10 @@ outbox_delivery_reports = Table(
         postgresql_where=text("done_at IS NULL"),
         sqlite_where=text("done_at IS NULL"),
     ),
+    # Unmatched reports by tracking id: what the trigger marks matched, and what stats count.
     Index(
         "ix_outbox_delivery_reports_unmatched",
-        "received_at",
+        "tracking_id",
         postgresql_where=text("message_id IS NULL"),
         sqlite_where=text("message_id IS NULL"),
     ),

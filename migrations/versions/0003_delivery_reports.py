@@ -119,7 +119,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_outbox_delivery_reports_unmatched",
         "outbox_delivery_reports",
-        ["received_at"],
+        ["tracking_id"],
         postgresql_where=sa.text("message_id IS NULL"),
         sqlite_where=sa.text("message_id IS NULL"),
     )

@@ -19,7 +19,6 @@ Rules, the same in every statement here and in the migration's trigger:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, text
 from sqlalchemy.exc import OperationalError
 
@@ -216,7 +216,7 @@ def _store_sqlite(engine: Engine, reports: Sequence[Report], received_at: dateti
         payload = _payload(reports, sqlite=True)
         rows = connection.execute(store, {"reports": payload, "received_at": received_at}).all()
         result.note_stored(rows)
-        ids = json.dumps([row.id for row in rows if row.message_id is not None])
+        ids = orjson.dumps([row.id for row in rows if row.message_id is not None]).decode()
         result.note_applied(connection.execute(apply, {"ids": ids}).all())
     result.duplicates = len(reports) - sum(result.stored.values())
     return result
@@ -231,7 +231,7 @@ def _typed(sql: str, *binds: BindParameter[Any]) -> Any:
 def _payload(reports: Sequence[Report], *, sqlite: bool) -> str:
     """The reports as one JSON parameter, in key order so that concurrent requests lock alike."""
     ordered = sorted(reports, key=_key)
-    return json.dumps(
+    return orjson.dumps(
         [
             {
                 "position": position,
@@ -242,7 +242,7 @@ def _payload(reports: Sequence[Report], *, sqlite: bool) -> str:
             }
             for position, report in enumerate(ordered)
         ]
-    )
+    ).decode()
 
 
 def _key(report: Report) -> tuple[str, str, datetime]:
