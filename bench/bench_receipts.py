@@ -89,6 +89,9 @@ def over_http(url: str, messages: int) -> None:
         receiver.wait_for_log(r"receiver listening", timeout=30)
         client.post(endpoint, content=reports_json(range(1, 11)), headers=login)  # warm up
         requests, per_request = 10, 10_000
+        meter = support.CpuMeter(
+            receiver=receiver.tree, database=lambda: support.postgres_backends(DATABASE)
+        )
         started = time.perf_counter()
         for number in range(requests):
             first = 11 + number * per_request
@@ -96,12 +99,17 @@ def over_http(url: str, messages: int) -> None:
             answer = client.post(endpoint, content=body, headers=login)
             assert answer.status_code == 200 and answer.json()["stored"] == per_request, answer.text
         seconds = time.perf_counter() - started
+        cpu = meter.used()
         total = requests * per_request
         matched = min(total, messages - 10)
+        cpu_seconds = cpu["receiver"] + cpu["database"]
         print(
             f"receiver over HTTP, {per_request:,} reports per request: {total / seconds:,.0f} "
-            f"reports/s ({total:,} in {seconds:.2f} s, {requests} requests, "
-            f"{matched:,} of them matched to messages, bodies built beforehand per request)",
+            f"reports/s ({total:,} in {seconds:.2f} s, {requests} requests, {matched:,} of them "
+            f"matched to messages and updating them); CPU seconds: receiver "
+            f"{cpu['receiver']:.2f}, database {cpu['database']:.2f}, that is "
+            f"{total / cpu_seconds:,.0f} reports per CPU-second; machine busy "
+            f"{cpu['machine busy %']:.0f}%, load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         latencies = []

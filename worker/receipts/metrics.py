@@ -97,7 +97,7 @@ class DeliveryCollector(Collector):
         yield requests
         yield HistogramMetricFamily(
             "outbox_delivery_latency_seconds",
-            "Accepted to DELIVERED (the report's doneAt), for reports matched on arrival.",
+            "Accepted to DELIVERED (the report's doneAt), for reports the receiver matched.",
             buckets=[
                 (f"{bound:g}", values.get(counters.bucket_field(bound), 0.0))
                 for bound in counters.DELIVERY_BUCKETS

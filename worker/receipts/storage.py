@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import BindParameter, Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.exc import OperationalError
 
-from models import NON_FINAL_STATUSES, DeliveryStatus
+from models import NON_FINAL_STATUSES
 from models.types import UtcDateTime
 from worker.receipts.reports import Report
 
@@ -43,8 +43,15 @@ RETRYABLE_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serializa
 NON_FINAL = ", ".join(f"'{status}'" for status in sorted(NON_FINAL_STATUSES))
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores UTC times in SQLite
 
+# Seconds from accepted to DELIVERED of a message just updated (NULL for other statuses).
+DELIVERED_SECONDS = """CASE WHEN m.delivery_status = 'DELIVERED' AND m.accepted_at IS NOT NULL
+    THEN greatest(0, extract(epoch FROM m.delivery_status_at - m.accepted_at))::float8 END"""
+SQLITE_DELIVERED_SECONDS = """CASE WHEN delivery_status = 'DELIVERED' AND accepted_at IS NOT NULL
+    THEN max(0.0, (julianday(delivery_status_at) - julianday(accepted_at)) * 86400.0) END"""
+
 # -- apply -- From the reports just stored (or just matched), the best per message, written
-# to its message when it beats the status shown there. Returns what each row now shows.
+# to its message when it beats the status shown there. Returns, aggregated, what was stored
+# (by status: how many, how many matched, the ids of the others) and what was updated.
 APPLY_POSTGRES = f"""
 , best AS (
     SELECT DISTINCT ON (message_id) message_id, status, event_at,
@@ -59,13 +66,16 @@ APPLY_POSTGRES = f"""
       AND (m.delivery_status IS NULL
            OR (b.final, b.event_at)
               > (m.delivery_status NOT IN ({NON_FINAL}), m.delivery_status_at))
-    RETURNING m.delivery_status, m.delivery_status_at, m.accepted_at
+    RETURNING m.delivery_status, {DELIVERED_SECONDS} AS seconds
 )
-SELECT 'stored' AS kind, id, status, message_id,
-       NULL::timestamptz AS delivery_status_at, NULL::timestamptz AS accepted_at
-FROM stored
+SELECT 'stored' AS kind, status, count(*) AS reports, count(message_id) AS matched,
+       array_agg(id) FILTER (WHERE message_id IS NULL) AS unmatched_ids,
+       NULL::float8[] AS delivered_seconds
+FROM stored GROUP BY status
 UNION ALL
-SELECT 'applied', NULL, delivery_status, NULL, delivery_status_at, accepted_at FROM applied"""
+SELECT 'applied', NULL, count(*), NULL, NULL,
+       array_agg(seconds) FILTER (WHERE seconds IS NOT NULL)
+FROM applied"""
 
 # -- store_postgres -- Insert every report of a request in one statement, matched to its
 # message where one holds that tracking id, and apply the statuses (see apply).
@@ -127,7 +137,7 @@ WHERE m.id = best.message_id
   AND (m.delivery_status IS NULL
        OR (best.final, best.event_at) > (m.delivery_status NOT IN ({NON_FINAL}),
                                          m.delivery_status_at))
-RETURNING delivery_status AS status, delivery_status_at, accepted_at"""
+RETURNING delivery_status AS status, {SQLITE_DELIVERED_SECONDS} AS seconds"""
 
 
 @dataclass
@@ -142,7 +152,7 @@ class Stored:
     delivered_seconds: list[float] = field(default_factory=list)  # accepted -> DELIVERED
 
     def note_stored(self, rows: Sequence[Any]) -> list[int]:
-        """Count the stored rows (id, status, message_id); returns the unmatched ids."""
+        """Count stored rows (id, status, message_id) one by one; returns the unmatched ids."""
         unmatched = []
         for row in rows:
             self.stored[row.status] += 1
@@ -153,12 +163,23 @@ class Stored:
         return unmatched
 
     def note_applied(self, rows: Sequence[Any]) -> None:
-        """Count the messages updated (status, delivery_status_at, accepted_at)."""
+        """Count updated messages (status, seconds from accepted to DELIVERED or NULL)."""
         self.updated += len(rows)
+        self.delivered_seconds += [row.seconds for row in rows if row.seconds is not None]
+
+    def note_summary(self, rows: Sequence[Any]) -> list[int]:
+        """Count PostgreSQL's aggregated rows (see apply); returns the unmatched ids."""
+        unmatched: list[int] = []
         for row in rows:
-            if row.status == DeliveryStatus.DELIVERED and row.accepted_at is not None:
-                seconds = (row.delivery_status_at - row.accepted_at).total_seconds()
-                self.delivered_seconds.append(max(0.0, seconds))
+            if row.kind == "applied":
+                self.updated += row.reports
+                self.delivered_seconds += row.delivered_seconds or []
+            else:
+                self.stored[row.status] += row.reports
+                self.matched += row.matched
+                self.unmatched += row.reports - row.matched
+                unmatched += row.unmatched_ids or []
+        return unmatched
 
 
 def store_reports(engine: Engine, reports: Sequence[Report], *, received_at: datetime) -> Stored:
@@ -181,7 +202,7 @@ def _store_postgres(engine: Engine, reports: Sequence[Report], received_at: date
     with engine.begin() as connection:
         unmatched = _stored_and_applied(
             connection,
-            _typed(STORE_POSTGRES, bindparam("received_at", type_=UtcDateTime())),
+            text(STORE_POSTGRES).bindparams(bindparam("received_at", type_=UtcDateTime())),
             {"reports": _payload(reports, sqlite=False), "received_at": received_at},
             result,
         )
@@ -190,7 +211,7 @@ def _store_postgres(engine: Engine, reports: Sequence[Report], received_at: date
         with engine.begin() as connection:
             connection.execute(text(TAKE_MATCH_LOCK), {"lock": MATCH_LOCK})
             matched = Stored()
-            _stored_and_applied(connection, _typed(REMATCH_POSTGRES), {"ids": unmatched}, matched)
+            _stored_and_applied(connection, text(REMATCH_POSTGRES), {"ids": unmatched}, matched)
         moved = sum(matched.stored.values())
         result.matched += moved
         result.unmatched -= moved
@@ -203,15 +224,13 @@ def _stored_and_applied(
     connection: Connection, statement: Any, parameters: dict[str, Any], result: Stored
 ) -> list[int]:
     """Run a store or rematch statement; counts into ``result``, returns the unmatched ids."""
-    rows = connection.execute(statement, parameters).all()
-    result.note_applied([row for row in rows if row.kind == "applied"])
-    return result.note_stored([row for row in rows if row.kind == "stored"])
+    return result.note_summary(connection.execute(statement, parameters).all())
 
 
 def _store_sqlite(engine: Engine, reports: Sequence[Report], received_at: datetime) -> Stored:
     result = Stored()
     store = text(STORE_SQLITE).bindparams(bindparam("received_at", type_=UtcDateTime()))
-    apply = _typed(APPLY_SQLITE)
+    apply = text(APPLY_SQLITE)
     with engine.begin() as connection:
         payload = _payload(reports, sqlite=True)
         rows = connection.execute(store, {"reports": payload, "received_at": received_at}).all()
@@ -220,12 +239,6 @@ def _store_sqlite(engine: Engine, reports: Sequence[Report], received_at: dateti
         result.note_applied(connection.execute(apply, {"ids": ids}).all())
     result.duplicates = len(reports) - sum(result.stored.values())
     return result
-
-
-def _typed(sql: str, *binds: BindParameter[Any]) -> Any:
-    """A statement whose returned times come back as aware datetimes on either database."""
-    statement = text(sql).bindparams(*binds) if binds else text(sql)
-    return statement.columns(delivery_status_at=UtcDateTime(), accepted_at=UtcDateTime())
 
 
 def _payload(reports: Sequence[Report], *, sqlite: bool) -> str:
