@@ -12,8 +12,9 @@ tracking id is set (whatever statement sets it), so the worker's record needs no
   the new row's delivery status from the best report stored and marks those reports matched.
   It takes a shared advisory lock (held to commit) that the receiver takes exclusively when it
   re-matches reports it stored unmatched: whichever of the two commits first, the other sees it.
-- SQLite: an AFTER UPDATE row trigger doing the same (SQLite has one writer at a time, so the
-  receiver's insert and a worker's record never interleave).
+- SQLite: an AFTER UPDATE row trigger doing the same, only for rows with a report waiting
+  (SQLite has one writer at a time, so the receiver's insert and a worker's record never
+  interleave).
 
 A later migration that rebuilds outbox_messages on SQLite (batch mode) drops the trigger: it
 must create it again. On a large PostgreSQL table, create ix_outbox_messages_tracking_id
@@ -71,10 +72,10 @@ SQLITE_TRIGGER = f"""
 CREATE TRIGGER outbox_messages_match_reports
 AFTER UPDATE OF tracking_id ON outbox_messages FOR EACH ROW
 WHEN NEW.tracking_id IS NOT NULL AND NEW.tracking_id IS NOT OLD.tracking_id
+  AND EXISTS (SELECT 1 FROM outbox_delivery_reports WHERE tracking_id = NEW.tracking_id)
 BEGIN
     UPDATE outbox_messages SET (delivery_status, delivery_status_at) = ({BEST_REPORT})
-    WHERE id = NEW.id
-      AND EXISTS (SELECT 1 FROM outbox_delivery_reports WHERE tracking_id = NEW.tracking_id);
+    WHERE id = NEW.id;
     {MARK_MATCHED.strip()}
 END
 """
