@@ -38,6 +38,6 @@ COPY alembic.ini ./
 COPY migrations ./migrations
 
 USER outbox
-EXPOSE 5555 8080 9808
+EXPOSE 5555 8080 8090 9808
 ENTRYPOINT ["tini", "-e", "143", "--"]
 CMD ["celery", "-A", "worker", "worker", "--loglevel", "INFO"]

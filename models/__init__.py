@@ -10,6 +10,12 @@ from models.content import (
     WhatsappProject,
     parse_content,
 )
+from models.delivery import (
+    NON_FINAL_STATUSES,
+    DeliveryStatus,
+    is_final_status,
+    outbox_delivery_reports,
+)
 from models.errors import DuplicateMessage, InvalidMessage
 from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.message import MessageOptions, NewMessage
@@ -26,7 +32,9 @@ __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_LIMITS",
     "FINAL_STATUSES",
+    "NON_FINAL_STATUSES",
     "Content",
+    "DeliveryStatus",
     "DuplicateMessage",
     "InvalidMessage",
     "MessageLimits",
@@ -45,8 +53,10 @@ __all__ = [
     "decode_stored_content",
     "enqueue",
     "enqueue_many",
+    "is_final_status",
     "metadata",
     "normalize_recipient",
+    "outbox_delivery_reports",
     "parse_content",
     "screen_stored",
 ]

@@ -65,6 +65,9 @@ class OutboxMessage(Base):
     # when the message first fell due (what OUTBOX_MAX_AGE_SECONDS counts from).
     claim_token: Mapped[int | None] = mapped_column(BigInteger)
     first_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The latest delivery report's status as Wiraya sends it, and when its event happened.
+    delivery_status: Mapped[str | None] = mapped_column(Text)
+    delivery_status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
@@ -98,6 +101,13 @@ class OutboxMessage(Base):
                 sqlite_where=text(f"status = '{status.value}'"),
             )
             for status in (Status.ACCEPTED, Status.FAILED, Status.CANCELLED)
+        ),
+        # The delivery-report receiver finds messages by the tracking id a report names.
+        Index(
+            "ix_outbox_messages_tracking_id",
+            "tracking_id",
+            postgresql_where=text("tracking_id IS NOT NULL"),
+            sqlite_where=text("tracking_id IS NOT NULL"),
         ),
     )
 

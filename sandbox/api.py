@@ -10,10 +10,11 @@ import hmac
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from sandbox.callbacks import CallbackPusher
 from sandbox.faults import Dice, Faults, RateLimiter, retry_after_seconds
 from sandbox.ledger import Ledger
 from sandbox.recipients import draws_server_error
@@ -54,9 +55,15 @@ class EnqueueService:
     """The endpoint's behaviour and state: faults, ledger, stats and dice, shared by all threads."""
 
     def __init__(
-        self, faults: Faults | None = None, *, seed: int | None = 0, api_key: str | None = None
+        self,
+        faults: Faults | None = None,
+        *,
+        seed: int | None = 0,
+        api_key: str | None = None,
+        callbacks: CallbackPusher | None = None,
     ) -> None:
         self._faults = faults or Faults()
+        self.callbacks = callbacks  # delivery reports of accepted messages, when configured
         self._api_key = api_key
         self.ledger = Ledger()
         self.stats = Stats()
@@ -93,6 +100,8 @@ class EnqueueService:
     def stop(self) -> None:
         """Wake requests waiting out a latency or slow-answer fault, so the server stops quickly."""
         self._stopping.set()
+        if self.callbacks is not None:
+            self.callbacks.stop()
 
     def handle(self, request: Request) -> Reply:
         """Answer one POST to the endpoint."""
@@ -183,7 +192,11 @@ class EnqueueService:
         if any(draws_server_error(recipient) for _, recipient in valid):
             self.stats.add(poisoned=1)  # the server fails on it before anything is recorded
             return INTERNAL_ERROR
-        results.update(record(valid, self.ledger, self.stats))
+        accepted: list[tuple[str, str, str]] = []
+        results.update(record(valid, self.ledger, self.stats, accepted))
+        if self.callbacks is not None and accepted:
+            # Before the answer goes out: some reports reach the receiver first, as Wiraya's may.
+            self.callbacks.accepted(accepted, datetime.now(UTC))
         reply = results_reply(results, camel_case_keys=faults.camel_case_keys)
         return self._after_work(reply, faults, tuple(cmid for cmid, _ in valid))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ from datetime import timedelta
 from types import FrameType
 
 from sandbox.api import API_PATH, EnqueueService
+from sandbox.callbacks import CallbackPusher, Pushing
 from sandbox.faults import Faults, Validation
 from sandbox.server import SandboxServer
 
@@ -73,7 +75,32 @@ def build_parser(prog: str = "outbox sandbox") -> argparse.ArgumentParser:
         action="store_true",
         help="key results by clientMessageId camel-cased, as a Newtonsoft.Json server does",
     )
+    pushing = parser.add_argument_group("delivery reports (sandbox/callbacks.py), off by default")
+    pushing.add_argument("--callback-url", help="push reports to this URL, like Wiraya's callbacks")
+    pushing.add_argument(
+        "--callback-auth",
+        default=os.environ.get("OUTBOX_CALLBACK_AUTH"),
+        help="user:password to push with (default: $OUTBOX_CALLBACK_AUTH)",
+    )
+    pushing.add_argument("--callback-interval", type=float, default=1.0, help="seconds (default 1)")
+    pushing.add_argument("--p-callback-repeat", type=float, default=0.05, help="pushed twice")
+    pushing.add_argument("--p-callback-early", type=float, default=0.05, help="before the answer")
     return parser
+
+
+def pushing_from(args: argparse.Namespace) -> Pushing | None:
+    """The delivery-report pushing the flags ask for (None without --callback-url)."""
+    if not args.callback_url:
+        return None
+    if not args.callback_auth:
+        raise ValueError("--callback-url needs --callback-auth user:password")
+    return Pushing(
+        url=args.callback_url,
+        login=args.callback_auth,
+        interval=timedelta(seconds=args.callback_interval),
+        p_repeat=args.p_callback_repeat,
+        p_early=args.p_callback_early,
+    )
 
 
 def faults_from(args: argparse.Namespace) -> Faults:
@@ -107,13 +134,15 @@ def main(argv: list[str] | None = None, *, prog: str = "outbox sandbox") -> int:
     args = parser.parse_args(argv)
     try:
         faults = faults_from(args)
+        pushing = pushing_from(args)
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    service = EnqueueService(faults, seed=args.seed, api_key=args.api_key)
+    callbacks = CallbackPusher(pushing, seed=args.seed).start() if pushing else None
+    service = EnqueueService(faults, seed=args.seed, api_key=args.api_key, callbacks=callbacks)
     try:
         server = SandboxServer(args.host, args.port, service)
     except OSError as exc:

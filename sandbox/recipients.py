@@ -13,7 +13,8 @@
 |                   | failure in per-message validation mode                                     |
 | 0000006           | poison: every request holding it is answered HTTP 500 (JSON) as a whole,   |
 |                   | and nothing in that request is recorded; requests without it go through    |
-| anything else     | accepted                                                                   |
+| 0000007           | accepted; its delivery report (sandbox.callbacks) says NOT_DELIVERED       |
+| anything else     | accepted (and reported DELIVERED)                                          |
 
 For example 46700000001 always fails permanently and 46700000002 succeeds on the third try.
 Receipts are counted per clientMessageId, so a resend under a new id starts again from one.
@@ -39,6 +40,7 @@ TRANSIENT_FOREVER_SUFFIX = "0000003"
 OMITTED_ONCE_SUFFIX = "0000004"
 INVALID_SUFFIX = "0000005"
 POISON_SUFFIX = "0000006"
+NOT_DELIVERED_SUFFIX = "0000007"
 TRANSIENT_TWICE_ATTEMPTS = 2
 
 
@@ -69,6 +71,11 @@ def behaviour(recipient: str, receipt: int) -> Behaviour:
     if suffix == OMITTED_ONCE_SUFFIX and receipt == 1:
         return Behaviour.OMIT
     return Behaviour.ACCEPT
+
+
+def delivery_status(recipient: str) -> str:
+    """The status of the delivery report pushed for an accepted message to ``recipient``."""
+    return "NOT_DELIVERED" if recipient.endswith(NOT_DELIVERED_SUFFIX) else "DELIVERED"
 
 
 REASONS = {

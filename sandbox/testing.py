@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.api import EnqueueService
+from sandbox.callbacks import CallbackPusher, Pushing
 from sandbox.faults import Faults
 from sandbox.ledger import Entry
 from sandbox.server import SandboxServer, start
@@ -89,9 +90,13 @@ def running_sandbox(
     port: int = 0,
     seed: int | None = 0,
     api_key: str | None = None,
+    callbacks: Pushing | None = None,
 ) -> Iterator[RunningSandbox]:
-    """Serve a sandbox (on a free port by default) for the duration of the block."""
-    server = start(EnqueueService(faults, seed=seed, api_key=api_key), host, port)
+    """Serve a sandbox (on a free port by default) for the duration of the block; with
+    ``callbacks``, it pushes a delivery report for each message it accepts."""
+    pusher = CallbackPusher(callbacks, seed=seed).start() if callbacks else None
+    service = EnqueueService(faults, seed=seed, api_key=api_key, callbacks=pusher)
+    server = start(service, host, port)
     try:
         yield RunningSandbox(server)
     finally:

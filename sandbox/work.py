@@ -40,12 +40,24 @@ def validate(
     return valid, failed
 
 
-def record(valid: list[tuple[str, str]], ledger: Ledger, stats: Stats) -> dict[str, Any]:
-    """Receive the valid messages in the ledger and decide each one's result."""
+def record(
+    valid: list[tuple[str, str]],
+    ledger: Ledger,
+    stats: Stats,
+    accepted: list[tuple[str, str, str]] | None = None,
+) -> dict[str, Any]:
+    """Receive the valid messages in the ledger and decide each one's result; the messages
+    accepted for the first time go to ``accepted`` as (clientMessageId, recipient, tracking id)."""
     now = datetime.now(UTC)
     fresh = new_tracking_ids(len(valid))
     results: dict[str, Any] = {}
     counts = dict.fromkeys(["duplicates", *(kind.value for kind in Behaviour)], 0)
+
+    def answer_and_note(entry: Entry) -> None:
+        known = entry.tracking_id is not None
+        answer(entry)
+        if accepted is not None and not known and entry.tracking_id is not None:
+            accepted.append((entry.client_message_id, entry.recipient, entry.tracking_id))
 
     def answer(entry: Entry) -> None:
         tracking_id = entry.tracking_id
@@ -66,7 +78,7 @@ def record(valid: list[tuple[str, str]], ledger: Ledger, stats: Stats) -> dict[s
             "isTransientError": False,
         }
 
-    overlapping = ledger.receive(valid, now, answer)
+    overlapping = ledger.receive(valid, now, answer_and_note)
     counts[Behaviour.ACCEPT.value] = len(valid) - sum(counts.values())
     counts["received_while_answering"] = overlapping
     stats.add(**counts)

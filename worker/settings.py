@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
@@ -268,8 +269,46 @@ class LimitSettings(_Concern):
         )
 
 
+CALLBACK_LOGIN = re.compile(r"[^\s:]+:\S+")
+MIN_CALLBACK_PASSWORD = 12
+
+
+class CallbackSettings(_Concern):
+    """The delivery-report receiver: the login Wiraya's callbacks present, and the body limit."""
+
+    callback_auth: SecretStr | None = Field(None, alias="OUTBOX_CALLBACK_AUTH")
+    callback_max_body_bytes: int = Field(
+        16 * 1024 * 1024, alias="OUTBOX_CALLBACK_MAX_BODY_BYTES", ge=1, le=1024 * 1024 * 1024
+    )
+
+    @model_validator(mode="after")
+    def _check_callback_auth(self) -> Self:
+        # Raised without the value: it is a password (and pydantic would echo it).
+        if self.callback_auth is None:
+            raise ValueError("OUTBOX_CALLBACK_AUTH: required (user:password for Wiraya's login)")
+        login = self.callback_auth.get_secret_value()
+        if not CALLBACK_LOGIN.fullmatch(login):
+            raise ValueError("OUTBOX_CALLBACK_AUTH: must be user:password, without spaces")
+        if len(login.partition(":")[2]) < MIN_CALLBACK_PASSWORD:
+            raise ValueError(
+                f"OUTBOX_CALLBACK_AUTH: the password must be at least {MIN_CALLBACK_PASSWORD} "
+                "characters (it guards an endpoint open to the internet)"
+            )
+        return self
+
+    @property
+    def callback_credentials(self) -> bytes:
+        """``user:password`` as the bytes an Authorization: Basic header carries."""
+        assert self.callback_auth is not None  # checked above
+        return self.callback_auth.get_secret_value().encode()
+
+
 class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings):
     """What operator commands (the CLI, the metrics) need: never the API's address or key."""
+
+
+class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):
+    """`outbox receiver`: the database, the counters' Redis and the callback login."""
 
 
 class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings):
@@ -302,7 +341,7 @@ def _describe(exc: ValidationError) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if not name:
         return message
-    shown = "" if "KEY" in name else f" (got {error.get('input')!r})"
+    shown = "" if "KEY" in name or "AUTH" in name else f" (got {error.get('input')!r})"
     return f"{name}: {message}{shown}"
 
 

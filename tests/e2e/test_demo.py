@@ -50,12 +50,14 @@ def test_the_demo_runs_to_its_summary_and_exits_0(tmp_path: Path) -> None:
     assert elapsed < 60, f"the demo took {elapsed:.1f}s\n{out}"
     assert "expected        1,982 accepted, 22 failed" in out
     assert "all 1,982 match the API's ledger" in out
+    assert "delivery        1,962 delivered, 20 not delivered (" in out
     for content_type in ("SMSProject", "WhatsappProject", "VoiceProject", "SMSFromAlpha"):
         assert content_type in out
     assert "rejected: recipient is blocked" in out
     assert "gave up after 4 attempts" in out
     assert "What to try next" in out
     assert not _processes_in(folder), "celery processes outlived the demo"
+    assert "receiver stopped" in (folder / "receiver.log").read_text()
 
 
 @pytest.mark.timeout(60)

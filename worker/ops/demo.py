@@ -8,6 +8,8 @@
   answered 503 and some latency, and test recipients that fail for good, fail transiently,
   or go missing from the results once.
 - **Worker and beat:** real `celery -A worker worker` and `celery -A worker beat` processes.
+- **Receiver:** a real `outbox receiver` process; the sandbox pushes it a delivery report for
+  every message it accepts (`worker.ops.delivery_demo`), and the summary counts them.
 
 It enqueues the messages (most through the Python producer API, a few invalid ones by plain
 SQL), shows a progress bar until every message is final, checks the outcome against what
@@ -39,6 +41,7 @@ from sandbox.testing import RunningSandbox, running_sandbox
 from worker.database import make_engine
 from worker.ops import migrate as migration
 from worker.ops import queries
+from worker.ops.delivery_demo import Delivery, Receiving, await_delivery, delivery
 from worker.ops.processes import Child, ChildExited, stop_all
 
 TIMEOUT = timedelta(seconds=60)
@@ -63,6 +66,7 @@ SPECIAL = {
     "flaky": ("46700000002", 16, "accepted"),  # transient twice, accepted on the third try
     "down": ("46700000003", 6, "failed"),  # transient for ever: failed after 4 attempts
     "lost": ("46700000004", 10, "accepted"),  # missing from results once, resent, same id
+    "undelivered": ("46700000007", 20, "accepted"),  # its delivery report says NOT_DELIVERED
 }
 # Inserted by plain SQL, skipping the producer's checks: each fails alone, never sent.
 INVALID_CONTENTS = [
@@ -104,15 +108,29 @@ def run_demo(*, messages: int = 2000, folder: str | Path = ".demo") -> int:
             url = _prepare(root)
             engine = make_engine(url)
             stack.callback(engine.dispose)
-            sandbox = stack.enter_context(running_sandbox(FAULTS, seed=7))
+            receiving = Receiving.choose()
+            sandbox = stack.enter_context(
+                running_sandbox(FAULTS, seed=7, callbacks=receiving.pushing())
+            )
             _introduce(out, root, messages, sandbox.url)
             # Celery starts while the messages go in: the worker sends as soon as it is up.
-            children = stack.enter_context(_celery(root, _environment(url, root, sandbox.url)))
+            environment = _environment(url, root, sandbox.url)
+            children = stack.enter_context(_celery(root, environment))
+            receiving.start(children, environment, root)
             expected = _enqueue(engine, messages)
             finished = _watch(out, engine, started, messages + INVALID_SQL_ROWS, children)
+            delivered = (
+                await_delivery(engine, lambda: _check(children)) if finished else delivery(engine)
+            )
             for child in children:
                 child.terminate()  # their warm shutdown overlaps with the summary
-            _summary(out, engine, sandbox, expected, started, root)
+            _summary(out, engine, sandbox, expected, started, root, delivered)
+            undelivered = special_counts(messages)["undelivered"]
+            if finished and not delivered.as_expected(expected.accepted, undelivered):
+                print(
+                    f"  expected        {undelivered} not delivered, the rest delivered", file=out
+                )
+                return 1
             if not finished:
                 print(f"\nThe demo did not finish within {TIMEOUT.seconds}s.", file=out)
                 print(f"Logs: {root / 'worker.log'}, {root / 'beat.log'}", file=out)
@@ -288,6 +306,12 @@ def _celery(root: Path, environment: dict[str, str]) -> Iterator[list[Child]]:
         stop_all(children, STOP_GRACE_SECONDS)
 
 
+def _check(children: list[Child]) -> None:
+    """ChildExited when one of them has exited on its own."""
+    for child in children:
+        child.check()
+
+
 # Watching ---------------------------------------------------------------------------------------
 
 
@@ -344,6 +368,7 @@ def _summary(
     expected: Expected,
     started: float,
     root: Path,
+    delivered: Delivery,
 ) -> None:
     elapsed = time.monotonic() - started
     with engine.begin() as connection:
@@ -388,6 +413,7 @@ def _summary(
     )
     print(f"  resent          {resent:,} messages, each under its own clientMessageId", file=out)
     print(f"  tracking ids    {_tracking_check(engine, sandbox)}", file=out)
+    print(f"  delivery        {delivered.line(sandbox.service.callbacks)}", file=out)
     print(f"  time            {elapsed:.1f}s", file=out)
     if reasons:
         print("\n  why messages failed:", file=out)

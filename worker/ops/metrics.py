@@ -50,6 +50,7 @@ from worker.ops.counters import (
     counters_redis,
 )
 from worker.ops.snapshot import Snapshot, take_snapshot
+from worker.receipts.metrics import DeliveryCollector
 from worker.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,9 @@ def _gate(gate: GateState) -> Iterator[Metric]:
 def registry_for(engine: Engine, settings: OperatorSettings) -> CollectorRegistry:
     """A registry holding only the outbox's metrics (no process metrics of this server)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(OutboxCollector(engine, settings, counters_redis(settings.broker_url)))
+    counters = counters_redis(settings.broker_url)
+    registry.register(OutboxCollector(engine, settings, counters))
+    registry.register(DeliveryCollector(engine, counters))
     return registry
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class _CountsOnly:
     """Beat's dispatcher only counts due batches: it never sends (workers do)."""
 
-    def send(self, batch: Sequence[Communication]) -> SendResult:
+    def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
         raise RuntimeError("beat counts due batches; sending is the workers' job")
 
 

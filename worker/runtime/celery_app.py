@@ -50,6 +50,8 @@ def wake_up_queue() -> Queue:
     filesystem broker ignore both flags for this queue.
     """
     return Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE, durable=False, auto_delete=True)
+
+
 class OutboxWorker(Worker):
     """`celery -A worker worker` without the start-up rounds the outbox has no use for."""
 

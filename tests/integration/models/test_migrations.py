@@ -23,8 +23,10 @@ OUTBOX_TABLES = {
     "outbox_dispatch_gate",
     "outbox_refused_keys",
     "outbox_housekeeping",
+    "outbox_delivery_reports",
 }
-HEAD = "0005_housekeeping"
+HEAD = "0006_delivery_reports"
+MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
 @pytest.fixture
@@ -73,6 +75,24 @@ def notify_objects(engine: Engine) -> list[str]:
     return [*trigger, *function]
 
 
+def match_trigger(engine: Engine) -> list[str]:
+    """The trigger that matches early delivery reports (and its function on PostgreSQL)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            return [
+                *connection.scalars(
+                    text(f"SELECT tgname FROM pg_trigger WHERE tgname = '{MATCH_TRIGGER}'")
+                ),
+                *connection.scalars(
+                    text(f"SELECT proname FROM pg_proc WHERE proname = '{MATCH_TRIGGER}'")
+                ),
+            ]
+        query = (
+            f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = '{MATCH_TRIGGER}'"
+        )
+        return list(connection.scalars(text(query)))
+
+
 def test_upgrade_check_downgrade_upgrade(empty_url: str, empty_engine: Engine) -> None:
     config = alembic_config(empty_url)
     assert tables(empty_engine) == set()
@@ -83,11 +103,15 @@ def test_upgrade_check_downgrade_upgrade(empty_url: str, empty_engine: Engine) -
 
     command.downgrade(config, "base")
     assert tables(empty_engine) - {"alembic_version"} == set()
+    assert match_trigger(empty_engine) == []
     if empty_engine.dialect.name == "postgresql":
         assert notify_objects(empty_engine) == []
 
     command.upgrade(config, "head")
     assert tables(empty_engine) == {*OUTBOX_TABLES, "alembic_version"}
+    assert len(match_trigger(empty_engine)) == (
+        2 if empty_engine.dialect.name == "postgresql" else 1
+    )
     command.check(config)
     with empty_engine.connect() as connection:
         assert connection.scalar(text("SELECT version_num FROM alembic_version")) == HEAD
@@ -113,6 +137,8 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "expires_at",
         "claim_token",
         "first_due_at",
+        "delivery_status",
+        "delivery_status_at",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
@@ -148,14 +174,23 @@ def test_the_claim_indexes_are_partial(engine: Engine) -> None:
         assert "(priority, next_attempt_at, id)" in due
         assert due.endswith("WHERE status = 'pending'")
         assert lease.endswith("WHERE status = 'sending'")
-    # Only what the claim, prune and the operators' counts need: partial indexes, each
-    # holding the rows of one status, plus the unique key's own.
+    # Only what the claim, prune, the operators' counts and the receiver's lookup by tracking id
+    # need: partial indexes, each holding the rows of one status (or with a tracking id), plus
+    # the unique key's own.
+    tracking = indexes["ix_outbox_messages_tracking_id"]
+    assert "(tracking_id)" in tracking
+    assert tracking.endswith(
+        "WHERE (tracking_id IS NOT NULL)"
+        if engine.dialect.name == "postgresql"
+        else "WHERE tracking_id IS NOT NULL"
+    )
     assert set(indexes) - {"uq_outbox_messages_client_message_id", "pk_outbox_messages"} == {
         "ix_outbox_messages_due",
         "ix_outbox_messages_lease",
         "ix_outbox_messages_accepted",
         "ix_outbox_messages_failed",
         "ix_outbox_messages_cancelled",
+        "ix_outbox_messages_tracking_id",
     }
 
 
@@ -215,7 +250,8 @@ def test_the_notify_trigger_fires_once_per_statement(postgres_engine: Engine) ->
         rows = connection.execute(
             text(
                 "SELECT tgname, tgenabled, pg_get_triggerdef(oid) FROM pg_trigger "
-                "WHERE tgrelid = 'outbox_messages'::regclass AND NOT tgisinternal"
+                "WHERE tgrelid = 'outbox_messages'::regclass AND NOT tgisinternal "
+                "AND tgname = 'outbox_messages_notify'"
             )
         ).all()
     assert len(rows) == 1
@@ -270,3 +306,34 @@ def test_existing_rows_become_normal_with_no_expiry(empty_url: str, empty_engine
         assert tuple(row) == (1, None)
         with pytest.raises(DBAPIError):  # the check constraint: 0, 1 or 2 only
             connection.execute(text("UPDATE outbox_messages SET priority = 3"))
+
+
+def test_the_reports_table_keeps_each_report_once(engine: Engine) -> None:
+    columns = {
+        column["name"]: column for column in inspect(engine).get_columns("outbox_delivery_reports")
+    }
+    assert list(columns) == [
+        "id",
+        "tracking_id",
+        "status",
+        "done_at",
+        "received_at",
+        "report",
+        "message_id",
+    ]
+    required = {name for name, column in columns.items() if not column["nullable"]}
+    assert required == {"id", "tracking_id", "status", "received_at", "report"}
+    insert = text(
+        "INSERT INTO outbox_delivery_reports (tracking_id, status, done_at, received_at, report) "
+        "VALUES (:tracking_id, 'DELIVERED', :done_at, '2026-12-01 10:00:01', '{}')"
+    )
+    with engine.begin() as connection:
+        connection.execute(insert, {"tracking_id": "a" * 32, "done_at": "2026-12-01 10:00:00"})
+        connection.execute(insert, {"tracking_id": "a" * 32, "done_at": None})
+    # The same status of the same message at the same time, or twice without a time: a repeat.
+    for done_at in ("2026-12-01 10:00:00", None):
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(insert, {"tracking_id": "a" * 32, "done_at": done_at})
+    with engine.begin() as connection:
+        connection.execute(insert, {"tracking_id": "b" * 32, "done_at": None})
+        assert connection.scalar(text("SELECT count(*) FROM outbox_delivery_reports")) == 3

@@ -29,7 +29,7 @@ import yaml
 from tests.conftest import ROOT, service_missing
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
 from worker.ops.cli import build_parser
-from worker.settings import Settings
+from worker.settings import ReceiverSettings, Settings
 
 COMPOSE = ROOT / "docker-compose.yml"
 SCHEMA = Path(__file__).with_name("compose-spec.json")
@@ -45,11 +45,12 @@ ENTRY_POINTS = {
     "flower": ["celery", "-A", "worker", "flower"],
     "sandbox": ["outbox", "sandbox"],
     "metrics": ["outbox", "metrics"],
+    "receiver": ["outbox", "receiver"],
 }
 # Services only `docker compose --profile NAME up` starts.
 PROFILES = {"sandbox": ["sandbox"], "prometheus": ["monitoring"]}
 DURATION = re.compile(r"^(?:(?P<minutes>\d+)m)?(?:(?P<seconds>\d+)s)?$")
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|BASIC_AUTH", re.IGNORECASE)
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|_AUTH$", re.IGNORECASE)
 SUBSTITUTION = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?P<rest>[^}]*)\}$")
 URL_PASSWORD = re.compile(r"://[^:/@]+:(?P<password>.+)@")
 
@@ -134,7 +135,7 @@ def test_flower_options_are_written_name_equals_value(
 def test_the_entry_points_exist() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["outbox"] == "worker.ops.cli:main"
-    for subcommand in ("sandbox", "metrics", "migrate"):
+    for subcommand in ("sandbox", "metrics", "migrate", "receiver"):
         assert build_parser().parse_args([subcommand]).command == subcommand
     assert (ROOT / "alembic.ini").is_file()
     assert "def __getattr__" in (ROOT / "worker" / "__init__.py").read_text()  # worker.app
@@ -150,7 +151,7 @@ def test_dependencies_wait_for_health_or_completion(services: dict[str, dict[str
             else:
                 assert condition == "service_completed_successfully", f"{name} -> {target}"
                 assert services[target].get("restart") == "no", f"{target} must be one-shot"
-    for name in ("worker", "beat", "flower", "metrics"):
+    for name in ("worker", "beat", "flower", "metrics", "receiver"):
         assert services[name]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"
         }
@@ -202,7 +203,11 @@ def test_no_secret_is_written_in_the_file(services: dict[str, dict[str, Any]]) -
 
 
 def test_settings_named_in_the_file_are_real_settings(services: dict[str, dict[str, Any]]) -> None:
-    aliases = {field.alias for field in Settings.model_fields.values()}
+    aliases = {
+        field.alias
+        for concern in (Settings, ReceiverSettings)
+        for field in concern.model_fields.values()
+    }
     for name, service in services.items():
         for key in _environment(service):
             if key.startswith(("OUTBOX_", "WIRAYA_", "CELERY_")):

@@ -13,9 +13,10 @@ from worker.ops import access
 from worker.ops import migrate as migration
 from worker.ops.access import OperatorError
 from worker.ops.cli import changing, reading
-from worker.settings import OperatorSettings, SettingsError
+from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
 
 DEFAULT_METRICS_PORT = 9808
+DEFAULT_RECEIVER_PORT = 8090
 LANES = ", ".join(priority.name.lower() for priority in Priority)
 
 Handler = Callable[[argparse.Namespace, OperatorSettings], int]
@@ -141,6 +142,15 @@ def _add_running(commands: Commands) -> None:
     )
     metrics.set_defaults(handler=cmd_metrics)
 
+    receiver = commands.add_parser(
+        "receiver", help="receive Wiraya's delivery reports (POST /wiraya/callbacks)"
+    )
+    receiver.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    receiver.add_argument(
+        "--port", type=int, default=DEFAULT_RECEIVER_PORT, help="port (default 8090)"
+    )
+    receiver.set_defaults(handler=cmd_receiver)
+
     demo = commands.add_parser(
         "demo", help="SQLite, a filesystem broker, the sandbox, a real worker and beat"
     )
@@ -187,6 +197,22 @@ def cmd_metrics(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
     with access.open_outbox(settings.database_url) as engine:
         return serve(engine, settings, host=args.host, port=args.port)
+
+
+def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    from worker.ops.counters import counters_redis
+    from worker.receipts.app import create_app
+    from worker.receipts.server import listen, serve
+
+    login = ReceiverSettings.from_environ(OUTBOX_DATABASE_URL=settings.database_url)
+    with access.open_outbox(settings.database_url) as engine:
+        try:
+            sock = listen(args.host, args.port)
+        except OSError as error:
+            where = f"{args.host}:{args.port}"
+            raise OperatorError(f"cannot listen on {where}: {error.strerror or error}") from None
+        app = create_app(engine, login, counters_client=counters_redis(settings.broker_url))
+        return serve(app, sock)
 
 
 def cmd_demo(args: argparse.Namespace, settings: OperatorSettings) -> int:

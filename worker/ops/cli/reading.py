@@ -13,6 +13,7 @@ from worker.ops import access, queries
 from worker.ops import snapshot as snapshots
 from worker.ops.cli.times import human_duration
 from worker.ops.snapshot import Snapshot
+from worker.receipts import figures as receipts
 from worker.settings import OperatorSettings
 
 
@@ -24,8 +25,9 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
             circuit_failures=settings.circuit_failures,
             exact_below=None if args.exact else queries.EXACT_BELOW,
         )
+        delivery = receipts.delivery_figures(engine)
     if args.json:
-        print(json.dumps(snapshot.to_json(), indent=2))
+        print(json.dumps({**snapshot.to_json(), "delivery": delivery.to_json()}, indent=2))
         return 0
     print(f"outbox at {access.shown_url(settings.database_url)}")
     print()
@@ -36,6 +38,9 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
     age = snapshot.oldest_due_age
     print(f"  oldest due   {'-' if age is None else human_duration(age)} (since its due time)")
     print(f"  dispatch     {snapshot.gate.describe()}")
+    print()
+    print("delivery (accepted messages by their latest report)")
+    print("\n".join(delivery.lines()))
     if snapshot.failure_reasons:
         print()
         print(f"top failure reasons (of the latest {snapshots.REASONS_AMONG:,} failures)")
@@ -90,14 +95,22 @@ def _in(moment: datetime | None, now: datetime) -> str:
 def cmd_inspect(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
         row = snapshots.find_message(engine, args.client_message_id)
+        reports = receipts.message_reports(engine, row["tracking_id"])
     shown = {key: _jsonable(value) for key, value in row.items()}
+    listed = [{key: _jsonable(value) for key, value in report.items()} for report in reports]
     if args.json:
-        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        print(json.dumps({**shown, "delivery_reports": listed}, indent=2, ensure_ascii=False))
         return 0
     width = max(len(key) for key in shown)
     for key, value in shown.items():
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
         print(f"{key:<{width}}  {'-' if text is None else text}")
+    print(f"\ndelivery reports ({len(listed)})")
+    for report in listed:
+        print(
+            f"  {report['status']:<16} done {report['done_at'] or '-'}  received "
+            f"{report['received_at']}  {report['report']}"
+        )
     return 0
 
 

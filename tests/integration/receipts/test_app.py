@@ -1,0 +1,213 @@
+"""The receiver's HTTP application on PostgreSQL and SQLite: auth, bodies, limits, answers."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.receipts.harness import (
+    accept,
+    delivery,
+    serving,
+    stored_reports,
+    tracking,
+)
+from worker.database import make_engine
+from worker.receipts.app import create_app
+from worker.settings import ReceiverSettings
+
+AUTH = "wiraya:4c1d9e7a02b85f36"
+PATH = "/wiraya/callbacks"
+
+
+def basic(login: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+
+
+LOGIN = basic(AUTH)
+
+
+def settings(url: str, **extra: str) -> ReceiverSettings:
+    return ReceiverSettings.from_environ(
+        {"OUTBOX_CALLBACK_AUTH": AUTH, "OUTBOX_DATABASE_URL": url, **extra}
+    )
+
+
+@contextmanager
+def client_for(engine: Engine, url: str | None = None, **extra: str) -> Iterator[httpx.Client]:
+    """The application served by uvicorn on a free port (a thread), and a client for it."""
+    url = url or engine.url.render_as_string(hide_password=False)
+    app = create_app(engine, settings(url, **extra))
+    with serving(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[httpx.Client]:
+    with client_for(engine) as http:
+        yield http
+
+
+def reports(*numbers: int, status: str = "DELIVERED") -> list[dict[str, str]]:
+    return [
+        {"trackingId": tracking(n), "status": status, "doneAt": "2026-12-02T10:00:05Z"}
+        for n in numbers
+    ]
+
+
+def test_a_batch_is_stored_and_answered_once_committed(
+    engine: Engine, client: httpx.Client
+) -> None:
+    first, second = accept(engine, 2)
+    answer = client.post(PATH, content=orjson.dumps(reports(1, 2, 3)), headers=LOGIN)
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "received": 3,
+        "stored": 3,
+        "repeats": 0,
+        "matched": 2,
+        "unmatched": 1,
+        "rejected": 0,
+        "reasons": [],
+    }
+    assert delivery(engine, first)[0] == delivery(engine, second)[0] == "DELIVERED"
+    assert len(stored_reports(engine)) == 3
+
+
+def test_one_report_object_is_a_body_too(engine: Engine, client: httpx.Client) -> None:
+    (message,) = accept(engine, 1)
+    answer = client.post(PATH, content=orjson.dumps(reports(1)[0]), headers=LOGIN)
+    assert answer.status_code == 200 and answer.json()["matched"] == 1
+    assert delivery(engine, message)[0] == "DELIVERED"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic("wiraya:4c1d9e7a02b85f37"),
+        basic("wiraya:4c1d9e7a02b85f3"),  # a prefix of the password
+        basic("wiraya:4c1d9e7a02b85f36x"),
+        basic("Wiraya:4c1d9e7a02b85f36"),
+        basic(":"),
+        {"Authorization": "Bearer " + base64.b64encode(AUTH.encode()).decode()},
+        {"Authorization": "Basic not-base64!"},
+        {"Authorization": "Basic"},
+    ],
+    ids=["none", "wrong", "prefix", "longer", "user-case", "empty", "bearer", "garbage", "bare"],
+)
+def test_missing_or_wrong_credentials_are_401_and_store_nothing(
+    engine: Engine, client: httpx.Client, headers: dict[str, str]
+) -> None:
+    answer = client.post(PATH, content=orjson.dumps(reports(1)), headers=headers)
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert stored_reports(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "the body is empty"),
+        (b"<report><trackingId>1</trackingId></report>", "the body is not JSON"),
+        (b"[" * 200_000, "the body is not JSON"),
+        (b'"DELIVERED"', "the body must be a JSON array of reports or one report object"),
+        (b'{"trackingId": "abc"}', "no report in the body is well-formed"),
+        (b'[1, "x", null]', "no report in the body is well-formed"),
+        (b'{"trackingId": "ab\\u0000c", "status": "DELIVERED"}', "no report in the body"),
+    ],
+)
+def test_a_malformed_body_is_400_with_the_reason_and_stores_nothing(
+    engine: Engine, client: httpx.Client, body: bytes, reason: str
+) -> None:
+    answer = client.post(PATH, content=body, headers=LOGIN)
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith(reason)
+    assert stored_reports(engine) == []
+
+
+def test_a_batch_with_some_malformed_reports_stores_the_good_ones(
+    engine: Engine, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    (message,) = accept(engine, 1)
+    body = [
+        *reports(1),
+        {"trackingId": tracking(2)},
+        {"trackingId": 7, "status": "DELIVERED"},
+        "DELIVERED",
+        {"trackingId": tracking(3), "status": "DELIVERED", "doneAt": "soon"},
+    ]
+    with caplog.at_level(logging.WARNING, logger="worker.receipts.app"):
+        answer = client.post(PATH, content=orjson.dumps(body), headers=LOGIN)
+    assert answer.status_code == 200  # a 4xx would make Wiraya resend the good one for ever
+    assert answer.json()["stored"] == 1 and answer.json()["rejected"] == 4
+    assert answer.json()["reasons"] == [
+        "reports[1].status: missing",
+        "reports[2].trackingId: must be a string (got a number)",
+        "reports[3]: not a JSON object (got a string)",
+        "reports[4].doneAt: not an ISO 8601 time such as 2026-12-02T10:00:00Z (got 'soon')",
+    ]
+    assert delivery(engine, message)[0] == "DELIVERED"
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("reports[1].status: missing" in line for line in logged)
+
+
+def test_repeats_are_answered_2xx_and_change_nothing(engine: Engine, client: httpx.Client) -> None:
+    accept(engine, 1)
+    body = orjson.dumps(reports(1) * 2)
+    first = client.post(PATH, content=body, headers=LOGIN).json()
+    second = client.post(PATH, content=body, headers=LOGIN).json()
+    assert (first["stored"], first["repeats"]) == (1, 1)
+    assert (second["stored"], second["repeats"]) == (0, 2)
+    assert len(stored_reports(engine)) == 1
+
+
+def test_ten_thousand_reports_in_one_request(engine: Engine, client: httpx.Client) -> None:
+    accept(engine, 50)
+    answer = client.post(PATH, content=orjson.dumps(reports(*range(1, 10_001))), headers=LOGIN)
+    assert answer.status_code == 200
+    assert answer.json()["stored"] == 10_000 and answer.json()["matched"] == 50
+    assert len(stored_reports(engine)) == 10_000
+
+
+def test_a_body_over_the_limit_is_413_and_stores_nothing(engine: Engine) -> None:
+    with client_for(engine, OUTBOX_CALLBACK_MAX_BODY_BYTES="1000") as client:
+        big = orjson.dumps(reports(*range(1, 20)))
+        assert len(big) > 1000
+        assert client.post(PATH, content=big, headers=LOGIN).status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+            yield big[:600]
+            yield big[600:]
+
+        assert client.post(PATH, content=chunks(), headers=LOGIN).status_code == 413
+        assert client.post(PATH, content=orjson.dumps(reports(1)), headers=LOGIN).status_code == 200
+    assert len(stored_reports(engine)) == 1
+
+
+def test_only_post_is_served_there(client: httpx.Client) -> None:
+    assert client.get(PATH, headers=LOGIN).status_code == 405
+
+
+def test_health_reads_the_database(client: httpx.Client) -> None:
+    answer = client.get("/health")
+    assert (answer.status_code, answer.json()) == (200, {"ok": True, "database": "up"})
+
+
+def test_a_database_that_cannot_be_reached_is_503(postgres_url: str) -> None:
+    gone = make_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 2}
+    )
+    with client_for(gone, postgres_url) as client:
+        assert client.get("/health").status_code == 503
+        answer = client.post(PATH, content=orjson.dumps(reports(1)), headers=LOGIN)
+    gone.dispose()
+    assert answer.status_code == 503  # Wiraya resends: nothing was stored
+    assert "nothing was stored" in answer.json()["error"]

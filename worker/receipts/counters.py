@@ -1,0 +1,67 @@
+"""The receiver's counters, kept in one Redis hash (the broker's Redis) beside the workers' own.
+
+After each request the receiver adds what it did with one pipelined round trip; `outbox
+metrics` reads the hash (`worker.receipts.metrics`). Several receiver processes add up, and a
+Redis failure is logged and never fails a request: the reports are committed by then.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from models import DeliveryStatus
+from worker.receipts.storage import Stored
+
+log = logging.getLogger(__name__)
+
+RECEIPTS_KEY = "outbox:receipts"
+# Accepted to DELIVERED: an SMS within seconds, a call or a phone switched off much later.
+DELIVERY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+KNOWN_STATUSES = tuple(status.value for status in DeliveryStatus)
+OTHER = "other"  # statuses Wiraya may add: counted together, to keep the label set small
+
+
+def status_label(status: str) -> str:
+    return status if status in KNOWN_STATUSES else OTHER
+
+
+def bucket_field(bound: float) -> str:
+    return f"delivered_le_{bound:g}"
+
+
+def record_request(
+    client: redis.Redis | None, *, code: int, stored: Stored | None = None, rejected: int = 0
+) -> None:
+    """Add one request's figures to the shared counters; never raises."""
+    if client is None:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hincrby(RECEIPTS_KEY, f"requests_{code}", 1)
+        if rejected:
+            pipe.hincrby(RECEIPTS_KEY, "rejected", rejected)
+        if stored is not None:
+            _add_stored(pipe, stored)
+        pipe.execute()
+    except redis.RedisError as error:
+        log.warning("could not record receiver metrics in Redis: %s", error)
+
+
+def _add_stored(pipe: redis.client.Pipeline, stored: Stored) -> None:
+    labels: dict[str, int] = {}
+    for status, count in stored.stored.items():
+        label = status_label(status)
+        labels[label] = labels.get(label, 0) + count
+    for label, count in labels.items():
+        pipe.hincrby(RECEIPTS_KEY, f"reports_{label}", count)
+    for name in ("duplicates", "unmatched"):
+        if value := getattr(stored, name):
+            pipe.hincrby(RECEIPTS_KEY, name, value)
+    for seconds in stored.delivered_seconds:
+        pipe.hincrby(RECEIPTS_KEY, "delivered", 1)
+        pipe.hincrbyfloat(RECEIPTS_KEY, "delivered_sum", seconds)
+        for bound in DELIVERY_BUCKETS:  # cumulative, as Prometheus buckets are
+            if seconds <= bound:
+                pipe.hincrby(RECEIPTS_KEY, bucket_field(bound), 1)
