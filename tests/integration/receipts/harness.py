@@ -18,8 +18,8 @@ from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from models import OutboxMessage, SMSProject, Status, enqueue_many, outbox_delivery_reports
-from tests.integration.polling import wait_for
 from worker.dispatch.record import RowResult, record
+from worker.ops.processes import wait_for
 from worker.receipts.reports import Report, parse_body
 from worker.receipts.server import listen
 
@@ -143,7 +143,7 @@ def serving(app: Any, port: int | None = None) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: server.started or None)
+        wait_for(lambda: server.started, timeout=10, what="server.started")
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True

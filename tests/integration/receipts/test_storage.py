@@ -9,7 +9,6 @@ import orjson
 import pytest
 from sqlalchemy import Engine, event, text
 
-from tests.integration.polling import wait_for
 from tests.integration.receipts.harness import (
     T0,
     accept,
@@ -23,6 +22,7 @@ from tests.integration.receipts.harness import (
     tracking,
     unmatched_count,
 )
+from worker.ops.processes import wait_for
 from worker.receipts.storage import MATCH_LOCK, store_reports
 
 RECEIVED = at(3600)
@@ -217,7 +217,11 @@ def test_a_report_stored_while_a_record_is_in_flight_is_matched_after_its_commit
         )
         receiver.start()
         # The request stored its report unmatched and now waits for the record to commit.
-        wait_for(lambda: _waiting_for_the_match_lock(engine))
+        wait_for(
+            lambda: _waiting_for_the_match_lock(engine),
+            timeout=10,
+            what="_waiting_for_the_match_lock(engine)",
+        )
         assert unmatched_count(engine) == 1
         transaction.commit()
     receiver.join(timeout=10)
@@ -242,7 +246,11 @@ def test_a_record_waits_for_a_request_that_holds_the_match_lock(postgres_engine:
 
         thread = threading.Thread(target=worker)
         thread.start()
-        wait_for(lambda: _waiting_for_the_match_lock(engine))
+        wait_for(
+            lambda: _waiting_for_the_match_lock(engine),
+            timeout=10,
+            what="_waiting_for_the_match_lock(engine)",
+        )
         assert "ids" not in recorded
         transaction.commit()
     thread.join(timeout=10)

@@ -15,8 +15,8 @@ from sandbox.callbacks import Pushing
 from sandbox.recipients import NOT_DELIVERED_SUFFIX
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.e2e.harness import free_port
-from tests.integration.polling import wait_for
 from tests.integration.receipts.harness import serving, stored_reports
+from worker.ops.processes import wait_for
 from worker.receipts.app import create_app
 from worker.settings import ReceiverSettings
 
@@ -68,7 +68,11 @@ def test_every_accepted_message_is_reported_batched_with_basic_auth(engine: Engi
         pushing = Pushing(url, AUTH, interval=FAST, p_repeat=0.0, p_early=0.0)
         with running_sandbox(callbacks=pushing) as sandbox:
             tracking = send(sandbox, "46701234567", "4670" + NOT_DELIVERED_SUFFIX, "46701234568")
-            wait_for(lambda: len(stored_reports(engine)) == 3 or None)
+            wait_for(
+                lambda: len(stored_reports(engine)) == 3 or None,
+                timeout=10,
+                what="len(stored_reports(engine)) == 3",
+            )
             assert sandbox.service.callbacks is not None
             counts = sandbox.service.callbacks.counts
     assert statuses(engine) == {
@@ -96,7 +100,11 @@ def test_repeated_reports_are_stored_once(engine: Engine) -> None:
             send(sandbox, *(f"467012345{n:02d}" for n in range(10)))
             callbacks = sandbox.service.callbacks
             assert callbacks is not None
-            wait_for(lambda: callbacks.counts["pushed"] == 20 or None)
+            wait_for(
+                lambda: callbacks.counts["pushed"] == 20 or None,
+                timeout=10,
+                what="callbacks.counts['pushed'] == 20",
+            )
     assert callbacks.counts["repeated"] == 10
     assert len(stored_reports(engine)) == 10
 
@@ -109,10 +117,18 @@ def test_reports_not_answered_2xx_are_pushed_again(engine: Engine) -> None:
         callbacks = sandbox.service.callbacks
         assert callbacks is not None
         send(sandbox, "46701234567", "46701234568")
-        wait_for(lambda: callbacks.counts["unanswered"] >= 2 or None)  # nobody listens yet
+        wait_for(
+            lambda: callbacks.counts["unanswered"] >= 2 or None,
+            timeout=10,
+            what="callbacks.counts['unanswered'] >= 2",
+        )  # nobody listens yet
         assert callbacks.pending == 2
         with receiver(engine, port=port):
-            wait_for(lambda: len(stored_reports(engine)) == 2 or None)
+            wait_for(
+                lambda: len(stored_reports(engine)) == 2 or None,
+                timeout=10,
+                what="len(stored_reports(engine)) == 2",
+            )
         assert callbacks.pending == 0
 
 
@@ -123,7 +139,11 @@ def test_a_wrong_login_is_refused_and_retried(engine: Engine) -> None:
             callbacks = sandbox.service.callbacks
             assert callbacks is not None
             send(sandbox, "46701234567")
-            wait_for(lambda: callbacks.counts["answered 401"] >= 2 or None)
+            wait_for(
+                lambda: callbacks.counts["answered 401"] >= 2 or None,
+                timeout=10,
+                what="callbacks.counts['answered 401'] >= 2",
+            )
             assert callbacks.pending >= 1
     assert stored_reports(engine) == []
 
