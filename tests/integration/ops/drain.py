@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from models import Status
 from worker.dispatch import claim as claims
+from worker.dispatch import gate as gates
 from worker.dispatch import record as records
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.record import RowResult
@@ -28,7 +29,6 @@ def accept(row: ClaimedRow, now: datetime) -> RowResult:
     """Every claimed row accepted, as a healthy API answers."""
     return RowResult(
         id=row.id,
-        claimed_attempts=row.attempts,
         status=Status.ACCEPTED,
         attempts=row.attempts,
         tracking_id=f"{row.id:032x}",
@@ -40,7 +40,6 @@ def mixed(row: ClaimedRow, now: datetime) -> RowResult:
     if row.id % 11 == 0:
         return RowResult(
             id=row.id,
-            claimed_attempts=row.attempts,
             status=Status.FAILED,
             attempts=row.attempts,
             last_error="rejected: recipient is blocked",
@@ -48,7 +47,6 @@ def mixed(row: ClaimedRow, now: datetime) -> RowResult:
     if row.id % 7 == 0 and row.attempts < 3:
         return RowResult(
             id=row.id,
-            claimed_attempts=row.attempts,
             status=Status.PENDING,
             attempts=row.attempts,
             next_attempt_at=now,
@@ -90,12 +88,15 @@ def draining(
     def work() -> None:
         try:
             while not stop.is_set():
-                now = datetime.now(UTC)
+                now, token = datetime.now(UTC), claims.new_token()
                 with autocommit.connect() as connection:
-                    rows = claims.claim(connection, limit=batch, lease=LEASE, now=now)
+                    version = gates.read_gate(connection).version
+                    rows = claims.claim(
+                        connection, limit=batch, lease=LEASE, now=now, version=version, token=token
+                    )
                 with engine.begin() as connection:
                     written = records.record(
-                        connection, [outcome(row, now) for row in rows], now=now
+                        connection, [outcome(row, now) for row in rows], token=token, now=now
                     )
                 drain.add(len(rows), len(written))
                 if not rows:

@@ -58,6 +58,7 @@ def outbox(database_url: str) -> Iterator[Engine]:
         last_error="rejected: recipient is blocked",
         updated_at=_now() - timedelta(days=1),
         created_at=_now() - timedelta(days=2),
+        first_due_at=_now() - timedelta(days=2),  # claimed when it fell due, two days ago
     )
     _set(
         "m8",
@@ -249,7 +250,7 @@ def test_retry_by_error_text_and_time_range(
         capsys=capsys,
     )
     assert code == 0
-    assert "1 of them older than OUTBOX_MAX_AGE_SECONDS" in out  # created two days ago
+    assert "1 of them due for longer than OUTBOX_MAX_AGE_SECONDS" in out  # due two days ago
     assert _row(outbox, "m7").status == "pending"
     assert _row(outbox, "m8").status == "failed"
 
@@ -299,8 +300,7 @@ def test_freshly_retried_messages_are_not_retrying(
 def test_retry_renew_age_counts_age_from_now(
     outbox: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _set("m7", outbox, first_due_at=_now() - timedelta(days=2))  # due two days ago
-    created = _row(outbox, "m7").created_at
+    created = _row(outbox, "m7").created_at  # and due two days ago
     code, out, _ = run(_url(outbox), "retry", "m7", capsys=capsys, stdin="n\n")
     assert "1 of them" in out and "--renew-age" in out  # older than the max age: warned
     code, _, _ = run(_url(outbox), "retry", "m7", "--renew-age", "--yes", capsys=capsys)

@@ -70,13 +70,16 @@ def enqueue(engine: Engine, count: int, *, start: int = 1) -> list[int]:
         return list(connection.scalars(statement))
 
 
+CLAIM_TOKEN = 7  # the token of the test's claims, as a worker's claim would set one
+
+
 def claim(engine: Engine, ids: list[int]) -> None:
-    """Mark rows as a worker's claim leaves them: sending, first attempt."""
+    """Mark rows as a worker's claim leaves them: sending, first attempt, under a token."""
     with engine.begin() as connection:
         connection.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
-            .values(status=Status.SENDING, attempts=1, locked_until=at(60))
+            .values(status=Status.SENDING, attempts=1, locked_until=at(60), claim_token=CLAIM_TOKEN)
         )
 
 
@@ -85,12 +88,10 @@ def record_accepted(
 ) -> set[int]:
     """The worker's record of these claimed rows as accepted under tracking(number)."""
     results = [
-        RowResult(
-            id=i, claimed_attempts=1, status=Status.ACCEPTED, attempts=1, tracking_id=tracking(n)
-        )
+        RowResult(id=i, status=Status.ACCEPTED, attempts=1, tracking_id=tracking(n))
         for i, n in zip(ids, numbers, strict=True)
     ]
-    return record(connection, results, now=when)
+    return record(connection, results, token=CLAIM_TOKEN, now=when)
 
 
 def accept(engine: Engine, count: int, *, start: int = 1) -> list[int]:

@@ -51,7 +51,7 @@ def test_each_process_logs_its_api_at_start(name: str, sqlite_url: str, tmp_path
         "PATH": str(VENV_BIN),
         "PYTHONUNBUFFERED": "1",
     }
-    service = Service(name, argv, env, tmp_path / f"{name}.log", tmp_path).start()
+    service = Service(name, argv, tmp_path / f"{name}.log", env, tmp_path).start()
     try:
         service.wait_for_log(f"Wiraya API {BASE_URL} \\(key fingerprint {key_fingerprint(KEY)}\\)")
     finally:
