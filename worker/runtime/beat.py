@@ -44,6 +44,8 @@ class OutboxScheduler(Scheduler):
         engine = engine_for(settings.database_url)
         self.counter = Dispatcher(settings, engine, _CountsOnly())
         self.listener = insert_watcher(settings)
+        if self.listener is not None:
+            self.listener.start()  # hearing inserts before the first look: none falls between
         self.pruning = PruneSchedule(Housekeeping(engine, settings))
         self.interval = settings.poll_interval.total_seconds()
         self.next_look = 0.0  # monotonic: the first look is at start, not an interval later

@@ -23,6 +23,10 @@ NEWEST_ID = text("SELECT max(id) FROM outbox_messages")
 class InsertWatcher(Protocol):
     """What beat waits on between ticks."""
 
+    def start(self) -> None:
+        """Begin hearing inserts now, before beat's first look for due rows (no gap between)."""
+        ...
+
     def wait(self, timeout: timedelta) -> bool: ...
 
     def close(self) -> None: ...
@@ -95,6 +99,14 @@ class InsertListener:
             self.close()
             return _wait_out(deadline)
 
+    def start(self) -> None:
+        """LISTEN now; a failure is logged, and the next wait tries again."""
+        try:
+            self._connect()
+        except psycopg.Error as error:
+            log.warning("LISTEN %s failed, polling meanwhile: %s", CHANNEL, error)
+            self.close()
+
     def _connect(self) -> psycopg.Connection[object]:
         if self.connection is None or self.connection.closed:
             connection = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
@@ -143,6 +155,14 @@ class NewestRowWatcher:
             log.warning("watching %s for inserts failed, polling meanwhile: %s", CHANNEL, error)
             self.close()
             return _wait_out(deadline)
+
+    def start(self) -> None:
+        """Take the baseline now: an insert after this wakes the next wait."""
+        try:
+            self.newest = self._read_newest()
+        except SQLAlchemyError as error:
+            log.warning("watching %s for inserts failed, polling meanwhile: %s", CHANNEL, error)
+            self.close()
 
     def _read_newest(self) -> int:
         if self.connection is None:
