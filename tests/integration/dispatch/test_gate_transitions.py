@@ -5,6 +5,7 @@ Time is passed in: "started" is when a worker's request started, "now" when its 
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +13,8 @@ from sqlalchemy import Connection, Engine
 
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import transitions as t
+from worker.dispatch.gate.policy import Gate
+from worker.settings import Settings
 
 NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
 SECOND = timedelta(seconds=1)
@@ -244,3 +247,29 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
     # A request in flight during the resume fails after it: it started before, it is refused.
     assert not fail(connection, started=NOW + 4 * SECOND, now=NOW + 6 * SECOND, pause=SECOND)
     assert view(connection).failures == 0
+
+
+def test_a_view_older_than_a_key_clear_is_not_held_back_by_it(connection: Connection) -> None:
+    """Another worker's probe cleared the key after this worker read it: this worker sends."""
+    t.refuse_key_unless_cleared_since(
+        connection,
+        fingerprint="k",
+        status=401,
+        reason="Unauthorized: HTTP 401",
+        started=NOW,
+        now=NOW,
+        probe_at=NOW + 10 * SECOND,
+    )
+    gate = Gate(Settings.from_environ({"WIRAYA_API_KEY": "k"}), "k", random.Random(0))
+    stale = gate.read(connection)
+    assert stale.key_refused
+    assert t.take_key_probe_if_free(
+        connection, fingerprint="k", now=NOW + 10 * SECOND, until=NOW + 15 * SECOND
+    )
+    assert t.clear_key_unless_refused_since(
+        connection, fingerprint="k", started=NOW + 10 * SECOND, now=NOW + 11 * SECOND
+    )
+
+    permit = gate.permit(connection, stale, NOW + 12 * SECOND)
+
+    assert permit.allowed and permit.probe is None and permit.reason is None

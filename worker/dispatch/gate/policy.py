@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR, Pacing
-from worker.dispatch.gate.state import GateView, read
+from worker.dispatch.gate.state import GateView, key_still_refused, read
 from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
 from worker.settings import Settings
 
@@ -107,6 +107,9 @@ class Gate:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
         if t.take_key_probe_if_free(connection, fingerprint=self.fingerprint, now=now, until=until):
             return Permit(view, self.batch_size(view), ProbeKind.KEY, until)
+        if not key_still_refused(connection, self.fingerprint):
+            # Another worker's request cleared the key after this view was read.
+            return Permit(view, self.batch_size(view))
         later = [moment for moment in (view.key_next_probe_at, view.key_probe_until) if moment]
         return Permit(view, 0, wait_until=max(later, default=None), reason=view.key_reason)
 

@@ -177,3 +177,11 @@ def _view(row: Any) -> GateView:
 def create(connection: Connection) -> None:
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     connection.execute(insert(gate).values(name=GATE_NAME).on_conflict_do_nothing())
+
+
+def key_still_refused(connection: Connection, fingerprint: str) -> bool:
+    """Whether the key is refused now: a view read earlier may predate its clearing."""
+    statement = select(keys.c.fingerprint).where(
+        keys.c.fingerprint == fingerprint, keys.c.cleared_at.is_(None)
+    )
+    return connection.execute(statement).first() is not None
