@@ -48,11 +48,13 @@ def test_the_demo_runs_to_its_summary_and_exits_0(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     assert process.returncode == 0, out
     assert elapsed < 60, f"the demo took {elapsed:.1f}s\n{out}"
-    assert "expected        1,982 accepted, 22 failed" in out
-    assert "all 1,982 match the API's ledger" in out
-    assert "delivery        1,962 delivered, 20 not delivered (" in out
+    assert "expected        1,987 accepted, 22 failed" in out
+    assert "all 1,987 match the API's ledger" in out
+    assert "delivery        1,967 delivered, 20 not delivered (" in out
     for content_type in ("SMSProject", "WhatsappProject", "VoiceProject", "SMSFromAlpha"):
         assert content_type in out
+    # The urgent lane: codes enqueued mid-campaign are accepted without waiting for it.
+    assert "urgent codes    5 sent while the campaign drained, each accepted" in out
     assert "rejected: recipient is blocked" in out
     assert "gave up after 4 attempts" in out
     assert "What to try next" in out
