@@ -12,16 +12,13 @@ from kombu.exceptions import KombuError
 
 from worker.database import engine_for
 from worker.dispatch.dispatcher import Dispatcher
+from worker.errors import DispatchAlarm
 from worker.ops import counters
 from worker.runtime import shutdown
 from worker.runtime.celery_app import QUEUE, app, settings
 from worker.wiraya.client import WirayaClient
 
 log = logging.getLogger(__name__)
-
-
-class DispatchAlarm(RuntimeError):
-    """A batch met a request-level failure (outage, wrong key, 5xx): a failed task in Flower."""
 
 
 @functools.cache
