@@ -60,7 +60,9 @@ class Dispatcher:
         # autocommit saves each a BEGIN and a COMMIT round trip.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.clock = clock
-        self.rng = rng or random.Random()
+        # The operating system's randomness by default: a dispatcher built before the pool
+        # forks would otherwise give every process the same jitter.
+        self.rng = rng or random.SystemRandom()
         self.on_full_batch = on_full_batch
         self.sleep = sleep
         self.should_stop = should_stop
