@@ -202,10 +202,19 @@ class ApiSettings(_Concern):
         return self.wiraya_api_key.get_secret_value() if self.wiraya_api_key else "sandbox"
 
 
+# Batches grow to this size unless OUTBOX_BATCH_SIZE_MAX says otherwise: past it a drain's
+# CPU per message hardly falls (README, Performance), and an API that takes fewer says so
+# with a too-large answer, which splits that batch and caps the growth for every worker.
+DEFAULT_BATCH_SIZE_MAX = 500
+
+
 class DispatchSettings(_Concern):
     """How batches are claimed, retried and paced."""
 
     batch_size: int = Field(100, alias="OUTBOX_BATCH_SIZE", ge=1, le=10_000)
+    # Batches grow from OUTBOX_BATCH_SIZE while full ones are taken, up to this (the API's own
+    # limit is undocumented; a too-large answer splits the batch and caps the growth).
+    batch_size_max: int | None = Field(None, alias="OUTBOX_BATCH_SIZE_MAX", ge=1, le=10_000)
     max_attempts: int = Field(10, alias="OUTBOX_MAX_ATTEMPTS", ge=1, le=1_000)
     max_age: Seconds = Field(timedelta(seconds=86_400), alias="OUTBOX_MAX_AGE_SECONDS")
     backoff_base: Seconds = Field(timedelta(seconds=5), alias="OUTBOX_BACKOFF_BASE_SECONDS")
@@ -228,7 +237,17 @@ class DispatchSettings(_Concern):
             )
         if self.probe_interval > timedelta(seconds=30):
             raise ValueError("OUTBOX_PROBE_INTERVAL_SECONDS: must be at most 30 seconds")
+        if self.batch_size_max is not None and self.batch_size_max < self.batch_size:
+            raise ValueError("OUTBOX_BATCH_SIZE_MAX: must not be below OUTBOX_BATCH_SIZE")
         return self
+
+    @property
+    def batch_size_cap(self) -> int:
+        """The largest batch to grow to: OUTBOX_BATCH_SIZE_MAX, by default 500 (or
+        OUTBOX_BATCH_SIZE when that is larger)."""
+        if self.batch_size_max is not None:
+            return self.batch_size_max
+        return max(DEFAULT_BATCH_SIZE_MAX, self.batch_size)
 
     @property
     def configured_rate(self) -> float | None:

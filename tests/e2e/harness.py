@@ -172,6 +172,10 @@ class Stack:
         )
         env.update(self.settings)
         env.update(overrides)
+        # Batches keep the size a scenario gives (many requests, so that faults strike) unless
+        # it names OUTBOX_BATCH_SIZE_MAX.
+        if "OUTBOX_BATCH_SIZE" in env:
+            env.setdefault("OUTBOX_BATCH_SIZE_MAX", env["OUTBOX_BATCH_SIZE"])
         return env
 
     def start_worker(self, concurrency: int = CONCURRENCY, **overrides: str) -> Service:

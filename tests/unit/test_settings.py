@@ -298,3 +298,16 @@ def test_every_limit_variable_is_read() -> None:
 @pytest.mark.parametrize("value", ["0", "-5", "abc", "1.5", "100000000"])
 def test_bad_limits_are_refused_by_name(variable: str, value: str) -> None:
     assert refusal({**WITH_KEY, variable: value}).startswith(f"{variable}: ")
+
+
+def test_batches_grow_to_500_by_default_or_to_a_larger_configured_size() -> None:
+    assert Settings.from_environ(WITH_KEY).batch_size_cap == 500
+    larger = Settings.from_environ({**WITH_KEY, "OUTBOX_BATCH_SIZE": "800"})
+    assert larger.batch_size_cap == 800
+    capped = Settings.from_environ({**WITH_KEY, "OUTBOX_BATCH_SIZE_MAX": "150"})
+    assert capped.batch_size_cap == 150
+
+
+def test_a_cap_below_the_batch_size_is_refused() -> None:
+    reason = refusal({**WITH_KEY, "OUTBOX_BATCH_SIZE": "200", "OUTBOX_BATCH_SIZE_MAX": "100"})
+    assert "OUTBOX_BATCH_SIZE_MAX: must not be below OUTBOX_BATCH_SIZE" in reason

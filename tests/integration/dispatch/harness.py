@@ -97,12 +97,14 @@ class Outbox:
         return self.engine.url.render_as_string(hide_password=False)
 
     def settings(self, **overrides: Any) -> Settings:
+        """The test's settings; batches keep the size given unless OUTBOX_BATCH_SIZE_MAX is."""
         values = {
             **DEFAULTS,
             "OUTBOX_DATABASE_URL": self.url,
             "WIRAYA_BASE_URL": self.sandbox.url,
             **overrides,
         }
+        values.setdefault("OUTBOX_BATCH_SIZE_MAX", values["OUTBOX_BATCH_SIZE"])
         return Settings.from_environ({}, **values)
 
     def client(self, settings: Settings) -> WirayaClient:

@@ -92,8 +92,11 @@ class Gate:
         return self.settings.max_parallel
 
     def batch_size(self, view: GateView) -> int:
-        """The configured batch size, or the smaller one the API imposed."""
-        return min(self.settings.batch_size, view.batch_limit or self.settings.batch_size)
+        """OUTBOX_BATCH_SIZE, doubled past each size the API has taken whole, up to the cap
+        (OUTBOX_BATCH_SIZE_MAX), and never above a limit the API imposed."""
+        grown = max(self.settings.batch_size, 2 * (view.batch_proven or 0))
+        size = min(grown, self.settings.batch_size_cap)
+        return min(size, view.batch_limit) if view.batch_limit else size
 
     def _circuit_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
