@@ -83,10 +83,11 @@ def dispose_engines() -> None:
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (the CLI, the demo's progress bar) run beside the worker's writes;
-    # the busy timeout makes a writer wait for the lock instead of failing at once.
+    # the busy timeout makes a writer wait for the lock instead of failing at once. It comes
+    # first: switching to WAL takes the lock too, and a migration may hold it for seconds.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
