@@ -76,9 +76,9 @@ class Run:
         )
 
 
-def build_backlog(messages: int) -> None:
+def build_backlog(messages: int, name: str = TEMPLATE) -> None:
     """The template database: ``messages`` due rows, as many producers would have left them."""
-    url = support.create_database(TEMPLATE)
+    url = support.create_database(name)
     with psycopg.connect(_dsn(url), autocommit=True) as connection:
         connection.execute(
             """
