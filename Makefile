@@ -39,6 +39,7 @@ bench: $(STAMP)  ## the benchmarks (~20 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_producer.py
 	$(BIN)/python bench/bench_screen.py
 	$(BIN)/python bench/bench_drain.py
+	$(BIN)/python bench/bench_profile.py
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_gate.py
 	$(BIN)/python bench/bench_lanes.py

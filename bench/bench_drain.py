@@ -3,8 +3,11 @@
 Real `celery -A worker worker` and `beat` processes drain a copy of one backlog, first with 1 and
 2 worker (pool) processes at default settings, then with larger batches; each run prints
 messages/s, peak worker memory and the CPU each part used. Database statements per batch are
-counted in-process by the dispatcher itself. Last, the naive approach (bench/naive_app.py: one
-Celery task and one API call per message) runs on the same backlog, and the ratio is printed.
+counted in-process by the dispatcher itself. Beside the runs with batches of 100 and 500, a bare
+relay (bench/relay.py: four asyncio loops, no lease, gate, screening or retries) drains another
+copy of the backlog with the same batch size, and the outbox's rate is printed as a ratio to it.
+Last, the naive approach (bench/naive_app.py: one Celery task and one API call per message) runs
+on the same backlog, and the ratio is printed.
 
 Run: .venv/bin/python bench/bench_drain.py [--messages 100000] [--latency-ms 20]
 """
@@ -12,14 +15,17 @@ Run: .venv/bin/python bench/bench_drain.py [--messages 100000] [--latency-ms 20]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 import naive_app
 import psycopg
+import relay
 import support
 from celery import Celery
 from sqlalchemy import Engine, event
@@ -55,19 +61,24 @@ class Run:
 
     def __str__(self) -> str:
         cpu = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.cpu.items())
-        peaks = " + ".join(f"{mib:.0f}" for mib in self.peak_mib)
         per_request = self.messages / max(self.requests, 1)
+        memory = ""
+        if self.peak_mib:
+            peaks = " + ".join(f"{mib:.0f}" for mib in self.peak_mib)
+            memory = (
+                f"peak worker memory {max(self.peak_mib):.0f} MiB per process "
+                f"({peaks} MiB: main + pool); "
+            )
         return (
             f"{self.label}: {self.rate:,.0f} messages/s ({self.messages:,} in "
             f"{self.seconds:.1f} s, {self.requests:,} requests, {per_request:.0f} per request)\n"
-            f"    peak worker memory {max(self.peak_mib):.0f} MiB per process "
-            f"({peaks} MiB: main + pool); CPU seconds: {cpu}"
+            f"    {memory}CPU seconds: {cpu}"
         )
 
 
-def build_backlog(messages: int) -> None:
+def build_backlog(messages: int, name: str = TEMPLATE) -> None:
     """The template database: ``messages`` due rows, as many producers would have left them."""
-    url = support.create_database(TEMPLATE)
+    url = support.create_database(name)
     with psycopg.connect(_dsn(url), autocommit=True) as connection:
         connection.execute(
             """
@@ -108,9 +119,8 @@ def drain(
     label: str,
     sandbox: support.Process,
     messages: int,
-    *,
-    processes: int | None,
-    batch: int | None,
+    processes: int | None = None,
+    batch: int | None = None,
 ) -> Run:
     """Drain a fresh copy of the backlog with one worker of ``processes`` pool processes
     (None: the worker's default, one per OUTBOX_MAX_PARALLEL_DISPATCHES)."""
@@ -192,6 +202,48 @@ def _kind(statement: str) -> str:
     return text[:40]
 
 
+def relay_drain(sandbox: support.Process, messages: int, *, batch: int) -> Run:
+    """Drain a fresh copy of the backlog with the bare relay (bench/relay.py), in this process."""
+    admin = SandboxAdmin(sandbox.url)
+    with support.scratch_database(RUN, template=TEMPLATE) as url:
+        admin.reset()
+        accepted, seconds, used = asyncio.run(_timed_relay(_dsn(url), sandbox, batch))
+    if accepted != messages:
+        raise RuntimeError(f"the relay accepted {accepted:,} of {messages:,} messages")
+    requests = int(admin.stats()["requests"])
+    label = f"relay ({relay.LOOPS} loops), batches of {batch}"
+    return Run(label, 1, batch, messages, seconds, requests, [], used)
+
+
+async def _timed_relay(
+    dsn: str, sandbox: support.Process, batch: int
+) -> tuple[int, float, dict[str, float]]:
+    """The relay's messages accepted, seconds and CPU, its connections open before and after."""
+    connections = [await relay.connect(dsn) for _ in range(relay.LOOPS)]
+    try:
+        cpu = support.CpuMeter(
+            relay=lambda: [os.getpid()],
+            sandbox=sandbox.tree,
+            postgres=lambda: support.postgres_backends(RUN),
+        )
+        started = time.monotonic()
+        accepted = await relay.relay(connections, sandbox.url, batch)
+        seconds = time.monotonic() - started
+        return accepted, seconds, cpu.used()
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+def ratio(outbox: Run, reference: Run, target: float | None = None) -> str:
+    """One line: the relay's rate, the outbox's, and the outbox's as a share of the relay's."""
+    aim = "" if target is None else f" (target >= {target:g})"
+    return (
+        f"{reference.label}: {reference.rate:,.0f} msg/s; outbox {outbox.label}: "
+        f"{outbox.rate:,.0f} msg/s; ratio {outbox.rate / reference.rate:.2f}{aim}"
+    )
+
+
 def naive(api: str, drained: Run) -> str:
     """The naive approach on the same backlog, with as many processes as ``drained``."""
     admin = SandboxAdmin(api)
@@ -236,25 +288,34 @@ def main() -> None:
         f"drain: {args.messages:,} messages in PostgreSQL to the sandbox "
         f"({args.latency_ms:g} ms latency per request)"
     )
+    print(support.load_average(), flush=True)
     build_backlog(args.messages)
     try:
         with support.sandbox("--latency-ms", str(args.latency_ms)) as sandbox:
             print(statements_per_batch(sandbox.url), flush=True)
-            runs: list[tuple[str, int | None, int | None]] = [
-                ("1 process (--concurrency 1), batches of 100", 1, None),
-                ("2 processes (--concurrency 2), batches of 100", 2, None),
-                ("default settings (4 processes, batches of 100)", None, None),
-                ("4 processes, OUTBOX_BATCH_SIZE=500", None, 500),
+            backlog = (sandbox, args.messages)
+            # Each relay run next to the outbox run it is compared with, so both see one load.
+            runs: list[Callable[[], Run]] = [
+                lambda: drain("1 process (--concurrency 1), batches of 100", *backlog, 1, None),
+                lambda: drain("2 processes (--concurrency 2), batches of 100", *backlog, 2, None),
+                lambda: relay_drain(*backlog, batch=100),
+                lambda: drain("default settings (4 processes, batches of 100)", *backlog),
+                lambda: relay_drain(*backlog, batch=500),
+                lambda: drain("4 processes, OUTBOX_BATCH_SIZE=500", *backlog, None, 500),
             ]
-            results = []
-            for label, processes, batch in runs:
-                result = drain(label, sandbox, args.messages, processes=processes, batch=batch)
-                results.append(result)
-                print(result, flush=True)
-            print(naive(sandbox.url, results[2]), flush=True)
+            results: list[Run] = []
+            for run in runs:
+                results.append(run())
+                print(results[-1], flush=True)
+            relay_100, default, relay_500, large = results[2:]
+            print(ratio(default, relay_100), flush=True)
+            print(ratio(large, relay_500, 1.0), flush=True)
+            print(ratio(default, relay_500, 0.8), flush=True)
+            print(naive(sandbox.url, default), flush=True)
     finally:
         support.drop_database(TEMPLATE)
     print(f"(processes: celery pool processes of one worker; {os.cpu_count()} cores in all)")
+    print(support.load_average(), flush=True)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,14 @@ def machine() -> str:
     )
 
 
+def load_average() -> str:
+    """The machine's load averages over 1, 5 and 15 minutes (other work shares the cores)."""
+    with suppress(OSError):
+        one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+        return f"load average: {one} {five} {fifteen} (1, 5, 15 min)"
+    return "load average: ?"
+
+
 def heading(title: str) -> None:
     print(f"\n== {title} ==\n{machine()}", flush=True)
 
