@@ -58,7 +58,7 @@ def one_round() -> tuple[float, float, float]:
         admin = SandboxAdmin(sandbox.url)
         support.wait_for(lambda: MESSAGE in admin.ledger(), timeout=60, what="the first request")
         worker_cpu = sum(support.cpu_seconds(pid) for pid in worker.tree())
-        beat_cpu = support.cpu_seconds(beat.popen.pid)
+        beat_cpu = support.cpu_seconds(beat.pid)
         seconds = (admin.ledger()[MESSAGE].first_received - launched).total_seconds()
         return seconds, worker_cpu, beat_cpu
 
