@@ -47,6 +47,7 @@ bench: $(STAMP)  ## the benchmarks (~20 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_sandbox.py
 	$(BIN)/python bench/bench_ops_reads.py
 	$(BIN)/python bench/bench_startup.py
+	$(BIN)/python bench/bench_footprint.py
 	$(BIN)/python bench/bench_receipts.py
 
 lint: $(STAMP)  ## ruff, mypy and the import boundaries

@@ -9,7 +9,10 @@ on a fresh database, Redis and sandbox; min, median and max are printed, and the
 worker (all its processes) and beat had used by then: on a shared machine the wall time varies
 with the load, the CPU time much less.
 
-Run: .venv/bin/python bench/bench_startup.py [--rounds 5]
+Each round runs once through `celery` and once through `outbox-celery` (worker/runtime/launch.py,
+Celery's worker and beat commands without the plugins of the `celery` command).
+
+Run: .venv/bin/python bench/bench_startup.py [--rounds 5] [--launcher celery|outbox-celery]
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def pending_message(url: str) -> None:
     engine.dispose()
 
 
-def one_round() -> tuple[float, float, float]:
+LAUNCHERS = {"celery": "celery", "outbox-celery": "outbox-celery"}  # the command, in .venv/bin
+
+
+def one_round(launcher: str) -> tuple[float, float, float]:
     """Seconds from launching the worker to the sandbox's first request; worker and beat CPU."""
     with ExitStack() as stack:
         url = stack.enter_context(support.scratch_database(DATABASE))
@@ -49,7 +55,7 @@ def one_round() -> tuple[float, float, float]:
         sandbox = stack.enter_context(support.sandbox())
         pending_message(url)
         env = support.outbox_env(url, redis.url, sandbox.url)
-        celery = str(support.VENV_BIN / "celery")
+        celery = str(support.VENV_BIN / LAUNCHERS[launcher])
         launched = datetime.now(UTC)
         worker = stack.enter_context(
             support.process("worker", [celery, "-A", "worker", "worker"], env)
@@ -58,7 +64,7 @@ def one_round() -> tuple[float, float, float]:
         admin = SandboxAdmin(sandbox.url)
         support.wait_for(lambda: MESSAGE in admin.ledger(), timeout=60, what="the first request")
         worker_cpu = sum(support.cpu_seconds(pid) for pid in worker.tree())
-        beat_cpu = support.cpu_seconds(beat.popen.pid)
+        beat_cpu = support.cpu_seconds(beat.pid)
         seconds = (admin.ledger()[MESSAGE].first_received - launched).total_seconds()
         return seconds, worker_cpu, beat_cpu
 
@@ -76,16 +82,34 @@ def import_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), action="append")
     args = parser.parse_args()
+    launchers = args.launcher or list(LAUNCHERS)
     support.heading(
-        "start-up: `celery -A worker worker` and `beat` launched together, one message "
+        "start-up: `<launcher> -A worker worker` and `beat` launched together, one message "
         "pending; time to the sandbox's first request (default settings, default pool)"
     )
-    rounds = [one_round() for _ in range(args.rounds)]
+    with open("/proc/loadavg") as loadavg:
+        print(f"load average before: {' '.join(loadavg.read().split()[:3])}", flush=True)
+    # Rounds alternate between the launchers, so that a change in the machine's load falls
+    # on all of them alike.
+    rounds: dict[str, list[tuple[float, float, float]]] = {name: [] for name in launchers}
+    for _ in range(args.rounds):
+        for launcher in launchers:
+            rounds[launcher].append(one_round(launcher))
+    for launcher, measured in rounds.items():
+        report(launcher, measured)
+    with open("/proc/loadavg") as loadavg:
+        print(f"load average after: {' '.join(loadavg.read().split()[:3])}", flush=True)
+    print(f"importing the app and its tasks: {import_seconds():.2f} s", flush=True)
+
+
+def report(launcher: str, rounds: list[tuple[float, float, float]]) -> None:
+    """The wall-time and CPU figures of one launcher's rounds."""
     seconds = [wall for wall, _, _ in rounds]
     print(
-        f"start to first request: median {statistics.median(seconds):.2f} s, "
-        f"min {min(seconds):.2f} s, max {max(seconds):.2f} s ({args.rounds} rounds: "
+        f"{launcher}: start to first request: median {statistics.median(seconds):.2f} s, "
+        f"min {min(seconds):.2f} s, max {max(seconds):.2f} s ({len(rounds)} rounds: "
         + ", ".join(f"{value:.2f}" for value in seconds)
         + ")",
         flush=True,
@@ -93,11 +117,10 @@ def main() -> None:
     worker_cpu = statistics.median(cpu for _, cpu, _ in rounds)
     beat_cpu = statistics.median(cpu for _, _, cpu in rounds)
     print(
-        f"CPU used by then (median): worker {worker_cpu:.2f} s (main and pool processes), "
-        f"beat {beat_cpu:.2f} s",
+        f"{launcher}: CPU used by then (median): worker {worker_cpu:.2f} s "
+        f"(main and pool processes), beat {beat_cpu:.2f} s",
         flush=True,
     )
-    print(f"importing the app and its tasks: {import_seconds():.2f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ __all__ = ["free_port", "wait_for"]  # re-exported for the scenarios
 
 VENV_BIN = Path(sys.executable).parent
 CELERY = str(VENV_BIN / "celery")
+OUTBOX_CELERY = str(VENV_BIN / "outbox-celery")  # worker/runtime/launch.py
 TRACKING_ID = re.compile(r"[0-9a-f]{32}")
 FINAL_SQL = "status IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)))
 
@@ -178,10 +179,12 @@ class Stack:
             env.setdefault("OUTBOX_BATCH_SIZE_MAX", env["OUTBOX_BATCH_SIZE"])
         return env
 
-    def start_worker(self, concurrency: int = CONCURRENCY, **overrides: str) -> Service:
+    def start_worker(
+        self, concurrency: int = CONCURRENCY, command: str = CELERY, **overrides: str
+    ) -> Service:
         """`celery -A worker worker` as a user runs it; wait until it is ready."""
         number = len(self.workers) + 1
-        argv = [CELERY, "-A", "worker", "worker", "-l", "info", "--concurrency", str(concurrency)]
+        argv = [command, "-A", "worker", "worker", "-l", "info", "--concurrency", str(concurrency)]
         argv += ["-n", f"w{number}@%h"]
         worker = self._service(f"worker{number}", argv, self.worker_env(**overrides))
         self.workers.append(worker)
@@ -194,9 +197,9 @@ class Stack:
         service.start()
         service.wait_for_log(ready)
 
-    def start_beat(self, **overrides: str) -> Service:
+    def start_beat(self, command: str = CELERY, **overrides: str) -> Service:
         """`celery -A worker beat` with the outbox's scheduler (the app's default)."""
-        argv = [CELERY, "-A", "worker", "beat", "-l", "info"]
+        argv = [command, "-A", "worker", "beat", "-l", "info"]
         self.beat = self._service("beat", argv, self.worker_env(**overrides))
         self.beat.start()
         self.beat.wait_for_log(r"beat: Starting")
