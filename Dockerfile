@@ -40,4 +40,4 @@ COPY migrations ./migrations
 USER outbox
 EXPOSE 5555 8080 8090 9808
 ENTRYPOINT ["tini", "-e", "143", "--"]
-CMD ["celery", "-A", "worker", "worker", "--loglevel", "INFO"]
+CMD ["outbox-celery", "-A", "worker", "worker", "--loglevel", "INFO"]

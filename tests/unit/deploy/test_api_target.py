@@ -1,6 +1,7 @@
 """Every process of the compose stack logs at start which API it talks to, never the key.
 
-Runs each service's entry point as compose runs it (`celery -A worker worker|beat|flower`,
+Runs each service's entry point as compose runs it (`outbox-celery -A worker worker|beat`,
+`celery -A worker flower`,
 `outbox metrics`) on a migrated SQLite outbox, with the broker on a port nobody listens on:
 the line must come at start, before anything waits for the broker.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CELERY, VENV_BIN, Service, free_port
+from tests.e2e.harness import CELERY, OUTBOX_CELERY, VENV_BIN, Service, free_port
 from worker.dispatch.retry import key_fingerprint
 from worker.ops.api_target import describe, describe_environ
 from worker.settings import ApiSettings
@@ -19,8 +20,8 @@ from worker.settings import ApiSettings
 KEY = "key-that-must-never-be-logged"
 BASE_URL = "https://api.wiraya.example"
 PROCESSES = {
-    "worker": [CELERY, "-A", "worker", "worker", "--loglevel", "INFO", "--concurrency", "1"],
-    "beat": [CELERY, "-A", "worker", "beat", "--loglevel", "INFO"],
+    "worker": [OUTBOX_CELERY, "-A", "worker", "worker", "--loglevel", "INFO", "--concurrency", "1"],
+    "beat": [OUTBOX_CELERY, "-A", "worker", "beat", "--loglevel", "INFO"],
     "flower": [CELERY, "-A", "worker", "flower", "--address=127.0.0.1", "--port={port}"],
     "metrics": [str(VENV_BIN / "outbox"), "metrics", "--host", "127.0.0.1", "--port", "{port}"],
 }

@@ -36,12 +36,13 @@ SCHEMA = Path(__file__).with_name("compose-spec.json")
 IMAGE = "wiraya-outbox:local"
 BUILDER = "migrate"  # runs first, so it builds the image every other outbox service runs
 
-# The commands the tests run: tests/e2e (celery worker, beat, flower; the demo), the CLI tests
+# The commands the tests run: tests/e2e (outbox-celery worker and beat in test_start.py,
+# celery worker, beat, flower; the demo), the CLI tests
 # (outbox sandbox, outbox metrics) and the migration tests (alembic upgrade head).
 ENTRY_POINTS = {
     "migrate": ["alembic", "upgrade", "head"],
-    "worker": ["celery", "-A", "worker", "worker"],
-    "beat": ["celery", "-A", "worker", "beat"],
+    "worker": ["outbox-celery", "-A", "worker", "worker"],
+    "beat": ["outbox-celery", "-A", "worker", "beat"],
     "flower": ["celery", "-A", "worker", "flower"],
     "sandbox": ["outbox", "sandbox"],
     "metrics": ["outbox", "metrics"],
