@@ -166,7 +166,9 @@ def claim(
         "token": token,
     }
     statement = CLAIMS[connection.dialect.name]
-    rows = [ClaimedRow(*row) for row in connection.execute(statement, parameters)]
+    # fetchall: iterating a result fetches one row per driver call
+    fetched = connection.execute(statement, parameters).fetchall()
+    rows = [ClaimedRow(*row) for row in fetched]
     rows.sort(key=lambda row: row.id)
     return rows
 

@@ -111,7 +111,7 @@ def record(
         return set()
     statement = _STATEMENTS[connection.dialect.name]
     parameters = record_parameters(connection.dialect.name, results, token=token, now=now)
-    return set(connection.scalars(statement, parameters))
+    return set(connection.scalars(statement, parameters).all())  # all: one driver call
 
 
 def record_parameters(
