@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 
 from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
+from worker.clock import utc_now
 from worker.database import make_engine
 from worker.ops import migrate as migration
 from worker.ops import queries
@@ -229,7 +230,7 @@ def _watch(
         for child in children:
             child.check()
         with engine.begin() as connection:
-            figures = queries.queue_figures(connection, now=datetime.now(UTC))
+            figures = queries.queue_figures(connection, now=utc_now())
         counts = figures.by_status
         done = counts["accepted"] + counts["failed"] + counts["cancelled"]
         codes.send_when_due(done, total)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select, text
@@ -21,6 +21,7 @@ from models import (
     enqueue,
     enqueue_many,
 )
+from worker.clock import utc_now
 
 # Test recipients (sandbox/recipients.py): the last seven digits choose the sandbox's answer.
 SPECIAL = {
@@ -138,7 +139,7 @@ class UrgentCodes:
                     priority=Priority.URGENT,
                     ttl=CODE_TTL,
                 )
-            self.committed[client_message_id] = datetime.now(UTC)
+            self.committed[client_message_id] = utc_now()
 
     def latencies_ms(self) -> list[float]:
         """Commit to accepted, for each code accepted so far."""

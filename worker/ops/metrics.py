@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
@@ -38,6 +38,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Status
+from worker.clock import utc_now
 from worker.dispatch.gate import GateState
 from worker.ops import api_target
 from worker.ops.access import OperatorError
@@ -64,7 +65,7 @@ class OutboxCollector(Collector):
         engine: Engine,
         settings: OperatorSettings,
         counters: redis.Redis | None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.engine = engine
         self.settings = settings

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from worker.clock import utc_now
 from worker.wiraya.answers import REASON_FIELDS, read_results
 from worker.wiraya.json_reader import NotJson, is_object, kind, member, members, parse
 from worker.wiraya.results import (
@@ -134,7 +135,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> timedel
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max(timedelta(0), moment - (now or datetime.now(UTC)))
+    return max(timedelta(0), moment - (now or utc_now()))
 
 
 def _error_text(body: bytes, answer: object) -> str:
