@@ -56,12 +56,10 @@ class Dispatcher:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
-        # Every statement of a dispatch stands alone (claim, record, each gate note):
-        # autocommit saves each a BEGIN and a COMMIT round trip.
+        # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.clock = clock
-        # The operating system's randomness by default: a dispatcher built before the pool
-        # forks would otherwise give every process the same jitter.
+        # The OS's randomness: a dispatcher built before a fork gives each process its own.
         self.rng = rng or random.SystemRandom()
         self.on_full_batch = on_full_batch
         self.sleep = sleep
@@ -169,11 +167,8 @@ class Dispatcher:
     def _claim_under(
         self, connection: Connection, permit: Permit, now: datetime, token: int
     ) -> list[ClaimedRow]:
-        version = permit.view.version
-        lease = self.settings.lease
-        return claim(
-            connection, limit=permit.size, lease=lease, now=now, version=version, token=token
-        )
+        limit, version, lease = permit.size, permit.view.version, self.settings.lease
+        return claim(connection, limit=limit, lease=lease, now=now, version=version, token=token)
 
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
@@ -224,9 +219,7 @@ class Dispatcher:
     ) -> Screened:
         """Screen the claimed rows; a probe claims again while none of them can be sent, so it
         never stalls behind rows that fail on the way (they are recorded, and are no probe)."""
-        screened = screen(
-            rows, now=now, max_age=self.settings.max_age, limits=self.settings.message_limits
-        )
+        screened = self._screen_rows(rows, now)
         for _ in range(PROBE_CLAIMS - 1):
             if permit.probe is None or screened.outgoing or not rows:
                 break
@@ -235,10 +228,12 @@ class Dispatcher:
             with self.engine.connect() as connection:
                 rows = self._claim_under(connection, permit, now, token)
             summary.note_claimed(rows)
-            screened = screen(
-                rows, now=now, max_age=self.settings.max_age, limits=self.settings.message_limits
-            )
+            screened = self._screen_rows(rows, now)
         return screened
+
+    def _screen_rows(self, rows: list[ClaimedRow], now: datetime) -> Screened:
+        limits = self.settings.message_limits
+        return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
 
     def _write(self, summary: BatchSummary, results: list[RowResult], token: int) -> None:
         """Record the batch (a stale worker's results are refused and not counted)."""
