@@ -1,7 +1,8 @@
 """Drain: a backlog of 100,000 messages in PostgreSQL sent to the sandbox (20 ms latency).
 
-Real `celery -A worker worker` and `beat` processes drain a copy of one backlog, first with 1 and
-2 worker (pool) processes at default settings, then with larger batches; each run prints
+Real `outbox-celery -A worker worker` and `beat` processes drain a copy of one backlog, first
+with 1 and 2 worker (pool) processes at default settings (batches start at 100 and grow to
+500), then with fixed batches of 100 and of 500 and at default settings; each run prints
 messages/s, peak worker memory and the CPU each part used. Database statements per batch are
 counted in-process by the dispatcher itself. Beside the runs with batches of 100 and 500, a bare
 relay (bench/relay.py: four asyncio loops, no lease, gate, screening or retries) drains another
@@ -125,7 +126,12 @@ def drain(
     """Drain a fresh copy of the backlog with one worker of ``processes`` pool processes
     (None: the worker's default, one per OUTBOX_MAX_PARALLEL_DISPATCHES)."""
     admin = SandboxAdmin(sandbox.url)
-    settings = {} if batch is None else {"OUTBOX_BATCH_SIZE": str(batch)}
+    # A batch size given is fixed: no growth past it.
+    settings = (
+        {}
+        if batch is None
+        else {"OUTBOX_BATCH_SIZE": str(batch), "OUTBOX_BATCH_SIZE_MAX": str(batch)}
+    )
     with ExitStack() as stack:
         url = stack.enter_context(support.scratch_database(RUN, template=TEMPLATE))
         redis = stack.enter_context(support.redis_server())
@@ -195,7 +201,7 @@ def _kind(statement: str) -> str:
     text = " ".join(statement.split())
     if "SKIP LOCKED" in text:
         return "claim"
-    if text.startswith("UPDATE outbox_messages AS m"):
+    if "UPDATE outbox_messages AS m" in text:
         return "record"
     if "outbox_dispatch_gate" in text:
         return "gate " + text.split()[0].lower()
@@ -296,19 +302,22 @@ def main() -> None:
             backlog = (sandbox, args.messages)
             # Each relay run next to the outbox run it is compared with, so both see one load.
             runs: list[Callable[[], Run]] = [
-                lambda: drain("1 process (--concurrency 1), batches of 100", *backlog, 1, None),
-                lambda: drain("2 processes (--concurrency 2), batches of 100", *backlog, 2, None),
+                lambda: drain("1 process (--concurrency 1), default settings", *backlog, 1, None),
+                lambda: drain("2 processes (--concurrency 2), default settings", *backlog, 2, None),
                 lambda: relay_drain(*backlog, batch=100),
-                lambda: drain("default settings (4 processes, batches of 100)", *backlog),
+                lambda: drain("4 processes, fixed batches of 100", *backlog, None, 100),
                 lambda: relay_drain(*backlog, batch=500),
-                lambda: drain("4 processes, OUTBOX_BATCH_SIZE=500", *backlog, None, 500),
+                lambda: drain(
+                    "default settings (4 processes, batches 100 growing to 500)", *backlog
+                ),
+                lambda: drain("4 processes, fixed batches of 500", *backlog, None, 500),
             ]
             results: list[Run] = []
             for run in runs:
                 results.append(run())
                 print(results[-1], flush=True)
-            relay_100, default, relay_500, large = results[2:]
-            print(ratio(default, relay_100), flush=True)
+            relay_100, fixed_100, relay_500, default, large = results[2:]
+            print(ratio(fixed_100, relay_100), flush=True)
             print(ratio(large, relay_500, 1.0), flush=True)
             print(ratio(default, relay_500, 0.8), flush=True)
             print(naive(sandbox.url, default), flush=True)

@@ -5,7 +5,7 @@
    max) of requests of 500 reports, sent one after the other.
 2. The same store in-process (no HTTP), PostgreSQL and SQLite.
 3. The worker's record statement (`worker.dispatch.record`) of 100 and 500 accepted rows:
-   before migration 0003 (no tracking-id index, no trigger), with the index alone, as shipped
+   before migration 0006 (no tracking-id index, no trigger), with the index alone, as shipped
    (index and the early-report trigger), and as shipped when a tenth of the rows have an
    early report waiting. Median and p90 milliseconds per statement.
 
@@ -213,7 +213,7 @@ VARIANTS = (  # from the full migration down, each removing one more piece (noth
     ("as shipped, a tenth with early reports", True, None),
     ("as shipped", False, None),
     ("index, no trigger", False, "DROP TRIGGER outbox_messages_match_reports"),
-    ("before 0003", False, "DROP INDEX ix_outbox_messages_tracking_id"),
+    ("before 0006", False, "DROP INDEX ix_outbox_messages_tracking_id"),
 )
 
 

@@ -196,8 +196,9 @@ def outbox_env(database: str, broker: str, api: str, **settings: str) -> dict[st
 def celery_worker(
     env: dict[str, str], *, concurrency: int | None, app: str = "worker", name: str = "worker"
 ) -> Iterator[Process]:
-    """`celery -A <app> worker [--concurrency N]` at its default log level, ready in the block."""
-    argv = [str(VENV_BIN / "celery"), "-A", app, "worker", "-n", f"{name}@%h"]
+    """`outbox-celery -A <app> worker [--concurrency N]` (as the image runs it) at its default
+    log level, ready in the block."""
+    argv = [str(VENV_BIN / "outbox-celery"), "-A", app, "worker", "-n", f"{name}@%h"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     with process(name, argv, env) as worker:
@@ -216,8 +217,8 @@ def celery_worker(
 
 @contextmanager
 def celery_beat(env: dict[str, str]) -> Iterator[Process]:
-    """`celery -A worker beat` with the outbox's scheduler."""
-    argv = [str(VENV_BIN / "celery"), "-A", "worker", "beat", "-l", "info"]
+    """`outbox-celery -A worker beat` with the outbox's scheduler, as the image runs it."""
+    argv = [str(VENV_BIN / "outbox-celery"), "-A", "worker", "beat", "-l", "info"]
     with process("beat", argv, env) as beat:
         beat.wait_for_log(r"beat: Starting", timeout=60)
         yield beat
