@@ -36,7 +36,8 @@ from worker.receipts.reports import Report
 
 log = logging.getLogger(__name__)
 
-# The same key as migration 0003's trigger function (a test checks that they agree).
+# The same key as the trigger function of migrations 0006 and 0007 (a test checks that they
+# agree).
 MATCH_LOCK = 122550254464888
 RETRIES = 3  # a deadlock between two requests about the same messages is retried
 RETRYABLE_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure

@@ -258,6 +258,28 @@ def test_a_record_waits_for_a_request_that_holds_the_match_lock(postgres_engine:
     assert delivery(engine, ids[0]) == ("DELIVERED", at(2))
 
 
+def test_updates_that_set_no_tracking_id_never_wait_for_the_match_lock(
+    postgres_engine: Engine,
+) -> None:
+    # The trigger runs once per statement on every update of outbox_messages: a claim or an
+    # operator's change sets no tracking id and must not queue behind a request that holds
+    # the lock exclusively (a wait would end in the statement timeout).
+    engine = postgres_engine
+    ids = enqueue(engine, 3)
+    store_reports(engine, [report(1, "DELIVERED", 2)], received_at=at(2))
+    with engine.connect() as request, engine.connect() as other:
+        request.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MATCH_LOCK})
+        other.execute(text("SET statement_timeout = '2s'"))
+        changes = (
+            "UPDATE outbox_messages SET status = 'sending', claim_token = 7 WHERE id = ANY(:ids)",
+            "UPDATE outbox_messages SET last_error = 'noted' WHERE id = ANY(:ids)",
+        )
+        changed = [other.execute(text(sql), {"ids": ids}).rowcount for sql in changes]
+        other.commit()
+        request.commit()
+    assert changed == [3, 3]
+
+
 def test_the_trigger_takes_the_lock_the_receiver_takes(postgres_engine: Engine) -> None:
     with postgres_engine.connect() as connection:
         source = connection.scalar(
