@@ -37,18 +37,18 @@ def test_a_new_dispatcher_starts_at_the_size_already_proven(pg_outbox: Outbox) -
     assert later == [40]
 
 
-def test_growth_stops_below_the_first_size_refused(pg_outbox: Outbox) -> None:
-    pg_outbox.sandbox.set_faults(max_batch=25)
-    messages = pg_outbox.enqueue_ordinary(140)
+def test_growth_stops_below_the_first_size_refused(outbox: Outbox) -> None:
+    outbox.sandbox.set_faults(max_batch=25)
+    messages = outbox.enqueue_ordinary(140)
 
-    claims = _claims(pg_outbox, 6, OUTBOX_BATCH_SIZE=10, OUTBOX_BATCH_SIZE_MAX=100)
+    claims = _claims(outbox, 6, OUTBOX_BATCH_SIZE=10, OUTBOX_BATCH_SIZE_MAX=100)
 
     # 10 and 20 are taken; 40 is refused, split in two twenties and remembered: 20 from then on
     assert claims == [10, 20, 40, 20, 20, 20]
-    assert pg_outbox.sandbox.status_count(400) == 1
-    gate = pg_outbox.gate()
+    assert outbox.sandbox.status_count(400) == 1
+    gate = outbox.gate()
     assert (gate.batch_limit, gate.batch_proven) == (20, 20)
-    assert {pg_outbox.row(m).status for m in messages[:110]} == {Status.ACCEPTED}
+    assert {outbox.row(m).status for m in messages[:110]} == {Status.ACCEPTED}
 
 
 def test_partial_batches_do_not_grow_the_size(pg_outbox: Outbox) -> None:

@@ -26,22 +26,22 @@ from tests.integration.dispatch.harness import (
 from worker.dispatch.summary import BatchSummary
 
 
-def test_due_batches_counts_batches_of_the_permitted_size(pg_outbox: Outbox) -> None:
-    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10, OUTBOX_MAX_PARALLEL_DISPATCHES=4)
-    now = pg_outbox.clock.now
+def test_due_batches_counts_batches_of_the_permitted_size(outbox: Outbox) -> None:
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10, OUTBOX_MAX_PARALLEL_DISPATCHES=4)
+    now = outbox.clock.now
     assert dispatcher.due_batches(now) == 0
-    pg_outbox.enqueue_ordinary(25)
+    outbox.enqueue_ordinary(25)
     assert dispatcher.due_batches(now) == 3
-    pg_outbox.enqueue_ordinary(30)
+    outbox.enqueue_ordinary(30)
     assert dispatcher.due_batches(now) == 4  # capped at the parallel limit
 
-    pg_outbox.set_gate(batch_limit=5)  # the API said batches above 5 are too large
+    outbox.set_gate(batch_limit=5)  # the API said batches above 5 are too large
     assert dispatcher.due_batches(now) == 4
-    with pg_outbox.engine.begin() as connection:
+    with outbox.engine.begin() as connection:
         connection.execute(text("DELETE FROM outbox_messages WHERE id > 15"))
     assert dispatcher.due_batches(now) == 3  # 15 rows in batches of 5, not 2 of 10
 
-    pg_outbox.set_gate(paused_until=now + timedelta(seconds=9), reason="outage")
+    outbox.set_gate(paused_until=now + timedelta(seconds=9), reason="outage")
     assert dispatcher.due_batches(now) == 0  # paused: wake nobody
     assert dispatcher.due_batches(now + timedelta(seconds=9)) == 3
 
@@ -87,10 +87,10 @@ def test_a_dispatch_hands_over_when_its_budget_is_spent(outbox: Outbox) -> None:
     assert dispatcher.dispatch().claimed == 15  # the rest waited for the next dispatch
 
 
-def test_a_dispatch_stops_at_an_alarm_and_keeps_what_it_sent(pg_outbox: Outbox) -> None:
-    messages = pg_outbox.enqueue_ordinary(30)
-    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
-    dispatcher.sender = WhileSending(dispatcher.sender, outage_from(pg_outbox.sandbox, 2))
+def test_a_dispatch_stops_at_an_alarm_and_keeps_what_it_sent(outbox: Outbox) -> None:
+    messages = outbox.enqueue_ordinary(30)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    dispatcher.sender = WhileSending(dispatcher.sender, outage_from(outbox.sandbox, 2))
 
     summary = dispatcher.dispatch()
 
@@ -99,17 +99,17 @@ def test_a_dispatch_stops_at_an_alarm_and_keeps_what_it_sent(pg_outbox: Outbox) 
     assert (summary.state, summary.batches, summary.requests) == ("alarm", 2, 4)
     assert (summary.accepted, summary.released) == (10, 10)
     assert summary.alarm is not None and summary.alarm.startswith("ServerError")
-    statuses = [pg_outbox.row(m).status for m in messages]
+    statuses = [outbox.row(m).status for m in messages]
     assert statuses == [Status.ACCEPTED] * 10 + [Status.PENDING] * 20  # the third never claimed
 
 
-def test_a_dispatch_ends_quietly_when_another_worker_paused_sending(pg_outbox: Outbox) -> None:
-    pg_outbox.enqueue_ordinary(30)
-    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
-    now = pg_outbox.clock.now
+def test_a_dispatch_ends_quietly_when_another_worker_paused_sending(outbox: Outbox) -> None:
+    outbox.enqueue_ordinary(30)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    now = outbox.clock.now
 
     def another_worker_meets_an_outage() -> BatchSummary:
-        pg_outbox.set_gate(paused_until=now + timedelta(seconds=30), reason="outage")
+        outbox.set_gate(paused_until=now + timedelta(seconds=30), reason="outage")
         return BatchSummary()
 
     dispatcher.sender = WhileSending(dispatcher.sender, another_worker_meets_an_outage)

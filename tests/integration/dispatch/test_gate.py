@@ -169,11 +169,11 @@ REQUEST_FAILURES = {
     ids=list(REQUEST_FAILURES),
 )
 def test_a_request_failure_releases_rows_without_spending_attempts(
-    pg_outbox: Outbox, faults: Faults, timeout: float, reason: str, work_done: bool
+    outbox: Outbox, faults: Faults, timeout: float, reason: str, work_done: bool
 ) -> None:
-    messages = pg_outbox.enqueue_ordinary(4)
-    pg_outbox.sandbox.set_faults(faults)
-    dispatcher = pg_outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=timeout)
+    messages = outbox.enqueue_ordinary(4)
+    outbox.sandbox.set_faults(faults)
+    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=timeout)
 
     summary = dispatcher.dispatch_once()
 
@@ -183,27 +183,27 @@ def test_a_request_failure_releases_rows_without_spending_attempts(
         0,
         0,
     )
-    gate = pg_outbox.gate()
+    gate = outbox.gate()
     assert gate.failures == 1
-    assert gate.paused_until is not None and gate.paused_until > pg_outbox.clock.now
+    assert gate.paused_until is not None and gate.paused_until > outbox.clock.now
     assert gate.reason is not None and gate.reason.startswith(reason)
-    for row in pg_outbox.rows().values():
+    for row in outbox.rows().values():
         assert (row.status, row.attempts, row.tracking_id) == (Status.PENDING, 0, None)
         assert row.last_error == gate.reason
-        assert row.next_attempt_at <= pg_outbox.clock.now  # keeps its place; the gate holds it
-    ledger = pg_outbox.sandbox.ledger()
+        assert row.next_attempt_at <= outbox.clock.now  # keeps its place; the gate holds it
+    ledger = outbox.sandbox.ledger()
     assert set(ledger) == (set(messages) if work_done else set())
     assert dispatcher.dispatch_once().state == "paused"
-    assert dispatcher.due_batches(pg_outbox.clock.now) == 0
-    assert pg_outbox.sandbox.request_count == 1
+    assert dispatcher.due_batches(outbox.clock.now) == 0
+    assert outbox.sandbox.request_count == 1
 
-    pg_outbox.sandbox.set_faults(Faults())
-    pg_outbox.clock.move_to(gate.paused_until)
+    outbox.sandbox.set_faults(Faults())
+    outbox.clock.move_to(gate.paused_until)
     assert dispatcher.dispatch_once().accepted == 4
 
-    resent = pg_outbox.sandbox.ledger()
+    resent = outbox.sandbox.ledger()
     for client_message_id in messages:
-        row, entry = pg_outbox.row(client_message_id), resent[client_message_id]
+        row, entry = outbox.row(client_message_id), resent[client_message_id]
         assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
         assert row.tracking_id == entry.tracking_id
         # A resend only when the outcome was unknown, and then under the same id:
@@ -211,7 +211,7 @@ def test_a_request_failure_releases_rows_without_spending_attempts(
         assert entry.times_received == (2 if work_done else 1)
         if work_done:
             assert entry.tracking_id == ledger[client_message_id].tracking_id
-    assert pg_outbox.gate().failures == 0
+    assert outbox.gate().failures == 0
 
 
 def open_the_circuit(outbox: Outbox, *dispatchers: object) -> None:

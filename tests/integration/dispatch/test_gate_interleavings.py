@@ -1,9 +1,9 @@
 """The gate's invariants (README, "The sending gate") under any interleaving of three workers.
 
 A Hypothesis state machine drives three workers (two sharing an API key, one with another) on
-real PostgreSQL: each reads the gate, asks for a permit and claims under it (the real claim
-statement, guarded by the version it read), books a request slot, and later tells the gate its
-answer; time moves in steps; an operator may resume. After every step the invariants are
+PostgreSQL and on SQLite: each reads the gate, asks for a permit and claims under it (the real
+claim statement, guarded by the version it read), books a request slot, and later tells the gate
+its answer; time moves in steps; an operator may resume. After every step the invariants are
 checked against the database:
 
 1. No request starts while a pause is in force; a success never erases a pause that was set
@@ -45,7 +45,7 @@ from worker.dispatch.gate.policy import Gate, Permit, ProbeKind
 from worker.dispatch.gate.transitions import reset
 from worker.settings import Settings
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 KEYS = ("key-a", "key-a", "key-b")
@@ -314,19 +314,19 @@ STATEFUL = settings(
 )
 
 
-def test_the_gate_holds_its_invariants_under_any_interleaving(postgres_engine: Engine) -> None:
-    GateInterleavings.engine = postgres_engine
+def test_the_gate_holds_its_invariants_under_any_interleaving(engine: Engine) -> None:
+    GateInterleavings.engine = engine
     run_state_machine_as_test(GateInterleavings, settings=STATEFUL)
 
 
 def test_the_checks_catch_an_unconditional_success(
-    postgres_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The machine's own steps, in the order that loses an update, against a gate whose success
     # note ignores what happened since its request started (the unconditional UPDATE of old):
     # the check must fail. With the guarded note the same steps pass.
     def lose_an_update() -> None:
-        GateInterleavings.engine = postgres_engine
+        GateInterleavings.engine = engine
         machine = GateInterleavings()
         try:
             machine.fresh_outbox()

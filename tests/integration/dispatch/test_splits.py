@@ -37,55 +37,53 @@ def _body_limit_for_four() -> int:
     return len(encode_request(four))
 
 
-def test_bad_request_splits_the_batch_and_fails_only_the_bad_message(pg_outbox: Outbox) -> None:
-    good = pg_outbox.enqueue_ordinary(3)
-    pg_outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
-    good += pg_outbox.enqueue_ordinary(4)
-    dispatcher = pg_outbox.dispatcher()
+def test_bad_request_splits_the_batch_and_fails_only_the_bad_message(outbox: Outbox) -> None:
+    good = outbox.enqueue_ordinary(3)
+    outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
+    good += outbox.enqueue_ordinary(4)
+    dispatcher = outbox.dispatcher()
 
-    with outbox_statements(pg_outbox.engine) as statements:
+    with outbox_statements(outbox.engine) as statements:
         summary = dispatcher.dispatch_once()
 
     assert (summary.claimed, summary.accepted, summary.failed) == (8, 7, 1)
     # [8] 400 -> [4] 400 -> [2] ok, [2] 400 -> [1] ok, [1] 400 (fails it); [4] ok
-    assert pg_outbox.sandbox.status_count(400) == 4
-    assert pg_outbox.sandbox.status_count(200) == 3
+    assert outbox.sandbox.status_count(400) == 4
+    assert outbox.sandbox.status_count(200) == 3
     assert summary.requests == 7
     assert len(statements) <= 3  # splitting adds requests, not statements
-    bad = pg_outbox.row("refused-by-api")
+    bad = outbox.row("refused-by-api")
     assert (bad.status, bad.attempts, bad.tracking_id) == (Status.FAILED, 1, None)
     assert bad.last_error is not None
     assert bad.last_error.startswith("rejected: Invalid input format: communications[0]")
     assert "refused-by-api" in bad.last_error
-    ledger, rows = pg_outbox.sandbox.ledger(), pg_outbox.rows()
+    ledger, rows = outbox.sandbox.ledger(), outbox.rows()
     assert set(ledger) == set(good)
     for client_message_id in good:
         row = rows[client_message_id]
         assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
         assert row.tracking_id == ledger[client_message_id].tracking_id
         assert ledger[client_message_id].times_received == 1
-    gate = pg_outbox.gate()
+    gate = outbox.gate()
     assert (gate.failures, gate.paused_until, gate.batch_limit) == (0, None, None)
 
 
 def test_per_message_validation_fails_the_bad_message_without_splitting(
-    pg_outbox: Outbox,
+    outbox: Outbox,
 ) -> None:
-    pg_outbox.sandbox.set_faults(validation=Validation.MESSAGE)
-    good = pg_outbox.enqueue_ordinary(3)
-    pg_outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
+    outbox.sandbox.set_faults(validation=Validation.MESSAGE)
+    good = outbox.enqueue_ordinary(3)
+    outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
 
-    summary = pg_outbox.dispatcher().dispatch_once()
+    summary = outbox.dispatcher().dispatch_once()
 
     assert (summary.requests, summary.accepted, summary.failed) == (1, 3, 1)
-    bad = pg_outbox.row("refused-by-api")
+    bad = outbox.row("refused-by-api")
     assert bad.status == Status.FAILED
     assert bad.last_error == (
         "rejected: recipient: not a valid mobile number (sandbox test recipient ...0000005)"
     )
-    assert {pg_outbox.row(client_message_id).status for client_message_id in good} == {
-        Status.ACCEPTED
-    }
+    assert {outbox.row(client_message_id).status for client_message_id in good} == {Status.ACCEPTED}
 
 
 @pytest.mark.parametrize(
@@ -97,47 +95,47 @@ def test_per_message_validation_fails_the_bad_message_without_splitting(
     ids=["400 bulkItemLimitExceeded", "413"],
 )
 def test_too_large_batch_is_split_and_the_smaller_size_remembered(
-    pg_outbox: Outbox, faults: Faults, refusal: int
+    outbox: Outbox, faults: Faults, refusal: int
 ) -> None:
-    pg_outbox.sandbox.set_faults(faults)
-    first = pg_outbox.enqueue_ordinary(10)
-    dispatcher = pg_outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    outbox.sandbox.set_faults(faults)
+    first = outbox.enqueue_ordinary(10)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
 
     summary = dispatcher.dispatch_once()
 
     assert (summary.claimed, summary.accepted, summary.failed, summary.retried) == (10, 10, 0, 0)
     assert summary.alarm is None
     # [10] too large -> [5] too large -> [2] ok, [3] ok; [5] too large -> [2] ok, [3] ok
-    assert pg_outbox.sandbox.status_count(refusal) == 3
-    assert pg_outbox.sandbox.status_count(200) == 4
-    rows, ledger = pg_outbox.rows(), pg_outbox.sandbox.ledger()
+    assert outbox.sandbox.status_count(refusal) == 3
+    assert outbox.sandbox.status_count(200) == 4
+    rows, ledger = outbox.rows(), outbox.sandbox.ledger()
     for client_message_id in first:
         row = rows[client_message_id]
         assert (row.status, row.attempts) == (Status.ACCEPTED, 1)  # no attempt spent on splits
         assert row.tracking_id == ledger[client_message_id].tracking_id
-    gate = pg_outbox.gate()
+    gate = outbox.gate()
     assert gate.batch_limit is not None and 1 <= gate.batch_limit <= 4
     assert (gate.failures, gate.paused_until) == (0, None)  # not a backend failure
 
-    pg_outbox.enqueue_ordinary(10)
-    pg_outbox.clock.catch_up()
+    outbox.enqueue_ordinary(10)
+    outbox.clock.catch_up()
     summary = dispatcher.dispatch_once()
 
     assert summary.claimed == gate.batch_limit
     assert (summary.requests, summary.accepted) == (1, gate.batch_limit)
-    assert pg_outbox.sandbox.status_count(refusal) == 3  # no new refusal: the limit was kept
+    assert outbox.sandbox.status_count(refusal) == 3  # no new refusal: the limit was kept
 
 
 def test_a_split_that_would_outlast_the_lease_stops_and_releases_the_rest(
-    pg_outbox: Outbox,
+    outbox: Outbox,
 ) -> None:
-    pg_outbox.sandbox.set_faults(max_batch=4)
-    messages = pg_outbox.enqueue_ordinary(10)
-    dispatcher = pg_outbox.dispatcher(OUTBOX_LEASE_SECONDS=30, WIRAYA_TIMEOUT_SECONDS=5)
-    claimed_at = pg_outbox.clock.now
+    outbox.sandbox.set_faults(max_batch=4)
+    messages = outbox.enqueue_ordinary(10)
+    dispatcher = outbox.dispatcher(OUTBOX_LEASE_SECONDS=30, WIRAYA_TIMEOUT_SECONDS=5)
+    claimed_at = outbox.clock.now
 
     def ten_seconds_pass() -> BatchSummary:  # each request is slow
-        pg_outbox.clock.advance(10)
+        outbox.clock.advance(10)
         return BatchSummary()
 
     dispatcher.sender = WhileSending(dispatcher.sender, ten_seconds_pass)
@@ -150,20 +148,20 @@ def test_a_split_that_would_outlast_the_lease_stops_and_releases_the_rest(
     # lease may end mid-request.
     assert summary.requests == 3
     assert (summary.accepted, summary.released, summary.failed) == (2, 8, 0)
-    rows = [pg_outbox.row(m) for m in messages]
+    rows = [outbox.row(m) for m in messages]
     assert [(r.status, r.attempts) for r in rows[:2]] == [(Status.ACCEPTED, 1)] * 2
     assert [(r.status, r.attempts) for r in rows[2:]] == [(Status.PENDING, 0)] * 8
-    assert all(r.next_attempt_at <= pg_outbox.clock.now for r in rows[2:])  # due at once
+    assert all(r.next_attempt_at <= outbox.clock.now for r in rows[2:])  # due at once
     assert all(r.locked_until is None for r in rows)
-    assert pg_outbox.clock.now > claimed_at + timedelta(seconds=25)
-    assert set(pg_outbox.sandbox.ledger()) == set(messages[:2])
+    assert outbox.clock.now > claimed_at + timedelta(seconds=25)
+    assert set(outbox.sandbox.ledger()) == set(messages[:2])
 
 
-def test_a_failure_mid_split_keeps_the_answers_already_received(pg_outbox: Outbox) -> None:
-    pg_outbox.sandbox.set_faults(max_batch=4)
-    messages = pg_outbox.enqueue_ordinary(10)
-    dispatcher = pg_outbox.dispatcher()
-    dispatcher.sender = WhileSending(dispatcher.sender, outage_from(pg_outbox.sandbox, 5))
+def test_a_failure_mid_split_keeps_the_answers_already_received(outbox: Outbox) -> None:
+    outbox.sandbox.set_faults(max_batch=4)
+    messages = outbox.enqueue_ordinary(10)
+    dispatcher = outbox.dispatcher()
+    dispatcher.sender = WhileSending(dispatcher.sender, outage_from(outbox.sandbox, 5))
 
     summary = dispatcher.dispatch_once()
 
@@ -173,12 +171,12 @@ def test_a_failure_mid_split_keeps_the_answers_already_received(pg_outbox: Outbo
     # with their attempt given back.
     assert (summary.state, summary.requests) == ("alarm", 7)
     assert (summary.accepted, summary.released, summary.failed) == (5, 5, 0)
-    ledger = pg_outbox.sandbox.ledger()
-    rows = [pg_outbox.row(m) for m in messages]
+    ledger = outbox.sandbox.ledger()
+    rows = [outbox.row(m) for m in messages]
     for row in rows[:5]:
         assert (row.status, row.attempts) == (Status.ACCEPTED, 1)
         assert row.tracking_id == ledger[row.client_message_id].tracking_id
     assert [(r.status, r.attempts) for r in rows[5:]] == [(Status.PENDING, 0)] * 5
-    gate = pg_outbox.gate()
+    gate = outbox.gate()
     assert gate.failures == 1
     assert gate.batch_limit is not None and gate.batch_limit <= 4  # learnt before the outage
