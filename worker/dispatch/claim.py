@@ -98,8 +98,10 @@ def _sources(now: Any, limit: Any, *, lock: bool) -> list[Select[Any]]:
 # rows come first, then expired leases, then normal and bulk rows, each lane oldest due first;
 # every source is read through a partial index (each lane is one range of
 # ix_outbox_messages_due) and locked with SKIP LOCKED, and read only as far as the batch still
-# needs rows. Guarded by the gate's version: when any brake changed since the worker read the
-# gate, nothing is claimed (PostgreSQL's one-time filter skips the sources altogether).
+# needs rows. Urgent rows go alone: when any is due the batch holds nothing else (the other
+# sources are skipped by a one-time filter), so a code's request and record take a few rows'
+# time, not a full bulk batch's. Guarded by the gate's version: when any brake changed since
+# the worker read the gate, nothing is claimed (a one-time filter skips the sources altogether).
 def _claim_statement(dialect: str) -> Any:
     limit = bindparam("limit", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
@@ -109,7 +111,10 @@ def _claim_statement(dialect: str) -> Any:
     unchanged = exists().where(
         gate.c.name == GATE_NAME, gate.c.version == bindparam("version", type_=BigInteger())
     )
-    chosen = union_all(*(select(source.c.id) for source in sources)).limit(limit).subquery("chosen")
+    urgent, *others = sources
+    no_urgent = ~exists(select(urgent.c.id))
+    lanes = [select(urgent.c.id), *(select(source.c.id).where(no_urgent) for source in others)]
+    chosen = union_all(*lanes).limit(limit).subquery("chosen")
     guarded = select(chosen.c.id).where(unchanged)
     return (
         update(outbox)
