@@ -1,8 +1,8 @@
 """The sending gate under a rate limit and after an outage: how it fits, how fast it comes back.
 
 1. Rate-limit fit: the sandbox admits 1 request/s (a token bucket) and answers 429 with
-   Retry-After: 5 above it; a backlog of 1-message batches drains through real worker and beat
-   processes with no OUTBOX_RATE_LIMIT: the rate is learnt. Printed: useful requests/s against
+   Retry-After: 5 above it; a backlog of 1-message batches (fixed: OUTBOX_BATCH_SIZE_MAX=1)
+   drains through real worker and beat processes with no OUTBOX_RATE_LIMIT: the rate is learnt. Printed: useful requests/s against
    the limit (after the first 429, when the learning starts), and 429s as a share of answers.
 2. Recovery: the API is down for 30 s while the circuit opens, then comes back; printed: the
    time from its return to the first accepted message, with the default probe interval.
@@ -64,7 +64,9 @@ def rate_fit(requests: int) -> str:
         redis = stack.enter_context(support.redis_server())
         api = stack.enter_context(support.sandbox("--rate-limit", "1", "--retry-after", "5"))
         admin = SandboxAdmin(api.url)
-        env = support.outbox_env(url, redis.url, api.url, OUTBOX_BATCH_SIZE="1")
+        env = support.outbox_env(
+            url, redis.url, api.url, OUTBOX_BATCH_SIZE="1", OUTBOX_BATCH_SIZE_MAX="1"
+        )
         stack.enter_context(support.celery_worker(env, concurrency=None))
         stack.enter_context(support.celery_beat(env))
         enqueue(url, "rate", requests)
