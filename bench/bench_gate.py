@@ -2,8 +2,9 @@
 
 1. Rate-limit fit: the sandbox admits 1 request/s (a token bucket) and answers 429 with
    Retry-After: 5 above it; a backlog of 1-message batches (fixed: OUTBOX_BATCH_SIZE_MAX=1)
-   drains through real worker and beat processes with no OUTBOX_RATE_LIMIT: the rate is learnt. Printed: useful requests/s against
-   the limit (after the first 429, when the learning starts), and 429s as a share of answers.
+   drains through real worker and beat processes with no OUTBOX_RATE_LIMIT: the rate is learnt.
+   Printed: useful requests/s against the limit (after the first 429, when the learning
+   starts), and 429s as a share of answers.
 2. Recovery: the API is down for 30 s while the circuit opens, then comes back; printed: the
    time from its return to the first accepted message, with the default probe interval.
 

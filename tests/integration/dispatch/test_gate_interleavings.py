@@ -43,6 +43,7 @@ from worker.dispatch import gate as gates
 from worker.dispatch.claim import claim, new_token
 from worker.dispatch.gate.policy import Gate, Permit, ProbeKind
 from worker.dispatch.gate.transitions import reset
+from worker.dispatch.retry import RATE_DECREASE
 from worker.settings import Settings
 
 pytestmark = pytest.mark.timeout(600)
@@ -62,6 +63,7 @@ SETTINGS = Settings.from_environ(
 )
 ROWS = 40
 EPSILON = timedelta(microseconds=1)
+EPSILON_RATE = 1e-9
 
 
 @dataclass
@@ -223,6 +225,7 @@ class GateInterleavings(RuleBasedStateMachine):
                 c, request.permit, retry_after=timedelta(seconds=3), reason="429", now=now
             )
             self.model.pauses.append((now, until))
+            self._check_rate_came_down(request.permit)
         else:
             worker.gate.refused(
                 c, request.permit, status=401, reason="401", started=request.started, now=now
@@ -261,6 +264,14 @@ class GateInterleavings(RuleBasedStateMachine):
         assert not state.paused(self.model.now), state  # invariant 1
         if permit.probe is None:
             assert not state.circuit_open(SETTINGS.circuit_failures), state
+
+    def _check_rate_came_down(self, permit: Permit) -> None:
+        # A 429 brings the rate below the one that drew it, whatever answers raised it since.
+        drawn = permit.view.rate
+        state = gates.read_gate(self.connection)
+        assert state.rate is not None
+        if drawn is not None:
+            assert state.rate <= drawn * RATE_DECREASE + EPSILON_RATE, (drawn, state.rate)
 
     def _check_pauses_set_since_survive(self, started: datetime) -> None:
         state = gates.read_gate(self.connection)

@@ -273,3 +273,37 @@ def test_a_view_older_than_a_key_clear_is_not_held_back_by_it(connection: Connec
     permit = gate.permit(connection, stale, NOW + 12 * SECOND)
 
     assert permit.allowed and permit.probe is None and permit.reason is None
+
+
+def test_a_429_brings_the_rate_down_though_another_answer_raised_it_meanwhile(
+    connection: Connection,
+) -> None:
+    """Two workers read rate 1.0; one's answer grows it, then the other's request draws a 429."""
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=2.0, now=NOW)
+    gate = Gate(Settings.from_environ({"WIRAYA_API_KEY": "k"}), "k", random.Random(0))
+    first, second = (gate.permit(connection, gate.read(connection), NOW) for _ in range(2))
+
+    gate.answered(connection, first, started=NOW, size=1, now=NOW + SECOND)
+    assert view(connection).rate == pytest.approx(1.05)
+    gate.rate_limited(
+        connection, second, retry_after=5 * SECOND, reason="429", now=NOW + 2 * SECOND
+    )
+
+    state = view(connection)
+    assert state.rate == pytest.approx(0.7)  # from the rate that drew it, not left at 1.05
+    assert state.rate_ceiling == pytest.approx(1.0)
+
+
+def test_429s_of_one_moment_do_not_compound_and_never_raise_the_rate(
+    connection: Connection,
+) -> None:
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    gate = Gate(Settings.from_environ({"WIRAYA_API_KEY": "k"}), "k", random.Random(0))
+    permits = [gate.permit(connection, gate.read(connection), NOW) for _ in range(2)]
+    for permit in permits:
+        gate.rate_limited(connection, permit, retry_after=SECOND, reason="429", now=NOW)
+    assert view(connection).rate == pytest.approx(0.7)
+
+    t.change_rate_if_unchanged(connection, read_rate=0.7, rate=0.5, ceiling=0.7, now=NOW)
+    gate.rate_limited(connection, permits[0], retry_after=SECOND, reason="429", now=NOW)
+    assert view(connection).rate == pytest.approx(0.5)  # a lower rate set since stays

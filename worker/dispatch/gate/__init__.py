@@ -15,7 +15,8 @@ refused, not applied (README, "The sending gate"):
   request was answered after it started: otherwise it is the message, not the API;
 - ``take_probe_if_free`` / ``take_key_probe_if_free``: one probe at a time, on its cadence;
 - ``book_slot_if_unchanged(next_send_at)``: a request slot is taken only from the cursor read;
-- ``change_rate_if_unchanged(rate)``: the learnt rate moves only from the value read;
+- ``change_rate_if_unchanged(rate)``: the learnt rate grows only from the value read;
+- ``lower_rate``: a 429 brings the rate down whatever raised it since it was read, never up;
 - ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved.
 
 The claim itself is guarded by the version (`worker.dispatch.claim`): a batch is claimed only

@@ -166,9 +166,7 @@ class Gate:
         read_rate = permit.view.rate
         drawn = read_rate if read_rate is not None else self.settings.configured_rate
         rate, ceiling = rate_after_429(drawn)
-        t.change_rate_if_unchanged(
-            connection, read_rate=read_rate, rate=rate, ceiling=ceiling, now=now
-        )
+        t.lower_rate(connection, rate=rate, ceiling=ceiling, now=now)
         self.give_back(connection, permit)
         return until
 

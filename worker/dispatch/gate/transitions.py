@@ -141,9 +141,23 @@ def note_rate_limited(
     connection.execute(statement)
 
 
-# -- change_rate_if_unchanged -- Move the learnt request rate from the value this worker read:
-# down after a 429 (the ceiling is the rate that drew it), up after an answer. A concurrent
-# change wins; two workers never compound one 429.
+# -- lower_rate -- A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew
+# it), whatever answers raised it since that rate was read, and the ceiling becomes the rate
+# that drew it. Only ever down: two workers never compound one 429, and a lower rate set
+# meanwhile stays.
+def lower_rate(
+    connection: Connection, *, rate: float, ceiling: float | None, now: datetime
+) -> bool:
+    statement = (
+        update(gate)
+        .where(_this_gate(), or_(gate.c.rate.is_(None), gate.c.rate > rate))
+        .values(rate=rate, rate_ceiling=ceiling, updated_at=now)
+    )
+    return _execute(connection, statement)
+
+
+# -- change_rate_if_unchanged -- Raise the learnt request rate from the value this worker read,
+# after an answer: a concurrent change wins (a 429's decrease is never undone by growth).
 def change_rate_if_unchanged(
     connection: Connection,
     *,
