@@ -163,10 +163,10 @@ def store_alone(label: str, engine: Engine, first: int, matched: bool) -> None:
 
 
 def sending_rows(engine: Engine, count: int) -> list[int]:
-    """``count`` rows as a claim leaves them (sending, attempt 1); returns their ids."""
+    """``count`` rows as a claim leaves them (sending, attempt 1, under TOKEN); their ids."""
+    content = '{"$type": "SMSProject", "projectId": 1}'
     values = ", ".join(
-        f"('b-{n}', '46701234567', '{{\"$type\": \"SMSProject\", \"projectId\": 1}}', 'sending', 1)"
-        for n in range(count)
+        f"('b-{n}', '46701234567', '{content}', 'sending', 1, {TOKEN})" for n in range(count)
     )
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM outbox_messages WHERE client_message_id LIKE 'b-%'"))
@@ -174,7 +174,7 @@ def sending_rows(engine: Engine, count: int) -> list[int]:
         connection.execute(
             text(
                 "INSERT INTO outbox_messages (client_message_id, recipient, content, status, "
-                f"attempts) VALUES {values}"
+                f"attempts, claim_token) VALUES {values}"
             )
         )
         ids = connection.scalars(
@@ -184,6 +184,7 @@ def sending_rows(engine: Engine, count: int) -> list[int]:
 
 
 TRACKING_NUMBERS = itertools.count(10_000_000, 1_000)  # fresh tracking ids for every round
+TOKEN = 4242  # the claim token the record is guarded by
 
 
 def time_records(engine: Engine, size: int, early: bool) -> list[float]:
@@ -196,16 +197,17 @@ def time_records(engine: Engine, size: int, early: bool) -> list[float]:
                 engine, parsed(range(base, base + size, 10)), received_at=datetime.now(UTC)
             )
         results = [
-            RowResult(i, 1, Status.ACCEPTED, 1, tracking_id=tracking(base + n))
+            RowResult(i, Status.ACCEPTED, 1, tracking_id=tracking(base + n))
             for n, i in enumerate(ids)
         ]
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))  # connected before the clock starts
             connection.commit()
             started = time.perf_counter()
-            record(connection, results, now=datetime.now(UTC))
+            written = record(connection, results, token=TOKEN, now=datetime.now(UTC))
             connection.commit()
             timings.append((time.perf_counter() - started) * 1000)
+            assert len(written) == size, "the record wrote fewer rows than it was given"
     return timings
 
 
