@@ -10,9 +10,10 @@ spent about a third of its time there, though a report arrives before its tracki
 recorded only now and then. This statement-level trigger sees the statement's rows as
 transition tables: when no row got a new tracking id it does nothing; otherwise it takes the
 same shared advisory lock once (the receiver's exclusive one still orders the two, see
-worker/receipts/storage.py) and matches every waiting report in one statement. The rule is
-0006's: a message shows its best report (final beats NEXTATTEMPT, then the later event, then
-the first stored). Its own update of the delivery status sets no tracking id, so the trigger
+worker/receipts/storage.py) and matches the rows with a report waiting, one by one through
+the indexes (a set-based join let the planner scan whole tables for a handful of rows). The
+rule is 0006's: a message shows its best report (final beats NEXTATTEMPT, then the later
+event, then the first stored). Its own update of the delivery status sets no tracking id, so the trigger
 it fires again returns at once. SQLite keeps 0006's trigger, which runs only for rows with a
 report waiting.
 """
@@ -38,28 +39,27 @@ CHANGED = """
 POSTGRES_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION outbox_messages_match_reports() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    waiting record;
 BEGIN
     IF NOT EXISTS (SELECT 1 {CHANGED.strip()}) THEN
         RETURN NULL;
     END IF;
     PERFORM pg_advisory_xact_lock_shared({MATCH_LOCK});
-    WITH waiting AS (
-        SELECT DISTINCT n.id, n.tracking_id {CHANGED.strip()}
+    FOR waiting IN
+        SELECT n.id, n.tracking_id {CHANGED.strip()}
           AND EXISTS (SELECT 1 FROM outbox_delivery_reports AS r
                       WHERE r.tracking_id = n.tracking_id AND r.message_id IS NULL)
-    ), marked AS (
-        UPDATE outbox_delivery_reports AS r SET message_id = w.id
-        FROM waiting AS w
-        WHERE r.tracking_id = w.tracking_id AND r.message_id IS NULL
-    ), best AS (
-        SELECT DISTINCT ON (w.id) w.id, r.status, coalesce(r.done_at, r.received_at) AS at
-        FROM waiting AS w JOIN outbox_delivery_reports AS r ON r.tracking_id = w.tracking_id
-        ORDER BY w.id, r.status <> 'NEXTATTEMPT' DESC, coalesce(r.done_at, r.received_at) DESC,
-                 r.id
-    )
-    UPDATE outbox_messages AS m SET delivery_status = b.status, delivery_status_at = b.at
-    FROM best AS b
-    WHERE m.id = b.id;
+    LOOP
+        UPDATE outbox_delivery_reports SET message_id = waiting.id
+        WHERE tracking_id = waiting.tracking_id AND message_id IS NULL;
+        UPDATE outbox_messages SET (delivery_status, delivery_status_at) = (
+            SELECT status, coalesce(done_at, received_at) FROM outbox_delivery_reports
+            WHERE tracking_id = waiting.tracking_id
+            ORDER BY status <> 'NEXTATTEMPT' DESC, coalesce(done_at, received_at) DESC, id
+            LIMIT 1)
+        WHERE id = waiting.id;
+    END LOOP;
     RETURN NULL;
 END $$
 """
