@@ -35,7 +35,7 @@ demo: $(STAMP)  ## the outbox end to end on SQLite, a filesystem broker and the 
 test: $(STAMP)  ## run the whole test suite (unit, integration, end-to-end)
 	$(BIN)/pytest
 
-bench: $(STAMP)  ## the benchmarks (~20 min; needs PostgreSQL and redis-server), printing their figures
+bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server), printing their figures
 	$(BIN)/python bench/bench_producer.py
 	$(BIN)/python bench/bench_screen.py
 	$(BIN)/python bench/bench_drain.py
