@@ -98,9 +98,11 @@ def _sources(now: Any, limit: Any, *, lock: bool) -> list[Select[Any]]:
 # rows come first, then expired leases, then normal and bulk rows, each lane oldest due first;
 # every source is read through a partial index (each lane is one range of
 # ix_outbox_messages_due) and locked with SKIP LOCKED, and read only as far as the batch still
-# needs rows. Urgent rows go alone: when any is due the batch holds nothing else (the other
-# sources are skipped by a one-time filter), so a code's request and record take a few rows'
-# time, not a full bulk batch's. Guarded by the gate's version: when any brake changed since
+# needs rows. Urgent rows go without normal and bulk rows: when any is due those lanes are
+# skipped by a one-time filter, so a code's request and record take a few rows' time, not a
+# full bulk batch's. Expired leases still come with them: a dead worker's rows (its urgent ones
+# among them) would otherwise wait for a claim that finds no urgent row, for ever under a
+# steady urgent flow. Guarded by the gate's version: when any brake changed since
 # the worker read the gate, nothing is claimed (a one-time filter skips the sources altogether).
 def _claim_statement(dialect: str) -> Any:
     limit = bindparam("limit", type_=Integer())
@@ -111,9 +113,13 @@ def _claim_statement(dialect: str) -> Any:
     unchanged = exists().where(
         gate.c.name == GATE_NAME, gate.c.version == bindparam("version", type_=BigInteger())
     )
-    urgent, *others = sources
+    urgent, lapsed, *others = sources
     no_urgent = ~exists(select(urgent.c.id))
-    lanes = [select(urgent.c.id), *(select(source.c.id).where(no_urgent) for source in others)]
+    lanes = [
+        select(urgent.c.id),
+        select(lapsed.c.id),
+        *(select(source.c.id).where(no_urgent) for source in others),
+    ]
     chosen = union_all(*lanes).limit(limit).subquery("chosen")
     guarded = select(chosen.c.id).where(unchanged)
     return (

@@ -307,3 +307,20 @@ def test_429s_of_one_moment_do_not_compound_and_never_raise_the_rate(
     t.change_rate_if_unchanged(connection, read_rate=0.7, rate=0.5, ceiling=0.7, now=NOW)
     gate.rate_limited(connection, permits[0], retry_after=SECOND, reason="429", now=NOW)
     assert view(connection).rate == pytest.approx(0.5)  # a lower rate set since stays
+
+
+def test_a_429_brings_the_rate_in_force_down_when_the_learnt_rate_grew_past_the_configured(
+    connection: Connection,
+) -> None:
+    """OUTBOX_RATE_LIMIT=2 is in force; answers grew the learnt rate to 5 above it: a 429 was
+    drawn at 2 requests/s, so the rate comes down from 2, not from 5 (which leaves 2 in force)."""
+    settings = Settings.from_environ({"WIRAYA_API_KEY": "k", "OUTBOX_RATE_LIMIT": "2"})
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=5.0, ceiling=None, now=NOW)
+    gate = Gate(settings, "k", random.Random(0))
+    permit = gate.permit(connection, gate.read(connection), NOW)
+
+    gate.rate_limited(connection, permit, retry_after=SECOND, reason="429", now=NOW)
+
+    state = view(connection)
+    assert gate.pacing.rate(state) == pytest.approx(1.4)
+    assert state.rate_ceiling == pytest.approx(2.0)

@@ -118,3 +118,19 @@ def test_a_message_that_expires_during_an_outage_is_never_sent(outbox: Outbox) -
     assert code.last_error.startswith("expired: ")
     assert "code" not in outbox.sandbox.ledger()
     assert summary.accepted == 1  # the probe was the message that could be sent
+
+
+def test_a_dead_workers_rows_come_back_beside_a_steady_urgent_flow(outbox: Outbox) -> None:
+    insert(outbox, "code-dead", priority=0)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    assert len(outbox.claim_and_die(dispatcher)) == 1  # an urgent code under a dead worker's lease
+    outbox.clock.advance(dispatcher.settings.lease.total_seconds() + 1)
+
+    # Every claim from now on finds a new code due: the lapsed lease must not wait for a lull.
+    for number in range(3):
+        insert(outbox, f"code-{number}", priority=0)
+        outbox.clock.catch_up()
+        dispatcher.dispatch_once()
+
+    row = outbox.row("code-dead")
+    assert (row.status, row.attempts) == (Status.ACCEPTED, 2)

@@ -163,9 +163,9 @@ class Gate:
         floor = retry_after if retry_after is not None else self.settings.backoff_base
         until = now + floor
         t.note_rate_limited(connection, now=now, reason=reason, pause_until=until)
-        read_rate = permit.view.rate
-        drawn = read_rate if read_rate is not None else self.settings.configured_rate
-        rate, ceiling = rate_after_429(drawn)
+        # The rate that drew it is the one in force: the configured rate when answers grew the
+        # learnt one past it (coming down from the learnt one would leave the configured one).
+        rate, ceiling = rate_after_429(self.pacing.rate(permit.view))
         t.lower_rate(connection, rate=rate, ceiling=ceiling, now=now)
         self.give_back(connection, permit)
         return until
