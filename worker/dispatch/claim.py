@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Connection,
     Integer,
     LargeBinary,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    or_,
     select,
     union_all,
     update,
@@ -102,8 +104,9 @@ def _sources(now: Any, limit: Any, *, lock: bool) -> list[Select[Any]]:
 # skipped by a one-time filter, so a code's request and record take a few rows' time, not a
 # full bulk batch's. Expired leases still come with them: a dead worker's rows (its urgent ones
 # among them) would otherwise wait for a claim that finds no urgent row, for ever under a
-# steady urgent flow. Guarded by the gate's version: when any brake changed since
-# the worker read the gate, nothing is claimed (a one-time filter skips the sources altogether).
+# steady urgent flow. With ``urgent_alone`` false (a request rate in force) urgent rows fill
+# their batch from every lane. Guarded by the gate's version: when any brake changed since the
+# worker read the gate, nothing is claimed (a one-time filter skips the sources altogether).
 def _claim_statement(dialect: str) -> Any:
     limit = bindparam("limit", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
@@ -114,7 +117,10 @@ def _claim_statement(dialect: str) -> Any:
         gate.c.name == GATE_NAME, gate.c.version == bindparam("version", type_=BigInteger())
     )
     urgent, lapsed, *others = sources
-    no_urgent = ~exists(select(urgent.c.id))
+    # While a request rate is in force, requests are what is scarce: urgent rows then fill
+    # their batch with the other lanes instead of spending a request on a few rows.
+    filling = ~bindparam("urgent_alone", type_=Boolean())
+    no_urgent = or_(filling, ~exists(select(urgent.c.id)))
     lanes = [
         select(urgent.c.id),
         select(lapsed.c.id),
@@ -167,9 +173,14 @@ def claim(
     now: datetime,
     version: int,
     token: int,
+    urgent_alone: bool = True,
 ) -> list[ClaimedRow]:
-    """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version``."""
+    """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version``.
+
+    Urgent rows go in a batch of their own unless ``urgent_alone`` is false.
+    """
     parameters = {
+        "urgent_alone": urgent_alone,
         "limit": limit,
         "now": now,
         "locked_until": now + lease,

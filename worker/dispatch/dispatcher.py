@@ -167,8 +167,11 @@ class Dispatcher:
     def _claim_under(
         self, connection: Connection, permit: Permit, now: datetime, token: int
     ) -> list[ClaimedRow]:
-        limit, version, lease = permit.size, permit.view.version, self.settings.lease
-        return claim(connection, limit=limit, lease=lease, now=now, version=version, token=token)
+        n, v, lease = permit.size, permit.view.version, self.settings.lease
+        alone = self.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
+        return claim(
+            connection, limit=n, lease=lease, now=now, version=v, token=token, urgent_alone=alone
+        )
 
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
@@ -180,11 +183,7 @@ class Dispatcher:
             return None
         self.sleep(wait.total_seconds())
         with self.engine.connect() as connection:
-            view = self.gate.read(connection)
-        held = view.paused(self.clock()) or view.key_refused
-        if not held and permit.probe is None:
-            held = view.circuit_open(self.settings.circuit_failures)
-        return view.reason or "sending was paused while waiting for a slot" if held else None
+            return self.gate.held_after_wait(self.gate.read(connection), permit, self.clock())
 
     def _process(
         self,

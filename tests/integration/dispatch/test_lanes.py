@@ -120,6 +120,21 @@ def test_a_message_that_expires_during_an_outage_is_never_sent(outbox: Outbox) -
     assert summary.accepted == 1  # the probe was the message that could be sent
 
 
+def test_under_a_request_rate_urgent_rows_fill_their_batch_from_the_other_lanes(
+    outbox: Outbox,
+) -> None:
+    # With a rate in force a request is what is scarce: a batch of one code would spend one.
+    for number in range(30):
+        insert(outbox, f"bulk-{number:02d}", priority=2)
+    insert(outbox, "code-1", priority=0)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10, OUTBOX_RATE_LIMIT=50)
+
+    summary = dispatcher.dispatch_once()
+
+    assert dict(summary.by_priority) == {"urgent": 1, "bulk": 9}
+    assert outbox.row("code-1").status == Status.ACCEPTED
+
+
 def test_a_dead_workers_rows_come_back_beside_a_steady_urgent_flow(outbox: Outbox) -> None:
     insert(outbox, "code-dead", priority=0)
     dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)

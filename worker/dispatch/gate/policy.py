@@ -91,6 +91,13 @@ class Gate:
             return int(_free(view.next_probe_at, view.probe_until, now))
         return self.settings.max_parallel
 
+    def held_after_wait(self, view: GateView, permit: Permit, now: datetime) -> str | None:
+        """Why a permit no longer holds after waiting for its slot (None: it still does)."""
+        held = view.paused(now) or view.key_refused
+        if not held and permit.probe is None:
+            held = view.circuit_open(self.settings.circuit_failures)
+        return view.reason or "sending was paused while waiting for a slot" if held else None
+
     def batch_size(self, view: GateView) -> int:
         """OUTBOX_BATCH_SIZE, doubled past each size the API has taken whole, up to the cap
         (OUTBOX_BATCH_SIZE_MAX), and never above a limit the API imposed."""
