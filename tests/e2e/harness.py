@@ -180,7 +180,7 @@ class Stack:
         return env
 
     def start_worker(
-        self, concurrency: int = CONCURRENCY, command: str = CELERY, **overrides: str
+        self, concurrency: int = CONCURRENCY, command: str = OUTBOX_CELERY, **overrides: str
     ) -> Service:
         """`celery -A worker worker` as a user runs it; wait until it is ready."""
         number = len(self.workers) + 1
@@ -197,7 +197,7 @@ class Stack:
         service.start()
         service.wait_for_log(ready)
 
-    def start_beat(self, command: str = CELERY, **overrides: str) -> Service:
+    def start_beat(self, command: str = OUTBOX_CELERY, **overrides: str) -> Service:
         """`celery -A worker beat` with the outbox's scheduler (the app's default)."""
         argv = [command, "-A", "worker", "beat", "-l", "info"]
         self.beat = self._service("beat", argv, self.worker_env(**overrides))

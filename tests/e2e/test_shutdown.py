@@ -26,7 +26,7 @@ from celery import Celery
 
 from tests.conftest import ROOT, service_missing
 from tests.e2e.harness import (
-    CELERY,
+    OUTBOX_CELERY,
     Expect,
     Stack,
     assert_verdict,
@@ -76,7 +76,7 @@ def test_sigterm_within_a_second_of_start_exits_0_within_the_grace_period(stack:
     stack.start_sandbox("--latency-ms", "50")
     total = 3_000
     stack.enqueue(project_messages("stop", total))
-    argv = [*image_entrypoint(), CELERY, "-A", "worker", "worker", "-l", "info"]
+    argv = [*image_entrypoint(), OUTBOX_CELERY, "-A", "worker", "worker", "-l", "info"]
     argv += ["--concurrency", "2", "-n", "w@%h"]
     exits = []
     for round_number, moment in enumerate(MOMENTS):

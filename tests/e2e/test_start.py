@@ -17,7 +17,7 @@ from tests.e2e.harness import CELERY, OUTBOX_CELERY, Stack, project_messages
 
 def test_the_worker_starts_without_mingle_or_gossip_and_still_answers(stack: Stack) -> None:
     stack.start_sandbox()
-    worker = stack.start_worker(concurrency=1)
+    worker = stack.start_worker(concurrency=1, command=CELERY)  # the `celery` command still works
     log = worker.log.read_text()
     assert "mingle" not in log, log
     done = subprocess.run(
@@ -29,7 +29,7 @@ def test_the_worker_starts_without_mingle_or_gossip_and_still_answers(stack: Sta
         check=False,
     )
     assert done.returncode == 0 and "pong" in done.stdout, done.stdout + done.stderr
-    stack.start_beat()
+    stack.start_beat(command=CELERY)
     stack.enqueue(project_messages("start", 10))
     stack.wait_all_final(10, timeout=30)
 
