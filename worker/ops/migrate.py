@@ -94,8 +94,16 @@ def migrate(url: str) -> str:
             ) from None
         except CommandError as error:
             raise OperatorError(f"migration failed at {shown_url(url)}: {error}") from None
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision() or "(none)"
+        # Read on the migration's own engine: on SQLite the outbox engine switches a new
+        # connection to WAL, which needs the lock a second migration may hold, and the two can
+        # deadlock (SQLite then answers "database is locked" at once, whatever the timeout).
+        reader = migration_engine(url) if engine.dialect.name == "sqlite" else engine
+        try:
+            with reader.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision() or "(none)"
+        finally:
+            if reader is not engine:
+                reader.dispose()
 
 
 def _make_sqlite_folder(url: str) -> None:
