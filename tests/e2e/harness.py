@@ -479,8 +479,13 @@ def kill_a_worker_mid_batch(stack: Stack, prefix: str, total: int = 1_000) -> tu
     (worker,) = stack.workers
 
     def accepted_by_sandbox_not_yet_recorded() -> bool:
+        # The ledger first, then the rows, then the kill at once: a batch the sandbox had
+        # received and whose answer is not yet recorded is still awaiting it at the kill.
+        if stack.count("status = 'accepted'") < 100:
+            return False
+        received = set(admin.ledger())
         sending = {row.client_message_id for row in stack.rows() if row.status == "sending"}
-        return stack.count("status = 'accepted'") >= 100 and bool(sending & set(admin.ledger()))
+        return bool(sending & received)
 
     wait_for(accepted_by_sandbox_not_yet_recorded, timeout=30, what="a batch awaiting its answer")
     worker.kill()
