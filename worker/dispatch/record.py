@@ -51,9 +51,9 @@ _GUARD = "m.status = 'sending' AND m.claim_token = :token"
 # set built from the parameter let the planner put the table on the outside whenever it
 # guessed one sending row, and then rebuild the record set for every row (a record of 500 took
 # 100-150 ms instead of 25, and a prepared statement keeps such a plan for good). The rows are
-# found by id: the status test is written so that the planner cannot
-# choose the lease index, whose dead entries grow with every claim until a vacuum: they are
-# found by id, through the primary key (or a scan while the table is small).
+# found by id, through the primary key (or a scan while the table is small): the status test
+# is written so that the planner cannot choose the lease index instead, whose dead entries
+# grow with every claim until a vacuum.
 _RESULT = "r.results -> m.id::text"
 RECORD_POSTGRES = f"""
 WITH r AS MATERIALIZED (SELECT CAST(:results AS jsonb) AS results)
@@ -119,17 +119,16 @@ def record_parameters(
 ) -> dict[str, Any]:
     """The record statement's parameters on ``dialect``: the results as JSON, the guard."""
     if dialect == "sqlite":
-        rows = orjson.dumps([_result_json(result, True) for result in results]).decode()
-        return {"results": rows, "now": now, "token": token}
+        rows = [{"id": result.id, **_result_json(result, True)} for result in results]
+        return {"results": orjson.dumps(rows).decode(), "now": now, "token": token}
     by_id = {str(result.id): _result_json(result, False) for result in results}
     ids = [result.id for result in results]
     return {"results": orjson.dumps(by_id).decode(), "ids": ids, "now": now, "token": token}
 
 
 def _result_json(result: RowResult, is_sqlite: bool) -> dict[str, Any]:
-    """One result as the record statement reads it from JSON."""
+    """One result's columns as the record statement reads them from JSON."""
     return {
-        "id": result.id,
         "status": result.status.value,
         "attempts": result.attempts,
         "next_attempt_at": _timestamp(result.next_attempt_at, is_sqlite),

@@ -31,6 +31,33 @@ def view(connection: Connection, fingerprint: str = "") -> gates.GateView:
     return gates.read(connection, fingerprint)
 
 
+def refuse(
+    connection: Connection,
+    *,
+    fingerprint: str = "k",
+    status: int = 401,
+    reason: str = "Unauthorized: HTTP 401",
+    started: datetime = NOW,
+    now: datetime = NOW,
+    probe_at: datetime = NOW + 10 * SECOND,
+) -> bool:
+    """The API refused ``fingerprint``'s key: one refusal transition."""
+    return t.refuse_key_unless_cleared_since(
+        connection,
+        fingerprint=fingerprint,
+        status=status,
+        reason=reason,
+        started=started,
+        now=now,
+        probe_at=probe_at,
+    )
+
+
+def gate_of(**environ: str) -> Gate:
+    """A worker's gate for key "k" with these settings."""
+    return Gate(Settings.from_environ({"WIRAYA_API_KEY": "k", **environ}), "k", random.Random(0))
+
+
 def fail(connection: Connection, *, started: datetime, now: datetime, pause: timedelta) -> bool:
     return t.count_failure_unless_answered_since(
         connection,
@@ -147,15 +174,7 @@ def test_the_rate_moves_only_from_the_value_read(connection: Connection) -> None
 
 
 def test_a_refused_key_stops_that_key_only(connection: Connection) -> None:
-    assert t.refuse_key_unless_cleared_since(
-        connection,
-        fingerprint="old",
-        status=401,
-        reason="Unauthorized: HTTP 401",
-        started=NOW,
-        now=NOW + SECOND,
-        probe_at=NOW + 11 * SECOND,
-    )
+    assert refuse(connection, fingerprint="old", now=NOW + SECOND, probe_at=NOW + 11 * SECOND)
     old, new = view(connection, "old"), view(connection, "new")
     assert old.key_refused and old.key_next_probe_at == NOW + 11 * SECOND
     assert not new.key_refused and new.refused_key_count == 1
@@ -169,10 +188,9 @@ def test_a_refused_key_stops_that_key_only(connection: Connection) -> None:
     assert t.clear_key_unless_refused_since(
         connection, fingerprint="old", started=NOW + 2 * SECOND, now=NOW + 3 * SECOND
     )
-    assert not t.refuse_key_unless_cleared_since(
+    assert not refuse(
         connection,
         fingerprint="old",
-        status=401,
         reason="stale",
         started=NOW + SECOND,
         now=NOW + 4 * SECOND,
@@ -182,15 +200,7 @@ def test_a_refused_key_stops_that_key_only(connection: Connection) -> None:
 
 
 def test_one_key_probe_at_a_time(connection: Connection) -> None:
-    t.refuse_key_unless_cleared_since(
-        connection,
-        fingerprint="k",
-        status=403,
-        reason="Unauthorized: HTTP 403",
-        started=NOW,
-        now=NOW,
-        probe_at=NOW + 10 * SECOND,
-    )
+    refuse(connection, status=403, reason="Unauthorized: HTTP 403")
 
     def take(now: datetime) -> bool:
         return t.take_key_probe_if_free(
@@ -224,15 +234,7 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
 ) -> None:
     for second in range(3):
         fail(connection, started=NOW, now=NOW + second * SECOND, pause=60 * SECOND)
-    t.refuse_key_unless_cleared_since(
-        connection,
-        fingerprint="k",
-        status=401,
-        reason="x",
-        started=NOW,
-        now=NOW,
-        probe_at=NOW + 10 * SECOND,
-    )
+    refuse(connection, reason="x")
     t.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=1.0, now=NOW)
     t.limit_batch_size_to_proven(connection, size=10, now=NOW)
     t.reset(connection, now=NOW + 5 * SECOND)
@@ -251,16 +253,8 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
 
 def test_a_view_older_than_a_key_clear_is_not_held_back_by_it(connection: Connection) -> None:
     """Another worker's probe cleared the key after this worker read it: this worker sends."""
-    t.refuse_key_unless_cleared_since(
-        connection,
-        fingerprint="k",
-        status=401,
-        reason="Unauthorized: HTTP 401",
-        started=NOW,
-        now=NOW,
-        probe_at=NOW + 10 * SECOND,
-    )
-    gate = Gate(Settings.from_environ({"WIRAYA_API_KEY": "k"}), "k", random.Random(0))
+    refuse(connection)
+    gate = gate_of()
     stale = gate.read(connection)
     assert stale.key_refused
     assert t.take_key_probe_if_free(
@@ -280,7 +274,7 @@ def test_a_429_brings_the_rate_down_though_another_answer_raised_it_meanwhile(
 ) -> None:
     """Two workers read rate 1.0; one's answer grows it, then the other's request draws a 429."""
     t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=2.0, now=NOW)
-    gate = Gate(Settings.from_environ({"WIRAYA_API_KEY": "k"}), "k", random.Random(0))
+    gate = gate_of()
     first, second = (gate.permit(connection, gate.read(connection), NOW) for _ in range(2))
 
     gate.answered(connection, first, started=NOW, size=1, now=NOW + SECOND)
@@ -298,7 +292,7 @@ def test_429s_of_one_moment_do_not_compound_and_never_raise_the_rate(
     connection: Connection,
 ) -> None:
     t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
-    gate = Gate(Settings.from_environ({"WIRAYA_API_KEY": "k"}), "k", random.Random(0))
+    gate = gate_of()
     permits = [gate.permit(connection, gate.read(connection), NOW) for _ in range(2)]
     for permit in permits:
         gate.rate_limited(connection, permit, retry_after=SECOND, reason="429", now=NOW)
@@ -314,9 +308,8 @@ def test_a_429_brings_the_rate_in_force_down_when_the_learnt_rate_grew_past_the_
 ) -> None:
     """OUTBOX_RATE_LIMIT=2 is in force; answers grew the learnt rate to 5 above it: a 429 was
     drawn at 2 requests/s, so the rate comes down from 2, not from 5 (which leaves 2 in force)."""
-    settings = Settings.from_environ({"WIRAYA_API_KEY": "k", "OUTBOX_RATE_LIMIT": "2"})
     t.change_rate_if_unchanged(connection, read_rate=None, rate=5.0, ceiling=None, now=NOW)
-    gate = Gate(settings, "k", random.Random(0))
+    gate = gate_of(OUTBOX_RATE_LIMIT="2")
     permit = gate.permit(connection, gate.read(connection), NOW)
 
     gate.rate_limited(connection, permit, retry_after=SECOND, reason="429", now=NOW)
