@@ -32,7 +32,7 @@ from sandbox.ledger import Entry
 from sandbox.testing import SandboxAdmin
 from tests.e2e.pooler import pgbouncer_argv
 from worker.database import make_engine
-from worker.ops.processes import Child, free_port, wait_for
+from worker.ops.processes import Child, free_port, free_ports, wait_for
 
 __all__ = ["free_port", "wait_for"]  # re-exported for the scenarios
 
@@ -67,8 +67,10 @@ class Stack:
 
     database_url: str
     directory: Path
-    redis_port: int = field(default_factory=free_port)
-    sandbox_port: int = field(default_factory=free_port)
+    # Picked together: two ports picked one after the other, before either server listens,
+    # can be the same one.
+    redis_port: int = 0
+    sandbox_port: int = 0
     services: list[Service] = field(default_factory=list)
     redis: Service | None = None
     sandbox: Service | None = None
@@ -81,6 +83,10 @@ class Stack:
     _engine: Engine | None = None
 
     # -- processes ------------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        if not (self.redis_port and self.sandbox_port):
+            self.redis_port, self.sandbox_port = free_ports(2)
 
     @property
     def broker_url(self) -> str:
