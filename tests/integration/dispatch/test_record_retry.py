@@ -10,7 +10,6 @@ and the worker's monotonic clock, so no test waits out a lease.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 
 import pytest
@@ -19,7 +18,7 @@ from sqlalchemy import Engine, text
 from models import Status
 from tests.integration.dispatch.harness import Outbox
 from worker.dispatch.dispatcher import Dispatcher
-from worker.dispatch.recorder import LEASE_MARGIN, RETRY_WAIT_MAX
+from worker.dispatch.recorder import LEASE_MARGIN, RETRY_WAIT_MAX, Recorder
 
 TRIGGER = "outbox_test_refuse_records"
 # The record's rows, and only those: sending rows whose claim token is cleared.
@@ -78,16 +77,12 @@ class WorkerTime:
 
 
 def dispatcher(outbox: Outbox, time: WorkerTime) -> Dispatcher:
-    settings = outbox.settings()
-    return Dispatcher(
-        settings,
-        outbox.engine,
-        outbox.client(settings),
-        clock=outbox.clock,
-        rng=random.Random(7),
-        sleep=time.sleep,
-        monotonic=time.monotonic,
+    """The harness's dispatcher, its record's retries on the test's time."""
+    worker = outbox.dispatcher()
+    worker.recorder = Recorder(
+        outbox.engine, clock=outbox.clock, sleep=time.sleep, monotonic=time.monotonic
     )
+    return worker
 
 
 def assert_received_once_and_accepted(outbox: Outbox, messages: list[str]) -> None:
