@@ -161,10 +161,9 @@ def test_a_worker_that_cannot_record_stops_claiming_says_so_once_and_resumes(
         assert row.tracking_id == entry.tracking_id == before[client_message_id].tracking_id
 
 
-def test_a_stale_record_is_refused_by_the_claim_token(pg_outbox: Outbox) -> None:
+def test_a_stale_record_is_refused_by_the_claim_token(outbox: Outbox) -> None:
     # The lease ends while the record is being retried (a clock stepped forward): another
     # worker claims the rows, sends and records them; the stale retry then writes nothing.
-    outbox = pg_outbox
     messages = outbox.enqueue_ordinary(3)
     refuse_records(outbox.engine, times=1_000_000)
     time, rival_time = WorkerTime(outbox), WorkerTime(outbox)
