@@ -173,11 +173,8 @@ class Dispatcher:
     def _claim_under(
         self, connection: Connection, permit: Permit, now: datetime, token: int
     ) -> list[ClaimedRow]:
-        n, v, lease = (
-            self.recorder.claim_limit(permit.size),
-            permit.view.version,
-            self.settings.lease,
-        )
+        n, v, lease = permit.size, permit.view.version, self.settings.lease
+        n = self.recorder.claim_limit(n)  # one row while records are on trial
         alone = self.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
         return claim(
             connection, limit=n, lease=lease, now=now, version=v, token=token, urgent_alone=alone
