@@ -28,7 +28,6 @@ from worker.dispatch.delivery import Courier, Delivery, Sender
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.outcomes import Outcomes, released, results_of, unsent_failure
-from worker.dispatch.record import RowResult
 from worker.dispatch.recorder import Recorder
 from worker.dispatch.retry import key_fingerprint
 from worker.dispatch.screen import Screened, screen
@@ -69,7 +68,7 @@ class Dispatcher:
         self.key = key_fingerprint(settings.api_key)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
-        self.recorder = Recorder(engine, clock=clock, sleep=sleep, monotonic=monotonic)
+        self.recorder = Recorder(engine, settings.lease, clock, sleep, monotonic)
         self.courier = Courier(
             sender,
             self.gate,
@@ -110,8 +109,7 @@ class Dispatcher:
     def dispatch_once(self, *, wake: bool = True) -> BatchSummary:
         """Claim, screen, send and record one batch (a full one wakes another, with ``wake``)."""
         started = time.monotonic()
-        held = self.recorder.held()
-        if held is not None:  # said once, as an error, when records began to fail
+        if (held := self.recorder.held()) is not None:  # logged once, when records began to fail
             return BatchSummary(state=BatchState.PAUSED, alarm=held)
         summary = self._dispatch_once(wake)
         summary.seconds = round(time.monotonic() - started, 4)
@@ -150,7 +148,7 @@ class Dispatcher:
             self.on_full_batch()  # more is due: let another worker start on it now
         wait = self._wait_for_slot(permit, now)
         if wait is not None:
-            self._write(summary, [released(row, None) for row in rows], token, now)
+            self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
             return summary
         self._process(rows, permit, token, now, summary)
@@ -212,11 +210,8 @@ class Dispatcher:
                 with self.engine.connect() as connection:
                     self.gate.give_back(connection, permit)
         results += results_of(screened.outgoing, delivery, self.outcomes, now=self.clock())
-        recorded = self._write(summary, results, token, now)
         summary.note_delivery(delivery)
-        if not recorded:
-            summary.state = BatchState.ALARM
-            summary.alarm = f"cannot record: {self.recorder.failing}"
+        self.recorder.write_batch(summary, results, token, now)
 
     def _screen(
         self,
@@ -233,7 +228,7 @@ class Dispatcher:
             if permit.probe is None or screened.outgoing or not rows:
                 break
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
-            self._write(summary, failures, token, now)
+            self.recorder.write_batch(summary, failures, token, now)
             with self.engine.connect() as connection:
                 rows = self._claim_under(connection, permit, now, token)
             summary.note_claimed(rows)
@@ -243,16 +238,3 @@ class Dispatcher:
     def _screen_rows(self, rows: list[ClaimedRow], now: datetime) -> Screened:
         limits = self.settings.message_limits
         return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
-
-    def _write(
-        self, summary: BatchSummary, results: list[RowResult], token: int, claimed_at: datetime
-    ) -> bool:
-        """Record the batch, retried within its lease; False when it never landed.
-
-        A stale worker's results are refused and not counted."""
-        lease_end = claimed_at + self.settings.lease
-        written = self.recorder.write(results, token=token, lease_end=lease_end)
-        if written is None:
-            return False
-        summary.count([result for result in results if result.id in written])
-        return True

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 from worker.clock import Clock
 from worker.dispatch.record import RowResult, printable, record
+from worker.dispatch.summary import BatchState, BatchSummary
 
 log = logging.getLogger("worker.dispatch")
 
@@ -50,12 +51,13 @@ class Recorder:
     def __init__(
         self,
         engine: Engine,
-        *,
+        lease: timedelta,
         clock: Clock,
         sleep: Callable[[float], None],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.lease = lease
         self.clock = clock
         self.sleep = sleep
         self.monotonic = monotonic
@@ -63,6 +65,17 @@ class Recorder:
         self._unrecorded: _Unrecorded | None = None  # the batch given up
         self.on_trial = False  # recording came back: the next batch is a trial of one
         self._told = False  # the failure was logged; said again only after a record landed
+
+    def write_batch(
+        self, summary: BatchSummary, results: Sequence[RowResult], token: int, claimed_at: datetime
+    ) -> None:
+        """Record a batch claimed at ``claimed_at`` and count what was written in ``summary``
+        (a stale worker's results are refused, not counted); an alarm if it never went through."""
+        written = self.write(results, token=token, lease_end=claimed_at + self.lease)
+        if written is None:
+            summary.state, summary.alarm = BatchState.ALARM, f"cannot record: {self.failing}"
+        else:
+            summary.count([result for result in results if result.id in written])
 
     def write(
         self, results: Sequence[RowResult], *, token: int, lease_end: datetime

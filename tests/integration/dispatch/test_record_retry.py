@@ -80,7 +80,11 @@ def dispatcher(outbox: Outbox, time: WorkerTime) -> Dispatcher:
     """The harness's dispatcher, its record's retries on the test's time."""
     worker = outbox.dispatcher()
     worker.recorder = Recorder(
-        outbox.engine, clock=outbox.clock, sleep=time.sleep, monotonic=time.monotonic
+        outbox.engine,
+        lease=worker.settings.lease,
+        clock=outbox.clock,
+        sleep=time.sleep,
+        monotonic=time.monotonic,
     )
     return worker
 
