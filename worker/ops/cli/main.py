@@ -13,6 +13,8 @@ from worker.ops import access
 from worker.ops import migrate as migration
 from worker.ops.access import OperatorError
 from worker.ops.cli import changing, reading
+from worker.ops.grants import GrantsError, grants_sql
+from worker.ops.privileges import ROLES
 from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
 
 DEFAULT_METRICS_PORT = 9808
@@ -151,6 +153,21 @@ def _add_running(commands: Commands) -> None:
     )
     receiver.set_defaults(handler=cmd_receiver)
 
+    grants = commands.add_parser(
+        "grants",
+        help="print the SQL giving each process's role exactly its rights (pipe it to psql "
+        "as the outbox's owner, after every migration)",
+    )
+    for process in ROLES:
+        grants.add_argument(f"--{process}", metavar="ROLE", help=f"the {process}'s role")
+    grants.add_argument("--schema", default="public", help="the outbox's schema (default public)")
+    grants.add_argument(
+        "--create-roles",
+        action="store_true",
+        help="create the roles (LOGIN, no password: set one apart) unless they exist",
+    )
+    grants.set_defaults(handler=cmd_grants)
+
     demo = commands.add_parser(
         "demo", help="SQLite, a filesystem broker, the sandbox, a real worker and beat"
     )
@@ -213,6 +230,18 @@ def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
             raise OperatorError(f"cannot listen on {where}: {error.strerror or error}") from None
         app = create_app(engine, login, counters_client=counters_redis(settings.broker_url))
         return serve(app, sock)
+
+
+def cmd_grants(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    roles = {process: getattr(args, process) for process in ROLES if getattr(args, process)}
+    if not roles:
+        raise OperatorError("grants: name at least one role (--producer, --worker, ...)", 2)
+    try:
+        script = grants_sql(roles, schema=args.schema, create=args.create_roles)
+    except GrantsError as error:
+        raise OperatorError(f"grants: {error}", 2) from None
+    sys.stdout.write(script)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: OperatorSettings) -> int:
