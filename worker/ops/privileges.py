@@ -37,6 +37,8 @@ PRODUCER_SETS = (
     "next_attempt_at",
     "tenant",
 )
+# What a claim writes (worker/dispatch/claim.py); the record writes every lifecycle column.
+CLAIM_SETS = ("status", "locked_until", "claim_token", "attempts", "first_due_at", "updated_at")
 # What `outbox retry` and `outbox cancel` write.
 OPERATOR_SETS = (
     "status",
@@ -130,7 +132,7 @@ def worker_duties() -> tuple[Duty, ...]:
     """The worker: claim due rows, record their outcomes, keep the sending gate."""
     lifecycle = lifecycle_columns()
     return (
-        Duty("claim", (Right("SELECT", MESSAGES), Right("UPDATE", MESSAGES, lifecycle))),
+        Duty("claim", (Right("SELECT", MESSAGES), Right("UPDATE", MESSAGES, _present(CLAIM_SETS)))),
         Duty("record", (Right("UPDATE", MESSAGES, lifecycle), TriggerRuns())),
         Duty(
             "keep the gate",

@@ -10,12 +10,21 @@ from typing import Any
 import billiard.pool
 from celery import Celery
 from celery.apps.worker import Worker
-from celery.signals import beat_init, celeryd_after_setup, import_modules, worker_process_init
+from celery.signals import (
+    beat_init,
+    celeryd_after_setup,
+    import_modules,
+    worker_init,
+    worker_process_init,
+)
 from kombu import Exchange, Queue
+from sqlalchemy.exc import OperationalError
 
-from worker.database import dispose_engines
+from worker.database import dispose_engines, engine_for
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
 from worker.ops import api_target
+from worker.ops.privileges import Duty, beat_duties, worker_duties
+from worker.ops.start_check import MissingRight, require_rights
 from worker.runtime.broker import transport_options
 from worker.settings import Settings, SettingsError
 
@@ -132,6 +141,31 @@ def _say_which_api(**_: object) -> None:
         return
     log.info("%s", api_target.describe(settings))
     _api_announced = True
+
+
+def require_rights_at_start(process: str, duties: tuple[Duty, ...]) -> None:
+    """Stop the process with one line when its role lacks a right its duties need, before it
+    sends anything it could not record. A database not reachable yet is no reason to stop:
+    the process waits for it as it always has."""
+    try:
+        require_rights(engine_for(settings.database_url), process, duties)
+    except MissingRight as error:
+        print(f"outbox: {error}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except OperationalError as error:
+        log.warning(
+            "%s: rights not checked, the database is not reachable: %s", process, error.orig
+        )
+
+
+@worker_init.connect
+def _check_the_workers_rights(**_: object) -> None:
+    require_rights_at_start("worker", worker_duties())
+
+
+@beat_init.connect
+def _check_beats_rights(**_: object) -> None:
+    require_rights_at_start("beat", beat_duties())
 
 
 @worker_process_init.connect

@@ -14,7 +14,8 @@ from worker.ops import migrate as migration
 from worker.ops.access import OperatorError
 from worker.ops.cli import changing, reading
 from worker.ops.grants import GrantsError, grants_sql
-from worker.ops.privileges import ROLES
+from worker.ops.privileges import ROLES, receiver_duties
+from worker.ops.start_check import MissingRight, require_rights
 from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
 
 DEFAULT_METRICS_PORT = 9808
@@ -223,6 +224,10 @@ def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
     login = ReceiverSettings.from_environ(OUTBOX_DATABASE_URL=settings.database_url)
     with access.open_outbox(settings.database_url) as engine:
+        try:
+            require_rights(engine, "receiver", receiver_duties())
+        except MissingRight as error:
+            raise OperatorError(str(error), 3) from None
         try:
             sock = listen(args.host, args.port)
         except OSError as error:
