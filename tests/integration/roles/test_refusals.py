@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import psycopg
-import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import ProgrammingError

@@ -73,7 +73,8 @@ def test_the_worker_names_the_right_the_record_lacks(
     with pytest.raises(MissingRight) as refused:
         require_rights(role_engine("worker"), "worker", worker_duties())
     assert str(refused.value) == (
-        f"worker cannot record: UPDATE on outbox_messages(tracking_id) is not granted to role {worker}"
+        "worker cannot record: UPDATE on outbox_messages(tracking_id) "
+        f"is not granted to role {worker}"
     )
 
 

@@ -23,7 +23,8 @@ CASES: dict[str, tuple[Role, str, list[str], str]] = {
         "worker",
         "REVOKE UPDATE (tracking_id) ON outbox_messages FROM {role}",
         [str(BIN / "outbox-celery"), "-A", "worker", "worker", "--pool", "solo"],
-        "worker cannot record: UPDATE on outbox_messages(tracking_id) is not granted to role {role}",
+        "worker cannot record: UPDATE on outbox_messages(tracking_id) "
+        "is not granted to role {role}",
     ),
     "beat": (
         "worker",
@@ -35,7 +36,8 @@ CASES: dict[str, tuple[Role, str, list[str], str]] = {
         "receiver",
         "REVOKE INSERT ON outbox_delivery_reports FROM {role}",
         [str(BIN / "outbox"), "receiver", "--port", "0"],
-        "receiver cannot store reports: INSERT on outbox_delivery_reports is not granted to role {role}",
+        "receiver cannot store reports: INSERT on outbox_delivery_reports "
+        "is not granted to role {role}",
     ),
 }
 
