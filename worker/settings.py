@@ -39,6 +39,12 @@ def is_local_host(host: str) -> bool:
         return False
 
 
+# What an HTTP header value may hold, as the API key needs it: visible ASCII, inner spaces and
+# tabs, nothing around it. A key with a stray space from a .env file is refused at start: sent,
+# the HTTP library would refuse the header with the key itself in its error text.
+HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
+
+
 class SettingsError(OutboxError, ValueError):
     """A setting is missing or invalid; the message names the variable and says why."""
 
@@ -172,6 +178,9 @@ class ApiSettings(_Concern):
     sandbox_hosts: Annotated[frozenset[str], BeforeValidator(_host_names)] = Field(
         frozenset(), alias="WIRAYA_SANDBOX_HOSTS"
     )
+    # The secret every process of one deployment shares to fingerprint the API key with
+    # (worker.dispatch.retry.key_fingerprint); unset, the database's location stands in.
+    key_fingerprint_salt: SecretStr | None = Field(None, alias="OUTBOX_KEY_FINGERPRINT_SALT")
 
     @model_validator(mode="after")
     def _check_api(self) -> Self:
@@ -186,6 +195,11 @@ class ApiSettings(_Concern):
         key = self.wiraya_api_key
         if key is not None and not key.get_secret_value().strip():
             raise ValueError("WIRAYA_API_KEY: must not be blank")
+        if key is not None and not HEADER_VALUE.fullmatch(key.get_secret_value()):
+            raise ValueError(
+                "WIRAYA_API_KEY: must be printable ASCII with no space or tab before or after it "
+                "(it is sent as an HTTP header): check the .env file or the secret's file"
+            )
         if key is None and not self.wiraya_is_local:
             raise ValueError("WIRAYA_API_KEY: required unless WIRAYA_BASE_URL is a local sandbox")
         return self
@@ -333,6 +347,11 @@ class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):
 class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings):
     """A worker's settings: every concern, and the rules that join them."""
 
+    @property
+    def fingerprint_salt(self) -> str:
+        """What the API key's fingerprint is keyed with (see fingerprint_salt below)."""
+        return fingerprint_salt(self, self.database_url)
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
         if self.lease <= self.wiraya_timeout:
@@ -360,8 +379,22 @@ def _describe(exc: ValidationError) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if not name:
         return message
-    shown = "" if "KEY" in name or "AUTH" in name else f" (got {error.get('input')!r})"
+    secret = any(word in name for word in ("KEY", "AUTH", "URL", "PASSWORD", "SALT"))
+    shown = "" if secret else f" (got {error.get('input')!r})"
     return f"{name}: {message}{shown}"
+
+
+def fingerprint_salt(api: ApiSettings, database_url: str) -> str:
+    """The key of the API key's fingerprint: OUTBOX_KEY_FINGERPRINT_SALT, else the database's
+    location (host, port, database; never the user or password), which every process of one
+    deployment names alike whatever its role, and which sets deployments apart."""
+    if api.key_fingerprint_salt is not None:
+        return api.key_fingerprint_salt.get_secret_value()
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return database_url
+    return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
 
 
 def database_url_from_environ(environ: Mapping[str, str] | None = None) -> str:

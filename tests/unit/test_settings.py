@@ -202,6 +202,29 @@ def test_a_blank_key_is_refused(key: str) -> None:
     assert refusal({"WIRAYA_API_KEY": key}).startswith("WIRAYA_API_KEY: ")
 
 
+UNFIT_KEYS = [
+    KEY + " ",  # a .env line with a trailing space
+    " " + KEY,
+    KEY + "\t",
+    KEY + "\n",  # a secret's file read with its final newline
+    KEY[:4] + "\u00e9" + KEY[4:],  # not ASCII: the HTTP library would refuse or mangle it
+    KEY[:4] + "\u200b" + KEY[4:],  # a zero-width space from a copy-paste
+    KEY[:4] + "\x7f" + KEY[4:],
+    KEY[:4] + "\x00" + KEY[4:],
+]
+
+
+@pytest.mark.parametrize("key", UNFIT_KEYS, ids=repr)
+def test_a_key_unfit_for_an_http_header_is_refused_naming_the_variable_only(key: str) -> None:
+    message = refusal({"WIRAYA_API_KEY": key})
+    assert message.startswith("WIRAYA_API_KEY: must be printable ASCII")
+    assert KEY[:4] not in message and KEY[-4:] not in message
+
+
+def test_a_key_with_inner_spaces_as_a_header_may_hold_them_is_taken() -> None:
+    assert Settings.from_environ({"WIRAYA_API_KEY": "Bearer abc"}).api_key == "Bearer abc"
+
+
 @pytest.mark.parametrize(
     "url", ["http://api.wiraya.com", "http://10.0.0.5:8080", "http://localhost.example.com"]
 )

@@ -139,7 +139,7 @@ def _say_which_api(**_: object) -> None:
     global _api_announced
     if _api_announced or not logging.getLogger().handlers:
         return
-    log.info("%s", api_target.describe(settings))
+    log.info("%s", api_target.describe(settings, settings.database_url))
     _api_announced = True
 
 
