@@ -90,8 +90,13 @@ class _Concern(BaseModel):
         Only this class's variables are read: the others belong to another concern.
         """
         environ = os.environ if environ is None else environ
-        aliases = {field.alias for field in cls.model_fields.values()}
-        values: dict[str, Any] = {k: v for k, v in environ.items() if k in aliases and v != ""}
+        aliases = {field.alias for field in cls.model_fields.values() if field.alias}
+        try:
+            values: dict[str, Any] = {
+                name: value for name in aliases if (value := _variable(environ, name))
+            }
+        except OSError as error:
+            raise SettingsError(str(error)) from None
         values.update(overrides)
         try:
             return cls.model_validate(values)
@@ -372,6 +377,22 @@ def _behind_pooler(variable: str, url: str) -> bool:
         raise ValueError(f"{variable}: {error}") from None
 
 
+def _variable(environ: Mapping[str, str], name: str) -> str:
+    """``name``'s value, or else the content of the file ``name``_FILE names (a secret mounted
+    as a file stays out of the environment and of `ps`), its final line break dropped; "" when
+    neither is set. OSError naming the variable when the file cannot be read."""
+    value = environ.get(name, "")
+    path = environ.get(f"{name}_FILE", "")
+    if value or not path:
+        return value
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise OSError(f"{name}_FILE: cannot read {path}: {reason}") from None
+    return content.removesuffix("\n").removesuffix("\r")
+
+
 def _describe(exc: ValidationError) -> str:
     """One line naming the first bad variable and why, without echoing secret values."""
     error = exc.errors()[0]
@@ -401,4 +422,7 @@ def database_url_from_environ(environ: Mapping[str, str] | None = None) -> str:
     """OUTBOX_DATABASE_URL alone, for tools that need no API settings (migrations, the CLI)."""
     environ = os.environ if environ is None else environ
     default = DatabaseSettings.model_fields["database_url"].default
-    return environ.get("OUTBOX_DATABASE_URL") or str(default)
+    try:
+        return _variable(environ, "OUTBOX_DATABASE_URL") or str(default)
+    except OSError as error:
+        raise SettingsError(str(error)) from None

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import FINAL_STATUSES, Priority, Status
@@ -63,10 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     """Every command and its options."""
     parser = argparse.ArgumentParser(
         prog="outbox",
-        description="Operate the Wiraya outbox. The database is OUTBOX_DATABASE_URL "
-        "(default sqlite:///outbox.db) unless --database-url is given.",
+        description="Operate the Wiraya outbox. The database is OUTBOX_DATABASE_URL, or the "
+        "content of the file OUTBOX_DATABASE_URL_FILE names (default sqlite:///outbox.db), "
+        "unless --database-url or --database-url-file is given.",
     )
-    parser.add_argument("--database-url", metavar="URL", help="the outbox database to use")
+    urls = parser.add_mutually_exclusive_group()
+    urls.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the outbox database to use; a password in it shows in `ps` to every user of the "
+        "machine: give it in OUTBOX_DATABASE_URL or a file instead",
+    )
+    urls.add_argument(
+        "--database-url-file",
+        metavar="PATH",
+        type=_url_in_file,
+        dest="database_url",
+        help="read the database URL from a file (its final line break dropped)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_reading(commands)
     _add_changing(commands)
@@ -195,6 +210,14 @@ def _add_selection(parser: argparse.ArgumentParser, status: str, time_meaning: s
     )
     parser.add_argument("--all", action="store_true", help=f"every {status} message")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+
+def _url_in_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {reason}") from None
 
 
 def _priority(text: str) -> Priority:
