@@ -188,8 +188,13 @@ def operator_duties() -> tuple[Duty, ...]:
     )
 
 
-Role = Literal["producer", "worker", "receiver", "operator"]
-ROLES: tuple[Role, ...] = ("producer", "worker", "receiver", "operator")
+def metrics_duties() -> tuple[Duty, ...]:
+    """`outbox metrics`: reads what the operator reads, changes nothing."""
+    return operator_duties()[:1]
+
+
+Role = Literal["producer", "worker", "receiver", "operator", "metrics"]
+ROLES: tuple[Role, ...] = ("producer", "worker", "receiver", "operator", "metrics")
 
 
 def role_duties(role: Role) -> tuple[Duty, ...]:
@@ -200,6 +205,8 @@ def role_duties(role: Role) -> tuple[Duty, ...]:
         return worker_duties() + beat_duties()
     if role == "receiver":
         return receiver_duties()
+    if role == "metrics":
+        return metrics_duties()
     return operator_duties()
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from tests.conftest import alembic_config
 from tests.integration.roles.conftest import ROLE_NAMES, run_as_owner
+from worker.ops.cli import main
 from worker.ops.grants import grants_sql
 from worker.ops.privileges import Role
 
@@ -108,3 +109,16 @@ def test_the_early_report_trigger_runs_as_its_owner_with_a_fixed_search_path(
         found = connection.execute(query, {"name": "outbox_messages_match_reports"}).one()
         assert found == (False, None, True)
         assert connection.scalar(text("SELECT to_regproc('outbox_message_is')")) is None
+
+
+def test_grants_apply_runs_the_script_as_the_owner_and_metrics_only_reads(
+    postgres_url: str, role_names: dict[Role, str], role_engine: EngineOf
+) -> None:
+    run_as_owner(postgres_url, grants_sql(role_names, create=True))  # the roles exist
+    run_as_owner(postgres_url, f'REVOKE ALL ON outbox_messages FROM "{ROLE_NAMES["metrics"]}"')
+    roles = [f"--{process}={name}" for process, name in role_names.items()]
+    assert main(["--database-url", postgres_url, "grants", *roles, "--apply"]) == 0
+    metrics = role_engine("metrics")
+    assert not refused(metrics, "SELECT count(*) FROM outbox_messages")
+    assert refused(metrics, "DELETE FROM outbox_messages")
+    assert refused(metrics, "UPDATE outbox_dispatch_gate SET reason = 'x'")

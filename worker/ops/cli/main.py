@@ -182,6 +182,11 @@ def _add_running(commands: Commands) -> None:
         action="store_true",
         help="create the roles (LOGIN, no password: set one apart) unless they exist",
     )
+    grants.add_argument(
+        "--apply",
+        action="store_true",
+        help="run the SQL on the outbox database instead of printing it (connected as its owner)",
+    )
     grants.set_defaults(handler=cmd_grants)
 
     demo = commands.add_parser(
@@ -268,7 +273,15 @@ def cmd_grants(args: argparse.Namespace, settings: OperatorSettings) -> int:
         script = grants_sql(roles, schema=args.schema, create=args.create_roles)
     except GrantsError as error:
         raise OperatorError(f"grants: {error}", 2) from None
-    sys.stdout.write(script)
+    if not args.apply:
+        sys.stdout.write(script)
+        return 0
+    with access.open_outbox(settings.database_url) as engine:
+        if engine.dialect.name != "postgresql":
+            raise OperatorError("grants: SQLite has no roles: nothing to grant", 2)
+        access.run_script(engine, script)
+    names = ", ".join(f"{process} {name}" for process, name in roles.items())
+    print(f"granted each role its rights at {access.shown_url(settings.database_url)}: {names}")
     return 0
 
 
