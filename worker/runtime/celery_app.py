@@ -143,6 +143,21 @@ def _say_which_api(**_: object) -> None:
     _api_announced = True
 
 
+@import_modules.connect  # in Flower's process, once its web handlers are loaded
+def _flower_metrics_behind_its_login(**_: object) -> None:
+    # Flower serves /metrics without asking for FLOWER_BASIC_AUTH, which every other page of
+    # it asks for: the metrics name the workers, their hosts and the task counts. Its handler
+    # gets the same guard as the other pages. Looked up, never imported: a worker or beat
+    # process loads no Flower (only Flower's own process has it loaded).
+    monitor = sys.modules.get("flower.views.monitor")
+    web = sys.modules.get("tornado.web")
+    if monitor is None or web is None or getattr(monitor.Metrics.get, "behind_login", False):
+        return
+    guarded = web.authenticated(monitor.Metrics.get)
+    guarded.behind_login = True
+    monitor.Metrics.get = guarded
+
+
 def require_rights_at_start(process: str, duties: tuple[Duty, ...]) -> None:
     """Stop the process with one line when its role lacks a right its duties need, before it
     sends anything it could not record. A database not reachable yet is no reason to stop:
