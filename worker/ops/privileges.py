@@ -178,12 +178,16 @@ def operator_duties() -> tuple[Duty, ...]:
     """The CLI and the metrics: read everything; retry, cancel, prune; resume the gate."""
     tables = (MESSAGES, REPORTS, dispatch_gate.name, refused_keys.name, HOUSEKEEPING)
     return (
-        Duty("read", tuple(Right("SELECT", table) for table in tables)),
+        # The gate's read-out creates its row the first time, before any worker has run.
+        Duty(
+            "read",
+            (*(Right("SELECT", table) for table in tables), Right("INSERT", dispatch_gate.name)),
+        ),
         Duty("retry and cancel", (Right("UPDATE", MESSAGES, _present(OPERATOR_SETS)),)),
         Duty("prune", (Right("DELETE", MESSAGES), Right("DELETE", REPORTS))),
         Duty(
             "resume",
-            _rights("INSERT UPDATE", dispatch_gate.name) + _rights("UPDATE", refused_keys.name),
+            _rights("UPDATE", dispatch_gate.name) + _rights("UPDATE", refused_keys.name),
         ),
     )
 

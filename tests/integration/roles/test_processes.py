@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
@@ -20,15 +21,17 @@ from models import DuplicateMessage, Status, aenqueue, enqueue, enqueue_many
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.integration.dispatch.harness import ALPHA, Outbox, recipient
 from tests.integration.roles.conftest import as_role
+from worker.database import make_engine
 from worker.dispatch.claim import claim, new_token
 from worker.dispatch.gate import read_gate
 from worker.dispatch.record import RowResult, record
 from worker.ops.cli import main
+from worker.ops.metrics import registry_for
 from worker.ops.privileges import Role
 from worker.receipts.reports import Report
 from worker.receipts.storage import store_reports
 from worker.runtime.housekeeping import PRUNE, Housekeeping
-from worker.settings import DatabaseSettings
+from worker.settings import DatabaseSettings, OperatorSettings
 
 EngineOf = Callable[[Role], Engine]
 TRACKING = "7" * 32
@@ -199,3 +202,13 @@ def test_a_plain_sql_insert_works_under_the_producers_role(role_engine: EngineOf
             {"content": '{"$type": "SMSProject", "projectId": 1}'},
         )
     assert new_id == 1
+
+
+def test_the_metrics_are_read_under_their_role_on_a_fresh_outbox(granted_url: str) -> None:
+    engine = make_engine(as_role(granted_url, "metrics"))
+    try:
+        settings = OperatorSettings.from_environ({}, OUTBOX_DATABASE_URL=granted_url)
+        scraped = generate_latest(registry_for(engine, settings)).decode()
+    finally:
+        engine.dispose()
+    assert "outbox_" in scraped
