@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 from models import DEFAULT_LIMITS, MessageLimits
 from worker.database import behind_transaction_pooler
 from worker.errors import OutboxError
+from worker.secrets import fingerprint_salt, variable
 
 
 def is_local_host(host: str) -> bool:
@@ -39,9 +40,8 @@ def is_local_host(host: str) -> bool:
         return False
 
 
-# What an HTTP header value may hold, as the API key needs it: visible ASCII, inner spaces and
-# tabs, nothing around it. A key with a stray space from a .env file is refused at start: sent,
-# the HTTP library would refuse the header with the key itself in its error text.
+# An HTTP header value as the API key needs it: visible ASCII, inner spaces and tabs only. A stray
+# space from a .env file, sent, makes the HTTP library quote the key in its error.
 HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
 
 
@@ -93,7 +93,7 @@ class _Concern(BaseModel):
         aliases = {field.alias for field in cls.model_fields.values() if field.alias}
         try:
             values: dict[str, Any] = {
-                name: value for name in aliases if (value := _variable(environ, name))
+                name: value for name in aliases if (value := variable(environ, name))
             }
         except OSError as error:
             raise SettingsError(str(error)) from None
@@ -354,8 +354,8 @@ class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, 
 
     @property
     def fingerprint_salt(self) -> str:
-        """What the API key's fingerprint is keyed with (see fingerprint_salt below)."""
-        return fingerprint_salt(self, self.database_url)
+        """What the API key's fingerprint is keyed with (worker.secrets.fingerprint_salt)."""
+        return fingerprint_salt(self.key_fingerprint_salt, self.database_url)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
@@ -377,22 +377,6 @@ def _behind_pooler(variable: str, url: str) -> bool:
         raise ValueError(f"{variable}: {error}") from None
 
 
-def _variable(environ: Mapping[str, str], name: str) -> str:
-    """``name``'s value, or else the content of the file ``name``_FILE names (a secret mounted
-    as a file stays out of the environment and of `ps`), its final line break dropped; "" when
-    neither is set. OSError naming the variable when the file cannot be read."""
-    value = environ.get(name, "")
-    path = environ.get(f"{name}_FILE", "")
-    if value or not path:
-        return value
-    try:
-        content = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or type(error).__name__
-        raise OSError(f"{name}_FILE: cannot read {path}: {reason}") from None
-    return content.removesuffix("\n").removesuffix("\r")
-
-
 def _describe(exc: ValidationError) -> str:
     """One line naming the first bad variable and why, without echoing secret values."""
     error = exc.errors()[0]
@@ -405,24 +389,11 @@ def _describe(exc: ValidationError) -> str:
     return f"{name}: {message}{shown}"
 
 
-def fingerprint_salt(api: ApiSettings, database_url: str) -> str:
-    """The key of the API key's fingerprint: OUTBOX_KEY_FINGERPRINT_SALT, else the database's
-    location (host, port, database; never the user or password), which every process of one
-    deployment names alike whatever its role, and which sets deployments apart."""
-    if api.key_fingerprint_salt is not None:
-        return api.key_fingerprint_salt.get_secret_value()
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        return database_url
-    return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
-
-
 def database_url_from_environ(environ: Mapping[str, str] | None = None) -> str:
     """OUTBOX_DATABASE_URL alone, for tools that need no API settings (migrations, the CLI)."""
     environ = os.environ if environ is None else environ
     default = DatabaseSettings.model_fields["database_url"].default
     try:
-        return _variable(environ, "OUTBOX_DATABASE_URL") or str(default)
+        return variable(environ, "OUTBOX_DATABASE_URL") or str(default)
     except OSError as error:
         raise SettingsError(str(error)) from None

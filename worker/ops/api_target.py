@@ -9,12 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from worker.dispatch.retry import key_fingerprint
-from worker.settings import (
-    ApiSettings,
-    SettingsError,
-    database_url_from_environ,
-    fingerprint_salt,
-)
+from worker.secrets import fingerprint_salt
+from worker.settings import ApiSettings, SettingsError, database_url_from_environ
 
 
 def describe(settings: ApiSettings, database_url: str) -> str:
@@ -22,7 +18,7 @@ def describe(settings: ApiSettings, database_url: str) -> str:
     if settings.wiraya_api_key is None:
         key = "no key: a local sandbox"
     else:
-        salt = fingerprint_salt(settings, database_url)
+        salt = fingerprint_salt(settings.key_fingerprint_salt, database_url)
         key = f"key fingerprint {key_fingerprint(settings.api_key, salt)}"
     return f"Wiraya API {settings.wiraya_base_url} ({key})"
 

@@ -15,7 +15,8 @@ import pytest
 from tests.e2e.harness import CELERY, OUTBOX_CELERY, VENV_BIN, Service, free_port
 from worker.dispatch.retry import key_fingerprint
 from worker.ops.api_target import describe, describe_environ
-from worker.settings import ApiSettings, fingerprint_salt
+from worker.secrets import fingerprint_salt
+from worker.settings import ApiSettings
 
 KEY = "key-that-must-never-be-logged"
 BASE_URL = "https://api.wiraya.example"
@@ -33,7 +34,7 @@ DATABASE = "postgresql+psycopg://outbox_worker:pw@db.internal:5432/outbox"
 def fingerprint(database_url: str) -> str:
     """KEY's fingerprint as a process with ``database_url`` and no explicit salt shows it."""
     api = ApiSettings.from_environ({"WIRAYA_BASE_URL": BASE_URL, "WIRAYA_API_KEY": KEY})
-    return key_fingerprint(KEY, fingerprint_salt(api, database_url))
+    return key_fingerprint(KEY, fingerprint_salt(api.key_fingerprint_salt, database_url))
 
 
 def test_the_line_names_the_url_and_the_key_fingerprint_only() -> None:
@@ -55,7 +56,8 @@ def test_the_fingerprint_is_the_deployments_whatever_the_role_and_none_elsewhere
     salted = ApiSettings.from_environ(
         {"WIRAYA_BASE_URL": BASE_URL, "WIRAYA_API_KEY": KEY, "OUTBOX_KEY_FINGERPRINT_SALT": "s3"}
     )
-    assert fingerprint_salt(salted, DATABASE) == fingerprint_salt(salted, operator) == "s3"
+    salt = salted.key_fingerprint_salt
+    assert fingerprint_salt(salt, DATABASE) == fingerprint_salt(salt, operator) == "s3"
 
 
 def test_a_process_without_api_settings_says_so() -> None:
