@@ -57,18 +57,6 @@ SUBSTITUTION = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?P<rest>[^}]*)\}$")
 URL_PASSWORD = re.compile(r"://[^:/@]+:(?P<password>.+)@")
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    loaded = yaml.safe_load(COMPOSE.read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return dict(compose["services"])
-
-
 def test_every_service_readme_promises_is_there(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == {"postgres", "redis", "prometheus", *ENTRY_POINTS}
 

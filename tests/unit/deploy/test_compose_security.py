@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
@@ -79,18 +78,6 @@ SECRET_USERS = {
     "FLOWER_PROMETHEUS_PASSWORD": {"flower"},
 }
 USED = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)")
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    loaded = yaml.safe_load(COMPOSE.read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return dict(compose["services"])
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
