@@ -9,12 +9,18 @@
   a message's doing: the request is bisected until the message that draws it is alone, which
   spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
   answers nobody else, it is the API's: nothing more is sent, and the gate counts it.
+- Every message of a request that failed without an answer becomes a suspect (its suspicion,
+  kept on the row, counts such requests; an answer sets it back to 0). Suspects go out after
+  their batch's clean messages, each alone, least suspected first: one never holds another
+  back, and a suspect's lone failure spends its attempt while the API is seen answering. A
+  probe is the least suspected message: a message that keeps failing stops being the probe.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -82,6 +88,8 @@ class Delivery:
     poisoned: dict[int, str] = field(default_factory=dict)  # drew request failures alone
     expired: dict[int, str] = field(default_factory=dict)  # no request could end before expiry
     unresolved: list[ClaimedRow] = field(default_factory=list)  # unsent or unanswered
+    # Per message, the requests holding it that failed without an answer.
+    unanswered: Counter[int] = field(default_factory=Counter)
     failure: RequestFailure | None = None  # what stopped the batch, when something did
     requests: list[RequestRecord] = field(default_factory=list)
 
@@ -111,9 +119,9 @@ class Courier:
     def deliver(self, batch: list[Outgoing], permit: Permit, *, lease_end: datetime) -> Delivery:
         """Send ``batch`` (a probe sends one message first); return every answer gathered."""
         run = _Run(self, permit, lease_end)
+        batch = sorted(batch, key=lambda outgoing: outgoing.order)
         if permit.probe is not None and batch:
-            # The probe asks whether the API answers: not a message known to fail on its own.
-            batch = sorted(batch, key=lambda outgoing: outgoing.isolated_before)
+            # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
             if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
                 run.permit_probe_done()
@@ -140,12 +148,17 @@ class _Run:
         self.permit = Permit(self.permit.view, self.permit.size)
 
     def send_all(self, batch: list[Outgoing]) -> None:
-        """Near-expiry messages first, in a request of their own; then the rest."""
+        """Clean messages near expiry first, in a request of their own; then the other clean
+        ones; then each suspect alone, in ``batch``'s order. What a stop leaves is released."""
         horizon = self.courier.clock() + self.courier.timeout
-        soon = [o for o in batch if o.expires_at is not None and o.expires_at < horizon]
-        later = [o for o in batch if o.expires_at is None or o.expires_at >= horizon]
-        for group in (soon, later):
+        clean = [o for o in batch if not o.suspicion]
+        soon = [o for o in clean if o.expires_at is not None and o.expires_at < horizon]
+        later = [o for o in clean if o.expires_at is None or o.expires_at >= horizon]
+        groups = [soon, later, *([o] for o in batch if o.suspicion)]
+        for number, group in enumerate(groups):
             if group and self.send_and_settle(group) is Flow.STOP:
+                for rest in groups[number + 1 :]:
+                    self.stop(rest)
                 return
 
     def send_and_settle(self, batch: list[Outgoing]) -> Flow:
@@ -156,8 +169,8 @@ class _Run:
         evidence = self.answered_here or self.permit.view.answered_since_failure()
         if len(batch) > 1 and evidence:
             return self.isolate(batch)
-        if evidence and batch[0].isolated_before and self.permit.probe is None:
-            return self.guilty(batch)  # alone again, and the API answers: it is the message
+        if evidence and batch[0].suspicion and self.permit.probe is None:
+            return self.guilty(batch)  # a suspect alone, and the API answers: it is the message
         if self.count_failure(started):
             return self.stop(batch)
         return self.guilty(batch)  # the API answered others while this request failed
@@ -287,6 +300,7 @@ class _Run:
                     now=now,
                 )
             return self.stop(batch)
+        self.delivery.unanswered.update(outgoing.id for outgoing in batch)
         return Flow.FAILED
 
     def _split(

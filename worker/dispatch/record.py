@@ -33,6 +33,7 @@ class RowResult:
     next_attempt_at: datetime | None = None
     tracking_id: str | None = None
     last_error: str | None = None
+    suspicion: int | None = None  # None: unchanged (a row released unsent keeps its count)
 
 
 def printable(value: str, limit: int = MAX_ERROR_LENGTH) -> str:
@@ -66,6 +67,7 @@ UPDATE outbox_messages AS m SET
     claim_token = NULL,
     tracking_id = coalesce({_RESULT} ->> 'tracking_id', m.tracking_id),
     last_error = {_RESULT} ->> 'last_error',
+    suspicion = coalesce(CAST({_RESULT} ->> 'suspicion' AS integer), m.suspicion),
     accepted_at = CASE WHEN {_RESULT} ->> 'status' = 'accepted' THEN :now
                   ELSE m.accepted_at END,
     updated_at = :now
@@ -79,6 +81,7 @@ RECORD_SQLITE = f"""
 WITH v AS (
     SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'attempts' AS attempts,
            value ->> 'next_attempt_at' AS next_attempt_at,
+           value ->> 'suspicion' AS suspicion,
            value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error
     FROM json_each(:results))
 UPDATE outbox_messages AS m SET
@@ -89,6 +92,7 @@ UPDATE outbox_messages AS m SET
     claim_token = NULL,
     tracking_id = coalesce(v.tracking_id, m.tracking_id),
     last_error = v.last_error,
+    suspicion = coalesce(v.suspicion, m.suspicion),
     accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
     updated_at = :now
 FROM v
@@ -134,6 +138,7 @@ def _result_json(result: RowResult, is_sqlite: bool) -> dict[str, Any]:
         "next_attempt_at": _timestamp(result.next_attempt_at, is_sqlite),
         "tracking_id": result.tracking_id,
         "last_error": _error_text(result),
+        "suspicion": result.suspicion,
     }
 
 

@@ -25,7 +25,7 @@ OUTBOX_TABLES = {
     "outbox_housekeeping",
     "outbox_delivery_reports",
 }
-HEAD = "0007_match_reports_per_statement"
+HEAD = "0008_suspects"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
@@ -139,6 +139,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "first_due_at",
         "delivery_status",
         "delivery_status_at",
+        "suspicion",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
@@ -152,6 +153,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "created_at",
         "updated_at",
         "priority",
+        "suspicion",
     }
     if engine.dialect.name == "postgresql":
         types = {name: str(column["type"]) for name, column in columns.items()}
