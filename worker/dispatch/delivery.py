@@ -9,8 +9,9 @@
   a message's doing: the request is bisected until the message that draws it is alone, which
   spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
   answers nobody else, it is the API's: nothing more is sent, and the gate counts it.
-- Every message of a request that failed without an answer becomes a suspect (its suspicion,
-  kept on the row, counts such requests; an answer sets it back to 0). Suspects go out after
+- A message in a request that failed without an answer while the API is seen answering, or
+  alone, becomes a suspect (its suspicion, kept on the row, counts such requests; an answer
+  sets it back to 0): an outage's bystanders in a batch do not. Suspects go out after
   their batch's clean messages, each alone, least suspected first: one never holds another
   back, and a suspect's lone failure spends its attempt while the API is seen answering. A
   probe is the least suspected message: a message that keeps failing stops being the probe.
@@ -116,9 +117,19 @@ class Courier:
         self.rng = rng
         self.should_stop = should_stop
 
-    def deliver(self, batch: list[Outgoing], permit: Permit, *, lease_end: datetime) -> Delivery:
-        """Send ``batch`` (a probe sends one message first); return every answer gathered."""
-        run = _Run(self, permit, lease_end)
+    def deliver(
+        self,
+        batch: list[Outgoing],
+        permit: Permit,
+        *,
+        lease_end: datetime,
+        before_suspects: Callable[[Delivery], None] = lambda delivery: None,
+    ) -> Delivery:
+        """Send ``batch`` (a probe sends one message first); return every answer gathered.
+
+        ``before_suspects`` is shown the answers so far once the clean messages are settled and
+        before any suspect is sent (a suspect may hang for a whole timeout)."""
+        run = _Run(self, permit, lease_end, before_suspects)
         batch = sorted(batch, key=lambda outgoing: outgoing.order)
         if permit.probe is not None and batch:
             # The probe asks whether the API answers: the least suspected message, alone.
@@ -136,12 +147,24 @@ class Courier:
 class _Run:
     """One batch's delivery in progress."""
 
-    def __init__(self, courier: Courier, permit: Permit, lease_end: datetime) -> None:
+    def __init__(
+        self,
+        courier: Courier,
+        permit: Permit,
+        lease_end: datetime,
+        before_suspects: Callable[[Delivery], None],
+    ) -> None:
+        self.before_suspects = before_suspects
         self.courier = courier
         self.permit = permit
         self.lease_end = lease_end
         self.delivery = Delivery()
         self.answered_here = False  # some request of this batch was answered
+
+    def api_answers(self) -> bool:
+        """Whether the API is seen answering: this batch had an answer, or the gate's last
+        news of the API is an answer."""
+        return self.answered_here or self.permit.view.answered_since_failure()
 
     def permit_probe_done(self) -> None:
         """After a probe's answer the gate is open: the rest goes out as an ordinary batch."""
@@ -156,6 +179,8 @@ class _Run:
         later = [o for o in clean if o.expires_at is None or o.expires_at >= horizon]
         groups = [soon, later, *([o] for o in batch if o.suspicion)]
         for number, group in enumerate(groups):
+            if number == 2 and (soon or later):
+                self.before_suspects(self.delivery)
             if group and self.send_and_settle(group) is Flow.STOP:
                 for rest in groups[number + 1 :]:
                     self.stop(rest)
@@ -166,7 +191,7 @@ class _Run:
         flow, started = self.send(batch)
         if flow is not Flow.FAILED:
             return flow
-        evidence = self.answered_here or self.permit.view.answered_since_failure()
+        evidence = self.api_answers()
         if len(batch) > 1 and evidence:
             return self.isolate(batch)
         if evidence and batch[0].suspicion and self.permit.probe is None:
@@ -300,7 +325,8 @@ class _Run:
                     now=now,
                 )
             return self.stop(batch)
-        self.delivery.unanswered.update(outgoing.id for outgoing in batch)
+        if len(batch) == 1 or self.api_answers():  # not a bystander of an outage
+            self.delivery.unanswered.update(outgoing.id for outgoing in batch)
         return Flow.FAILED
 
     def _split(

@@ -27,7 +27,13 @@ from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
 from worker.dispatch.delivery import Courier, Delivery, Sender
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
-from worker.dispatch.outcomes import Outcomes, released, results_of, unsent_failure
+from worker.dispatch.outcomes import (
+    Outcomes,
+    released,
+    results_of,
+    take_settled,
+    unsent_failure,
+)
 from worker.dispatch.record import RowResult, record
 from worker.dispatch.retry import key_fingerprint
 from worker.dispatch.screen import Screened, screen
@@ -195,9 +201,19 @@ class Dispatcher:
     ) -> None:
         screened = self._screen(rows, permit, token, now, summary)
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
+
+        def record_before_suspects(delivery: Delivery) -> None:
+            """Record the clean messages' outcomes before a suspect may hang for a timeout."""
+            settled = take_settled(screened.outgoing, delivery, self.outcomes, now=self.clock())
+            self._write(summary, results + settled, token)
+            results.clear()
+
         if screened.outgoing:
             delivery = self.courier.deliver(
-                screened.outgoing, permit, lease_end=now + self.settings.lease
+                screened.outgoing,
+                permit,
+                lease_end=now + self.settings.lease,
+                before_suspects=record_before_suspects,
             )
         else:
             delivery = Delivery()

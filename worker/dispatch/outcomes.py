@@ -82,9 +82,32 @@ def results_of(
     outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, *, now: datetime
 ) -> list[RowResult]:
     """Every sent row's next state from the answers its requests got; the unanswered released."""
+    results = _settled(outgoing, delivery, outcomes, now)
+    failure = delivery.failure
+    reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
+    raised = _raised(outgoing, delivery)
+    results += [released(row, reason, raised.get(row.id)) for row in delivery.unresolved]
+    return results
+
+
+def take_settled(
+    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, *, now: datetime
+) -> list[RowResult]:
+    """The next state of every row settled so far, taken out of ``delivery`` to be recorded
+    now: ``results_of`` leaves them out afterwards."""
+    results = _settled(outgoing, delivery, outcomes, now)
+    for result in results:
+        for settled in (delivery.outcomes, delivery.poisoned, delivery.expired):
+            settled.pop(result.id, None)
+    return results
+
+
+def _settled(
+    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, now: datetime
+) -> list[RowResult]:
+    """The rows with an answer, an isolation or an expiry, and what each becomes."""
     results = []
-    # A request that failed without an answer raised the suspicion of every message in it.
-    raised = {item.id: item.suspicion + delivery.unanswered[item.id] for item in outgoing}
+    raised = _raised(outgoing, delivery)
     for item in outgoing:
         row = item.row
         if row.id in delivery.outcomes:
@@ -93,7 +116,9 @@ def results_of(
             results.append(outcomes.retry(row, delivery.poisoned[row.id], now, raised[row.id]))
         elif row.id in delivery.expired:
             results.append(unsent_failure(row, delivery.expired[row.id]))
-    failure = delivery.failure
-    reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
-    results += [released(row, reason, raised.get(row.id)) for row in delivery.unresolved]
     return results
+
+
+def _raised(outgoing: list[Outgoing], delivery: Delivery) -> dict[int, int]:
+    """Each message's suspicion, raised by the requests that failed with it unanswered."""
+    return {item.id: item.suspicion + delivery.unanswered[item.id] for item in outgoing}

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from models import OutboxMessage, Status
 from sandbox.recipients import POISON_SUFFIX
@@ -106,6 +107,34 @@ def test_a_hanging_message_ends_failed_while_traffic_keeps_arriving(outbox: Outb
     _isolated(outbox.row(hanging), "TransportError")
     outbox.settle(dispatcher, rounds=30)
     _accepted_once(outbox, mates)
+
+
+def test_clean_batch_mates_are_recorded_before_a_suspect_is_sent_alone(outbox: Outbox) -> None:
+    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=1, OUTBOX_LEASE_SECONDS=4)
+    dispatcher.sender = Hanging(dispatcher.sender, outbox.clock)
+    outbox.enqueue_ordinary(2)
+    assert dispatcher.dispatch_once().accepted == 2  # the API answers
+    [hanging] = outbox.enqueue(HANG)
+    mates = outbox.enqueue_ordinary(5)
+    with outbox.engine.begin() as connection:  # an earlier request with it failed unanswered
+        connection.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.client_message_id == hanging)
+            .values(suspicion=1)
+        )
+    claimed_at = outbox.clock.now
+
+    summary = dispatcher.dispatch_once()
+
+    # The five go out first, in one request, and are recorded before the suspect hangs alone.
+    assert (summary.requests, summary.accepted, summary.retried) == (2, 5, 1)
+    assert {outbox.row(m).accepted_at for m in mates} == {claimed_at}
+    row = outbox.row(hanging)
+    assert (row.status, row.attempts, row.suspicion) == (Status.PENDING, 1, 2)
+    assert row.last_error is not None and row.last_error.startswith("isolated: ")
+    assert "TransportError" in row.last_error
+    assert outbox.clock.now > claimed_at  # the hang took its window
+    assert outbox.gate().failures == 0
 
 
 def test_an_outage_opens_the_circuit_probes_on_its_cadence_and_spends_no_attempt(
