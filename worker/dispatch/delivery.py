@@ -123,38 +123,31 @@ class Courier:
         permit: Permit,
         *,
         lease_end: datetime,
-        before_suspects: Callable[[Delivery], None] = lambda delivery: None,
+        on_settled: Callable[[Delivery], None] = lambda delivery: None,
     ) -> Delivery:
         """Send ``batch`` (a probe sends one message first); return every answer gathered.
 
-        ``before_suspects`` is shown the answers so far once the clean messages are settled and
+        ``on_settled`` is shown the answers so far once the clean messages are settled and
         before any suspect is sent (a suspect may hang for a whole timeout)."""
-        run = _Run(self, permit, lease_end, before_suspects)
+        run = _Run(self, permit, lease_end)
         batch = sorted(batch, key=lambda outgoing: outgoing.order)
         if permit.probe is not None and batch:
             # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
             if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
                 run.permit_probe_done()
-                run.send_all(rest)
+                run.send_all(rest, on_settled)
             else:
                 run.delivery.unresolved += [outgoing.row for outgoing in rest]
         else:
-            run.send_all(batch)
+            run.send_all(batch, on_settled)
         return run.delivery
 
 
 class _Run:
     """One batch's delivery in progress."""
 
-    def __init__(
-        self,
-        courier: Courier,
-        permit: Permit,
-        lease_end: datetime,
-        before_suspects: Callable[[Delivery], None],
-    ) -> None:
-        self.before_suspects = before_suspects
+    def __init__(self, courier: Courier, permit: Permit, lease_end: datetime) -> None:
         self.courier = courier
         self.permit = permit
         self.lease_end = lease_end
@@ -170,7 +163,7 @@ class _Run:
         """After a probe's answer the gate is open: the rest goes out as an ordinary batch."""
         self.permit = Permit(self.permit.view, self.permit.size)
 
-    def send_all(self, batch: list[Outgoing]) -> None:
+    def send_all(self, batch: list[Outgoing], on_settled: Callable[[Delivery], None]) -> None:
         """Clean messages near expiry first, in a request of their own; then the other clean
         ones; then each suspect alone, in ``batch``'s order. What a stop leaves is released."""
         horizon = self.courier.clock() + self.courier.timeout
@@ -180,7 +173,7 @@ class _Run:
         groups = [soon, later, *([o] for o in batch if o.suspicion)]
         for number, group in enumerate(groups):
             if number == 2 and (soon or later):
-                self.before_suspects(self.delivery)
+                on_settled(self.delivery)
             if group and self.send_and_settle(group) is Flow.STOP:
                 for rest in groups[number + 1 :]:
                     self.stop(rest)

@@ -36,7 +36,7 @@ from worker.dispatch.outcomes import (
 )
 from worker.dispatch.record import RowResult, record
 from worker.dispatch.retry import key_fingerprint
-from worker.dispatch.screen import Screened, screen
+from worker.dispatch.screen import Outgoing, Screened, screen
 from worker.dispatch.summary import BatchState, BatchSummary
 from worker.settings import Settings
 
@@ -201,19 +201,10 @@ class Dispatcher:
     ) -> None:
         screened = self._screen(rows, permit, token, now, summary)
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
-
-        def record_before_suspects(delivery: Delivery) -> None:
-            """Record the clean messages' outcomes before a suspect may hang for a timeout."""
-            settled = take_settled(screened.outgoing, delivery, self.outcomes, now=self.clock())
-            self._write(summary, results + settled, token)
-            results.clear()
-
         if screened.outgoing:
+            early = _record_first(self, screened.outgoing, results, summary, token)
             delivery = self.courier.deliver(
-                screened.outgoing,
-                permit,
-                lease_end=now + self.settings.lease,
-                before_suspects=record_before_suspects,
+                screened.outgoing, permit, lease_end=now + self.settings.lease, on_settled=early
             )
         else:
             delivery = Delivery()
@@ -255,3 +246,21 @@ class Dispatcher:
         with self.engine.connect() as connection:
             written = record(connection, results, token=token, now=self.clock())
         summary.count([result for result in results if result.id in written])
+
+
+def _record_first(
+    dispatcher: Dispatcher,
+    outgoing: list[Outgoing],
+    unsent: list[RowResult],
+    summary: BatchSummary,
+    token: int,
+) -> Callable[[Delivery], None]:
+    """What records a batch's settled rows (the unsendable, the clean messages' outcomes)
+    before its suspects are sent, each of which may hang for a whole timeout."""
+
+    def record(delivery: Delivery) -> None:
+        settled = take_settled(outgoing, delivery, dispatcher.outcomes, now=dispatcher.clock())
+        dispatcher._write(summary, unsent + settled, token)
+        unsent.clear()  # written: the batch's last record leaves them out
+
+    return record
