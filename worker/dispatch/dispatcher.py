@@ -65,7 +65,7 @@ class Dispatcher:
         self.on_full_batch = on_full_batch
         self.sleep = sleep
         self.should_stop = should_stop
-        self.key = key_fingerprint(settings.api_key)
+        self.key = key_fingerprint(settings.api_key, settings.fingerprint_salt)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
         self.recorder = Recorder(engine, settings.lease, clock, sleep, monotonic)

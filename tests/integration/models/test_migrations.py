@@ -25,7 +25,7 @@ OUTBOX_TABLES = {
     "outbox_housekeeping",
     "outbox_delivery_reports",
 }
-HEAD = "0009_reach_evidence"
+HEAD = "0012_definer_triggers"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
