@@ -1,7 +1,7 @@
 """A message's suspicion: how many requests holding it failed without an answer.
 
 Revision ID: 0008_suspects
-Revises: 0007_match_reports_per_statement
+Revises: 0012_definer_triggers
 Create Date: 2026-12-07
 
 A message in a request that failed as a whole (5xx, a proxy's page, a timeout) may be the cause
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_suspects"
-down_revision: str | None = "0007_match_reports_per_statement"
+down_revision: str | None = "0012_definer_triggers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -32,6 +32,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from worker.clock import Clock
+from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.screen import ISOLATED, Outgoing
@@ -92,6 +93,7 @@ class Delivery:
     # Per message, the requests holding it that failed without an answer.
     unanswered: Counter[int] = field(default_factory=Counter)
     failure: RequestFailure | None = None  # what stopped the batch, when something did
+    reached: dict[int, str] = field(default_factory=dict)  # may be at Wiraya: why (see reach)
     requests: list[RequestRecord] = field(default_factory=list)
 
 
@@ -245,7 +247,7 @@ class _Run:
     def send(self, batch: list[Outgoing]) -> tuple[Flow, datetime]:
         """One request for ``batch`` (and the splits a 400 or a too-large answer asks for)."""
         now = self.courier.clock()
-        batch = self._drop_expiring(batch, now)
+        batch = _drop_expiring(batch, now, self.delivery.expired)
         if not batch:
             return Flow.OK, now
         bound = min(now + self.courier.timeout, self.lease_end - RECORD_MARGIN)
@@ -257,20 +259,6 @@ class _Run:
         result = self._request(batch, now, bound)
         return self._settle(batch, result, now), now
 
-    def _drop_expiring(self, batch: list[Outgoing], now: datetime) -> list[Outgoing]:
-        """Messages whose expiry comes too soon for any request are left out, as expired."""
-        keep = []
-        for outgoing in batch:
-            expires_at = outgoing.expires_at
-            if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
-                self.delivery.expired[outgoing.id] = (
-                    f"expired: no request could end before its expires_at "
-                    f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
-                )
-            else:
-                keep.append(outgoing)
-        return keep
-
     def _request(self, batch: list[Outgoing], now: datetime, bound: datetime) -> SendResult:
         clock_started = time.monotonic()
         deadline = clock_started + (bound - now).total_seconds()
@@ -279,7 +267,19 @@ class _Run:
         seconds = time.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
         self.delivery.requests.append(record)
+        self._note_reach(batch, result)
         return result
+
+    def _note_reach(self, batch: list[Outgoing], result: SendResult) -> None:
+        """Keep why each message of the request may have reached Wiraya, if it may have."""
+        for outgoing in batch:
+            if isinstance(result, Delivered):
+                outcome = result.outcomes.get(outgoing.communication.client_message_id)
+                evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
+            else:
+                evidence = reach.of_request(result)
+            if evidence is not None:
+                self.delivery.reached.setdefault(outgoing.id, evidence)
 
     def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
         now = self.courier.clock()
@@ -346,3 +346,18 @@ class _Run:
 
 def _describe(failure: RequestFailure) -> str:
     return f"{type(failure).__name__}: {failure.reason}"
+
+
+def _drop_expiring(batch: list[Outgoing], now: datetime, expired: dict[int, str]) -> list[Outgoing]:
+    """Messages whose expiry comes too soon for any request are left out, as ``expired``."""
+    keep = []
+    for outgoing in batch:
+        expires_at = outgoing.expires_at
+        if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
+            expired[outgoing.id] = (
+                f"expired: no request could end before its expires_at "
+                f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+            )
+        else:
+            keep.append(outgoing)
+    return keep

@@ -34,7 +34,8 @@ from worker.dispatch.outcomes import (
     take_settled,
     unsent_failure,
 )
-from worker.dispatch.record import RowResult, record
+from worker.dispatch.record import RowResult
+from worker.dispatch.recorder import Recorder
 from worker.dispatch.retry import key_fingerprint
 from worker.dispatch.screen import Outgoing, Screened, screen
 from worker.dispatch.summary import BatchState, BatchSummary
@@ -60,6 +61,7 @@ class Dispatcher:
         on_full_batch: Callable[[], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
@@ -70,9 +72,10 @@ class Dispatcher:
         self.on_full_batch = on_full_batch
         self.sleep = sleep
         self.should_stop = should_stop
-        self.key = key_fingerprint(settings.api_key)
+        self.key = key_fingerprint(settings.api_key, settings.fingerprint_salt)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
+        self.recorder = Recorder(engine, settings.lease, clock, sleep, monotonic)
         self.courier = Courier(
             sender,
             self.gate,
@@ -113,6 +116,8 @@ class Dispatcher:
     def dispatch_once(self, *, wake: bool = True) -> BatchSummary:
         """Claim, screen, send and record one batch (a full one wakes another, with ``wake``)."""
         started = time.monotonic()
+        if (held := self.recorder.held()) is not None:  # logged once, when records began to fail
+            return BatchSummary(state=BatchState.PAUSED, alarm=held)
         summary = self._dispatch_once(wake)
         summary.seconds = round(time.monotonic() - started, 4)
         summary.log()
@@ -150,7 +155,7 @@ class Dispatcher:
             self.on_full_batch()  # more is due: let another worker start on it now
         wait = self._wait_for_slot(permit, now)
         if wait is not None:
-            self._write(summary, [released(row, None) for row in rows], token)
+            self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
             return summary
         self._process(rows, permit, token, now, summary)
@@ -174,6 +179,7 @@ class Dispatcher:
         self, connection: Connection, permit: Permit, now: datetime, token: int
     ) -> list[ClaimedRow]:
         n, v, lease = permit.size, permit.view.version, self.settings.lease
+        n = self.recorder.claim_limit(n)  # one row while records are on trial
         alone = self.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
         return claim(
             connection, limit=n, lease=lease, now=now, version=v, token=token, urgent_alone=alone
@@ -202,7 +208,7 @@ class Dispatcher:
         screened = self._screen(rows, permit, token, now, summary)
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
         if screened.outgoing:
-            early = _record_first(self, screened.outgoing, results, summary, token)
+            early = _record_first(self, screened.outgoing, results, summary, token, now)
             delivery = self.courier.deliver(
                 screened.outgoing, permit, lease_end=now + self.settings.lease, on_settled=early
             )
@@ -212,8 +218,8 @@ class Dispatcher:
                 with self.engine.connect() as connection:
                     self.gate.give_back(connection, permit)
         results += results_of(screened.outgoing, delivery, self.outcomes, now=self.clock())
-        self._write(summary, results, token)
         summary.note_delivery(delivery)
+        self.recorder.write_batch(summary, results, token, now)
 
     def _screen(
         self,
@@ -230,7 +236,7 @@ class Dispatcher:
             if permit.probe is None or screened.outgoing or not rows:
                 break
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
-            self._write(summary, failures, token)
+            self.recorder.write_batch(summary, failures, token, now)
             with self.engine.connect() as connection:
                 rows = self._claim_under(connection, permit, now, token)
             summary.note_claimed(rows)
@@ -241,12 +247,6 @@ class Dispatcher:
         limits = self.settings.message_limits
         return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
 
-    def _write(self, summary: BatchSummary, results: list[RowResult], token: int) -> None:
-        """Record the batch (a stale worker's results are refused and not counted)."""
-        with self.engine.connect() as connection:
-            written = record(connection, results, token=token, now=self.clock())
-        summary.count([result for result in results if result.id in written])
-
 
 def _record_first(
     dispatcher: Dispatcher,
@@ -254,13 +254,14 @@ def _record_first(
     unsent: list[RowResult],
     summary: BatchSummary,
     token: int,
+    claimed_at: datetime,
 ) -> Callable[[Delivery], None]:
     """What records a batch's settled rows (the unsendable, the clean messages' outcomes)
     before its suspects are sent, each of which may hang for a whole timeout."""
 
     def record(delivery: Delivery) -> None:
         settled = take_settled(outgoing, delivery, dispatcher.outcomes, now=dispatcher.clock())
-        dispatcher._write(summary, unsent + settled, token)
+        dispatcher.recorder.write_batch(summary, unsent + settled, token, claimed_at)
         unsent.clear()  # written: the batch's last record leaves them out
 
     return record

@@ -6,6 +6,7 @@ import random
 from datetime import datetime
 
 from models import Status
+from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.delivery import Delivery
 from worker.dispatch.record import RowResult, is_tracking_id
@@ -87,7 +88,7 @@ def results_of(
     reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
     raised = _raised(outgoing, delivery)
     results += [released(row, reason, raised.get(row.id)) for row in delivery.unresolved]
-    return results
+    return reach.with_evidence(results, delivery.reached)
 
 
 def take_settled(
@@ -99,7 +100,7 @@ def take_settled(
     for result in results:
         for settled in (delivery.outcomes, delivery.poisoned, delivery.expired):
             settled.pop(result.id, None)
-    return results
+    return reach.with_evidence(results, delivery.reached)
 
 
 def _settled(

@@ -33,6 +33,7 @@ class RowResult:
     next_attempt_at: datetime | None = None
     tracking_id: str | None = None
     last_error: str | None = None
+    reach_evidence: str | None = None  # why it may have reached Wiraya; kept once written
     suspicion: int | None = None  # None: unchanged (a row released unsent keeps its count)
 
 
@@ -67,6 +68,7 @@ UPDATE outbox_messages AS m SET
     claim_token = NULL,
     tracking_id = coalesce({_RESULT} ->> 'tracking_id', m.tracking_id),
     last_error = {_RESULT} ->> 'last_error',
+    reach_evidence = coalesce(m.reach_evidence, {_RESULT} ->> 'reach_evidence'),
     suspicion = coalesce(CAST({_RESULT} ->> 'suspicion' AS integer), m.suspicion),
     accepted_at = CASE WHEN {_RESULT} ->> 'status' = 'accepted' THEN :now
                   ELSE m.accepted_at END,
@@ -82,7 +84,8 @@ WITH v AS (
     SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'attempts' AS attempts,
            value ->> 'next_attempt_at' AS next_attempt_at,
            value ->> 'suspicion' AS suspicion,
-           value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error
+           value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error,
+           value ->> 'reach_evidence' AS reach_evidence
     FROM json_each(:results))
 UPDATE outbox_messages AS m SET
     status = v.status,
@@ -92,6 +95,7 @@ UPDATE outbox_messages AS m SET
     claim_token = NULL,
     tracking_id = coalesce(v.tracking_id, m.tracking_id),
     last_error = v.last_error,
+    reach_evidence = coalesce(m.reach_evidence, v.reach_evidence),
     suspicion = coalesce(v.suspicion, m.suspicion),
     accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
     updated_at = :now
@@ -132,14 +136,18 @@ def record_parameters(
 
 def _result_json(result: RowResult, is_sqlite: bool) -> dict[str, Any]:
     """One result's columns as the record statement reads them from JSON."""
-    return {
+    columns: dict[str, Any] = {
         "status": result.status.value,
         "attempts": result.attempts,
         "next_attempt_at": _timestamp(result.next_attempt_at, is_sqlite),
         "tracking_id": result.tracking_id,
         "last_error": _error_text(result),
-        "suspicion": result.suspicion,
     }
+    if result.suspicion is not None:  # absent reads as NULL: the row keeps its count
+        columns["suspicion"] = result.suspicion
+    if result.reach_evidence is not None:  # absent reads as NULL: most rows carry none
+        columns["reach_evidence"] = printable(result.reach_evidence)
+    return columns
 
 
 def _error_text(result: RowResult) -> str | None:

@@ -139,6 +139,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "first_due_at",
         "delivery_status",
         "delivery_status_at",
+        "reach_evidence",
         "suspicion",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
