@@ -17,7 +17,7 @@ import orjson
 from sandbox.callbacks import CallbackPusher
 from sandbox.faults import Dice, Faults, RateLimiter, retry_after_seconds
 from sandbox.ledger import Ledger
-from sandbox.recipients import draws_server_error
+from sandbox.recipients import draws_no_answer, draws_server_error
 from sandbox.replies import (
     BAD_GATEWAY,
     BULK_LIMIT,
@@ -40,6 +40,8 @@ from sandbox.work import record, validate
 
 API_PATH = "/api/EnqueueCommunications"
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/json"})
+# How long a request holding a hanging recipient is held before its connection is closed.
+HANG = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,10 @@ class EnqueueService:
         if any(draws_server_error(recipient) for _, recipient in valid):
             self.stats.add(poisoned=1)  # the server fails on it before anything is recorded
             return INTERNAL_ERROR
+        if any(draws_no_answer(recipient) for _, recipient in valid):
+            self.stats.add(poisoned=1)
+            self._pause(HANG)  # the client gives up long before, or the server stops
+            return replace(UNAVAILABLE, drop=True)
         accepted: list[tuple[str, str, str]] = []
         results.update(record(valid, self.ledger, self.stats, accepted))
         if self.callbacks is not None and accepted:

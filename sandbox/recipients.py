@@ -14,6 +14,8 @@
 | 0000006           | poison: every request holding it is answered HTTP 500 (JSON) as a whole,   |
 |                   | and nothing in that request is recorded; requests without it go through    |
 | 0000007           | accepted; its delivery report (sandbox.callbacks) says NOT_DELIVERED       |
+| 0000008           | hanging poison: a request holding it gets no answer (the server holds the  |
+|                   | connection until the client gives up), and nothing in it is recorded       |
 | anything else     | accepted (and reported DELIVERED)                                          |
 
 For example 46700000001 always fails permanently and 46700000002 succeeds on the third try.
@@ -41,6 +43,7 @@ OMITTED_ONCE_SUFFIX = "0000004"
 INVALID_SUFFIX = "0000005"
 POISON_SUFFIX = "0000006"
 NOT_DELIVERED_SUFFIX = "0000007"
+HANG_SUFFIX = "0000008"
 TRANSIENT_TWICE_ATTEMPTS = 2
 
 
@@ -55,6 +58,11 @@ def may_be_test_recipient(recipient: str) -> bool:
 def draws_server_error(recipient: str) -> bool:
     """Whether a request holding this recipient is answered 500 as a whole (a poison message)."""
     return recipient.endswith(POISON_SUFFIX)
+
+
+def draws_no_answer(recipient: str) -> bool:
+    """Whether a request holding this recipient is never answered (a poison message that hangs)."""
+    return recipient.endswith(HANG_SUFFIX)
 
 
 def behaviour(recipient: str, receipt: int) -> Behaviour:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_reach_evidence"
-down_revision: str | None = "0007_match_reports_per_statement"
+down_revision: str | None = "0008_suspects"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -53,7 +53,8 @@ class ClaimedRow:
     priority: int
     expires_at: object
     first_due_at: object
-    last_error: object  # what the last attempt left: tells a message isolated before
+    last_error: object  # why the last attempt did not succeed
+    suspicion: object = 0  # requests holding it that failed without an answer (screened)
 
 
 def new_token() -> int:
@@ -157,7 +158,15 @@ def _returned(dialect: str) -> list[Any]:
         raw = [outbox.c.client_message_id, outbox.c.recipient, cast_(outbox.c.content, Text)]
         times = [outbox.c.expires_at, outbox.c.first_due_at]
     error = cast_(outbox.c.last_error, LargeBinary) if dialect == "sqlite" else outbox.c.last_error
-    return [outbox.c.id, *raw, outbox.c.attempts, outbox.c.priority, *times, error.label("error")]
+    return [
+        outbox.c.id,
+        *raw,
+        outbox.c.attempts,
+        outbox.c.priority,
+        *times,
+        error.label("error"),
+        outbox.c.suspicion,
+    ]
 
 
 # Built once per dialect: the claim runs for every batch, and building it costs more than

@@ -9,12 +9,19 @@
   a message's doing: the request is bisected until the message that draws it is alone, which
   spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
   answers nobody else, it is the API's: nothing more is sent, and the gate counts it.
+- A message in a request that failed without an answer while the API is seen answering, or
+  alone, becomes a suspect (its suspicion, kept on the row, counts such requests; an answer
+  sets it back to 0): an outage's bystanders in a batch do not. Suspects go out after
+  their batch's clean messages, each alone, least suspected first: one never holds another
+  back, and a suspect's lone failure spends its attempt while the API is seen answering. A
+  probe is the least suspected message: a message that keeps failing stops being the probe.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -83,6 +90,8 @@ class Delivery:
     poisoned: dict[int, str] = field(default_factory=dict)  # drew request failures alone
     expired: dict[int, str] = field(default_factory=dict)  # no request could end before expiry
     unresolved: list[ClaimedRow] = field(default_factory=list)  # unsent or unanswered
+    # Per message, the requests holding it that failed without an answer.
+    unanswered: Counter[int] = field(default_factory=Counter)
     failure: RequestFailure | None = None  # what stopped the batch, when something did
     reached: dict[int, str] = field(default_factory=dict)  # may be at Wiraya: why (see reach)
     requests: list[RequestRecord] = field(default_factory=list)
@@ -110,20 +119,30 @@ class Courier:
         self.rng = rng
         self.should_stop = should_stop
 
-    def deliver(self, batch: list[Outgoing], permit: Permit, *, lease_end: datetime) -> Delivery:
-        """Send ``batch`` (a probe sends one message first); return every answer gathered."""
+    def deliver(
+        self,
+        batch: list[Outgoing],
+        permit: Permit,
+        *,
+        lease_end: datetime,
+        on_settled: Callable[[Delivery], None] = lambda delivery: None,
+    ) -> Delivery:
+        """Send ``batch`` (a probe sends one message first); return every answer gathered.
+
+        ``on_settled`` is shown the answers so far once the clean messages are settled and
+        before any suspect is sent (a suspect may hang for a whole timeout)."""
         run = _Run(self, permit, lease_end)
+        batch = sorted(batch, key=lambda outgoing: outgoing.order)
         if permit.probe is not None and batch:
-            # The probe asks whether the API answers: not a message known to fail on its own.
-            batch = sorted(batch, key=lambda outgoing: outgoing.isolated_before)
+            # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
             if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
                 run.permit_probe_done()
-                run.send_all(rest)
+                run.send_all(rest, on_settled)
             else:
                 run.delivery.unresolved += [outgoing.row for outgoing in rest]
         else:
-            run.send_all(batch)
+            run.send_all(batch, on_settled)
         return run.delivery
 
 
@@ -137,17 +156,29 @@ class _Run:
         self.delivery = Delivery()
         self.answered_here = False  # some request of this batch was answered
 
+    def api_answers(self) -> bool:
+        """Whether the API is seen answering: this batch had an answer, or the gate's last
+        news of the API is an answer."""
+        return self.answered_here or self.permit.view.answered_since_failure()
+
     def permit_probe_done(self) -> None:
         """After a probe's answer the gate is open: the rest goes out as an ordinary batch."""
         self.permit = Permit(self.permit.view, self.permit.size)
 
-    def send_all(self, batch: list[Outgoing]) -> None:
-        """Near-expiry messages first, in a request of their own; then the rest."""
+    def send_all(self, batch: list[Outgoing], on_settled: Callable[[Delivery], None]) -> None:
+        """Clean messages near expiry first, in a request of their own; then the other clean
+        ones; then each suspect alone, in ``batch``'s order. What a stop leaves is released."""
         horizon = self.courier.clock() + self.courier.timeout
-        soon = [o for o in batch if o.expires_at is not None and o.expires_at < horizon]
-        later = [o for o in batch if o.expires_at is None or o.expires_at >= horizon]
-        for group in (soon, later):
+        clean = [o for o in batch if not o.suspicion]
+        soon = [o for o in clean if o.expires_at is not None and o.expires_at < horizon]
+        later = [o for o in clean if o.expires_at is None or o.expires_at >= horizon]
+        groups = [soon, later, *([o] for o in batch if o.suspicion)]
+        for number, group in enumerate(groups):
+            if number == 2 and (soon or later):
+                on_settled(self.delivery)
             if group and self.send_and_settle(group) is Flow.STOP:
+                for rest in groups[number + 1 :]:
+                    self.stop(rest)
                 return
 
     def send_and_settle(self, batch: list[Outgoing]) -> Flow:
@@ -155,11 +186,11 @@ class _Run:
         flow, started = self.send(batch)
         if flow is not Flow.FAILED:
             return flow
-        evidence = self.answered_here or self.permit.view.answered_since_failure()
+        evidence = self.api_answers()
         if len(batch) > 1 and evidence:
             return self.isolate(batch)
-        if evidence and batch[0].isolated_before and self.permit.probe is None:
-            return self.guilty(batch)  # alone again, and the API answers: it is the message
+        if evidence and batch[0].suspicion and self.permit.probe is None:
+            return self.guilty(batch)  # a suspect alone, and the API answers: it is the message
         if self.count_failure(started):
             return self.stop(batch)
         return self.guilty(batch)  # the API answered others while this request failed
@@ -216,7 +247,7 @@ class _Run:
     def send(self, batch: list[Outgoing]) -> tuple[Flow, datetime]:
         """One request for ``batch`` (and the splits a 400 or a too-large answer asks for)."""
         now = self.courier.clock()
-        batch = self._drop_expiring(batch, now)
+        batch = _drop_expiring(batch, now, self.delivery.expired)
         if not batch:
             return Flow.OK, now
         bound = min(now + self.courier.timeout, self.lease_end - RECORD_MARGIN)
@@ -227,20 +258,6 @@ class _Run:
             return Flow.STOP, now
         result = self._request(batch, now, bound)
         return self._settle(batch, result, now), now
-
-    def _drop_expiring(self, batch: list[Outgoing], now: datetime) -> list[Outgoing]:
-        """Messages whose expiry comes too soon for any request are left out, as expired."""
-        keep = []
-        for outgoing in batch:
-            expires_at = outgoing.expires_at
-            if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
-                self.delivery.expired[outgoing.id] = (
-                    f"expired: no request could end before its expires_at "
-                    f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
-                )
-            else:
-                keep.append(outgoing)
-        return keep
 
     def _request(self, batch: list[Outgoing], now: datetime, bound: datetime) -> SendResult:
         clock_started = time.monotonic()
@@ -301,6 +318,8 @@ class _Run:
                     now=now,
                 )
             return self.stop(batch)
+        if len(batch) == 1 or self.api_answers():  # not a bystander of an outage
+            self.delivery.unanswered.update(outgoing.id for outgoing in batch)
         return Flow.FAILED
 
     def _split(
@@ -327,3 +346,18 @@ class _Run:
 
 def _describe(failure: RequestFailure) -> str:
     return f"{type(failure).__name__}: {failure.reason}"
+
+
+def _drop_expiring(batch: list[Outgoing], now: datetime, expired: dict[int, str]) -> list[Outgoing]:
+    """Messages whose expiry comes too soon for any request are left out, as ``expired``."""
+    keep = []
+    for outgoing in batch:
+        expires_at = outgoing.expires_at
+        if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
+            expired[outgoing.id] = (
+                f"expired: no request could end before its expires_at "
+                f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+            )
+        else:
+            keep.append(outgoing)
+    return keep

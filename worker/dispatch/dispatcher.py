@@ -27,10 +27,17 @@ from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
 from worker.dispatch.delivery import Courier, Delivery, Sender
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
-from worker.dispatch.outcomes import Outcomes, released, results_of, unsent_failure
+from worker.dispatch.outcomes import (
+    Outcomes,
+    released,
+    results_of,
+    take_settled,
+    unsent_failure,
+)
+from worker.dispatch.record import RowResult
 from worker.dispatch.recorder import Recorder
 from worker.dispatch.retry import key_fingerprint
-from worker.dispatch.screen import Screened, screen
+from worker.dispatch.screen import Outgoing, Screened, screen
 from worker.dispatch.summary import BatchState, BatchSummary
 from worker.settings import Settings
 
@@ -201,8 +208,9 @@ class Dispatcher:
         screened = self._screen(rows, permit, token, now, summary)
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
         if screened.outgoing:
+            early = _record_first(self, screened.outgoing, results, summary, token, now)
             delivery = self.courier.deliver(
-                screened.outgoing, permit, lease_end=now + self.settings.lease
+                screened.outgoing, permit, lease_end=now + self.settings.lease, on_settled=early
             )
         else:
             delivery = Delivery()
@@ -238,3 +246,22 @@ class Dispatcher:
     def _screen_rows(self, rows: list[ClaimedRow], now: datetime) -> Screened:
         limits = self.settings.message_limits
         return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
+
+
+def _record_first(
+    dispatcher: Dispatcher,
+    outgoing: list[Outgoing],
+    unsent: list[RowResult],
+    summary: BatchSummary,
+    token: int,
+    claimed_at: datetime,
+) -> Callable[[Delivery], None]:
+    """What records a batch's settled rows (the unsendable, the clean messages' outcomes)
+    before its suspects are sent, each of which may hang for a whole timeout."""
+
+    def record(delivery: Delivery) -> None:
+        settled = take_settled(outgoing, delivery, dispatcher.outcomes, now=dispatcher.clock())
+        dispatcher.recorder.write_batch(summary, unsent + settled, token, claimed_at)
+        unsent.clear()  # written: the batch's last record leaves them out
+
+    return record

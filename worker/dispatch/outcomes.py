@@ -30,19 +30,24 @@ class Outcomes:
                 return RowResult(
                     row.id, Status.ACCEPTED, row.attempts, tracking_id=outcome.tracking_id
                 )
-            return self.retry(row, "accepted without a valid tracking id: resent", now)
+            return self.retry(row, "accepted without a valid tracking id: resent", now, 0)
         if isinstance(outcome, Rejected):
             return RowResult(
                 row.id, Status.FAILED, row.attempts, last_error=f"rejected: {outcome.reason}"
             )
-        # Transient or Unknown: costs an attempt, resent later under the same id.
-        return self.retry(row, outcome.reason, now)
+        # Transient or Unknown: costs an attempt, resent later under the same id; answered,
+        # the message is no suspect.
+        return self.retry(row, outcome.reason, now, 0)
 
-    def retry(self, row: ClaimedRow, reason: str, now: datetime) -> RowResult:
+    def retry(
+        self, row: ClaimedRow, reason: str, now: datetime, suspicion: int | None = None
+    ) -> RowResult:
         """An attempt spent: resent after a backoff, or failed once the attempts are used up."""
         if row.attempts >= self.settings.max_attempts:
             reason = f"gave up after {row.attempts} attempts: {reason}"
-            return RowResult(row.id, Status.FAILED, row.attempts, last_error=reason)
+            return RowResult(
+                row.id, Status.FAILED, row.attempts, last_error=reason, suspicion=suspicion
+            )
         delay = backoff(
             row.attempts,
             base=self.settings.backoff_base,
@@ -50,7 +55,12 @@ class Outcomes:
             rng=self.rng,
         )
         return RowResult(
-            row.id, Status.PENDING, row.attempts, next_attempt_at=now + delay, last_error=reason
+            row.id,
+            Status.PENDING,
+            row.attempts,
+            next_attempt_at=now + delay,
+            last_error=reason,
+            suspicion=suspicion,
         )
 
 
@@ -59,27 +69,57 @@ def unsent_failure(row: ClaimedRow, reason: str) -> RowResult:
     return RowResult(row.id, Status.FAILED, row.attempts - 1, last_error=reason)
 
 
-def released(row: ClaimedRow, reason: str | None) -> RowResult:
+def released(row: ClaimedRow, reason: str | None, suspicion: int | None = None) -> RowResult:
     """Back to pending, unsent or with its outcome not held against it: attempt given back.
 
-    It keeps its due time, so it keeps its place in its lane; the gate holds it back."""
-    return RowResult(row.id, Status.PENDING, row.attempts - 1, last_error=reason)
+    It keeps its due time, so it keeps its place in its lane; the gate holds it back. It keeps
+    its suspicion, raised by the requests that failed with it (``suspicion``)."""
+    return RowResult(
+        row.id, Status.PENDING, row.attempts - 1, last_error=reason, suspicion=suspicion
+    )
 
 
 def results_of(
     outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, *, now: datetime
 ) -> list[RowResult]:
     """Every sent row's next state from the answers its requests got; the unanswered released."""
+    results = _settled(outgoing, delivery, outcomes, now)
+    failure = delivery.failure
+    reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
+    raised = _raised(outgoing, delivery)
+    results += [released(row, reason, raised.get(row.id)) for row in delivery.unresolved]
+    return reach.with_evidence(results, delivery.reached)
+
+
+def take_settled(
+    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, *, now: datetime
+) -> list[RowResult]:
+    """The next state of every row settled so far, taken out of ``delivery`` to be recorded
+    now: ``results_of`` leaves them out afterwards."""
+    results = _settled(outgoing, delivery, outcomes, now)
+    for result in results:
+        for settled in (delivery.outcomes, delivery.poisoned, delivery.expired):
+            settled.pop(result.id, None)
+    return reach.with_evidence(results, delivery.reached)
+
+
+def _settled(
+    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, now: datetime
+) -> list[RowResult]:
+    """The rows with an answer, an isolation or an expiry, and what each becomes."""
     results = []
+    raised = _raised(outgoing, delivery)
     for item in outgoing:
         row = item.row
         if row.id in delivery.outcomes:
             results.append(outcomes.of_answer(row, delivery.outcomes[row.id], now))
         elif row.id in delivery.poisoned:
-            results.append(outcomes.retry(row, delivery.poisoned[row.id], now))
+            results.append(outcomes.retry(row, delivery.poisoned[row.id], now, raised[row.id]))
         elif row.id in delivery.expired:
             results.append(unsent_failure(row, delivery.expired[row.id]))
-    failure = delivery.failure
-    reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
-    results += [released(row, reason) for row in delivery.unresolved]
-    return reach.with_evidence(results, delivery.reached)
+    return results
+
+
+def _raised(outgoing: list[Outgoing], delivery: Delivery) -> dict[int, int]:
+    """Each message's suspicion, raised by the requests that failed with it unanswered."""
+    return {item.id: item.suspicion + delivery.unanswered[item.id] for item in outgoing}

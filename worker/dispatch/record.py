@@ -34,6 +34,7 @@ class RowResult:
     tracking_id: str | None = None
     last_error: str | None = None
     reach_evidence: str | None = None  # why it may have reached Wiraya; kept once written
+    suspicion: int | None = None  # None: unchanged (a row released unsent keeps its count)
 
 
 def printable(value: str, limit: int = MAX_ERROR_LENGTH) -> str:
@@ -68,6 +69,7 @@ UPDATE outbox_messages AS m SET
     tracking_id = coalesce({_RESULT} ->> 'tracking_id', m.tracking_id),
     last_error = {_RESULT} ->> 'last_error',
     reach_evidence = coalesce(m.reach_evidence, {_RESULT} ->> 'reach_evidence'),
+    suspicion = coalesce(CAST({_RESULT} ->> 'suspicion' AS integer), m.suspicion),
     accepted_at = CASE WHEN {_RESULT} ->> 'status' = 'accepted' THEN :now
                   ELSE m.accepted_at END,
     updated_at = :now
@@ -81,6 +83,7 @@ RECORD_SQLITE = f"""
 WITH v AS (
     SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'attempts' AS attempts,
            value ->> 'next_attempt_at' AS next_attempt_at,
+           value ->> 'suspicion' AS suspicion,
            value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error,
            value ->> 'reach_evidence' AS reach_evidence
     FROM json_each(:results))
@@ -93,6 +96,7 @@ UPDATE outbox_messages AS m SET
     tracking_id = coalesce(v.tracking_id, m.tracking_id),
     last_error = v.last_error,
     reach_evidence = coalesce(m.reach_evidence, v.reach_evidence),
+    suspicion = coalesce(v.suspicion, m.suspicion),
     accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
     updated_at = :now
 FROM v
@@ -139,6 +143,8 @@ def _result_json(result: RowResult, is_sqlite: bool) -> dict[str, Any]:
         "tracking_id": result.tracking_id,
         "last_error": _error_text(result),
     }
+    if result.suspicion is not None:  # absent reads as NULL: the row keeps its count
+        columns["suspicion"] = result.suspicion
     if result.reach_evidence is not None:  # absent reads as NULL: most rows carry none
         columns["reach_evidence"] = printable(result.reach_evidence)
     return columns

@@ -31,11 +31,16 @@ class Outgoing:
     row: ClaimedRow
     communication: Communication
     expires_at: datetime | None
-    isolated_before: bool  # an earlier attempt found it failing every request it was in
+    suspicion: int  # requests holding it that failed without an answer: above 0, a suspect
 
     @property
     def id(self) -> int:
         return self.row.id
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Least suspected first, then oldest: the order suspects go out, and probes are picked."""
+        return self.suspicion, self.row.id
 
 
 @dataclass(frozen=True)
@@ -90,17 +95,21 @@ def _screen_row(
             limits,
         )
         communication = Communication(*stored)
+        suspicion = _count(row.suspicion, "suspicion")
     except InvalidMessage as problem:
         return f"invalid: {problem}"
     except Exception as error:  # whatever else a raw row can make a parser do: it fails alone
         return f"invalid: the row cannot be read ({type(error).__name__})"
-    return Outgoing(row, communication, expires_at, _isolated_before(row.last_error))
+    return Outgoing(row, communication, expires_at, suspicion)
 
 
-def _isolated_before(last_error: object) -> bool:
-    if isinstance(last_error, bytes | bytearray | memoryview):
-        last_error = bytes(last_error).decode("utf-8", "replace")
-    return isinstance(last_error, str) and ISOLATED in last_error
+def _count(value: object, field: str) -> int:
+    """A count column's value (on SQLite a raw row may hold anything in it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidMessage(field, f"must be a whole number, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidMessage(field, f"must be at least 0, not {value}")
+    return value
 
 
 def _text(value: object, field: str) -> str:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, select, text, update
+from sqlalchemy import Engine, event, func, select, text, update
 from sqlalchemy.orm import Session
 
-from models import NewMessage, OutboxMessage, enqueue_many
+from models import NewMessage, OutboxMessage, Status, enqueue_many
 from sandbox.recipients import (
+    HANG_SUFFIX,
     OMITTED_ONCE_SUFFIX,
     PERMANENT_SUFFIX,
     TRANSIENT_FOREVER_SUFFIX,
@@ -33,12 +35,13 @@ from worker.dispatch.gate import GateView
 from worker.dispatch.summary import BatchSummary
 from worker.settings import Settings
 from worker.wiraya.client import WirayaClient
-from worker.wiraya.results import Communication, SendResult
+from worker.wiraya.results import Communication, SendResult, TransportError
 
 PERMANENT = "4670" + PERMANENT_SUFFIX
 TRANSIENT_TWICE = "4670" + TRANSIENT_TWICE_SUFFIX
 TRANSIENT_FOREVER = "4670" + TRANSIENT_FOREVER_SUFFIX
 OMITTED_ONCE = "4670" + OMITTED_ONCE_SUFFIX
+HANG = "4670" + HANG_SUFFIX
 ALPHA = {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "Your code is 123456"}
 
 # Short durations keep arithmetic readable; none of them is ever waited out for real.
@@ -210,6 +213,52 @@ class Outbox:
             summaries.append(summary)
         raise AssertionError(f"still dispatching after {limit} batches: {summaries[-1]}")
 
+    def settle(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        rounds: int = 100,
+        each_round: Callable[[], object] = lambda: None,
+    ) -> list[BatchSummary]:
+        """Dispatch until no row is pending or sending, moving the clock to the next moment
+        anything can happen (a pause's or a probe's end, a row's due time or lease end) when a
+        dispatch finds nothing to do. ``each_round`` runs before every dispatch (traffic
+        arriving). Raises when rows are still unsettled after ``rounds`` dispatches."""
+        summaries: list[BatchSummary] = []
+        for _ in range(rounds):
+            if not self.unsettled():
+                return summaries
+            each_round()
+            summary = dispatcher.dispatch_once()
+            summaries.append(summary)
+            if summary.state in ("idle", "paused"):
+                self.clock.move_to(max(self.clock.now, self.next_event()))
+        unsettled = {m: (r.status, r.attempts, r.last_error) for m, r in self.unsettled().items()}
+        raise AssertionError(f"unsettled after {rounds} dispatches: {unsettled}")
+
+    def unsettled(self) -> dict[str, OutboxMessage]:
+        """The rows still pending or sending."""
+        rows = self.rows()
+        return {m: r for m, r in rows.items() if r.status in (Status.PENDING, Status.SENDING)}
+
+    def next_event(self) -> datetime:
+        """The earliest moment after now at which a pause, a probe, a due time or a lease ends."""
+        gate = self.gate()
+        with self.engine.connect() as connection:
+            due = connection.scalar(
+                select(func.min(OutboxMessage.next_attempt_at)).where(
+                    OutboxMessage.status == Status.PENDING
+                )
+            )
+            lease = connection.scalar(
+                select(func.min(OutboxMessage.locked_until)).where(
+                    OutboxMessage.status == Status.SENDING
+                )
+            )
+        moments = [gate.paused_until, gate.next_probe_at, gate.probe_until, due, lease]
+        later = [moment for moment in moments if moment is not None and moment > self.clock.now]
+        return min(later, default=self.clock.now + timedelta(seconds=1))
+
 
 class WhileSending:
     """A sender that lets ``meanwhile`` run while its request is in flight, then sends.
@@ -224,6 +273,29 @@ class WhileSending:
     def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
         self.seen.append(self.meanwhile())
         return self.inner.send(batch, deadline=deadline)
+
+
+class Hanging:
+    """A sender whose requests that get no answer cost the test clock their whole window.
+
+    A request holding the sandbox's hanging recipient (…0000008) really goes out and really
+    times out, after a tenth of a second instead of its window: the clock then moves by the
+    window, as the wait would have taken it. Other requests go out as they are.
+    """
+
+    REAL_WAIT = 0.1
+
+    def __init__(self, inner: Sender, clock: Clock) -> None:
+        self.inner, self.clock = inner, clock
+
+    def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
+        if deadline is None or not any(c.recipient == HANG for c in batch):
+            return self.inner.send(batch, deadline=deadline)
+        window = deadline - time.monotonic()
+        result = self.inner.send(batch, deadline=time.monotonic() + self.REAL_WAIT)
+        assert isinstance(result, TransportError), result
+        self.clock.advance(window)
+        return result
 
 
 def outage_from(sandbox: RunningSandbox, request: int) -> Callable[[], BatchSummary]:

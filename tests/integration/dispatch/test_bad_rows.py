@@ -195,3 +195,28 @@ def test_a_raw_row_holding_nul_fails_alone_on_sqlite(
     finally:
         outbox.close()
         engine.dispose()
+
+
+def test_a_suspicion_that_is_not_a_count_fails_alone(outbox: Outbox) -> None:
+    good = outbox.enqueue_ordinary(2)
+    outbox.insert_raw("negative", recipient(930), ALPHA)
+    outbox.insert_raw("not-a-number", recipient(931), ALPHA)
+    good += outbox.enqueue_ordinary(2)
+    sqlite = outbox.engine.dialect.name == "sqlite"
+    # SQLite keeps text in an integer column; PostgreSQL takes a negative count only.
+    values = {"negative": -1, "not-a-number": "many" if sqlite else -1}
+    with outbox.engine.begin() as connection:
+        for client_message_id, value in values.items():
+            connection.execute(
+                text("UPDATE outbox_messages SET suspicion = :value WHERE client_message_id = :id"),
+                {"value": value, "id": client_message_id},
+            )
+
+    outbox.dispatcher().dispatch_once()
+
+    wrong_type = "must be a whole number, not str" if sqlite else "must be at least 0, not -1"
+    bad = {
+        "negative": "invalid: suspicion: must be at least 0, not -1",
+        "not-a-number": f"invalid: suspicion: {wrong_type}",
+    }
+    assert_only_bad_rows_failed(outbox, good, bad)

@@ -140,6 +140,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "delivery_status",
         "delivery_status_at",
         "reach_evidence",
+        "suspicion",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
@@ -153,6 +154,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "created_at",
         "updated_at",
         "priority",
+        "suspicion",
     }
     if engine.dialect.name == "postgresql":
         types = {name: str(column["type"]) for name, column in columns.items()}
