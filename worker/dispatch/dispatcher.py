@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from worker.clock import Clock, utc_now
+from worker.clock import Clock
+from worker.database import outbox_clock
 from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
 from worker.dispatch.delivery import Courier, Delivery, Sender
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
@@ -49,7 +50,8 @@ class Dispatcher:
         engine: Engine,
         sender: Sender,
         *,
-        clock: Clock = utc_now,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_full_batch: Callable[[], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -58,7 +60,10 @@ class Dispatcher:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.clock = clock
+        # The outbox's time, shared by every worker and host: by default the database's clock
+        # advanced by ``monotonic`` (README, "The sending gate"); tests inject their own.
+        self.clock = clock if clock is not None else outbox_clock(engine, monotonic)
+        self.monotonic = monotonic
         # The OS's randomness: a dispatcher built before a fork gives each process its own.
         self.rng = rng or random.SystemRandom()
         self.on_full_batch = on_full_batch
@@ -71,7 +76,7 @@ class Dispatcher:
             sender,
             self.gate,
             self.engine.connect,
-            clock=clock,
+            clock=self.clock,
             timeout=settings.wiraya_timeout,
             rng=self.rng,
             should_stop=should_stop,
@@ -91,24 +96,24 @@ class Dispatcher:
 
         Only the first full batch wakes another dispatch.
         """
-        started = time.monotonic()
+        started = self.monotonic()
         summary = self.dispatch_once()
         deadline = started + budget.total_seconds()
         while (
             summary.state is BatchState.SENT
             and summary.full
-            and time.monotonic() < deadline
+            and self.monotonic() < deadline
             and not self.should_stop()
         ):
             summary.add(self.dispatch_once(wake=False))
-        summary.seconds = round(time.monotonic() - started, 4)
+        summary.seconds = round(self.monotonic() - started, 4)
         return summary
 
     def dispatch_once(self, *, wake: bool = True) -> BatchSummary:
         """Claim, screen, send and record one batch (a full one wakes another, with ``wake``)."""
-        started = time.monotonic()
+        started = self.monotonic()
         summary = self._dispatch_once(wake)
-        summary.seconds = round(time.monotonic() - started, 4)
+        summary.seconds = round(self.monotonic() - started, 4)
         summary.log()
         return summary
 
