@@ -42,7 +42,7 @@ PROBE_CLAIMS = 5
 
 
 class Dispatcher:
-    """Runs one batch at a time against the outbox database and a Sender."""
+    """Runs one batch at a time against the outbox database and a Sender, on the outbox's time."""
 
     def __init__(
         self,
@@ -60,9 +60,7 @@ class Dispatcher:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # The outbox's time, shared by every worker and host: by default the database's clock
-        # advanced by ``monotonic`` (README, "The sending gate"); tests inject their own.
-        self.clock = clock if clock is not None else outbox_clock(engine, monotonic)
+        self.clock = clock or outbox_clock(engine, monotonic)  # by default the database's
         self.monotonic = monotonic
         # The OS's randomness: a dispatcher built before a fork gives each process its own.
         self.rng = rng or random.SystemRandom()
@@ -182,10 +180,8 @@ class Dispatcher:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
         with self.engine.connect() as connection:
             wait = self.gate.pacing.book_slot(connection, permit.view, now)
-        if wait is None:
-            return SLOT_TOO_FAR
-        if wait <= timedelta(0):
-            return None
+        if wait is None or wait <= timedelta(0):
+            return SLOT_TOO_FAR if wait is None else None
         self.sleep(wait.total_seconds())
         with self.engine.connect() as connection:
             return self.gate.held_after_wait(self.gate.read(connection), permit, self.clock())
