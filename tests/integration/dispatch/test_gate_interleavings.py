@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -361,6 +363,18 @@ STATEFUL = settings(
 )
 
 
+@contextmanager
+def fresh_machine(engine: Engine) -> Iterator[GateInterleavings]:
+    """The machine on a fresh outbox, for a test that takes its steps one by one."""
+    GateInterleavings.engine = engine
+    machine = GateInterleavings()
+    try:
+        machine.fresh_outbox()
+        yield machine
+    finally:
+        machine.teardown()
+
+
 def test_the_gate_holds_its_invariants_under_any_interleaving(engine: Engine) -> None:
     GateInterleavings.engine = engine
     run_state_machine_as_test(GateInterleavings, settings=STATEFUL)
@@ -373,10 +387,7 @@ def test_the_checks_catch_an_unconditional_success(
     # note ignores what happened since its request started (the unconditional UPDATE of old):
     # the check must fail. With the guarded note the same steps pass.
     def lose_an_update() -> None:
-        GateInterleavings.engine = engine
-        machine = GateInterleavings()
-        try:
-            machine.fresh_outbox()
+        with fresh_machine(engine) as machine:
             one, two = machine.workers[0], machine.workers[1]
             machine.read_for(one)
             machine.start_for(one)
@@ -388,8 +399,6 @@ def test_the_checks_catch_an_unconditional_success(
             machine.start_for(two)
             machine.finish_for(two, "rate_limited")  # a pause set while one's request is out
             machine.finish_for(one, "answered")  # must not erase it
-        finally:
-            machine.teardown()
 
     lose_an_update()  # guarded: passes
     from worker.dispatch.gate import transitions
@@ -411,10 +420,7 @@ def test_the_checks_catch_a_refused_key_left_waiting_on_an_open_circuit(
     # the probe is refused. The key's retry must be granted on its cadence, as the circuit's
     # probe; a gate that leaves the refused key waiting for other keys' probes must fail.
     def refused_probe_then_retry() -> None:
-        GateInterleavings.engine = engine
-        machine = GateInterleavings()
-        try:
-            machine.fresh_outbox()
+        with fresh_machine(engine) as machine:
             one = machine.workers[0]
             for _ in range(SETTINGS.circuit_failures):
                 machine.read_for(one)
@@ -430,8 +436,6 @@ def test_the_checks_catch_a_refused_key_left_waiting_on_an_open_circuit(
             machine.read_for(one)
             machine.start_for(one)  # checks that the retry is granted
             assert one.request is not None
-        finally:
-            machine.teardown()
 
     refused_probe_then_retry()
     monkeypatch.setattr(
