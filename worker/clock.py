@@ -39,19 +39,20 @@ class DatabaseClock:
         self.read = read
         self.monotonic = monotonic
         self.refresh = refresh.total_seconds()
-        self.anchor: datetime | None = None  # the database's time at ``anchored_at``
-        self.anchored_at = 0.0
+        # The database's time and the monotonic moment it stands for, as one value: beat's
+        # prune thread reads the clock too, and must never pair one read's time with another's.
+        self.reading: tuple[datetime, float] | None = None
 
     def __call__(self) -> datetime:
-        elapsed = self.monotonic() - self.anchored_at
-        if self.anchor is None or not 0 <= elapsed < self.refresh:
-            self.sync()
-            elapsed = self.monotonic() - self.anchored_at
-        assert self.anchor is not None
-        return self.anchor + timedelta(seconds=elapsed)
+        reading = self.reading
+        if reading is None or not 0 <= self.monotonic() - reading[1] < self.refresh:
+            reading = self.sync()
+        anchor, anchored_at = reading
+        return anchor + timedelta(seconds=self.monotonic() - anchored_at)
 
-    def sync(self) -> None:
+    def sync(self) -> tuple[datetime, float]:
         """Read the database's time; it stands for the middle of the read's round trip."""
         before = self.monotonic()
         database_time = self.read()
-        self.anchor, self.anchored_at = database_time, (before + self.monotonic()) / 2
+        self.reading = (database_time, (before + self.monotonic()) / 2)
+        return self.reading
