@@ -3,6 +3,8 @@
 Three hosts share one PostgreSQL outbox under a request rate: one whose wall clock is 10
 minutes behind, one 10 minutes ahead, one right. Only the hosts' wall clocks are skewed (the
 database's clock is real): each dispatcher runs as in production, on the outbox's time.
+On SQLite the database's clock is the host's: a step back of it is a step back of the
+outbox's time, after which a slot cursor booked before the step holds nothing.
 """
 
 from __future__ import annotations
@@ -124,3 +126,16 @@ def test_hosts_with_skewed_clocks_never_stall_nor_pass_a_pause_or_the_rate(
             assert starts[j] - starts[i] >= (j - i) / RATE - SLACK, (i, j, starts)
     finally:
         outbox.close()
+
+
+def test_a_slot_cursor_booked_before_the_clock_stepped_back_holds_nothing(outbox: Outbox) -> None:
+    # The outbox's clock stepped back 10 minutes (NTP, on SQLite's one host) after a booking.
+    outbox.enqueue_ordinary(3)
+    outbox.set_gate(rate=0.5, next_send_at=outbox.clock.now + timedelta(minutes=10))
+    dispatcher = outbox.dispatcher()
+
+    assert dispatcher.due_batches(outbox.clock.now) == 1
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.accepted) == ("sent", 3)
+    assert outbox.gate().next_send_at == outbox.clock.now + timedelta(seconds=2)  # from now
