@@ -1,4 +1,5 @@
-"""Database engines for the outbox: one per process, created after fork, tuned per dialect.
+"""Database engines for the outbox: one per process, created after fork, tuned per dialect;
+and the database's clock, the outbox's time.
 
 A PostgreSQL URL ending in ``?pooler=transaction`` reaches the database through a pooler in
 transaction mode (PgBouncer's ``pool_mode = transaction``), which hands every transaction to
@@ -11,17 +12,26 @@ client's statement there.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
+
+from worker.clock import Clock, DatabaseClock, utc_now
 
 POOLER_OPTION = "pooler"
 TRANSACTION_POOLER = "transaction"
 
 _engines: dict[str, Engine] = {}
+
+# -- database_now -- The database server's clock; clock_timestamp(), not now(): the time of
+# the read itself, also inside a transaction.
+_DATABASE_NOW = text("SELECT clock_timestamp()")
 
 
 def behind_transaction_pooler(url: str | URL) -> bool:
@@ -93,3 +103,20 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 os.register_at_fork(after_in_child=dispose_engines)
+
+
+def database_now(engine: Engine) -> datetime:
+    """The outbox's time now: the database's clock (on SQLite, the host's: they are one)."""
+    if engine.dialect.name == "sqlite":
+        return utc_now()
+    with engine.connect() as connection:
+        moment: datetime = connection.scalar(_DATABASE_NOW)
+    return moment.astimezone(UTC)
+
+
+def outbox_clock(engine: Engine, monotonic: Callable[[], float] = time.monotonic) -> Clock:
+    """The outbox's time for a long-running process: the database's clock, read every few
+    seconds and advanced by ``monotonic`` in between (on SQLite, the host's clock)."""
+    if engine.dialect.name == "sqlite":
+        return utc_now
+    return DatabaseClock(lambda: database_now(engine), monotonic=monotonic)

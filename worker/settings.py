@@ -225,6 +225,8 @@ class ApiSettings(_Concern):
 # CPU per message hardly falls (README, Performance), and an API that takes fewer says so
 # with a too-large answer, which splits that batch and caps the growth for every worker.
 DEFAULT_BATCH_SIZE_MAX = 500
+# A refused key is tried again at least this often: a brake's exit never waits for an operator.
+MAX_REFUSED_KEY_RETRY = timedelta(hours=1)
 
 
 class DispatchSettings(_Concern):
@@ -247,6 +249,11 @@ class DispatchSettings(_Concern):
     probe_interval: Seconds = Field(timedelta(seconds=10), alias="OUTBOX_PROBE_INTERVAL_SECONDS")
     # A known request rate limit of the API account, across all workers (0: none, learnt).
     rate_limit: float = Field(0.0, alias="OUTBOX_RATE_LIMIT", ge=0, le=100_000)
+    # A refused API key (401/403) tries one message again on this cadence, on its own: the
+    # longest a key the API takes again stays refused without an operator.
+    refused_key_retry: Seconds = Field(
+        timedelta(seconds=300), alias="OUTBOX_REFUSED_KEY_RETRY_SECONDS"
+    )
 
     @model_validator(mode="after")
     def _check_dispatch(self) -> Self:
@@ -258,6 +265,8 @@ class DispatchSettings(_Concern):
             raise ValueError("OUTBOX_PROBE_INTERVAL_SECONDS: must be at most 30 seconds")
         if self.batch_size_max is not None and self.batch_size_max < self.batch_size:
             raise ValueError("OUTBOX_BATCH_SIZE_MAX: must not be below OUTBOX_BATCH_SIZE")
+        if self.refused_key_retry > MAX_REFUSED_KEY_RETRY:
+            raise ValueError("OUTBOX_REFUSED_KEY_RETRY_SECONDS: must be at most 3600 seconds")
         return self
 
     @property

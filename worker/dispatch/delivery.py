@@ -336,12 +336,32 @@ class _Run:
             return Flow.OK
         if isinstance(result, BatchTooLarge):
             with self.courier.connect() as connection:
-                self.courier.gate.too_large(connection, size=len(batch), now=now)
+                self.courier.gate.batches.too_large(connection, size=len(batch), now=now)
         middle = len(batch) // 2
         first, second = batch[:middle], batch[middle:]
+        first_request = len(self.delivery.requests)
         if self.send_and_settle(first) is Flow.STOP:
             return self.stop(second)
-        return self.send_and_settle(second)
+        second_request = len(self.delivery.requests)
+        flow = self.send_and_settle(second)
+        requests = self.delivery.requests
+        if isinstance(result, BatchTooLarge) and (
+            _answered_whole(requests, first_request, first)
+            and _answered_whole(requests, second_request, second)
+            and second_request > first_request
+        ):
+            with self.courier.connect() as connection:
+                self.courier.gate.batches.too_large_for_its_size(
+                    connection, halves=len(second), now=self.courier.clock()
+                )
+        return flow
+
+
+def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
+    """Whether request ``index`` of a delivery sent ``half`` whole and was answered."""
+    if index >= len(requests):
+        return False
+    return (requests[index].size, requests[index].result) == (len(half), Delivered.__name__)
 
 
 def _describe(failure: RequestFailure) -> str:

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from worker.clock import Clock, utc_now
+from worker.clock import Clock
+from worker.database import outbox_clock
 from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
 from worker.dispatch.delivery import Courier, Delivery, Sender
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
@@ -48,7 +49,7 @@ PROBE_CLAIMS = 5
 
 
 class Dispatcher:
-    """Runs one batch at a time against the outbox database and a Sender."""
+    """Runs one batch at a time against the outbox database and a Sender, on the outbox's time."""
 
     def __init__(
         self,
@@ -56,17 +57,18 @@ class Dispatcher:
         engine: Engine,
         sender: Sender,
         *,
-        clock: Clock = utc_now,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_full_batch: Callable[[], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.clock = clock
+        self.clock = clock or outbox_clock(engine, monotonic)  # by default the database's
+        self.monotonic = monotonic
         # The OS's randomness: a dispatcher built before a fork gives each process its own.
         self.rng = rng or random.SystemRandom()
         self.on_full_batch = on_full_batch
@@ -75,12 +77,12 @@ class Dispatcher:
         self.key = key_fingerprint(settings.api_key, settings.fingerprint_salt)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
-        self.recorder = Recorder(engine, settings.lease, clock, sleep, monotonic)
+        self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
         self.courier = Courier(
             sender,
             self.gate,
             self.engine.connect,
-            clock=clock,
+            clock=self.clock,
             timeout=settings.wiraya_timeout,
             rng=self.rng,
             should_stop=should_stop,
@@ -100,26 +102,26 @@ class Dispatcher:
 
         Only the first full batch wakes another dispatch.
         """
-        started = time.monotonic()
+        started = self.monotonic()
         summary = self.dispatch_once()
         deadline = started + budget.total_seconds()
         while (
             summary.state is BatchState.SENT
             and summary.full
-            and time.monotonic() < deadline
+            and self.monotonic() < deadline
             and not self.should_stop()
         ):
             summary.add(self.dispatch_once(wake=False))
-        summary.seconds = round(time.monotonic() - started, 4)
+        summary.seconds = round(self.monotonic() - started, 4)
         return summary
 
     def dispatch_once(self, *, wake: bool = True) -> BatchSummary:
         """Claim, screen, send and record one batch (a full one wakes another, with ``wake``)."""
-        started = time.monotonic()
+        started = self.monotonic()
         if (held := self.recorder.held()) is not None:  # logged once, when records began to fail
             return BatchSummary(state=BatchState.PAUSED, alarm=held)
         summary = self._dispatch_once(wake)
-        summary.seconds = round(time.monotonic() - started, 4)
+        summary.seconds = round(self.monotonic() - started, 4)
         summary.log()
         return summary
 
@@ -189,10 +191,8 @@ class Dispatcher:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
         with self.engine.connect() as connection:
             wait = self.gate.pacing.book_slot(connection, permit.view, now)
-        if wait is None:
-            return SLOT_TOO_FAR
-        if wait <= timedelta(0):
-            return None
+        if wait is None or wait <= timedelta(0):
+            return SLOT_TOO_FAR if wait is None else None
         self.sleep(wait.total_seconds())
         with self.engine.connect() as connection:
             return self.gate.held_after_wait(self.gate.read(connection), permit, self.clock())

@@ -38,7 +38,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Status
-from worker.clock import utc_now
+from worker.database import database_now
 from worker.dispatch.gate import GateState
 from worker.ops import api_target
 from worker.ops.access import OperatorError
@@ -65,12 +65,13 @@ class OutboxCollector(Collector):
         engine: Engine,
         settings: OperatorSettings,
         counters: redis.Redis | None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.counters = counters
-        self.clock = clock
+        # The outbox's time (the database's), which the gate's and the rows' times are in.
+        self.clock = clock or (lambda: database_now(engine))
 
     def collect(self) -> Iterator[Metric]:
         yield from self._gauges()

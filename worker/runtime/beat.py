@@ -18,7 +18,6 @@ from typing import Any
 from celery.beat import Scheduler
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.clock import utc_now
 from worker.database import engine_for
 from worker.dispatch.dispatcher import Dispatcher
 from worker.runtime.celery_app import settings
@@ -46,7 +45,9 @@ class OutboxScheduler(Scheduler):
         self.listener = insert_watcher(settings)
         if self.listener is not None:
             self.listener.start()  # hearing inserts before the first look: none falls between
-        self.pruning = PruneSchedule(Housekeeping(engine, settings))
+        # Beat decides on the outbox's time (the database's), as the workers do.
+        self.clock = self.counter.clock
+        self.pruning = PruneSchedule(Housekeeping(engine, settings, clock=self.clock))
         self.interval = settings.poll_interval.total_seconds()
         self.next_look = 0.0  # monotonic: the first look is at start, not an interval later
         super().__init__(*args, **kwargs)
@@ -62,7 +63,7 @@ class OutboxScheduler(Scheduler):
         if time.monotonic() >= self.next_look:
             self.next_look = time.monotonic() + self.interval
             self.queue_due_dispatches()
-        self.pruning.start_if_due(utc_now())
+        self.pruning.start_if_due(self.clock())
         wait = self.next_look - time.monotonic()
         if wait <= 0:
             return 0.0
@@ -79,7 +80,7 @@ class OutboxScheduler(Scheduler):
         look: beat keeps running, the rows stay due.
         """
         try:
-            due = self.counter.due_batches(utc_now())
+            due = self.counter.due_batches(self.clock())
         except SQLAlchemyError as error:
             log.warning("could not count due rows (looking again soon): %s", error)
             return 0

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Status
 from models.outbox import Base
 from models.types import UtcDateTime
-from worker.clock import utc_now
+from worker.clock import Clock, utc_now
 from worker.ops import changes
 from worker.settings import DatabaseSettings
 
@@ -47,9 +47,12 @@ housekeeping = Table(
 class Housekeeping:
     """The schedule of beat's jobs in the outbox database, and the prune itself."""
 
-    def __init__(self, engine: Engine, settings: DatabaseSettings) -> None:
+    def __init__(
+        self, engine: Engine, settings: DatabaseSettings, *, clock: Clock = utc_now
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.clock = clock  # the outbox's time (beat's), which the schedule's times are in
 
     def take_due(self, job: str, *, now: datetime) -> bool:
         """True for the one caller that finds ``job`` due and moves it PRUNE_HOLD ahead."""
@@ -82,7 +85,7 @@ class Housekeeping:
         """Delete accepted rows older than OUTBOX_RETENTION_SECONDS; book the next prune."""
         cutoff = now - self.settings.retention
         deleted = changes.prune(self.engine, status=Status.ACCEPTED, cutoff=cutoff)
-        self.finish(PRUNE, now=utc_now())
+        self.finish(PRUNE, now=self.clock())
         return deleted
 
 

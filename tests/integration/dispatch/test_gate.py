@@ -23,6 +23,7 @@ from worker.dispatch.retry import INITIAL_RATE, key_fingerprint
 from worker.dispatch.summary import BatchSummary
 
 PROBE_INTERVAL = timedelta(seconds=10)  # the default OUTBOX_PROBE_INTERVAL_SECONDS
+KEY_RETRY = timedelta(seconds=300)  # the default OUTBOX_REFUSED_KEY_RETRY_SECONDS
 
 
 def key_view(outbox: Outbox, api_key: str) -> gates.GateView:
@@ -71,7 +72,7 @@ def test_a_refused_key_stops_that_key_only_and_another_key_sends_at_once(engine:
             outbox.close()
 
 
-def test_a_refused_key_probes_one_message_per_probe_interval(outbox: Outbox) -> None:
+def test_a_refused_key_tries_one_message_per_retry_interval(outbox: Outbox) -> None:
     outbox.sandbox.set_faults(forbidden=True)
     outbox.enqueue_ordinary(4)
     dispatcher = outbox.dispatcher()
@@ -82,12 +83,12 @@ def test_a_refused_key_probes_one_message_per_probe_interval(outbox: Outbox) -> 
     assert summary.alarm is not None and summary.alarm.startswith("Unauthorized: HTTP 403")
     assert {(r.status, r.attempts) for r in outbox.rows().values()} == {(Status.PENDING, 0)}
     refused = key_view(outbox, "sandbox")
-    assert refused.key_next_probe_at == outbox.clock.now + PROBE_INTERVAL
-    outbox.clock.advance(PROBE_INTERVAL.total_seconds() - 0.1)
+    assert refused.key_next_probe_at == outbox.clock.now + KEY_RETRY
+    outbox.clock.advance(KEY_RETRY.total_seconds() - 0.1)
     assert dispatcher.dispatch_once().state == "paused"
     assert outbox.sandbox.request_count == 1
 
-    # On its cadence the refused key tries one message, not a batch.
+    # On its own slow cadence the refused key tries one message, not a batch.
     outbox.clock.advance(0.1)
     probe = dispatcher.dispatch_once()
 
@@ -97,7 +98,7 @@ def test_a_refused_key_probes_one_message_per_probe_interval(outbox: Outbox) -> 
 
     # Once the caller is allowed again, the next probe's answer reopens sending at once.
     outbox.sandbox.set_faults(forbidden=False)
-    outbox.clock.advance(PROBE_INTERVAL.total_seconds())
+    outbox.clock.advance(KEY_RETRY.total_seconds())
     cleared = dispatcher.dispatch_once()
 
     assert (cleared.state, cleared.accepted, cleared.requests) == ("sent", 4, 2)

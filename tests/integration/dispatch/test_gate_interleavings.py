@@ -15,12 +15,18 @@ checked against the database:
    every other brake.
 5. A failure is counted only when no request was answered after it started; a stale success
    is refused (1).
+6. Every brake has an exit that needs nobody: a refused key is granted a retry as soon as its
+   own cadence allows (while the circuit is open, as the circuit's probe); a batch size refused
+   for its size brings the limit down, and a limit creeps back up only from the value read, so
+   a stale worker never undoes a lower limit.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -60,6 +66,7 @@ SETTINGS = Settings.from_environ(
     OUTBOX_LEASE_SECONDS=30,
     OUTBOX_BACKOFF_BASE_SECONDS=1,
     OUTBOX_BACKOFF_MAX_SECONDS=8,
+    OUTBOX_REFUSED_KEY_RETRY_SECONDS=12,
 )
 ROWS = 40
 EPSILON = timedelta(microseconds=1)
@@ -153,6 +160,16 @@ class GateInterleavings(RuleBasedStateMachine):
         busy = [w for w in self.workers if w.request is not None]
         self.finish_for(data.draw(st.sampled_from(busy)), answer)
 
+    @rule(number=st.integers(0, 2), halves=st.integers(1, 8))
+    def api_refuses_a_size(self, number: int, halves: int) -> None:
+        """A batch of 2 x ``halves`` drew a too-large answer and both its halves were taken."""
+        gate, c, now = self.workers[number].gate, self.connection, self.model.now
+        gate.batches.too_large(c, size=2 * halves, now=now)
+        gate.batches.too_large_for_its_size(c, halves=halves, now=now)
+        state = gates.read_gate(c)
+        assert state.batch_limit is not None and state.batch_limit <= halves  # invariant 6
+        assert state.batch_proven is None or state.batch_proven <= halves
+
     @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 2.5, 6.0]))
     def time_passes(self, seconds: float) -> None:
         self.model.now += timedelta(seconds=seconds)
@@ -173,6 +190,7 @@ class GateInterleavings(RuleBasedStateMachine):
         assert worker.view is not None and worker.request is None
         c, now, view = self.connection, self.model.now, worker.view
         self._check_probe_is_granted_when_due(worker)
+        self._check_key_retry_is_granted_when_due(worker)
         permit = worker.gate.permit(c, view, now)
         if not permit.allowed or not worker.gate.pacing.slot_reachable(view, now):
             self._check_other_key_not_held_back(worker, permit)
@@ -208,6 +226,8 @@ class GateInterleavings(RuleBasedStateMachine):
         if answer == "answered":
             worker.gate.answered(c, request.permit, started=request.started, size=1, now=now)
             self._check_pauses_set_since_survive(request.started)
+            if before.batch_limit != request.permit.view.batch_limit:  # lowered since read
+                assert gates.read_gate(c).batch_limit == before.batch_limit  # invariant 6
         elif answer == "failed":
             counted = worker.gate.failed(
                 c, request.permit, started=request.started, reason="503", now=now
@@ -293,6 +313,20 @@ class GateInterleavings(RuleBasedStateMachine):
             assert permit.probe is ProbeKind.CIRCUIT  # invariant 2: on its cadence
             worker.gate.give_back(self.connection, permit)
 
+    def _check_key_retry_is_granted_when_due(self, worker: Worker) -> None:
+        view = worker.view
+        fresh = worker.gate.read(self.connection)
+        if view is None or fresh.version != view.version or not fresh.key_refused:
+            return
+        now = self.model.now
+        due = _free(fresh.key_next_probe_at, fresh.key_probe_until, now)
+        if fresh.circuit_open(SETTINGS.circuit_failures):
+            due = due and _free(fresh.next_probe_at, fresh.probe_until, now)
+        if due and not fresh.paused(now) and worker.gate.pacing.slot_reachable(fresh, now):
+            permit = worker.gate.permit(self.connection, fresh, now)
+            assert permit.probe is not None, (fresh, permit)  # invariant 6: its own cadence
+            worker.gate.give_back(self.connection, permit)
+
     def _check_other_key_not_held_back(self, worker: Worker, permit: Permit) -> None:
         fresh = worker.gate.read(self.connection)
         now = self.model.now
@@ -317,12 +351,28 @@ class GateInterleavings(RuleBasedStateMachine):
         )
 
 
+def _free(next_at: datetime | None, until: datetime | None, now: datetime) -> bool:
+    return (next_at is None or next_at <= now) and (until is None or until <= now)
+
+
 STATEFUL = settings(
     max_examples=40,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+@contextmanager
+def fresh_machine(engine: Engine) -> Iterator[GateInterleavings]:
+    """The machine on a fresh outbox, for a test that takes its steps one by one."""
+    GateInterleavings.engine = engine
+    machine = GateInterleavings()
+    try:
+        machine.fresh_outbox()
+        yield machine
+    finally:
+        machine.teardown()
 
 
 def test_the_gate_holds_its_invariants_under_any_interleaving(engine: Engine) -> None:
@@ -337,10 +387,7 @@ def test_the_checks_catch_an_unconditional_success(
     # note ignores what happened since its request started (the unconditional UPDATE of old):
     # the check must fail. With the guarded note the same steps pass.
     def lose_an_update() -> None:
-        GateInterleavings.engine = engine
-        machine = GateInterleavings()
-        try:
-            machine.fresh_outbox()
+        with fresh_machine(engine) as machine:
             one, two = machine.workers[0], machine.workers[1]
             machine.read_for(one)
             machine.start_for(one)
@@ -352,8 +399,6 @@ def test_the_checks_catch_an_unconditional_success(
             machine.start_for(two)
             machine.finish_for(two, "rate_limited")  # a pause set while one's request is out
             machine.finish_for(one, "answered")  # must not erase it
-        finally:
-            machine.teardown()
 
     lose_an_update()  # guarded: passes
     from worker.dispatch.gate import transitions
@@ -366,3 +411,37 @@ def test_the_checks_catch_an_unconditional_success(
     monkeypatch.setattr(transitions, "close_circuit_unless_failed_since", unconditional)
     with pytest.raises(AssertionError):
         lose_an_update()
+
+
+def test_the_checks_catch_a_refused_key_left_waiting_on_an_open_circuit(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine's own steps to the deadlock of a single key: an outage opens the circuit and
+    # the probe is refused. The key's retry must be granted on its cadence, as the circuit's
+    # probe; a gate that leaves the refused key waiting for other keys' probes must fail.
+    def refused_probe_then_retry() -> None:
+        with fresh_machine(engine) as machine:
+            one = machine.workers[0]
+            for _ in range(SETTINGS.circuit_failures):
+                machine.read_for(one)
+                machine.start_for(one)
+                machine.finish_for(one, "failed")
+                machine.time_passes(6.0)
+            machine.read_for(one)
+            machine.start_for(one)
+            assert one.request is not None and one.request.permit.probe is ProbeKind.CIRCUIT
+            machine.finish_for(one, "refused")
+            machine.time_passes(6.0)
+            machine.time_passes(6.0)
+            machine.read_for(one)
+            machine.start_for(one)  # checks that the retry is granted
+            assert one.request is not None
+
+    refused_probe_then_retry()
+    monkeypatch.setattr(
+        Gate,
+        "_key_retry",
+        lambda self, connection, view, now: Permit(view, 0, wait_until=view.next_probe_at),
+    )
+    with pytest.raises(AssertionError):
+        refused_probe_then_retry()

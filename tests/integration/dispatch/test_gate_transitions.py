@@ -229,6 +229,26 @@ def test_the_batch_limit_never_falls_below_what_the_api_answered(connection: Con
     assert view(connection).batch_limit == 40
 
 
+def test_a_size_refused_for_its_size_brings_limit_and_proven_down_only(
+    connection: Connection,
+) -> None:
+    t.prove_batch_size(connection, size=32)
+    assert t.lower_batch_size_to(connection, size=8, now=NOW)
+    assert t.lower_batch_size_to(connection, size=4, now=NOW)  # two workers' notes commute:
+    assert not t.lower_batch_size_to(connection, size=8, now=NOW)  # the lower one stays
+    assert (view(connection).batch_limit, view(connection).batch_proven) == (4, 4)
+
+
+def test_the_batch_limit_creeps_up_only_from_the_value_read(connection: Connection) -> None:
+    t.prove_batch_size(connection, size=32)
+    t.lower_batch_size_to(connection, size=8, now=NOW)
+    t.lower_batch_size_to(connection, size=4, now=NOW)  # another worker's note meanwhile
+    assert not t.raise_batch_limit_if_unchanged(connection, read_limit=8, limit=16, now=NOW)
+    assert view(connection).batch_limit == 4
+    assert t.raise_batch_limit_if_unchanged(connection, read_limit=4, limit=None, now=NOW)
+    assert view(connection).batch_limit is None
+
+
 def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
     connection: Connection,
 ) -> None:
@@ -236,6 +256,7 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
         fail(connection, started=NOW, now=NOW + second * SECOND, pause=60 * SECOND)
     refuse(connection, reason="x")
     t.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=1.0, now=NOW)
+    t.prove_batch_size(connection, size=8)
     t.limit_batch_size_to_proven(connection, size=10, now=NOW)
     t.reset(connection, now=NOW + 5 * SECOND)
     state = view(connection, "k")
@@ -246,6 +267,7 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
         None,
     )
     assert (state.rate, state.batch_limit, state.key_refused) == (None, None, False)
+    assert state.batch_proven is None  # a size the API took once may be too large now
     # A request in flight during the resume fails after it: it started before, it is refused.
     assert not fail(connection, started=NOW + 4 * SECOND, now=NOW + 6 * SECOND, pause=SECOND)
     assert view(connection).failures == 0

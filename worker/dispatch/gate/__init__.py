@@ -5,6 +5,10 @@ One row, read before every batch, holds the brakes: a pause (Retry-After, backof
 429s, or configured) with its slot cursor, and the learnt batch limit. Refused API keys have a
 table of their own: a refused key stops that key only.
 
+Every brake has an exit that needs nobody: a pause ends at its time, an open circuit probes on
+its cadence, a refused key tries one message on its own slow cadence (and, while the circuit is
+open, that message is the circuit's probe), the learnt rate and batch limit creep back.
+
 Every transition is one statement whose WHERE (or CASE) compares the row with what the worker
 knows: the version it read, or the moment its own request started. A stale worker's write is
 refused, not applied (README, "The sending gate"):
@@ -17,7 +21,9 @@ refused, not applied (README, "The sending gate"):
 - ``book_slot_if_unchanged(next_send_at)``: a request slot is taken only from the cursor read;
 - ``change_rate_if_unchanged(rate)``: the learnt rate grows only from the value read;
 - ``lower_rate``: a 429 brings the rate down whatever raised it since it was read, never up;
-- ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved.
+- ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved;
+- ``lower_batch_size_to``: a size refused though both its halves were taken comes down, only
+  ever down; ``raise_batch_limit_if_unchanged``: the limit creeps up only from the value read.
 
 The claim itself is guarded by the version (`worker.dispatch.claim`): a batch is claimed only
 if no brake changed since the worker read the gate, so a worker that slept never sends on a

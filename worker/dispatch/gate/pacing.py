@@ -2,7 +2,9 @@
 
 While a rate is in force (OUTBOX_RATE_LIMIT, or the rate learnt from 429s), each request takes
 a slot from one cursor in the gate row, booked by compare-and-set; a worker books only a slot
-it will wait for, so no slot is held and not used.
+it will wait for, so no slot is held and not used. A cursor further ahead than any booking can
+reach was booked before the outbox's clock stepped back (on SQLite the host's clock): it holds
+nothing, and the next slot is booked from now.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy import Connection
 
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.state import GateView
+from worker.dispatch.retry import MIN_RATE
 
 # A worker waits for a request slot at most this long; a later slot is not booked at all.
 MAX_SLOT_WAIT = timedelta(seconds=2)
@@ -25,6 +28,9 @@ class Pacing:
 
     def __init__(self, configured: float | None) -> None:
         self.configured = configured
+        # The furthest ahead a booking leaves the cursor: the longest wait plus the widest
+        # spacing (the learnt rate never falls below MIN_RATE, the configured one is fixed).
+        self.furthest = MAX_SLOT_WAIT + timedelta(seconds=1 / min(MIN_RATE, configured or MIN_RATE))
 
     def rate(self, view: GateView) -> float | None:
         """The request rate in force for every worker: configured, learnt, the lower of both."""
@@ -33,9 +39,10 @@ class Pacing:
 
     def slot_reachable(self, view: GateView, now: datetime) -> bool:
         """Whether this worker would wait for the next slot (checked before claiming)."""
-        if self.rate(view) is None or view.next_send_at is None:
+        cursor = self._live(view.next_send_at, now)
+        if self.rate(view) is None or cursor is None:
             return True
-        return view.next_send_at - now <= MAX_SLOT_WAIT
+        return cursor - now <= MAX_SLOT_WAIT
 
     def book_slot(self, connection: Connection, view: GateView, now: datetime) -> timedelta | None:
         """Book the next request slot and return the wait; None when it is too far to wait for.
@@ -48,7 +55,7 @@ class Pacing:
         spacing = timedelta(seconds=1 / rate)
         cursor = view.next_send_at
         for _ in range(SLOT_RETRIES):
-            slot = max(cursor or now, now)
+            slot = max(self._live(cursor, now) or now, now)
             if slot - now > MAX_SLOT_WAIT:
                 return None
             if t.book_slot_if_unchanged(
@@ -57,3 +64,7 @@ class Pacing:
                 return slot - now
             cursor = t.read_slot_cursor(connection)
         return None
+
+    def _live(self, cursor: datetime | None, now: datetime) -> datetime | None:
+        """The cursor, or None when it lies further ahead than any booking leaves it."""
+        return None if cursor is None or cursor - now > self.furthest else cursor

@@ -1,7 +1,7 @@
 """The gate's policy: what a worker may send now, and what each answer changes for everyone.
 
 The dispatcher asks `Gate.permit` before a claim ("may I send, how much?") and tells the gate
-each request's answer (`answered`, `rate_limited`, `refused`, `failed`, `too_large`). Every
+each request's answer (`answered`, `rate_limited`, `refused`, `failed`; `batches.too_large`). Every
 write goes through `worker.dispatch.gate.transitions`, each a guarded statement.
 """
 
@@ -15,6 +15,7 @@ from enum import StrEnum
 from sqlalchemy import Connection
 
 from worker.dispatch.gate import transitions as t
+from worker.dispatch.gate.batches import Batches
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR, Pacing
 from worker.dispatch.gate.state import GateView, key_still_refused, read
 from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
@@ -57,6 +58,7 @@ class Gate:
         self.fingerprint = fingerprint
         self.rng = rng
         self.pacing = Pacing(settings.configured_rate)
+        self.batches = Batches(settings, rng)
 
     def read(self, connection: Connection) -> GateView:
         return read(connection, self.fingerprint)
@@ -71,9 +73,7 @@ class Gate:
         if not self.pacing.slot_reachable(view, now):
             return Permit(view, 0, wait_until=view.next_send_at, reason=SLOT_TOO_FAR)
         if view.key_refused:
-            if view.circuit_open(threshold):  # other keys probe the API; this one waits
-                return Permit(view, 0, wait_until=view.next_probe_at, reason=view.reason)
-            return self._key_probe(connection, view, now)
+            return self._key_retry(connection, view, now)
         if view.circuit_open(threshold):
             return self._circuit_probe(connection, view, now)
         return Permit(view, self.batch_size(view))
@@ -83,27 +83,24 @@ class Gate:
         threshold = self.settings.circuit_failures
         if view.paused(now) or not self.pacing.slot_reachable(view, now):
             return 0
-        if view.key_refused:
-            if view.circuit_open(threshold):
-                return 0
-            return int(_free(view.key_next_probe_at, view.key_probe_until, now))
+        if view.key_refused and not _free(view.key_next_probe_at, view.key_probe_until, now):
+            return 0
+        if view.key_refused and not view.circuit_open(threshold):
+            return 1
         if view.circuit_open(threshold):
             return int(_free(view.next_probe_at, view.probe_until, now))
         return self.settings.max_parallel
 
     def held_after_wait(self, view: GateView, permit: Permit, now: datetime) -> str | None:
         """Why a permit no longer holds after waiting for its slot (None: it still does)."""
-        held = view.paused(now) or view.key_refused
+        held = view.paused(now) or (view.key_refused and permit.probe is None)
         if not held and permit.probe is None:
             held = view.circuit_open(self.settings.circuit_failures)
         return view.reason or "sending was paused while waiting for a slot" if held else None
 
     def batch_size(self, view: GateView) -> int:
-        """OUTBOX_BATCH_SIZE, doubled past each size the API has taken whole, up to the cap
-        (OUTBOX_BATCH_SIZE_MAX), and never above a limit the API imposed."""
-        grown = max(self.settings.batch_size, 2 * (view.batch_proven or 0))
-        size = min(grown, self.settings.batch_size_cap)
-        return min(size, view.batch_limit) if view.batch_limit else size
+        """The batch size in force (`worker.dispatch.gate.batches`)."""
+        return self.batches.size(view)
 
     def _circuit_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
@@ -112,6 +109,17 @@ class Gate:
             return Permit(view, self.batch_size(view), ProbeKind.CIRCUIT, until)
         later = [moment for moment in (view.next_probe_at, view.probe_until) if moment]
         return Permit(view, 0, wait_until=max(later, default=None), reason=view.reason)
+
+    def _key_retry(self, connection: Connection, view: GateView, now: datetime) -> Permit:
+        """A refused key tries one message on its own slow cadence. While the circuit is open
+        that message is the circuit's probe as well (one probe in flight for every key), so
+        its answer closes the circuit: a single-key outbox never waits for an operator."""
+        if not _free(view.key_next_probe_at, view.key_probe_until, now):
+            later = [moment for moment in (view.key_next_probe_at, view.key_probe_until) if moment]
+            return Permit(view, 0, wait_until=max(later, default=None), reason=view.key_reason)
+        if view.circuit_open(self.settings.circuit_failures):
+            return self._circuit_probe(connection, view, now)
+        return self._key_probe(connection, view, now)
 
     def _key_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
@@ -154,8 +162,7 @@ class Gate:
             t.change_rate_if_unchanged(
                 connection, read_rate=view.rate, rate=grown, ceiling=ceiling, now=now
             )
-        if size > (view.batch_proven or 0):
-            t.prove_batch_size(connection, size=size)
+        self.batches.answered(connection, view, size=size, now=now)
 
     def rate_limited(
         self,
@@ -187,7 +194,7 @@ class Gate:
         started: datetime,
         now: datetime,
     ) -> None:
-        """A 401/403: this key sends no more, but one probe per probe interval."""
+        """A 401/403: this key sends no more, but one message per refused-key retry interval."""
         t.refuse_key_unless_cleared_since(
             connection,
             fingerprint=self.fingerprint,
@@ -195,7 +202,7 @@ class Gate:
             reason=reason,
             started=started,
             now=now,
-            probe_at=now + self.settings.probe_interval,
+            probe_at=now + self.settings.refused_key_retry,
         )
         if permit.probe is ProbeKind.CIRCUIT:
             self.give_back(connection, permit)
@@ -236,12 +243,6 @@ class Gate:
         elif not counted:
             self.give_back(connection, permit)
         return counted
-
-    def too_large(self, connection: Connection, *, size: int, now: datetime) -> None:
-        """The API said a request of ``size`` messages is too large (items or bytes): smaller
-        batches from now on, but never smaller than the largest batch the API answered, so
-        one oversized message cannot shrink every batch."""
-        t.limit_batch_size_to_proven(connection, size=size, now=now)
 
 
 def _free(next_probe_at: datetime | None, probe_until: datetime | None, now: datetime) -> bool:

@@ -318,6 +318,42 @@ def limit_batch_size_to_proven(connection: Connection, *, size: int, now: dateti
     connection.execute(statement)
 
 
+# -- lower_batch_size_to -- The API refused a batch as too large and took both its halves: the
+# size was too large, not a message. The limit and the proven size come down to ``size`` (the
+# larger half), only ever down, so two workers' notes commute and the lower one stays.
+def lower_batch_size_to(connection: Connection, *, size: int, now: datetime) -> bool:
+    sooner = _sooner(connection)
+    statement = (
+        update(gate)
+        .where(
+            _this_gate(),
+            or_(
+                func.coalesce(gate.c.batch_limit, size + 1) > size,
+                func.coalesce(gate.c.batch_proven, 0) > size,
+            ),
+        )
+        .values(
+            batch_limit=sooner(func.coalesce(gate.c.batch_limit, size), size),
+            batch_proven=sooner(func.coalesce(gate.c.batch_proven, size), size),
+            updated_at=now,
+        )
+    )
+    return _execute(connection, statement)
+
+
+# -- raise_batch_limit_if_unchanged -- The learnt batch limit creeps back up (to ``limit``;
+# None lifts it) from the value this worker read: a too-large answer noted meanwhile wins.
+def raise_batch_limit_if_unchanged(
+    connection: Connection, *, read_limit: int, limit: int | None, now: datetime
+) -> bool:
+    statement = (
+        update(gate)
+        .where(_this_gate(), gate.c.batch_limit == read_limit)
+        .values(batch_limit=limit, updated_at=now)
+    )
+    return _execute(connection, statement)
+
+
 # -- prove_batch_size -- The API answered a batch of ``size``: it takes at least that many.
 def prove_batch_size(connection: Connection, *, size: int) -> None:
     statement = (
@@ -346,6 +382,7 @@ def reset(connection: Connection, *, now: datetime) -> None:
             rate_ceiling=None,
             next_send_at=None,
             batch_limit=None,
+            batch_proven=None,
             version=gate.c.version + 1,
             updated_at=now,
         )

@@ -6,6 +6,7 @@ import argparse
 
 from models import Status
 from worker.clock import utc_now
+from worker.database import database_now
 from worker.ops import access, changes
 from worker.ops.access import OperatorError
 from worker.ops.cli.times import human_duration, parse_duration, parse_moment
@@ -16,7 +17,8 @@ from worker.settings import OperatorSettings
 def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "retry")
     with access.open_outbox(settings.database_url) as engine:
-        plan = changes.plan_retry(engine, selection, now=utc_now(), max_age=settings.max_age)
+        now = database_now(engine)  # the outbox's time, which the rows' times are in
+        plan = changes.plan_retry(engine, selection, now=now, max_age=settings.max_age)
         if plan.matched == 0:
             print("no failed messages match: nothing to retry")
             return 0
@@ -28,7 +30,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
                 "unless you add --renew-age)"
             )
         _confirm(question, args.yes)
-        moved = changes.retry(engine, plan, now=utc_now(), renew_age=args.renew_age)
+        moved = changes.retry(engine, plan, now=database_now(engine), renew_age=args.renew_age)
     print(f"retried {moved:,} messages: pending and due now")
     return 0
 
@@ -36,7 +38,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "cancel")
     with access.open_outbox(settings.database_url) as engine:
-        plan = changes.plan_cancel(engine, selection, now=utc_now())
+        plan = changes.plan_cancel(engine, selection, now=database_now(engine))
         if plan.matched == 0:
             print("no pending messages match: nothing to cancel")
             return 0
@@ -60,7 +62,8 @@ def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
         else:
             question = f"cancel {plan.matched:,} pending messages"
         _confirm(question, args.yes)
-        moved = changes.cancel(engine, plan, now=utc_now(), include_sent=args.include_sent)
+        now = database_now(engine)
+        moved = changes.cancel(engine, plan, now=now, include_sent=args.include_sent)
     print(f"cancelled {moved:,} messages")
     return 0
 
@@ -68,8 +71,8 @@ def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_prune(args: argparse.Namespace, settings: OperatorSettings) -> int:
     age = parse_duration(args.older_than, "--older-than")
     status = Status(args.status)
-    cutoff = utc_now() - age
     with access.open_outbox(settings.database_url) as engine:
+        cutoff = database_now(engine) - age
         matched = changes.plan_prune(engine, status=status, cutoff=cutoff)
         if matched == 0:
             print(f"no {status.value} messages older than {human_duration(age)}: nothing to prune")
@@ -85,7 +88,7 @@ def cmd_prune(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 def cmd_resume(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
-        changes.resume(engine, now=utc_now())
+        changes.resume(engine, now=database_now(engine))
     print("sending resumed: pause, circuit, refused key, spacing and batch limit cleared")
     return 0
 

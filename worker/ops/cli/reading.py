@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models import Status
-from worker.clock import utc_now
+from worker.database import database_now
 from worker.ops import access, queries
 from worker.ops import snapshot as snapshots
 from worker.ops.cli.times import human_duration
@@ -21,7 +21,7 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
         snapshot = snapshots.take_snapshot(
             engine,
-            now=utc_now(),
+            now=database_now(engine),
             circuit_failures=settings.circuit_failures,
             exact_below=None if args.exact else queries.EXACT_BELOW,
         )
