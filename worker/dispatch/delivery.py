@@ -52,7 +52,7 @@ class Sender(Protocol):
     """What delivery needs of the API client."""
 
     def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
-        """Send one batch in one request that ends by ``deadline`` (a time.monotonic())."""
+        """Send one batch in one request that ends by ``deadline`` (on the monotonic clock)."""
         ...
 
 
@@ -99,6 +99,7 @@ class Courier:
         timeout: timedelta,
         rng: random.Random,
         should_stop: Callable[[], bool],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
         self.gate = gate
@@ -107,6 +108,7 @@ class Courier:
         self.timeout = timeout
         self.rng = rng
         self.should_stop = should_stop
+        self.monotonic = monotonic
 
     def deliver(self, batch: list[Outgoing], permit: Permit, *, lease_end: datetime) -> Delivery:
         """Send ``batch`` (a probe sends one message first); return every answer gathered."""
@@ -241,11 +243,11 @@ class _Run:
         return keep
 
     def _request(self, batch: list[Outgoing], now: datetime, bound: datetime) -> SendResult:
-        clock_started = time.monotonic()
+        clock_started = self.courier.monotonic()
         deadline = clock_started + (bound - now).total_seconds()
         communications = [outgoing.communication for outgoing in batch]
         result = self.courier.sender.send(communications, deadline=deadline)
-        seconds = time.monotonic() - clock_started
+        seconds = self.courier.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
         self.delivery.requests.append(record)
         return result

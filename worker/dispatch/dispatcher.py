@@ -54,6 +54,7 @@ class Dispatcher:
         on_full_batch: Callable[[], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
@@ -64,6 +65,7 @@ class Dispatcher:
         self.on_full_batch = on_full_batch
         self.sleep = sleep
         self.should_stop = should_stop
+        self.monotonic = monotonic
         self.key = key_fingerprint(settings.api_key)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
@@ -75,6 +77,7 @@ class Dispatcher:
             timeout=settings.wiraya_timeout,
             rng=self.rng,
             should_stop=should_stop,
+            monotonic=monotonic,
         )
 
     @property
@@ -91,24 +94,24 @@ class Dispatcher:
 
         Only the first full batch wakes another dispatch.
         """
-        started = time.monotonic()
+        started = self.monotonic()
         summary = self.dispatch_once()
         deadline = started + budget.total_seconds()
         while (
             summary.state is BatchState.SENT
             and summary.full
-            and time.monotonic() < deadline
+            and self.monotonic() < deadline
             and not self.should_stop()
         ):
             summary.add(self.dispatch_once(wake=False))
-        summary.seconds = round(time.monotonic() - started, 4)
+        summary.seconds = round(self.monotonic() - started, 4)
         return summary
 
     def dispatch_once(self, *, wake: bool = True) -> BatchSummary:
         """Claim, screen, send and record one batch (a full one wakes another, with ``wake``)."""
-        started = time.monotonic()
+        started = self.monotonic()
         summary = self._dispatch_once(wake)
-        summary.seconds = round(time.monotonic() - started, 4)
+        summary.seconds = round(self.monotonic() - started, 4)
         summary.log()
         return summary
 
