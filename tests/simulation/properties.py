@@ -1,0 +1,180 @@
+"""The properties checked on every run: safety while it runs, liveness when it ends.
+
+Safety (design.md §5a, 1-3, and principle 2), checked at every request:
+- ``resent``: no clientMessageId is sent again after a clear answer (accepted, rejected) was
+  recorded for it, unless an operator retried it since;
+- ``paused``: no request while a pause that was in force when its batch was claimed still is;
+- ``probe``: while the circuit is open, at most one request in flight;
+- ``rate``: requests that booked a slot are spaced by the rate in force.
+Liveness (§5a, 6-8), checked at the end (``finish``):
+- ``stalled``: every message that can be sent is accepted within the bound after the API's
+  return, with no operator's resume after the faults;
+- ``poison``: a message that fails on its own ends `failed`, with its reason, within
+  OUTBOX_MAX_ATTEMPTS lone sends;
+- ``innocent-failed``: a message that never failed on its own does not end `failed`;
+- ``tracking``: one tracking id per message, the API's, never shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from models.outbox import outbox_messages as outbox
+from tests.simulation.api_model import ApiModel
+from tests.simulation.clock import SimClock
+from worker.dispatch.gate.state import GateView, read
+from worker.wiraya.results import Communication
+
+FINAL = {"accepted", "failed", "cancelled"}
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    at: float
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] at {self.at:.3f}s: {self.detail}"
+
+
+@dataclass
+class Checker:
+    """Watches one run through the world's hooks and judges it at its end."""
+
+    engine: Engine
+    api: ApiModel
+    clock: SimClock
+    fingerprint: str
+    threshold: int
+    configured_rate: float | None
+    quiet: Callable[[], AbstractContextManager[None]]
+    violations: list[Violation] = field(default_factory=list)
+    known_clear: set[str] = field(default_factory=set)
+    pending_clear: dict[str, set[str]] = field(default_factory=dict)
+    claimed_pause: dict[str, datetime | None] = field(default_factory=dict)
+    open_requests: set[str] = field(default_factory=set)
+    slots: list[tuple[float, float]] = field(default_factory=list)  # (start, rate in force)
+    slot_owed: set[str] = field(default_factory=set)  # workers whose next request took a slot
+
+    def fail(self, kind: str, detail: str) -> None:
+        self.violations.append(Violation(kind, self.clock.elapsed, detail))
+
+    def gate(self) -> GateView:
+        with self.quiet(), self.engine.connect() as connection:
+            return read(connection, self.fingerprint)
+
+    # -- hooks while the run goes on -------------------------------------------------------
+
+    def on_claim(self, worker: str) -> None:
+        """Right after a claim statement: the pause in force as the batch was claimed."""
+        self.claimed_pause[worker] = self.gate().paused_until
+        self.slot_owed.add(worker)
+
+    def on_request(self, worker: str, batch: Sequence[Communication], elapsed: float) -> None:
+        now = self.clock.now()
+        ids = [c.client_message_id for c in batch]
+        for cmid in ids:
+            if cmid in self.known_clear:
+                self.fail("resent", f"{worker} sent {cmid} after a clear answer was recorded")
+        paused = self.claimed_pause.get(worker)
+        if paused is not None and paused > now:
+            self.fail("paused", f"{worker} sent {len(ids)} during a pause until {paused:%T}")
+        view = self.gate()
+        self.open_requests.discard(worker)
+        if view.circuit_open(self.threshold):
+            others = sorted(w for w in self.open_requests if w in self.api.in_flight)
+            if others:
+                self.fail("probe", f"{worker} sent while the circuit is open and {others} are")
+            self.open_requests.add(worker)
+        if worker in self.slot_owed:
+            self.slot_owed.discard(worker)
+            self._check_rate(worker, elapsed, view)
+
+    def _check_rate(self, worker: str, elapsed: float, view: GateView) -> None:
+        rates = [rate for rate in (self.configured_rate, view.rate) if rate]
+        if not rates:
+            return
+        rate = min(rates)
+        if self.slots and elapsed - self.slots[-1][0] < 0.999 / rate:
+            gap = elapsed - self.slots[-1][0]
+            self.fail("rate", f"{worker}'s batch {gap:.3f}s after the last, at {rate:.2f}/s")
+        self.slots.append((elapsed, rate))
+
+    def on_answer(self, worker: str, clear: list[str]) -> None:
+        self.pending_clear.setdefault(worker, set()).update(clear)
+
+    def on_record(self, worker: str) -> None:
+        """After a worker's record: its clear answers now written are known to the outbox."""
+        waiting = self.pending_clear.pop(worker, set())
+        if waiting:
+            self.known_clear |= {cmid for cmid, status in self.statuses(waiting) if status in FINAL}
+
+    def on_crash(self, worker: str) -> None:
+        self.pending_clear.pop(worker, None)
+        self.api.in_flight.pop(worker, None)
+        self.open_requests.discard(worker)
+        self.slot_owed.discard(worker)
+
+    def on_retry(self, retried: list[str]) -> None:
+        """An operator's retry: those messages may be sent again, their lone sends anew."""
+        self.known_clear -= set(retried)
+        for cmid in retried:
+            entry = self.api.ledger.get(cmid)
+            if entry is not None:
+                entry.lone_since_retry = 0
+
+    def statuses(self, ids: set[str]) -> Iterator[tuple[str, str]]:
+        with self.quiet(), self.engine.connect() as connection:
+            query = select(outbox.c.client_message_id, outbox.c.status)
+            rows = connection.execute(query.where(outbox.c.client_message_id.in_(sorted(ids))))
+            yield from ((str(cmid), str(status)) for cmid, status in rows)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Every message's end as the run left it (pruned rows as they were before)."""
+
+    rows: dict[str, dict[str, Any]]
+    arrivals: dict[str, float]  # clientMessageId -> when it was inserted (true time)
+
+
+def finish(checker: Checker, ending: Ending, *, api_back: float, max_attempts: int) -> None:
+    """The liveness and end-of-run safety properties; violations go to ``checker``."""
+    api, seen_tracking = checker.api, {}
+    for cmid in sorted(ending.arrivals):
+        row = ending.rows.get(cmid)
+        entry = api.ledger.get(cmid)
+        poison = api.poison_of(cmid)
+        if row is None:
+            checker.fail("lost", f"{cmid} is gone from the table and was not pruned")
+            continue
+        status, error = row["status"], row["last_error"]
+        tracking = row["tracking_id"]
+        if tracking is not None:
+            if tracking != api.tracking_id(cmid) or tracking in seen_tracking:
+                checker.fail("tracking", f"{cmid} holds {tracking}, not the API's one for it")
+            seen_tracking[tracking] = cmid
+        if status == "cancelled":
+            continue
+        if poison is None and status == "failed":
+            checker.fail("innocent-failed", f"{cmid} failed without failing alone: {error}")
+        elif poison is None and status != "accepted":
+            checker.fail("stalled", f"{cmid} is {status} {_since(ending, cmid, api_back)}")
+        elif poison is not None and status != "failed":
+            checker.fail("poison", f"{cmid} ({poison}) is {status} {_since(ending, cmid, api_back)}")
+        elif poison is not None and not error:
+            checker.fail("poison", f"{cmid} ({poison}) failed without a reason")
+        lone = entry.lone_since_retry if entry else 0
+        if poison is not None and lone > max_attempts:
+            checker.fail("poison", f"{cmid} ({poison}) was sent alone {lone} times")
+
+
+def _since(ending: Ending, cmid: str, api_back: float) -> str:
+    return f"(arrived {ending.arrivals[cmid]:.1f}s, API back {api_back:.1f}s)"
