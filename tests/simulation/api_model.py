@@ -32,6 +32,7 @@ from worker.wiraya.results import (
 )
 
 REFUSED_LATENCY = 0.01
+ITEMS_ANSWER = "BatchTooLarge:items"  # how the request list names a too-many-items answer
 
 
 @dataclass
@@ -64,6 +65,7 @@ class ApiModel:
     ledger: dict[str, Entry] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     in_flight: dict[str, float] = field(default_factory=dict)  # worker -> its request's start
+    holding: dict[str, set[str]] = field(default_factory=dict)  # worker -> ids in flight
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"api-{self.seed}")
@@ -106,6 +108,13 @@ class ApiModel:
                 entry.lone_sends += 1
                 entry.lone_since_retry += 1
         self.in_flight[worker] = elapsed
+        self.holding[worker] = {c.client_message_id for c in batch}
+
+
+def _name(result: SendResult) -> str:
+    if isinstance(result, BatchTooLarge) and result.limit is BatchLimit.ITEMS:
+        return ITEMS_ANSWER
+    return type(result).__name__
 
 
 def _window_failure(kind: ApiFault, retry_after: float | None) -> SendResult | None:
@@ -152,7 +161,7 @@ class SimSender:
             result = TransportError("timed out: the request's deadline passed")
         else:
             scheduler.sleep(latency)
-        self.api.requests.append(Request(self.worker, start, len(batch), type(result).__name__))
+        self.api.requests.append(Request(self.worker, start, len(batch), _name(result)))
         clear = self._answered(batch, result)
         scheduler.note(f"answer {type(result).__name__} ({len(batch)})")
         self.checker.on_answer(self.worker, clear)  # type: ignore[attr-defined]
@@ -161,6 +170,7 @@ class SimSender:
     def _answered(self, batch: Sequence[Communication], result: SendResult) -> list[str]:
         api = self.api
         api.in_flight.pop(self.worker, None)
+        api.holding.pop(self.worker, None)
         clear = []
         if isinstance(result, Delivered):
             for cmid, outcome in result.outcomes.items():

@@ -53,6 +53,22 @@ KNOWN_DEFECTS: dict[str, str] = {
 }
 
 
+# The simulator's settings: short durations keep runs short; every one is a real setting.
+BASE_SETTINGS: dict[str, object] = {
+    "WIRAYA_TIMEOUT_SECONDS": 5,
+    "OUTBOX_BATCH_SIZE": 4,
+    "OUTBOX_BATCH_SIZE_MAX": 8,
+    "OUTBOX_BACKOFF_BASE_SECONDS": 1,
+    "OUTBOX_BACKOFF_MAX_SECONDS": 20,
+    "OUTBOX_LEASE_SECONDS": 20,
+    "OUTBOX_MAX_ATTEMPTS": 3,
+    "OUTBOX_CIRCUIT_FAILURES": 3,
+    "OUTBOX_PROBE_INTERVAL_SECONDS": 5,
+    "OUTBOX_POLL_INTERVAL_SECONDS": 5,  # beat also hears every insert
+    "OUTBOX_MAX_PARALLEL_DISPATCHES": 3,
+}
+
+
 @dataclass(frozen=True)
 class Window:
     kind: ApiFault
@@ -90,7 +106,7 @@ class FaultPlan:
     commands: tuple[tuple[float, Command], ...] = ()
     crash_chance: float = 0.0  # per turn of a worker, until fault_end
     fault_end: float = 0.0
-    settings: dict[str, object] = field(default_factory=dict)
+    settings: dict[str, object] = field(default_factory=lambda: dict(BASE_SETTINGS))
 
     def poison_of(self, number: int) -> Poison | None:
         return dict(self.poison).get(number)
@@ -125,22 +141,6 @@ class FaultPlan:
         return kinds
 
 
-# The simulator's settings: short durations keep runs short; every one is a real setting.
-BASE_SETTINGS: dict[str, object] = {
-    "WIRAYA_TIMEOUT_SECONDS": 5,
-    "OUTBOX_BATCH_SIZE": 4,
-    "OUTBOX_BATCH_SIZE_MAX": 8,
-    "OUTBOX_BACKOFF_BASE_SECONDS": 1,
-    "OUTBOX_BACKOFF_MAX_SECONDS": 20,
-    "OUTBOX_LEASE_SECONDS": 20,
-    "OUTBOX_MAX_ATTEMPTS": 3,
-    "OUTBOX_CIRCUIT_FAILURES": 3,
-    "OUTBOX_PROBE_INTERVAL_SECONDS": 5,
-    "OUTBOX_POLL_INTERVAL_SECONDS": 2,
-    "OUTBOX_MAX_PARALLEL_DISPATCHES": 3,
-}
-
-
 def random_plan(seed: int, *, excluded: set[str] | None = None) -> FaultPlan:
     """A plan drawn from ``seed`` alone; kinds in ``excluded`` (default: KNOWN_DEFECTS) left out."""
     rng = random.Random(f"plan-{seed}")
@@ -149,6 +149,7 @@ def random_plan(seed: int, *, excluded: set[str] | None = None) -> FaultPlan:
     arrivals = [Arrival(0.0, rng.randint(4, 14))]
     for _ in range(rng.randint(0, 4)):
         arrivals.append(Arrival(rng.uniform(0, fault_end), rng.randint(1, 5), rng.choice((0, 1, 2))))
+    arrivals.append(Arrival(fault_end, rng.randint(1, 4)))  # some arrive as the API returns
     total = sum(arrival.count for arrival in arrivals)
     kinds = [kind for kind in Poison if kind not in skip]
     poison = {}

@@ -3,6 +3,7 @@
 Safety (design.md §5a, 1-3, and principle 2), checked at every request:
 - ``resent``: no clientMessageId is sent again after a clear answer (accepted, rejected) was
   recorded for it, unless an operator retried it since;
+- ``twice``: no clientMessageId is in two requests in flight at once (one holder at a time);
 - ``paused``: no request while a pause that was in force when its batch was claimed still is;
 - ``probe``: while the circuit is open, at most one request in flight;
 - ``rate``: requests that booked a slot are spaced by the rate in force.
@@ -12,7 +13,9 @@ Liveness (§5a, 6-8), checked at the end (``finish``):
 - ``poison``: a message that fails on its own ends `failed`, with its reason, within
   OUTBOX_MAX_ATTEMPTS lone sends;
 - ``innocent-failed``: a message that never failed on its own does not end `failed`;
-- ``tracking``: one tracking id per message, the API's, never shared.
+- ``tracking``: one tracking id per message, the API's, never shared;
+- ``too-large``: once the API's item limit has been met, batches come down to it: at most a
+  few too-many-items answers a minute afterwards.
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from models.outbox import outbox_messages as outbox
-from tests.simulation.api_model import ApiModel
+from tests.simulation.api_model import ITEMS_ANSWER, ApiModel
 from tests.simulation.clock import SimClock
 from worker.dispatch.gate.state import GateView, read
 from worker.wiraya.results import Communication
@@ -58,7 +60,7 @@ class Checker:
     violations: list[Violation] = field(default_factory=list)
     known_clear: set[str] = field(default_factory=set)
     pending_clear: dict[str, set[str]] = field(default_factory=dict)
-    claimed_pause: dict[str, datetime | None] = field(default_factory=dict)
+    claimed_version: dict[str, int] = field(default_factory=dict)
     open_requests: set[str] = field(default_factory=set)
     slots: list[tuple[float, float]] = field(default_factory=list)  # (start, rate in force)
     slot_owed: set[str] = field(default_factory=set)  # workers whose next request took a slot
@@ -72,9 +74,9 @@ class Checker:
 
     # -- hooks while the run goes on -------------------------------------------------------
 
-    def on_claim(self, worker: str) -> None:
-        """Right after a claim statement: the pause in force as the batch was claimed."""
-        self.claimed_pause[worker] = self.gate().paused_until
+    def on_claim(self, worker: str, version: int) -> None:
+        """Right after a claim statement: the gate's version it was claimed under."""
+        self.claimed_version[worker] = version
         self.slot_owed.add(worker)
 
     def on_request(self, worker: str, batch: Sequence[Communication], elapsed: float) -> None:
@@ -83,10 +85,14 @@ class Checker:
         for cmid in ids:
             if cmid in self.known_clear:
                 self.fail("resent", f"{worker} sent {cmid} after a clear answer was recorded")
-        paused = self.claimed_pause.get(worker)
-        if paused is not None and paused > now:
-            self.fail("paused", f"{worker} sent {len(ids)} during a pause until {paused:%T}")
+            holders = sorted(w for w, held in self.api.holding.items() if cmid in held)
+            if holders:
+                self.fail("twice", f"{worker} sent {cmid} while {holders} had it in flight")
         view = self.gate()
+        # The gate unchanged since the claim: a pause in force now was in force then.
+        paused = view.paused_until
+        if view.version == self.claimed_version.get(worker) and view.paused(now):
+            self.fail("paused", f"{worker} sent {len(ids)} during a pause until {paused:%T}")
         self.open_requests.discard(worker)
         if view.circuit_open(self.threshold):
             others = sorted(w for w in self.open_requests if w in self.api.in_flight)
@@ -111,14 +117,16 @@ class Checker:
         self.pending_clear.setdefault(worker, set()).update(clear)
 
     def on_record(self, worker: str) -> None:
-        """After a worker's record: its clear answers now written are known to the outbox."""
+        """After a worker's record: its clear answers now written are known to the outbox (a
+        row no longer `sending` under a claim was written; a stale worker's record was not)."""
         waiting = self.pending_clear.pop(worker, set())
         if waiting:
-            self.known_clear |= {cmid for cmid, status in self.statuses(waiting) if status in FINAL}
+            self.known_clear |= {cmid for cmid, held in self.statuses(waiting) if not held}
 
     def on_crash(self, worker: str) -> None:
         self.pending_clear.pop(worker, None)
         self.api.in_flight.pop(worker, None)
+        self.api.holding.pop(worker, None)
         self.open_requests.discard(worker)
         self.slot_owed.discard(worker)
 
@@ -130,11 +138,13 @@ class Checker:
             if entry is not None:
                 entry.lone_since_retry = 0
 
-    def statuses(self, ids: set[str]) -> Iterator[tuple[str, str]]:
+    def statuses(self, ids: set[str]) -> Iterator[tuple[str, bool]]:
+        """Each message and whether a claim holds it now."""
+        held = (outbox.c.status == "sending") & outbox.c.claim_token.is_not(None)
         with self.quiet(), self.engine.connect() as connection:
-            query = select(outbox.c.client_message_id, outbox.c.status)
+            query = select(outbox.c.client_message_id, held)
             rows = connection.execute(query.where(outbox.c.client_message_id.in_(sorted(ids))))
-            yield from ((str(cmid), str(status)) for cmid, status in rows)
+            yield from ((str(cmid), bool(flag)) for cmid, flag in rows)
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,9 @@ class Ending:
     arrivals: dict[str, float]  # clientMessageId -> when it was inserted (true time)
 
 
-def finish(checker: Checker, ending: Ending, *, api_back: float, max_attempts: int) -> None:
+def finish(
+    checker: Checker, ending: Ending, *, api_back: float, max_attempts: int, poison_within: float
+) -> None:
     """The liveness and end-of-run safety properties; violations go to ``checker``."""
     api, seen_tracking = checker.api, {}
     for cmid in sorted(ending.arrivals):
@@ -171,9 +183,29 @@ def finish(checker: Checker, ending: Ending, *, api_back: float, max_attempts: i
             checker.fail("poison", f"{cmid} ({poison}) is {status} {_since(ending, cmid, api_back)}")
         elif poison is not None and not error:
             checker.fail("poison", f"{cmid} ({poison}) failed without a reason")
+        if poison is not None and status == "failed":
+            took = (row["updated_at"] - checker.clock.start).total_seconds() - ending.arrivals[cmid]
+            if took > poison_within:
+                checker.fail("poison", f"{cmid} ({poison}) failed {took:.0f}s after it arrived")
         lone = entry.lone_since_retry if entry else 0
         if poison is not None and lone > max_attempts:
             checker.fail("poison", f"{cmid} ({poison}) was sent alone {lone} times")
+
+
+def check_limits(checker: Checker, *, settle: float, ended: float) -> None:
+    """After the API's last item-limit change (and ``settle`` seconds to learn it), too-many-
+    items answers stay rare: three, and one a minute more."""
+    changes = [at for at, _ in checker.api.plan.item_limits]
+    if not changes:
+        return
+    since = max(changes) + settle
+    late = [r for r in checker.api.requests if r.start >= since and r.result == ITEMS_ANSWER]
+    allowed = 3 + max(0.0, ended - since) / 60
+    if len(late) > allowed:
+        checker.fail(
+            "too-large",
+            f"{len(late)} too-many-items answers after {since:.0f}s (at most {allowed:.0f})",
+        )
 
 
 def _since(ending: Ending, cmid: str, api_back: float) -> str:

@@ -21,7 +21,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 
 from tests.simulation.faults import FaultPlan, random_plan
-from tests.simulation.properties import Violation, finish
+from tests.simulation.properties import Violation, check_limits, finish
 from tests.simulation.world import World
 from worker.database import _tune_sqlite as tune_sqlite
 from worker.database import make_engine
@@ -33,6 +33,7 @@ POSTGRES_URL = os.environ.get(
 )
 TABLES_KEPT = {"alembic_version"}
 TRACE_SHOWN = 40
+LIMIT_SETTLE = 30.0  # seconds to learn a lowered item limit
 
 
 def liveness_bound(settings: Settings, messages: int) -> float:
@@ -71,12 +72,13 @@ class RunResult:
     def replay(self) -> str:
         return f"make simulate SEED={self.seed} DB={self.database}"
 
-    def report(self) -> str:
+    def report(self, *, full: bool = False) -> str:
+        """The violations, the replay command and the trace's tail (``full``: all it kept)."""
         lines = [f"seed {self.seed} on {self.database}: {len(self.violations)} violation(s)"]
         lines += [f"  {violation}" for violation in self.violations[:20]]
         lines.append(f"  replay: {self.replay()}")
         lines.append("  trace's tail:")
-        lines += [f"    {line}" for line in self.trace[-TRACE_SHOWN:]]
+        lines += [f"    {line}" for line in self.trace[-(len(self.trace) if full else TRACE_SHOWN):]]
         return "\n".join(lines)
 
 
@@ -86,17 +88,26 @@ def run(seed: int, engine: Engine, plan: FaultPlan | None = None) -> RunResult:
     reset(engine)
     world = World(seed, plan, engine)
     settings = world.settings
-    bound = max(liveness_bound(settings, plan.messages()), poison_bound(settings))
+    within = poison_bound(settings)
+    bound = max(liveness_bound(settings, plan.messages()), within)
     with world.hooked():
         world.spawn_all()
         try:
-            world.scheduler.run(until=plan.fault_end + bound, finished=world.all_final)
+            last = max([plan.fault_end, *(arrival.at for arrival in plan.arrivals)])
+            world.scheduler.run(until=last + bound, finished=world.all_final)
         finally:
             world.scheduler.close()
         ending = world.ending()
-    finish(world.checker, ending, api_back=plan.fault_end, max_attempts=settings.max_attempts)
+    finish(
+        world.checker,
+        ending,
+        api_back=plan.fault_end,
+        max_attempts=settings.max_attempts,
+        poison_within=within,
+    )
+    check_limits(world.checker, settle=LIMIT_SETTLE, ended=world.clock.elapsed)
     result = RunResult(seed, engine.dialect.name, plan, world.checker.violations)
-    result.trace = list(world.scheduler.trace)
+    result.trace = world.scheduler.lines()
     result.ended_at = world.clock.elapsed
     _figures(result, world, ending.rows)
     return result

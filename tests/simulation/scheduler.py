@@ -49,7 +49,9 @@ class Scheduler:
     crash_chance: Callable[[float], float] = lambda elapsed: 0.0
     actors: list[Actor] = field(default_factory=list)
     current: Actor | None = None
-    trace: deque[str] = field(default_factory=lambda: deque(maxlen=TRACE_KEPT))
+    trace: deque[tuple[float, str, str]] = field(
+        default_factory=lambda: deque(maxlen=TRACE_KEPT)
+    )
     turns: int = 0
 
     def spawn(self, name: str, body: Callable[[], None], *, crashable: bool = False) -> Actor:
@@ -59,7 +61,11 @@ class Scheduler:
 
     def note(self, text: str) -> None:
         who = self.current.name if self.current else "-"
-        self.trace.append(f"{self.clock.elapsed:9.3f} {who:<8} {text}")
+        self.trace.append((self.clock.elapsed, who, text))
+
+    def lines(self) -> list[str]:
+        """The trace's tail as text: time, actor, what it did."""
+        return [f"{at:9.3f} {who:<8} {' '.join(text.split())[:70]}" for at, who, text in self.trace]
 
     # -- inside an actor ----------------------------------------------------------------
 
@@ -68,7 +74,7 @@ class Scheduler:
         actor = self.current
         if actor is None or actor.quiet:
             return
-        self.note(label)
+        self.trace.append((self.clock.elapsed, actor.name, label))
         actor.wake_at = self.clock.elapsed
         self._to_scheduler()
 
@@ -88,7 +94,13 @@ class Scheduler:
         self._to_scheduler()
 
     def wake(self, actor: Actor) -> None:
+        """Let a blocked actor run again."""
         if actor.wake_at is None:
+            actor.wake_at = self.clock.elapsed
+
+    def interrupt(self, actor: Actor) -> None:
+        """End an actor's sleep now (an insert's notification waking beat)."""
+        if actor.wake_at is not None and actor.wake_at > self.clock.elapsed:
             actor.wake_at = self.clock.elapsed
 
     def _to_scheduler(self) -> None:

@@ -131,7 +131,7 @@ class World:
                 actor.quiet -= 1
 
     def _before(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self.scheduler.pause(" ".join(statement.split())[:60])
+        self.scheduler.pause(statement[:90])
 
     def _after(self, conn: Any, _cursor: Any, _statement: str, _p: Any, context: Any, *_: Any) -> None:
         actor = self.scheduler.current
@@ -140,7 +140,7 @@ class World:
             return
         dialect = conn.dialect.name
         if compiled.statement is CLAIMS[dialect]:
-            self.checker.on_claim(actor.name)
+            self.checker.on_claim(actor.name, context.compiled_parameters[0]["version"])
         elif compiled.statement is record_module._STATEMENTS[dialect]:
             self.checker.on_record(actor.name)
 
@@ -149,7 +149,7 @@ class World:
     def spawn_all(self) -> None:
         for index in range(self.plan.workers):
             self.scheduler.spawn(f"w{index}", self._worker_body(index), crashable=True)
-        self.scheduler.spawn("beat", self._beat)
+        self.beat = self.scheduler.spawn("beat", self._beat)
         self.scheduler.spawn("producer", self._producer)
         self.scheduler.spawn("operator", self._operator)
         if self.plan.clock_steps:
@@ -227,6 +227,7 @@ class World:
                 number += 1
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(insert(outbox), rows)
+            self.scheduler.interrupt(self.beat)  # beat hears inserts (NOTIFY, the newest id)
         self.producing = False
 
     def _operator(self) -> None:
