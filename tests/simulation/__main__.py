@@ -1,7 +1,7 @@
 """``make simulate``: run seeds (or replay one) and print failing runs and the summary.
 
-    python -m tests.simulation --seeds 500 --db sqlite   # seeds from a random start
-    python -m tests.simulation --seed 1234 --db postgresql  # replay one, with its trace
+python -m tests.simulation --seeds 500 --db sqlite   # seeds from a random start
+python -m tests.simulation --seed 1234 --db postgresql  # replay one, with its trace
 """
 
 from __future__ import annotations

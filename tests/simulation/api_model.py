@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from datetime import timedelta
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from tests.simulation.faults import ApiFault, FaultPlan, Poison
 from tests.simulation.scheduler import Scheduler
@@ -41,7 +41,9 @@ class Entry:
 
     sends: int = 0
     lone_sends: int = 0  # requests holding this message alone
-    lone_since_retry: int = 0  # the same, since an operator last retried it
+    # Lone sends answered while the API was well and recorded, since an operator's last
+    # retry: what a message that fails on its own spends its attempts on.
+    lone_since_retry: int = 0
     accepted_at: float | None = None  # when the API first took it (true time)
     answered: str | None = None  # the last clear answer it gave (accepted, rejected)
 
@@ -71,7 +73,7 @@ class ApiModel:
         self.rng = random.Random(f"api-{self.seed}")
 
     def tracking_id(self, client_message_id: str) -> str:
-        return hashlib.md5(f"{self.seed}/{client_message_id}".encode()).hexdigest()  # noqa: S324
+        return hashlib.md5(f"{self.seed}/{client_message_id}".encode()).hexdigest()
 
     def poison_of(self, client_message_id: str) -> Poison | None:
         number = self.numbers.get(client_message_id)
@@ -106,9 +108,15 @@ class ApiModel:
             entry.sends += 1
             if len(batch) == 1:
                 entry.lone_sends += 1
-                entry.lone_since_retry += 1
         self.in_flight[worker] = elapsed
         self.holding[worker] = {c.client_message_id for c in batch}
+
+
+def _rejects_alone(result: SendResult) -> bool:
+    """Whether this answer to a lone message fails it (a 400, a 413; not the item limit)."""
+    if isinstance(result, BatchTooLarge):
+        return result.limit is not BatchLimit.ITEMS
+    return isinstance(result, BadRequest)
 
 
 def _name(result: SendResult) -> str:
@@ -164,7 +172,8 @@ class SimSender:
         self.api.requests.append(Request(self.worker, start, len(batch), _name(result)))
         clear = self._answered(batch, result)
         scheduler.note(f"answer {type(result).__name__} ({len(batch)})")
-        self.checker.on_answer(self.worker, clear)  # type: ignore[attr-defined]
+        lone = len(batch) == 1 and self.api.plan.window_at(start) is None
+        self.checker.on_answer(self.worker, clear, batch[0].client_message_id if lone else None)  # type: ignore[attr-defined]
         return result
 
     def _answered(self, batch: Sequence[Communication], result: SendResult) -> list[str]:
@@ -179,9 +188,8 @@ class SimSender:
                     entry.accepted_at = api.scheduler.clock.elapsed
                 entry.answered = "accepted"
                 clear.append(cmid)
-        elif len(batch) == 1 and isinstance(result, BadRequest | BatchTooLarge):
-            if not (isinstance(result, BatchTooLarge) and result.limit is BatchLimit.ITEMS):
-                cmid = batch[0].client_message_id
-                api.ledger[cmid].answered = "rejected"
-                clear.append(cmid)
+        elif len(batch) == 1 and _rejects_alone(result):
+            cmid = batch[0].client_message_id
+            api.ledger[cmid].answered = "rejected"
+            clear.append(cmid)
         return clear

@@ -77,6 +77,16 @@ class Window:
     retry_after: float | None = None  # 429 only
 
 
+# Violations that random runs may still show while a defect the simulator found stays open:
+# `make simulate` reports them, the seeds in `make test` tolerate them (each has a scenario).
+KNOWN_VIOLATIONS: dict[str, str] = {
+    "innocent-failed": (
+        "found by the simulator: a message isolated as an outage began spends its attempts "
+        "in the next outage (scenario isolated-then-outage)"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class ClockStep:
     """From ``at`` on, worker ``worker``'s host clock is ``offset`` seconds off true time."""
@@ -145,10 +155,12 @@ def random_plan(seed: int, *, excluded: set[str] | None = None) -> FaultPlan:
     """A plan drawn from ``seed`` alone; kinds in ``excluded`` (default: KNOWN_DEFECTS) left out."""
     rng = random.Random(f"plan-{seed}")
     skip = set(KNOWN_DEFECTS) if excluded is None else excluded
-    fault_end = rng.uniform(20, 90)
-    arrivals = [Arrival(0.0, rng.randint(4, 14))]
-    for _ in range(rng.randint(0, 4)):
-        arrivals.append(Arrival(rng.uniform(0, fault_end), rng.randint(1, 5), rng.choice((0, 1, 2))))
+    fault_end = rng.uniform(10, 45)
+    arrivals = [Arrival(0.0, rng.randint(3, 9))]
+    for _ in range(rng.randint(0, 3)):
+        arrivals.append(
+            Arrival(rng.uniform(0, fault_end), rng.randint(1, 4), rng.choice((0, 1, 2)))
+        )
     arrivals.append(Arrival(fault_end, rng.randint(1, 4)))  # some arrive as the API returns
     total = sum(arrival.count for arrival in arrivals)
     kinds = [kind for kind in Poison if kind not in skip]
@@ -165,7 +177,9 @@ def random_plan(seed: int, *, excluded: set[str] | None = None) -> FaultPlan:
         offset = rng.choice((-600.0, -120.0, 300.0))
         steps = (ClockStep(rng.uniform(0, fault_end), 0, offset),)
     commands = tuple(
-        sorted((rng.uniform(0, fault_end), rng.choice(list(Command))) for _ in range(rng.randint(0, 2)))
+        sorted(
+            (rng.uniform(0, fault_end), rng.choice(list(Command))) for _ in range(rng.randint(0, 2))
+        )
     )
     settings = dict(BASE_SETTINGS)
     if rng.random() < 0.3:
@@ -191,7 +205,7 @@ def _windows(rng: random.Random, fault_end: float, kinds: list[ApiFault]) -> tup
     for _ in range(rng.randint(0, 3)):
         if not kinds or start >= fault_end:
             break
-        end = min(fault_end, start + rng.uniform(2, 40))
+        end = min(fault_end, start + rng.uniform(2, 25))
         kind = rng.choice(kinds)
         retry_after = rng.choice((None, 1.0, 7.0)) if kind is ApiFault.RATE_LIMITED else None
         windows.append(Window(kind, start, end, retry_after))

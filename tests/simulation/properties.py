@@ -6,7 +6,8 @@ Safety (design.md §5a, 1-3, and principle 2), checked at every request:
 - ``twice``: no clientMessageId is in two requests in flight at once (one holder at a time);
 - ``paused``: no request while a pause that was in force when its batch was claimed still is;
 - ``probe``: while the circuit is open, at most one request in flight;
-- ``rate``: requests that booked a slot are spaced by the rate in force.
+- ``rate``: requests that booked a slot are spaced by the rate in force (the higher of the
+  rates at either request: a slot booked before a 429 keeps its spacing).
 Liveness (§5a, 6-8), checked at the end (``finish``):
 - ``stalled``: every message that can be sent is accepted within the bound after the API's
   return, with no operator's resume after the faults;
@@ -60,6 +61,7 @@ class Checker:
     violations: list[Violation] = field(default_factory=list)
     known_clear: set[str] = field(default_factory=set)
     pending_clear: dict[str, set[str]] = field(default_factory=dict)
+    pending_lone: dict[str, list[str]] = field(default_factory=dict)
     claimed_version: dict[str, int] = field(default_factory=dict)
     open_requests: set[str] = field(default_factory=set)
     slots: list[tuple[float, float]] = field(default_factory=list)  # (start, rate in force)
@@ -108,23 +110,33 @@ class Checker:
         if not rates:
             return
         rate = min(rates)
-        if self.slots and elapsed - self.slots[-1][0] < 0.999 / rate:
-            gap = elapsed - self.slots[-1][0]
-            self.fail("rate", f"{worker}'s batch {gap:.3f}s after the last, at {rate:.2f}/s")
+        if self.slots:
+            # A slot booked before a 429 lowered the rate keeps the spacing it was booked at.
+            last, then = self.slots[-1]
+            spacing = 1 / max(rate, then)
+            if elapsed - last < spacing * 0.999:
+                gap = elapsed - last
+                self.fail("rate", f"{worker}'s batch {gap:.3f}s after the last, at {rate:.2f}/s")
         self.slots.append((elapsed, rate))
 
-    def on_answer(self, worker: str, clear: list[str]) -> None:
+    def on_answer(self, worker: str, clear: list[str], lone: str | None) -> None:
+        """An answer reached ``worker``: clear answers, and a lone send while the API was well."""
         self.pending_clear.setdefault(worker, set()).update(clear)
+        if lone is not None:
+            self.pending_lone.setdefault(worker, []).append(lone)
 
     def on_record(self, worker: str) -> None:
         """After a worker's record: its clear answers now written are known to the outbox (a
         row no longer `sending` under a claim was written; a stale worker's record was not)."""
+        for cmid in self.pending_lone.pop(worker, []):
+            self.api.ledger[cmid].lone_since_retry += 1
         waiting = self.pending_clear.pop(worker, set())
         if waiting:
             self.known_clear |= {cmid for cmid, held in self.statuses(waiting) if not held}
 
     def on_crash(self, worker: str) -> None:
         self.pending_clear.pop(worker, None)
+        self.pending_lone.pop(worker, None)
         self.api.in_flight.pop(worker, None)
         self.api.holding.pop(worker, None)
         self.open_requests.discard(worker)
@@ -159,37 +171,50 @@ def finish(
     checker: Checker, ending: Ending, *, api_back: float, max_attempts: int, poison_within: float
 ) -> None:
     """The liveness and end-of-run safety properties; violations go to ``checker``."""
-    api, seen_tracking = checker.api, {}
+    owners: dict[str, str] = {}
     for cmid in sorted(ending.arrivals):
         row = ending.rows.get(cmid)
-        entry = api.ledger.get(cmid)
-        poison = api.poison_of(cmid)
         if row is None:
             checker.fail("lost", f"{cmid} is gone from the table and was not pruned")
             continue
-        status, error = row["status"], row["last_error"]
         tracking = row["tracking_id"]
         if tracking is not None:
-            if tracking != api.tracking_id(cmid) or tracking in seen_tracking:
+            if tracking != checker.api.tracking_id(cmid) or tracking in owners:
                 checker.fail("tracking", f"{cmid} holds {tracking}, not the API's one for it")
-            seen_tracking[tracking] = cmid
-        if status == "cancelled":
+            owners[tracking] = cmid
+        if row["status"] == "cancelled":
             continue
-        if poison is None and status == "failed":
-            checker.fail("innocent-failed", f"{cmid} failed without failing alone: {error}")
-        elif poison is None and status != "accepted":
-            checker.fail("stalled", f"{cmid} is {status} {_since(ending, cmid, api_back)}")
-        elif poison is not None and status != "failed":
-            checker.fail("poison", f"{cmid} ({poison}) is {status} {_since(ending, cmid, api_back)}")
-        elif poison is not None and not error:
-            checker.fail("poison", f"{cmid} ({poison}) failed without a reason")
-        if poison is not None and status == "failed":
+        since = f"(arrived {ending.arrivals[cmid]:.1f}s, API back {api_back:.1f}s)"
+        if checker.api.poison_of(cmid) is None:
+            _judge_innocent(checker, cmid, row, since)
+        else:
             took = (row["updated_at"] - checker.clock.start).total_seconds() - ending.arrivals[cmid]
-            if took > poison_within:
-                checker.fail("poison", f"{cmid} ({poison}) failed {took:.0f}s after it arrived")
-        lone = entry.lone_since_retry if entry else 0
-        if poison is not None and lone > max_attempts:
-            checker.fail("poison", f"{cmid} ({poison}) was sent alone {lone} times")
+            _judge_poison(checker, cmid, row, since, took > poison_within, max_attempts)
+
+
+def _judge_innocent(checker: Checker, cmid: str, row: dict[str, Any], since: str) -> None:
+    """A message that never fails on its own ends accepted."""
+    if row["status"] == "failed":
+        checker.fail("innocent-failed", f"{cmid} failed without failing alone: {row['last_error']}")
+    elif row["status"] != "accepted":
+        checker.fail("stalled", f"{cmid} is {row['status']} {since}")
+
+
+def _judge_poison(
+    checker: Checker, cmid: str, row: dict[str, Any], since: str, late: bool, max_attempts: int
+) -> None:
+    """A message that fails on its own ends failed, with its reason, soon, on few lone sends."""
+    kind = checker.api.poison_of(cmid)
+    entry = checker.api.ledger.get(cmid)
+    lone = entry.lone_since_retry if entry else 0
+    if row["status"] != "failed":
+        checker.fail("poison", f"{cmid} ({kind}) is {row['status']} {since}")
+    elif not row["last_error"]:
+        checker.fail("poison", f"{cmid} ({kind}) failed without a reason")
+    elif late:
+        checker.fail("poison", f"{cmid} ({kind}) failed later than the bound {since}")
+    if lone > max_attempts:
+        checker.fail("poison", f"{cmid} ({kind}) was sent alone {lone} times")
 
 
 def check_limits(checker: Checker, *, settle: float, ended: float) -> None:
@@ -206,7 +231,3 @@ def check_limits(checker: Checker, *, settle: float, ended: float) -> None:
             "too-large",
             f"{len(late)} too-many-items answers after {since:.0f}s (at most {allowed:.0f})",
         )
-
-
-def _since(ending: Ending, cmid: str, api_back: float) -> str:
-    return f"(arrived {ending.arrivals[cmid]:.1f}s, API back {api_back:.1f}s)"

@@ -1,4 +1,4 @@
-"""Named fault plans: issue 21's defects 1-5, each as the simulator meets it.
+"""Named fault plans: issue 21's defects 1-5 as the simulator meets them, and what it found.
 
 Each was found failing on the code as it was when the simulator was written; its test in
 ``test_scenarios.py`` is a strict xfail until the fix lands, then a guard against its return.
@@ -85,6 +85,28 @@ CLOCK_STEPPED_BACK = FaultPlan(
     settings={**BASE_SETTINGS, "OUTBOX_RATE_LIMIT": 2},
 )
 
+# Found by the simulator (seed 163): a message isolated while a hang began (the gate had seen
+# answers just before) is sent alone in the next outage, where the API answers nobody: each
+# lone failure is held against the message, and an innocent message ends `failed` (principle 6:
+# outages never burn a message's attempts).
+ISOLATED_THEN_OUTAGE = FaultPlan(
+    workers=3,
+    arrivals=(
+        Arrival(0.0, 10),
+        Arrival(25.607, 2),
+        Arrival(34.458, 5, priority=0),
+        Arrival(50.474, 5, priority=2),
+        Arrival(84.664, 1),
+    ),
+    windows=(
+        Window(ApiFault.HANG, 14.734, 31.742),
+        Window(ApiFault.REFUSED, 37.590, 52.452),
+        Window(ApiFault.OUTAGE, 70.356, 84.664),
+    ),
+    fault_end=84.664,
+    settings={**BASE_SETTINGS, "OUTBOX_RATE_LIMIT": 2},
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -92,4 +114,5 @@ SCENARIOS: dict[str, FaultPlan] = {
     "hanging-message": HANGING_MESSAGE,
     "lowered-item-limit": LOWERED_ITEM_LIMIT,
     "clock-stepped-back": CLOCK_STEPPED_BACK,
+    "isolated-then-outage": ISOLATED_THEN_OUTAGE,
 }

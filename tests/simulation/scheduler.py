@@ -23,7 +23,7 @@ from tests.simulation.clock import SimClock
 TRACE_KEPT = 400
 
 
-class Crash(BaseException):  # noqa: N818 - not an error of the code: the process dies
+class Crash(BaseException):
     """Thrown into an actor at one of its pauses: the process dies between two statements."""
 
 
@@ -49,9 +49,7 @@ class Scheduler:
     crash_chance: Callable[[float], float] = lambda elapsed: 0.0
     actors: list[Actor] = field(default_factory=list)
     current: Actor | None = None
-    trace: deque[tuple[float, str, str]] = field(
-        default_factory=lambda: deque(maxlen=TRACE_KEPT)
-    )
+    trace: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=TRACE_KEPT))
     turns: int = 0
 
     def spawn(self, name: str, body: Callable[[], None], *, crashable: bool = False) -> Actor:

@@ -44,15 +44,18 @@ class Summary:
             kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.violations.items()))
             lines.append(f"  runs with violations, by kind: {kinds}")
             lines += [f"  replay: {command}" for command in self.failing[:10]]
-        lines.append("  API's return -> last sendable message accepted (s), by fault kind in the run:")
-        lines += [f"    {kind:<14} {_spread(values)}" for kind, values in sorted(self.drains.items())]
+        lines.append(
+            "  API's return -> last sendable message accepted (s), by fault kind in the run:"
+        )
+        lines += [
+            f"    {kind:<14} {_spread(values)}" for kind, values in sorted(self.drains.items())
+        ]
         lines.append("  poison message's arrival -> failed (s), by kind:")
-        lines += [f"    {kind:<14} {_spread(values)}" for kind, values in sorted(self.poison.items())]
+        lines += [
+            f"    {kind:<14} {_spread(values)}" for kind, values in sorted(self.poison.items())
+        ]
         return lines
 
 
 def _spread(values: list[float]) -> str:
-    return (
-        f"runs {len(values):>4}  median {statistics.median(values):6.1f}  "
-        f"max {max(values):6.1f}"
-    )
+    return f"runs {len(values):>4}  median {statistics.median(values):6.1f}  max {max(values):6.1f}"

@@ -90,8 +90,10 @@ class World:
         self.api = ApiModel(plan, self.scheduler, seed)
         self.hosts = {index: HostClock(self.clock) for index in [BEAT_HOST, *range(plan.workers)]}
         self.broker = Broker(self.scheduler, self.settings.max_parallel)
+        # Reads and inserts of the world and its checker stand alone, as the dispatcher's do.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.checker = Checker(
-            engine,
+            self.autocommit,
             self.api,
             self.clock,
             key_fingerprint(self.settings.api_key),
@@ -133,7 +135,9 @@ class World:
     def _before(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         self.scheduler.pause(statement[:90])
 
-    def _after(self, conn: Any, _cursor: Any, _statement: str, _p: Any, context: Any, *_: Any) -> None:
+    def _after(
+        self, conn: Any, _cursor: Any, _statement: str, _p: Any, context: Any, *_: Any
+    ) -> None:
         actor = self.scheduler.current
         compiled = getattr(context, "compiled", None)
         if actor is None or actor.quiet or compiled is None:
@@ -225,7 +229,7 @@ class World:
                     }
                 )
                 number += 1
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self.autocommit.connect() as conn:
                 conn.execute(insert(outbox), rows)
             self.scheduler.interrupt(self.beat)  # beat hears inserts (NOTIFY, the newest id)
         self.producing = False
@@ -273,7 +277,7 @@ class World:
         query = select(outbox).order_by(outbox.c.id)
         if status is not None:
             query = query.where(outbox.c.status == status)
-        with self.quiet(), self.engine.connect() as connection:
+        with self.quiet(), self.autocommit.connect() as connection:
             rows = connection.execute(query).mappings().all()
         return [(str(row["client_message_id"]), dict(row)) for row in rows]
 
