@@ -62,6 +62,7 @@ class Checker:
     known_clear: set[str] = field(default_factory=set)
     pending_clear: dict[str, set[str]] = field(default_factory=dict)
     pending_lone: dict[str, list[str]] = field(default_factory=dict)
+    records_due: set[str] = field(default_factory=set)
     claimed_version: dict[str, int] = field(default_factory=dict)
     open_requests: set[str] = field(default_factory=set)
     slots: list[tuple[float, float]] = field(default_factory=list)  # (start, rate in force)
@@ -82,6 +83,7 @@ class Checker:
         self.slot_owed.add(worker)
 
     def on_request(self, worker: str, batch: Sequence[Communication], elapsed: float) -> None:
+        self.settle(worker)
         now = self.clock.now()
         ids = [c.client_message_id for c in batch]
         for cmid in ids:
@@ -93,10 +95,11 @@ class Checker:
         view = self.gate()
         # The gate unchanged since the claim: a pause in force now was in force then.
         paused = view.paused_until
-        if view.version == self.claimed_version.get(worker) and view.paused(now):
+        unchanged = view.version == self.claimed_version.get(worker)
+        if unchanged and paused is not None and paused > now:
             self.fail("paused", f"{worker} sent {len(ids)} during a pause until {paused:%T}")
         self.open_requests.discard(worker)
-        if view.circuit_open(self.threshold):
+        if view.failures >= self.threshold:  # the circuit is open
             others = sorted(w for w in self.open_requests if w in self.api.in_flight)
             if others:
                 self.fail("probe", f"{worker} sent while the circuit is open and {others} are")
@@ -126,8 +129,16 @@ class Checker:
             self.pending_lone.setdefault(worker, []).append(lone)
 
     def on_record(self, worker: str) -> None:
+        """A worker's record statement ran: judged at its next step (``settle``), once its
+        cursor is read to the end and the statement committed."""
+        self.records_due.add(worker)
+
+    def settle(self, worker: str) -> None:
         """After a worker's record: its clear answers now written are known to the outbox (a
         row no longer `sending` under a claim was written; a stale worker's record was not)."""
+        if worker not in self.records_due:
+            return
+        self.records_due.discard(worker)
         for cmid in self.pending_lone.pop(worker, []):
             self.api.ledger[cmid].lone_since_retry += 1
         waiting = self.pending_clear.pop(worker, set())
@@ -137,6 +148,7 @@ class Checker:
     def on_crash(self, worker: str) -> None:
         self.pending_clear.pop(worker, None)
         self.pending_lone.pop(worker, None)
+        self.records_due.discard(worker)
         self.api.in_flight.pop(worker, None)
         self.api.holding.pop(worker, None)
         self.open_requests.discard(worker)
