@@ -83,7 +83,7 @@ class Checker:
         self.slot_owed.add(worker)
 
     def on_request(self, worker: str, batch: Sequence[Communication], elapsed: float) -> None:
-        self.settle(worker)
+        self.settle()
         now = self.clock.now()
         ids = [c.client_message_id for c in batch]
         for cmid in ids:
@@ -129,16 +129,18 @@ class Checker:
             self.pending_lone.setdefault(worker, []).append(lone)
 
     def on_record(self, worker: str) -> None:
-        """A worker's record statement ran: judged at its next step (``settle``), once its
-        cursor is read to the end and the statement committed."""
+        """A worker's record statement ran: judged at the next step of any actor (``settle``),
+        once its cursor is read to the end and the statement committed."""
         self.records_due.add(worker)
 
-    def settle(self, worker: str) -> None:
-        """After a worker's record: its clear answers now written are known to the outbox (a
+    def settle(self) -> None:
+        """Every record run since: its clear answers now written are known to the outbox (a
         row no longer `sending` under a claim was written; a stale worker's record was not)."""
-        if worker not in self.records_due:
-            return
-        self.records_due.discard(worker)
+        due, self.records_due = sorted(self.records_due), set()
+        for worker in due:
+            self._settle(worker)
+
+    def _settle(self, worker: str) -> None:
         for cmid in self.pending_lone.pop(worker, []):
             self.api.ledger[cmid].lone_since_retry += 1
         waiting = self.pending_clear.pop(worker, set())
@@ -156,6 +158,7 @@ class Checker:
 
     def on_retry(self, retried: list[str]) -> None:
         """An operator's retry: those messages may be sent again, their lone sends anew."""
+        self.settle()
         self.known_clear -= set(retried)
         for cmid in retried:
             entry = self.api.ledger.get(cmid)

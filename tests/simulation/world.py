@@ -24,6 +24,8 @@ from tests.simulation.clock import HostClock, SimClock
 from tests.simulation.faults import Command, FaultPlan
 from tests.simulation.properties import FINAL, Checker, Ending
 from tests.simulation.scheduler import Actor, Crash, Scheduler
+from worker import database
+from worker.clock import Clock
 from worker.dispatch import claim as claims
 from worker.dispatch import record as record_module
 from worker.dispatch.dispatcher import Dispatcher
@@ -115,7 +117,8 @@ class World:
         event.listen(self.engine, "before_cursor_execute", self._before)
         event.listen(self.engine, "after_cursor_execute", self._after)
         try:
-            yield
+            with self.database_time():
+                yield
         finally:
             event.remove(self.engine, "before_cursor_execute", self._before)
             event.remove(self.engine, "after_cursor_execute", self._after)
@@ -135,7 +138,7 @@ class World:
     def _before(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         actor = self.scheduler.current
         if actor is not None and not actor.quiet:
-            self.checker.settle(actor.name)  # its record before this statement has committed
+            self.checker.settle()  # records run before this statement have committed
         self.scheduler.pause(statement[:90])
 
     def _after(
@@ -162,13 +165,40 @@ class World:
         if self.plan.clock_steps:
             self.scheduler.spawn("ntp", self._clock_steps)
 
+    def outbox_time(self, host: int) -> Clock:
+        """The outbox's time as production wires it for a process on ``host``: the database's
+        clock where the code has one (worker.database.outbox_clock; here the database's time is
+        true time), else the host's wall clock (worker.clock.utc_now)."""
+        wiring = getattr(database, "outbox_clock", None)
+        if wiring is None:
+            return self.hosts[host]
+        original = database.utc_now
+        database.utc_now = self.hosts[host]  # type: ignore[attr-defined]  # SQLite: the host's
+        try:
+            clock: Clock = wiring(self.engine, self.clock.monotonic)
+        finally:
+            database.utc_now = original  # type: ignore[attr-defined]
+        return clock
+
+    @contextmanager
+    def database_time(self) -> Iterator[None]:
+        """The database server's clock is true time while the run lasts."""
+        original = getattr(database, "database_now", None)
+        if original is not None:
+            database.database_now = lambda engine: self.clock.now()  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            if original is not None:
+                database.database_now = original  # type: ignore[attr-defined]
+
     def dispatcher(self, index: int, incarnation: int) -> Dispatcher:
         name = f"w{index}"
         return Dispatcher(
             self.settings,
             self.engine,
             SimSender(self.api, name, self.checker),
-            clock=self.hosts[index],
+            clock=self.outbox_time(index),
             rng=random.Random(f"{self.seed}-{name}-{incarnation}"),
             on_full_batch=self.broker.put,
             sleep=self.scheduler.sleep,
@@ -200,12 +230,12 @@ class World:
             self.settings,
             self.engine,
             CountsOnly(),
-            clock=self.hosts[BEAT_HOST],
+            clock=self.outbox_time(BEAT_HOST),
             rng=random.Random(f"{self.seed}-beat"),
             monotonic=self.clock.monotonic,
         )
         while True:
-            due = counter.due_batches(self.hosts[BEAT_HOST]())
+            due = counter.due_batches(counter.clock())
             if due:
                 self.broker.put(due)
             self.scheduler.sleep(self.settings.poll_interval.total_seconds())
