@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from worker.settings import Settings
+
 
 class ApiFault(StrEnum):
     """What the API does to every request during a window."""
@@ -67,6 +69,8 @@ BASE_SETTINGS: dict[str, object] = {
     "OUTBOX_POLL_INTERVAL_SECONDS": 5,  # beat also hears every insert
     "OUTBOX_MAX_PARALLEL_DISPATCHES": 3,
 }
+if "refused_key_retry" in Settings.model_fields:  # a refused key's own cadence, where it has one
+    BASE_SETTINGS["OUTBOX_REFUSED_KEY_RETRY_SECONDS"] = 20
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,15 @@ class Window:
     start: float
     end: float
     retry_after: float | None = None  # 429 only
+
+
+# Defects of one database only (a fix that holds on the other): left out of its random plans.
+KNOWN_DEFECTS_ON: dict[str, dict[str, str]] = {"sqlite": {}, "postgresql": {}}
+
+
+def known_defects(database: str) -> dict[str, str]:
+    """The fault kinds left out of ``database``'s random plans, and why."""
+    return {**KNOWN_DEFECTS, **KNOWN_DEFECTS_ON.get(database, {})}
 
 
 # Violations that random runs may still show while a defect the simulator found stays open:
