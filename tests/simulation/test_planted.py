@@ -95,8 +95,8 @@ def limit_not_learnt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 TRAFFIC = tuple(Arrival(2.0 * n, 3) for n in range(15))
-BUSY = tuple(Arrival(2.0 * n, 12) for n in range(10))
-LONG = tuple(Arrival(3.0 * n, 4) for n in range(30))
+BUSY = tuple(Arrival(2.0 * n, 12) for n in range(4))
+LONG = tuple(Arrival(3.0 * n, 4) for n in range(20))
 OUTAGE = (Window(ApiFault.OUTAGE, 5.0, 40.0),)
 HANG = (Window(ApiFault.HANG, 5.0, 40.0),)
 PLANTS: dict[str, tuple[Plant, FaultPlan, str]] = {

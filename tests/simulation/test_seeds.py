@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 from tests.simulation.faults import KNOWN_VIOLATIONS
 from tests.simulation.runner import RunResult, run
 
-SQLITE_CHUNKS, SQLITE_SEEDS = 5, 24  # 120 seeds
-POSTGRES_CHUNKS, POSTGRES_SEEDS = 2, 6  # 12 seeds
+SQLITE_CHUNKS, SQLITE_SEEDS = 4, 25  # 100 seeds
+POSTGRES_CHUNKS, POSTGRES_SEEDS = 2, 5  # 10 seeds
 
 
 def _failed(result: RunResult) -> bool:
