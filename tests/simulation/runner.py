@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 
+from tests.conftest import POSTGRES_URL, alembic_config, with_database
+from tests.conftest import _admin as admin
 from tests.simulation.faults import FaultPlan, known_defects, random_plan
 from tests.simulation.properties import Violation, check_limits, finish
 from tests.simulation.world import World
@@ -27,10 +27,6 @@ from worker.database import _tune_sqlite as tune_sqlite
 from worker.database import make_engine
 from worker.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-POSTGRES_URL = os.environ.get(
-    "OUTBOX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TABLES_KEPT = {"alembic_version"}
 PG_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
 PG_SEQUENCES = "SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()"
@@ -161,19 +157,6 @@ def reset(engine: Engine) -> None:
             connection.execute(text("DELETE FROM sqlite_sequence"))
 
 
-def _migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("sqlalchemy.url", url)
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
-
-
-def _admin(sql: str) -> None:
-    dsn = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(sql)  # type: ignore[arg-type]
-
-
 @contextmanager
 def database(kind: str) -> Iterator[Engine]:
     """A migrated outbox database of ``kind`` (sqlite or postgresql) for this process's runs."""
@@ -182,7 +165,7 @@ def database(kind: str) -> Iterator[Engine]:
         where = "/dev/shm" if Path("/dev/shm").is_dir() else None
         with tempfile.TemporaryDirectory(prefix="outbox-sim-", dir=where) as folder:
             url = f"sqlite:///{folder}/outbox.db"
-            _migrate(url)
+            command.upgrade(alembic_config(url), "head")
             # Pooled, unlike a worker's (NullPool): a run opens thousands of connections.
             engine = create_engine(url, pool_size=10)
             event.listen(engine, "connect", tune_sqlite)
@@ -193,11 +176,11 @@ def database(kind: str) -> Iterator[Engine]:
             engine.dispose()
         return
     name = f"outbox_sim_{os.getpid()}"
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    _admin(f"CREATE DATABASE {name}")
-    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin(f"CREATE DATABASE {name}")
+    url = with_database(POSTGRES_URL, name)
     try:
-        _migrate(url)
+        command.upgrade(alembic_config(url), "head")
         # No ping, no rollback on return: every statement of a run stands alone (autocommit)
         # or commits, and each round trip saved is a run sooner.
         engine = make_engine(url, pool_size=8, pool_pre_ping=False, pool_reset_on_return=None)
@@ -206,4 +189,4 @@ def database(kind: str) -> Iterator[Engine]:
         finally:
             engine.dispose()
     finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
