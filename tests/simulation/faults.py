@@ -205,7 +205,7 @@ def random_plan(seed: int, *, excluded: set[str] | None = None) -> FaultPlan:
         item_limits=item_limits,
         clock_steps=steps,
         commands=commands,
-        crash_chance=rng.choice((0.0, 0.0, 0.01, 0.03)),
+        crash_chance=rng.choice((0.0, 0.0, 0.03, 0.08)),
         fault_end=fault_end,
         settings=settings,
     )
