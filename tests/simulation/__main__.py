@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         with database(kind) as engine:
             if args.seed is not None or args.scenario is not None:
                 plan = SCENARIOS[args.scenario] if args.scenario else None
-                result = run(args.seed or 0, engine, plan)
+                result = run(args.seed or 0, engine, plan, scenario=args.scenario)
                 print(result.report(full=True))
                 failed |= not result.clean
                 continue

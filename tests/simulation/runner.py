@@ -63,13 +63,15 @@ class RunResult:
     drain: float | None = None  # API's return -> last sendable message accepted
     poison_ends: dict[str, float] = field(default_factory=dict)  # kind -> seconds to failed
     ended_at: float = 0.0
+    scenario: str | None = None  # a named plan's name (tests/simulation/scenarios.py)
 
     @property
     def clean(self) -> bool:
         return not self.violations
 
     def replay(self) -> str:
-        return f"make simulate SEED={self.seed} DB={self.database}"
+        named = f"SCENARIO={self.scenario} " if self.scenario else ""
+        return f"make simulate {named}SEED={self.seed} DB={self.database}"
 
     def report(self, *, full: bool = False) -> str:
         """The violations, the replay command and the trace's tail (``full``: all it kept)."""
@@ -83,8 +85,10 @@ class RunResult:
         return "\n".join(lines)
 
 
-def run(seed: int, engine: Engine, plan: FaultPlan | None = None) -> RunResult:
-    """One seeded run on ``engine``'s database (emptied first)."""
+def run(
+    seed: int, engine: Engine, plan: FaultPlan | None = None, *, scenario: str | None = None
+) -> RunResult:
+    """One seeded run on ``engine``'s database (emptied first): ``plan``, or the seed's own."""
     plan = plan or random_plan(seed, excluded=set(known_defects(engine.dialect.name)))
     reset(engine)
     world = World(seed, plan, engine)
@@ -108,6 +112,7 @@ def run(seed: int, engine: Engine, plan: FaultPlan | None = None) -> RunResult:
     )
     check_limits(world.checker, settle=LIMIT_SETTLE, ended=world.clock.elapsed)
     result = RunResult(seed, engine.dialect.name, plan, world.checker.violations)
+    result.scenario = scenario
     result.trace = world.scheduler.lines()
     result.ended_at = world.clock.elapsed
     _figures(result, world, ending.rows)

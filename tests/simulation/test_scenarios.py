@@ -54,7 +54,7 @@ CASES += [_case(name, "postgresql") for name in sorted(ON_BOTH)]
 def test_the_scenario_runs_clean(name: str, database: str, request: pytest.FixtureRequest) -> None:
     fixture = "postgres_world" if database == "postgresql" else "sqlite_world"
     engine: Engine = request.getfixturevalue(fixture)
-    result = run(1, engine, SCENARIOS[name])
+    result = run(1, engine, SCENARIOS[name], scenario=name)
     kinds = {violation.kind for violation in result.violations}
     if kinds - EXPECTED[name][1]:
         raise OtherViolation(result.report())
