@@ -1,6 +1,6 @@
 # One image for every service of docker-compose.yml: worker, beat, Flower, migrations,
 # metrics and the sandbox. Build: docker build -t wiraya-outbox .
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine
 from sandbox.testing import SandboxAdmin
 from worker.database import make_engine
 from worker.dispatch import dispatcher as dispatcher_module
+from worker.dispatch import recorder as recorder_module
 from worker.dispatch.dispatcher import Dispatcher
 from worker.dispatch.gate.pacing import Pacing
 from worker.dispatch.gate.policy import Gate
@@ -59,7 +60,7 @@ PARTS: list[tuple[str, list[tuple[object, str]]]] = [
     ("HTTP exchange", [(WirayaClient, "_exchange")]),
     ("parsing the answer", [(client_module, "interpret_response")]),
     ("building row results", [(dispatcher_module, "results_of")]),
-    ("record statement", [(dispatcher_module, "record")]),
+    ("record statement", [(recorder_module, "record")]),
     ("gate notes and request slot", [(Gate, "answered"), (Pacing, "book_slot")]),
     ("metrics counters to Redis", [(sys.modules[__name__], "record_batch")]),
 ]

@@ -30,14 +30,13 @@ async def aenqueue(
 ) -> OutboxMessage:
     """``enqueue`` for an AsyncSession: one message in its transaction (no commit)."""
     message = NewMessage.create(recipient=recipient, content=content, limits=limits, **options)
-    connection = await _writable(session)
-    result = await session.scalars(inserts.insert_one(connection.dialect, message))
-    row = result.one_or_none()
-    if row is None:
+    dialect = (await _writable(session)).dialect
+    returned = (await session.execute(inserts.insert_one(dialect, message))).one_or_none()
+    if returned is None:
         inserts.refuse_duplicate(message, if_exists)
-        found = await session.scalars(inserts.existing(message))
-        row = inserts.same_message(message, found.one())
-    return row
+        found = (await session.execute(inserts.existing(dialect, message))).one()
+        return await session.merge(inserts.same_message(message, found), load=False)
+    return await session.merge(inserts.loaded(message, returned), load=False)
 
 
 async def aenqueue_many(

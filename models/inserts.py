@@ -9,18 +9,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Dialect, Insert, Select, select
+from sqlalchemy import Column, Connection, Dialect, Insert, Row, Select, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import make_transient_to_detached
 
 from models.errors import DuplicateMessage
 from models.message import NewMessage
-from models.outbox import OutboxMessage
+from models.outbox import OutboxMessage, outbox_messages
 
 IfExists = Literal["raise", "return"]
 ROWS_PER_STATEMENT = 1_000  # 7 parameters a row stays under SQLite's and PostgreSQL's limits
 # Where the outbox lives when a session has several binds.
 OUTBOX_BIND: dict[str, Any] = {"mapper": OutboxMessage}
 BEGIN = "BEGIN"
+# What the producer reads back: the id, the key and what the database fills in. Its role may
+# read no other column (README, Security): other messages' recipients and contents stay hidden.
+READ_BACK: tuple[Column[Any], ...] = tuple(
+    column
+    for column in outbox_messages.columns
+    if column.primary_key or column.server_default is not None or column.name == "client_message_id"
+)
 
 
 # -- needs_begin -- Whether the producer must open the caller's transaction itself before its
@@ -37,10 +45,22 @@ def needs_begin(connection: Connection) -> bool:
     return not getattr(driver, "in_transaction", True)
 
 
-# -- insert_one -- One row, ON CONFLICT (client_message_id) DO NOTHING, returning the row
-# (none when the id was already there, and the caller's transaction stays healthy).
+# -- insert_one -- One row, ON CONFLICT (client_message_id) DO NOTHING, returning what the
+# database filled in (nothing when the id was already there, and the caller's transaction
+# stays healthy); ``loaded`` makes the row of it.
 def insert_one(dialect: Dialect, message: NewMessage) -> Insert:
-    return _insert_ignoring_duplicates(dialect).values(message.row()).returning(OutboxMessage)
+    return _insert_ignoring_duplicates(dialect).values(message.row()).returning(*READ_BACK)
+
+
+def loaded(message: NewMessage, returned: Row[Any]) -> OutboxMessage:
+    """The message's row as if loaded: the database's values read back, the message's own
+    for what it set, and nothing (None) for the columns no insert fills in."""
+    values: dict[str, Any] = dict.fromkeys(outbox_messages.columns.keys())
+    values.update(message.row())
+    values.update({column.name: returned._mapping[column.name] for column in READ_BACK})
+    row = OutboxMessage(**values)
+    make_transient_to_detached(row)  # clean and detached: the caller's session merges it
+    return row
 
 
 # -- insert_many -- The same for many rows: given one parameter set per row, SQLAlchemy's
@@ -53,9 +73,20 @@ def insert_many(dialect: Dialect) -> Insert:
     )
 
 
-# -- existing -- The row holding the message's client_message_id (for if_exists="return").
-def existing(message: NewMessage) -> Select[OutboxMessage]:
-    return select(OutboxMessage).where(OutboxMessage.client_message_id == message.client_message_id)
+# -- existing -- The row holding the message's client_message_id (for if_exists="return"):
+# what the producer may read of it, and whether it holds the same recipient and content. On
+# PostgreSQL outbox_message_is (migration 0012) answers that with the owner's rights, so the
+# producer reads neither; SQLite has no roles, and the two are compared by same_message.
+def existing(dialect: Dialect, message: NewMessage) -> Select[Any]:
+    where = outbox_messages.c.client_message_id == message.client_message_id
+    if dialect.name == "postgresql":
+        same = func.outbox_message_is(
+            message.client_message_id,
+            message.recipient,
+            bindparam("content", message.content.to_api(), type_=postgresql.JSONB()),
+        )
+        return select(*READ_BACK, same.label("same")).where(where)
+    return select(*READ_BACK, outbox_messages.c.recipient, outbox_messages.c.content).where(where)
 
 
 def refuse_duplicate(message: NewMessage, if_exists: IfExists) -> None:
@@ -64,14 +95,20 @@ def refuse_duplicate(message: NewMessage, if_exists: IfExists) -> None:
         raise DuplicateMessage([message.client_message_id])
 
 
-def same_message(message: NewMessage, row: OutboxMessage) -> OutboxMessage:
+def same_message(message: NewMessage, found: Row[Any]) -> OutboxMessage:
     """The existing row, provided it holds the same message: a reused key with other data is
     always refused."""
-    if row.recipient != message.recipient or row.content != message.content.to_api():
+    fields = found._mapping
+    if "same" in fields:
+        same = bool(fields["same"])
+    else:
+        same = fields["recipient"] == message.recipient
+        same = same and fields["content"] == message.content.to_api()
+    if not same:
         raise DuplicateMessage(
             [message.client_message_id], "already in the outbox with another recipient or content"
         )
-    return row
+    return loaded(message, found)
 
 
 def refuse_duplicates(

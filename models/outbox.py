@@ -68,6 +68,10 @@ class OutboxMessage(Base):
     # The latest delivery report's status as Wiraya sends it, and when its event happened.
     delivery_status: Mapped[str | None] = mapped_column(Text)
     delivery_status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Why a request holding the message may have reached Wiraya (its outcome unknown: a
+    # timeout, a dropped connection, an unreadable answer). Set by the record, never cleared:
+    # `outbox cancel` leaves such a message alone, whatever its later attempts met.
+    reach_evidence: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),

@@ -33,12 +33,13 @@ def enqueue(
     same recipient and content (a reused key with other data is always refused).
     """
     message = NewMessage.create(recipient=recipient, content=content, limits=limits, **options)
-    connection = _writable(session)
-    row = session.scalars(inserts.insert_one(connection.dialect, message)).one_or_none()
-    if row is None:
+    dialect = _writable(session).dialect
+    returned = session.execute(inserts.insert_one(dialect, message)).one_or_none()
+    if returned is None:
         inserts.refuse_duplicate(message, if_exists)
-        row = inserts.same_message(message, session.scalars(inserts.existing(message)).one())
-    return row
+        found = session.execute(inserts.existing(dialect, message)).one()
+        return session.merge(inserts.same_message(message, found), load=False)
+    return session.merge(inserts.loaded(message, returned), load=False)
 
 
 def enqueue_many(

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 from models import DEFAULT_LIMITS, MessageLimits
 from worker.database import behind_transaction_pooler
 from worker.errors import OutboxError
+from worker.secrets import fingerprint_salt, variable
 
 
 def is_local_host(host: str) -> bool:
@@ -37,6 +38,11 @@ def is_local_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+# An HTTP header value as the API key needs it: visible ASCII, inner spaces and tabs only. A stray
+# space from a .env file, sent, makes the HTTP library quote the key in its error.
+HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
 
 
 class SettingsError(OutboxError, ValueError):
@@ -84,8 +90,13 @@ class _Concern(BaseModel):
         Only this class's variables are read: the others belong to another concern.
         """
         environ = os.environ if environ is None else environ
-        aliases = {field.alias for field in cls.model_fields.values()}
-        values: dict[str, Any] = {k: v for k, v in environ.items() if k in aliases and v != ""}
+        aliases = {field.alias for field in cls.model_fields.values() if field.alias}
+        try:
+            values: dict[str, Any] = {
+                name: value for name in aliases if (value := variable(environ, name))
+            }
+        except OSError as error:
+            raise SettingsError(str(error)) from None
         values.update(overrides)
         try:
             return cls.model_validate(values)
@@ -172,6 +183,9 @@ class ApiSettings(_Concern):
     sandbox_hosts: Annotated[frozenset[str], BeforeValidator(_host_names)] = Field(
         frozenset(), alias="WIRAYA_SANDBOX_HOSTS"
     )
+    # The secret every process of one deployment shares to fingerprint the API key with
+    # (worker.dispatch.retry.key_fingerprint); unset, the database's location stands in.
+    key_fingerprint_salt: SecretStr | None = Field(None, alias="OUTBOX_KEY_FINGERPRINT_SALT")
 
     @model_validator(mode="after")
     def _check_api(self) -> Self:
@@ -186,6 +200,11 @@ class ApiSettings(_Concern):
         key = self.wiraya_api_key
         if key is not None and not key.get_secret_value().strip():
             raise ValueError("WIRAYA_API_KEY: must not be blank")
+        if key is not None and not HEADER_VALUE.fullmatch(key.get_secret_value()):
+            raise ValueError(
+                "WIRAYA_API_KEY: must be printable ASCII with no space or tab before or after it "
+                "(it is sent as an HTTP header): check the .env file or the secret's file"
+            )
         if key is None and not self.wiraya_is_local:
             raise ValueError("WIRAYA_API_KEY: required unless WIRAYA_BASE_URL is a local sandbox")
         return self
@@ -333,6 +352,11 @@ class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):
 class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings):
     """A worker's settings: every concern, and the rules that join them."""
 
+    @property
+    def fingerprint_salt(self) -> str:
+        """What the API key's fingerprint is keyed with (worker.secrets.fingerprint_salt)."""
+        return fingerprint_salt(self.key_fingerprint_salt, self.database_url)
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
         if self.lease <= self.wiraya_timeout:
@@ -360,7 +384,8 @@ def _describe(exc: ValidationError) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if not name:
         return message
-    shown = "" if "KEY" in name or "AUTH" in name else f" (got {error.get('input')!r})"
+    secret = any(word in name for word in ("KEY", "AUTH", "URL", "PASSWORD", "SALT"))
+    shown = "" if secret else f" (got {error.get('input')!r})"
     return f"{name}: {message}{shown}"
 
 
@@ -368,4 +393,7 @@ def database_url_from_environ(environ: Mapping[str, str] | None = None) -> str:
     """OUTBOX_DATABASE_URL alone, for tools that need no API settings (migrations, the CLI)."""
     environ = os.environ if environ is None else environ
     default = DatabaseSettings.model_fields["database_url"].default
-    return environ.get("OUTBOX_DATABASE_URL") or str(default)
+    try:
+        return variable(environ, "OUTBOX_DATABASE_URL") or str(default)
+    except OSError as error:
+        raise SettingsError(str(error)) from None

@@ -39,10 +39,12 @@ def test_flower_shows_batch_summaries_and_wrong_key_failures(stack: Stack) -> No
     stack.start_sandbox("--api-key", "right-key")
     url = stack.start_flower(CREDENTIALS)
 
-    # Basic auth guards the dashboard and the API; /metrics is open for Prometheus.
+    # Basic auth guards the dashboard, the API and /metrics (Prometheus logs in too).
     assert http_get(f"{url}/api/tasks")[0] == 401
     assert http_get(f"{url}/api/tasks", auth="ops:wrong")[0] == 401
-    status, body = http_get(f"{url}/metrics")
+    assert http_get(f"{url}/metrics")[0] == 401
+    assert http_get(f"{url}/metrics", auth="ops:wrong")[0] == 401
+    status, body = http_get(f"{url}/metrics", auth=CREDENTIALS)
     assert status == 200 and b"flower_events_total" in body
 
     stack.start_outbox(WIRAYA_API_KEY="right-key")

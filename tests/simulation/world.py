@@ -98,7 +98,7 @@ class World:
             self.autocommit,
             self.api,
             self.clock,
-            key_fingerprint(self.settings.api_key),
+            key_fingerprint(self.settings.api_key, self.settings.fingerprint_salt),
             self.settings.circuit_failures,
             self.settings.configured_rate,
             self.quiet,

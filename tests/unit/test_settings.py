@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -202,6 +203,29 @@ def test_a_blank_key_is_refused(key: str) -> None:
     assert refusal({"WIRAYA_API_KEY": key}).startswith("WIRAYA_API_KEY: ")
 
 
+UNFIT_KEYS = [
+    KEY + " ",  # a .env line with a trailing space
+    " " + KEY,
+    KEY + "\t",
+    KEY + "\n",  # a secret's file read with its final newline
+    KEY[:4] + "\u00e9" + KEY[4:],  # not ASCII: the HTTP library would refuse or mangle it
+    KEY[:4] + "\u200b" + KEY[4:],  # a zero-width space from a copy-paste
+    KEY[:4] + "\x7f" + KEY[4:],
+    KEY[:4] + "\x00" + KEY[4:],
+]
+
+
+@pytest.mark.parametrize("key", UNFIT_KEYS, ids=repr)
+def test_a_key_unfit_for_an_http_header_is_refused_naming_the_variable_only(key: str) -> None:
+    message = refusal({"WIRAYA_API_KEY": key})
+    assert message.startswith("WIRAYA_API_KEY: must be printable ASCII")
+    assert KEY[:4] not in message and KEY[-4:] not in message
+
+
+def test_a_key_with_inner_spaces_as_a_header_may_hold_them_is_taken() -> None:
+    assert Settings.from_environ({"WIRAYA_API_KEY": "Bearer abc"}).api_key == "Bearer abc"
+
+
 @pytest.mark.parametrize(
     "url", ["http://api.wiraya.com", "http://10.0.0.5:8080", "http://localhost.example.com"]
 )
@@ -311,3 +335,25 @@ def test_batches_grow_to_500_by_default_or_to_a_larger_configured_size() -> None
 def test_a_cap_below_the_batch_size_is_refused() -> None:
     reason = refusal({**WITH_KEY, "OUTBOX_BATCH_SIZE": "200", "OUTBOX_BATCH_SIZE_MAX": "100"})
     assert "OUTBOX_BATCH_SIZE_MAX: must not be below OUTBOX_BATCH_SIZE" in reason
+
+
+def test_a_secret_may_come_from_the_file_its_file_variable_names(tmp_path: Path) -> None:
+    key_file, url_file = tmp_path / "key", tmp_path / "url"
+    key_file.write_text(KEY + "\n")  # as `echo KEY > file` writes it
+    url_file.write_text("postgresql+psycopg://outbox_worker:pw@db/outbox\n")
+    environ = {"WIRAYA_API_KEY_FILE": str(key_file), "OUTBOX_DATABASE_URL_FILE": str(url_file)}
+    settings = Settings.from_environ(environ)
+    assert settings.api_key == KEY
+    assert settings.database_url == "postgresql+psycopg://outbox_worker:pw@db/outbox"
+    assert database_url_from_environ(environ) == settings.database_url
+    # The variable itself, when set, wins over its file.
+    assert Settings.from_environ({**environ, "WIRAYA_API_KEY": "other"}).api_key == "other"
+
+
+def test_an_unreadable_secret_file_is_named_without_its_content(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    message = refusal({"WIRAYA_API_KEY_FILE": str(missing)})
+    assert message == f"WIRAYA_API_KEY_FILE: cannot read {missing}: No such file or directory"
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + " \n")
+    assert refusal({"WIRAYA_API_KEY_FILE": str(key_file)}).startswith("WIRAYA_API_KEY: must be")

@@ -25,6 +25,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from worker.clock import Clock
+from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.screen import ISOLATED, Outgoing
@@ -83,6 +84,7 @@ class Delivery:
     expired: dict[int, str] = field(default_factory=dict)  # no request could end before expiry
     unresolved: list[ClaimedRow] = field(default_factory=list)  # unsent or unanswered
     failure: RequestFailure | None = None  # what stopped the batch, when something did
+    reached: dict[int, str] = field(default_factory=dict)  # may be at Wiraya: why (see reach)
     requests: list[RequestRecord] = field(default_factory=list)
 
 
@@ -250,7 +252,19 @@ class _Run:
         seconds = self.courier.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
         self.delivery.requests.append(record)
+        self._note_reach(batch, result)
         return result
+
+    def _note_reach(self, batch: list[Outgoing], result: SendResult) -> None:
+        """Keep why each message of the request may have reached Wiraya, if it may have."""
+        for outgoing in batch:
+            if isinstance(result, Delivered):
+                outcome = result.outcomes.get(outgoing.communication.client_message_id)
+                evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
+            else:
+                evidence = reach.of_request(result)
+            if evidence is not None:
+                self.delivery.reached.setdefault(outgoing.id, evidence)
 
     def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
         now = self.courier.clock()

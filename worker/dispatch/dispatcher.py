@@ -28,7 +28,7 @@ from worker.dispatch.delivery import Courier, Delivery, Sender
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.outcomes import Outcomes, released, results_of, unsent_failure
-from worker.dispatch.record import RowResult, record
+from worker.dispatch.recorder import Recorder
 from worker.dispatch.retry import key_fingerprint
 from worker.dispatch.screen import Screened, screen
 from worker.dispatch.summary import BatchState, BatchSummary
@@ -66,9 +66,10 @@ class Dispatcher:
         self.sleep = sleep
         self.should_stop = should_stop
         self.monotonic = monotonic
-        self.key = key_fingerprint(settings.api_key)
+        self.key = key_fingerprint(settings.api_key, settings.fingerprint_salt)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
+        self.recorder = Recorder(engine, settings.lease, clock, sleep, monotonic)
         self.courier = Courier(
             sender,
             self.gate,
@@ -110,6 +111,8 @@ class Dispatcher:
     def dispatch_once(self, *, wake: bool = True) -> BatchSummary:
         """Claim, screen, send and record one batch (a full one wakes another, with ``wake``)."""
         started = self.monotonic()
+        if (held := self.recorder.held()) is not None:  # logged once, when records began to fail
+            return BatchSummary(state=BatchState.PAUSED, alarm=held)
         summary = self._dispatch_once(wake)
         summary.seconds = round(self.monotonic() - started, 4)
         summary.log()
@@ -147,7 +150,7 @@ class Dispatcher:
             self.on_full_batch()  # more is due: let another worker start on it now
         wait = self._wait_for_slot(permit, now)
         if wait is not None:
-            self._write(summary, [released(row, None) for row in rows], token)
+            self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
             return summary
         self._process(rows, permit, token, now, summary)
@@ -171,6 +174,7 @@ class Dispatcher:
         self, connection: Connection, permit: Permit, now: datetime, token: int
     ) -> list[ClaimedRow]:
         n, v, lease = permit.size, permit.view.version, self.settings.lease
+        n = self.recorder.claim_limit(n)  # one row while records are on trial
         alone = self.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
         return claim(
             connection, limit=n, lease=lease, now=now, version=v, token=token, urgent_alone=alone
@@ -208,8 +212,8 @@ class Dispatcher:
                 with self.engine.connect() as connection:
                     self.gate.give_back(connection, permit)
         results += results_of(screened.outgoing, delivery, self.outcomes, now=self.clock())
-        self._write(summary, results, token)
         summary.note_delivery(delivery)
+        self.recorder.write_batch(summary, results, token, now)
 
     def _screen(
         self,
@@ -226,7 +230,7 @@ class Dispatcher:
             if permit.probe is None or screened.outgoing or not rows:
                 break
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
-            self._write(summary, failures, token)
+            self.recorder.write_batch(summary, failures, token, now)
             with self.engine.connect() as connection:
                 rows = self._claim_under(connection, permit, now, token)
             summary.note_claimed(rows)
@@ -236,9 +240,3 @@ class Dispatcher:
     def _screen_rows(self, rows: list[ClaimedRow], now: datetime) -> Screened:
         limits = self.settings.message_limits
         return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
-
-    def _write(self, summary: BatchSummary, results: list[RowResult], token: int) -> None:
-        """Record the batch (a stale worker's results are refused and not counted)."""
-        with self.engine.connect() as connection:
-            written = record(connection, results, token=token, now=self.clock())
-        summary.count([result for result in results if result.id in written])

@@ -6,6 +6,7 @@ import random
 from datetime import datetime
 
 from models import Status
+from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.delivery import Delivery
 from worker.dispatch.record import RowResult, is_tracking_id
@@ -81,4 +82,4 @@ def results_of(
     failure = delivery.failure
     reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
     results += [released(row, reason) for row in delivery.unresolved]
-    return results
+    return reach.with_evidence(results, delivery.reached)

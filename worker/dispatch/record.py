@@ -33,6 +33,7 @@ class RowResult:
     next_attempt_at: datetime | None = None
     tracking_id: str | None = None
     last_error: str | None = None
+    reach_evidence: str | None = None  # why it may have reached Wiraya; kept once written
 
 
 def printable(value: str, limit: int = MAX_ERROR_LENGTH) -> str:
@@ -66,6 +67,7 @@ UPDATE outbox_messages AS m SET
     claim_token = NULL,
     tracking_id = coalesce({_RESULT} ->> 'tracking_id', m.tracking_id),
     last_error = {_RESULT} ->> 'last_error',
+    reach_evidence = coalesce(m.reach_evidence, {_RESULT} ->> 'reach_evidence'),
     accepted_at = CASE WHEN {_RESULT} ->> 'status' = 'accepted' THEN :now
                   ELSE m.accepted_at END,
     updated_at = :now
@@ -79,7 +81,8 @@ RECORD_SQLITE = f"""
 WITH v AS (
     SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'attempts' AS attempts,
            value ->> 'next_attempt_at' AS next_attempt_at,
-           value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error
+           value ->> 'tracking_id' AS tracking_id, value ->> 'last_error' AS last_error,
+           value ->> 'reach_evidence' AS reach_evidence
     FROM json_each(:results))
 UPDATE outbox_messages AS m SET
     status = v.status,
@@ -89,6 +92,7 @@ UPDATE outbox_messages AS m SET
     claim_token = NULL,
     tracking_id = coalesce(v.tracking_id, m.tracking_id),
     last_error = v.last_error,
+    reach_evidence = coalesce(m.reach_evidence, v.reach_evidence),
     accepted_at = CASE WHEN v.status = 'accepted' THEN :now ELSE m.accepted_at END,
     updated_at = :now
 FROM v
@@ -128,13 +132,16 @@ def record_parameters(
 
 def _result_json(result: RowResult, is_sqlite: bool) -> dict[str, Any]:
     """One result's columns as the record statement reads them from JSON."""
-    return {
+    columns: dict[str, Any] = {
         "status": result.status.value,
         "attempts": result.attempts,
         "next_attempt_at": _timestamp(result.next_attempt_at, is_sqlite),
         "tracking_id": result.tracking_id,
         "last_error": _error_text(result),
     }
+    if result.reach_evidence is not None:  # absent reads as NULL: most rows carry none
+        columns["reach_evidence"] = printable(result.reach_evidence)
+    return columns
 
 
 def _error_text(result: RowResult) -> str | None:

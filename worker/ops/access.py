@@ -97,3 +97,9 @@ def _check_sqlite_file(url: str, shown: str) -> None:
         raise OperatorError(
             f"no database file at {shown}: set OUTBOX_DATABASE_URL, or run `outbox migrate`"
         )
+
+
+def run_script(engine: Engine, script: str) -> None:
+    """Run a SQL script of several statements (its own BEGIN and COMMIT) as one request."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(script)

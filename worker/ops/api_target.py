@@ -9,21 +9,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from worker.dispatch.retry import key_fingerprint
-from worker.settings import ApiSettings, SettingsError
+from worker.secrets import fingerprint_salt
+from worker.settings import ApiSettings, SettingsError, database_url_from_environ
 
 
-def describe(settings: ApiSettings) -> str:
-    """``Wiraya API <base URL> (key fingerprint <16 hex>)``, or the sandbox's "no key"."""
+def describe(settings: ApiSettings, database_url: str) -> str:
+    """``Wiraya API <base URL> (key fingerprint <32 hex>)``, or the sandbox's "no key"."""
     if settings.wiraya_api_key is None:
         key = "no key: a local sandbox"
     else:
-        key = f"key fingerprint {key_fingerprint(settings.api_key)}"
+        salt = fingerprint_salt(settings.key_fingerprint_salt, database_url)
+        key = f"key fingerprint {key_fingerprint(settings.api_key, salt)}"
     return f"Wiraya API {settings.wiraya_base_url} ({key})"
 
 
 def describe_environ(environ: Mapping[str, str] | None = None) -> str:
     """The same for a process that does not call the API itself (it never stops on it)."""
     try:
-        return describe(ApiSettings.from_environ(environ))
+        return describe(ApiSettings.from_environ(environ), database_url_from_environ(environ))
     except SettingsError as error:
         return f"Wiraya API not configured ({error})"

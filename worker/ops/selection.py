@@ -24,10 +24,10 @@ CASEFOLD = "outbox_casefold"
 # `outbox retry` starts the last error with this, so the row reads as retried by hand, not as
 # a worker's retry, and still says how it failed.
 RETRIED = "retried by an operator"
-# Releases after these answers gave the attempt back because the API refused the request as a
-# whole: none of its messages reached Wiraya. Any other recorded error may come from a request
-# that got through (a timeout, a dropped connection, a 5xx after the work was done).
-REFUSED_REQUEST = ("RateLimited: ", "Unauthorized: ", "BadRequest: ", "BatchTooLarge: ")
+# What a release after a request with an unknown outcome writes in last_error; rows released
+# by a worker older than the reach_evidence column (migration 0009) carry their evidence only
+# there.
+UNKNOWN_OUTCOME = ("TransportError: ", "ServerError: ")
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,13 @@ def retrying() -> Any:
 def may_have_reached_wiraya() -> Any:
     """A pending row a request may already have delivered to Wiraya.
 
-    A per-message answer spent an attempt (attempts > 0), or a request-level failure gave the
-    attempt back but left its reason: unless the API refused that request outright, it may
-    have got through. A row retried by an operator carries its earlier life in the same way.
+    A request holding it ended with its outcome unknown (``reach_evidence``, which no later
+    attempt, answer or `outbox retry` clears), or a claim spent an attempt on it (it was sent
+    and answered "try again", or its worker stopped mid-request), or its last release says so
+    (a worker older than the evidence column).
     """
     error = outbox.c.last_error
-    refused = [error.startswith(prefix, autoescape=True) for prefix in REFUSED_REQUEST]
-    return or_(outbox.c.attempts > 0, and_(error.is_not(None), not_(or_(*refused))))
+    unknown = [error.startswith(prefix, autoescape=True) for prefix in UNKNOWN_OUTCOME]
+    # Never NULL, so that its negation selects the others: no error is no evidence.
+    released_unknown = and_(error.is_not(None), or_(*unknown))
+    return or_(outbox.c.reach_evidence.is_not(None), outbox.c.attempts > 0, released_unknown)

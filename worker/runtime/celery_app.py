@@ -10,12 +10,21 @@ from typing import Any
 import billiard.pool
 from celery import Celery
 from celery.apps.worker import Worker
-from celery.signals import beat_init, celeryd_after_setup, import_modules, worker_process_init
+from celery.signals import (
+    beat_init,
+    celeryd_after_setup,
+    import_modules,
+    worker_init,
+    worker_process_init,
+)
 from kombu import Exchange, Queue
+from sqlalchemy.exc import OperationalError
 
-from worker.database import dispose_engines
+from worker.database import dispose_engines, engine_for
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
 from worker.ops import api_target
+from worker.ops.privileges import Duty, beat_duties, worker_duties
+from worker.ops.start_check import MissingRight, require_rights
 from worker.runtime.broker import transport_options
 from worker.settings import Settings, SettingsError
 
@@ -130,8 +139,48 @@ def _say_which_api(**_: object) -> None:
     global _api_announced
     if _api_announced or not logging.getLogger().handlers:
         return
-    log.info("%s", api_target.describe(settings))
+    log.info("%s", api_target.describe(settings, settings.database_url))
     _api_announced = True
+
+
+@import_modules.connect  # in Flower's process, once its web handlers are loaded
+def _flower_metrics_behind_its_login(**_: object) -> None:
+    # Flower serves /metrics without asking for FLOWER_BASIC_AUTH, which every other page of
+    # it asks for: the metrics name the workers, their hosts and the task counts. Its handler
+    # gets the same guard as the other pages. Looked up, never imported: a worker or beat
+    # process loads no Flower (only Flower's own process has it loaded).
+    monitor = sys.modules.get("flower.views.monitor")
+    web = sys.modules.get("tornado.web")
+    if monitor is None or web is None or getattr(monitor.Metrics.get, "behind_login", False):
+        return
+    guarded = web.authenticated(monitor.Metrics.get)
+    guarded.behind_login = True
+    monitor.Metrics.get = guarded
+
+
+def require_rights_at_start(process: str, duties: tuple[Duty, ...]) -> None:
+    """Stop the process with one line when its role lacks a right its duties need, before it
+    sends anything it could not record. A database not reachable yet is no reason to stop:
+    the process waits for it as it always has."""
+    try:
+        require_rights(engine_for(settings.database_url), process, duties)
+    except MissingRight as error:
+        print(f"outbox: {error}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except OperationalError as error:
+        log.warning(
+            "%s: rights not checked, the database is not reachable: %s", process, error.orig
+        )
+
+
+@worker_init.connect
+def _check_the_workers_rights(**_: object) -> None:
+    require_rights_at_start("worker", worker_duties())
+
+
+@beat_init.connect
+def _check_beats_rights(**_: object) -> None:
+    require_rights_at_start("beat", beat_duties())
 
 
 @worker_process_init.connect

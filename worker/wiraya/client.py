@@ -21,6 +21,7 @@ import os
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ from worker.wiraya.deadline import (
     request_ends_at,
 )
 from worker.wiraya.proxies import proxy_for, shown
+from worker.wiraya.redaction import Redactor
 from worker.wiraya.results import (
     Accepted,
     BadRequest,
@@ -54,6 +56,10 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+# httpcore's DEBUG trace logs each exception as it meets it, before `send` can redact it: h11's
+# refusal of a header quotes the header's value, the API key. Its trace stays off, whatever the
+# root logger's level; what failed is in the result's reason and the warning below.
+logging.getLogger("httpcore").setLevel(logging.INFO)
 
 ENDPOINT_PATH = "/api/EnqueueCommunications"
 API_KEY_HEADER = "X-ApiKey"  # exactly this spelling: Wiraya's server has been case-sensitive
@@ -83,12 +89,15 @@ class WirayaClient:
         *,
         connect_timeout: timedelta | None = None,
         sandbox_hosts: Collection[str] = (),
+        secret: bool = True,
     ) -> None:
         local = _refuse_plain_http(base_url, sandbox_hosts)
         if not api_key:
             raise ValueError("api_key: must not be empty")
         if any(char < " " or char == "\x7f" for char in api_key):
             raise ValueError("api_key: must not hold control characters or line breaks")
+        # A sandbox's stand-in key is no secret: texts that name it stay as they are.
+        self._redactor = Redactor(api_key if secret else None)
         self._url = base_url.rstrip("/") + ENDPOINT_PATH
         self._headers = [
             (API_KEY_HEADER.encode(), api_key.encode()),
@@ -116,6 +125,7 @@ class WirayaClient:
             settings.api_key,
             settings.wiraya_timeout,
             sandbox_hosts=settings.sandbox_hosts,
+            secret=settings.wiraya_api_key is not None,
         )
 
     @property
@@ -136,8 +146,14 @@ class WirayaClient:
         try:
             result = self._send(batch, request_ends_at(started, self._timeout, deadline), started)
         except Exception as exc:  # a defect, not an answer: the API may have the work
-            log.exception("EnqueueCommunications: unexpected error while sending")
+            trace = "".join(traceback.format_exception(exc))
+            log.error(
+                "EnqueueCommunications: unexpected error while sending\n%s",
+                self._redactor.text(trace),
+            )
             result = TransportError(f"unexpected {type(exc).__name__} (outcome unknown): {exc}")
+        # The one place a failure becomes text for the rest of the outbox: without the key.
+        result = self._redactor.result(result)
         _log_result(batch, result, time.monotonic() - started)
         return result
 
@@ -284,7 +300,7 @@ def mask_recipient(recipient: str) -> str:
 
 
 def _describe(exc: Exception) -> str:
-    """The error's kind and text; httpcore errors carry no headers, so the key cannot leak here."""
+    """The error's kind and text (which may quote a header: `send` redacts the key from it)."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -27,7 +27,7 @@ PROBE_INTERVAL = timedelta(seconds=10)  # the default OUTBOX_PROBE_INTERVAL_SECO
 
 def key_view(outbox: Outbox, api_key: str) -> gates.GateView:
     with outbox.engine.connect() as connection:
-        return gates.read(connection, key_fingerprint(api_key))
+        return gates.read(connection, key_fingerprint(api_key, outbox.settings().fingerprint_salt))
 
 
 def test_a_refused_key_stops_that_key_only_and_another_key_sends_at_once(engine: Engine) -> None:
@@ -386,7 +386,7 @@ def test_another_keys_refusal_leaves_every_other_brake_on(outbox: Outbox) -> Non
         gates.read_gate(connection)
         transitions.refuse_key_unless_cleared_since(
             connection,
-            fingerprint=key_fingerprint("old-key"),
+            fingerprint=key_fingerprint("old-key", outbox.settings().fingerprint_salt),
             status=401,
             reason="Unauthorized",
             started=now,

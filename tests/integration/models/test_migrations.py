@@ -25,7 +25,7 @@ OUTBOX_TABLES = {
     "outbox_housekeeping",
     "outbox_delivery_reports",
 }
-HEAD = "0007_match_reports_per_statement"
+HEAD = "0012_definer_triggers"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
@@ -139,6 +139,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "first_due_at",
         "delivery_status",
         "delivery_status_at",
+        "reach_evidence",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {

@@ -484,3 +484,16 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text, "--x").total_seconds() == seconds
     with pytest.raises(OperatorError):
         parse_duration("1x", "--x")
+
+
+def test_the_database_url_may_come_from_a_file_and_help_says_why(
+    outbox: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text(_url(outbox) + "\n")
+    assert main(["--database-url-file", str(url_file), "stats", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "shows in `ps`" in shown and "--database-url-file" in shown

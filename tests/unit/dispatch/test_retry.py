@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import timedelta
 
@@ -67,7 +68,12 @@ def test_settling_under_a_limit_draws_few_429s() -> None:
     assert limited / answers < 0.1
 
 
-def test_key_fingerprints_are_short_stable_and_do_not_hold_the_key() -> None:
-    fingerprint = key_fingerprint("secret-key-123")
-    assert fingerprint == key_fingerprint("secret-key-123") != key_fingerprint("secret-key-124")
-    assert len(fingerprint) == 16 and "secret" not in fingerprint
+def test_key_fingerprints_are_stable_keyed_and_do_not_hold_the_key() -> None:
+    fingerprint = key_fingerprint("secret-key-123", "salt")
+    assert fingerprint == key_fingerprint("secret-key-123", "salt")
+    assert fingerprint != key_fingerprint("secret-key-124", "salt")
+    assert len(fingerprint) == 32 and "secret" not in fingerprint
+    # Keyed: a bare hash of the key, which anyone with a candidate key can compute, is not it,
+    # and another deployment's salt gives another fingerprint.
+    assert fingerprint not in hashlib.sha256(b"secret-key-123").hexdigest()
+    assert fingerprint != key_fingerprint("secret-key-123", "another deployment")

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import FINAL_STATUSES, Priority, Status
@@ -13,6 +14,9 @@ from worker.ops import access
 from worker.ops import migrate as migration
 from worker.ops.access import OperatorError
 from worker.ops.cli import changing, reading
+from worker.ops.grants import GrantsError, grants_sql
+from worker.ops.privileges import ROLES, receiver_duties
+from worker.ops.start_check import MissingRight, require_rights
 from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
 
 DEFAULT_METRICS_PORT = 9808
@@ -60,10 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     """Every command and its options."""
     parser = argparse.ArgumentParser(
         prog="outbox",
-        description="Operate the Wiraya outbox. The database is OUTBOX_DATABASE_URL "
-        "(default sqlite:///outbox.db) unless --database-url is given.",
+        description="Operate the Wiraya outbox. The database is OUTBOX_DATABASE_URL, or the "
+        "content of the file OUTBOX_DATABASE_URL_FILE names (default sqlite:///outbox.db), "
+        "unless --database-url or --database-url-file is given.",
     )
-    parser.add_argument("--database-url", metavar="URL", help="the outbox database to use")
+    urls = parser.add_mutually_exclusive_group()
+    urls.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the outbox database to use; a password in it shows in `ps` to every user of the "
+        "machine: give it in OUTBOX_DATABASE_URL or a file instead",
+    )
+    urls.add_argument(
+        "--database-url-file",
+        metavar="PATH",
+        type=_url_in_file,
+        dest="database_url",
+        help="read the database URL from a file (its final line break dropped)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_reading(commands)
     _add_changing(commands)
@@ -151,6 +169,26 @@ def _add_running(commands: Commands) -> None:
     )
     receiver.set_defaults(handler=cmd_receiver)
 
+    grants = commands.add_parser(
+        "grants",
+        help="print the SQL giving each process's role exactly its rights (pipe it to psql "
+        "as the outbox's owner, after every migration)",
+    )
+    for process in ROLES:
+        grants.add_argument(f"--{process}", metavar="ROLE", help=f"the {process}'s role")
+    grants.add_argument("--schema", default="public", help="the outbox's schema (default public)")
+    grants.add_argument(
+        "--create-roles",
+        action="store_true",
+        help="create the roles (LOGIN, no password: set one apart) unless they exist",
+    )
+    grants.add_argument(
+        "--apply",
+        action="store_true",
+        help="run the SQL on the outbox database instead of printing it (connected as its owner)",
+    )
+    grants.set_defaults(handler=cmd_grants)
+
     demo = commands.add_parser(
         "demo", help="SQLite, a filesystem broker, the sandbox, a real worker and beat"
     )
@@ -177,6 +215,14 @@ def _add_selection(parser: argparse.ArgumentParser, status: str, time_meaning: s
     )
     parser.add_argument("--all", action="store_true", help=f"every {status} message")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+
+def _url_in_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {reason}") from None
 
 
 def _priority(text: str) -> Priority:
@@ -207,12 +253,36 @@ def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
     login = ReceiverSettings.from_environ(OUTBOX_DATABASE_URL=settings.database_url)
     with access.open_outbox(settings.database_url) as engine:
         try:
+            require_rights(engine, "receiver", receiver_duties())
+        except MissingRight as error:
+            raise OperatorError(str(error), 3) from None
+        try:
             sock = listen(args.host, args.port)
         except OSError as error:
             where = f"{args.host}:{args.port}"
             raise OperatorError(f"cannot listen on {where}: {error.strerror or error}") from None
         app = create_app(engine, login, counters_client=counters_redis(settings.broker_url))
         return serve(app, sock)
+
+
+def cmd_grants(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    roles = {process: getattr(args, process) for process in ROLES if getattr(args, process)}
+    if not roles:
+        raise OperatorError("grants: name at least one role (--producer, --worker, ...)", 2)
+    try:
+        script = grants_sql(roles, schema=args.schema, create=args.create_roles)
+    except GrantsError as error:
+        raise OperatorError(f"grants: {error}", 2) from None
+    if not args.apply:
+        sys.stdout.write(script)
+        return 0
+    with access.open_outbox(settings.database_url) as engine:
+        if engine.dialect.name != "postgresql":
+            raise OperatorError("grants: SQLite has no roles: nothing to grant", 2)
+        access.run_script(engine, script)
+    names = ", ".join(f"{process} {name}" for process, name in roles.items())
+    print(f"granted each role its rights at {access.shown_url(settings.database_url)}: {names}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: OperatorSettings) -> int:

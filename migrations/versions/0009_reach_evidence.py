@@ -1,0 +1,52 @@
+"""Evidence that a message may have reached Wiraya, kept in a column no later attempt clears.
+
+Revision ID: 0009_reach_evidence
+Revises: 0007_match_reports_per_statement
+Create Date: 2026-12-07
+
+`outbox cancel` leaves pending the messages a request may already have delivered. That
+evidence lived in `last_error`, which the next attempt overwrites: a timeout followed by a
+429, or by a release with no reason, read as "never sent". The record now sets
+`reach_evidence` whenever a request holding the message ended with its outcome unknown, and
+nothing clears it. A nullable column without a default: a catalogue change on PostgreSQL,
+no rewrite, no lock held beyond the moment; re-running it after an interruption finds the
+column there and does nothing.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009_reach_evidence"
+down_revision: str | None = "0007_match_reports_per_statement"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TABLE = "outbox_messages"
+COLUMN = "reach_evidence"
+
+
+def _postgresql() -> bool:
+    return bool(op.get_context().dialect.name == "postgresql")
+
+
+def _has_column() -> bool:
+    """SQLite's ALTER TABLE takes no IF [NOT] EXISTS: look first."""
+    return COLUMN in {column["name"] for column in sa.inspect(op.get_bind()).get_columns(TABLE)}
+
+
+def upgrade() -> None:
+    if _postgresql():  # a statement that renders offline too (`alembic upgrade head --sql`)
+        op.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {COLUMN} text")
+    elif not _has_column():
+        op.add_column(TABLE, sa.Column(COLUMN, sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    if _postgresql():
+        op.execute(f"ALTER TABLE {TABLE} DROP COLUMN IF EXISTS {COLUMN}")
+    elif _has_column():
+        # A plain DROP COLUMN (SQLite 3.35 and later): a batch copy of the table would lose
+        # its triggers on SQLite.
+        op.drop_column(TABLE, COLUMN)
