@@ -8,7 +8,7 @@ UV := $(BIN)/uv
 EXPORT := $(UV) export --quiet --frozen --no-emit-project --format requirements-txt
 LOCK_FLAGS ?=
 
-.PHONY: help install lock test lint demo bench
+.PHONY: help install lock test lint demo bench simulate
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,6 +34,14 @@ demo: $(STAMP)  ## the outbox end to end on SQLite, a filesystem broker and the 
 
 test: $(STAMP)  ## run the whole test suite (unit, integration, end-to-end)
 	$(BIN)/pytest
+
+# SEEDS random runs from a random first seed (START=K to choose it), SEED=S to replay one, or
+# SCENARIO=name to run a named fault plan (tests/simulation/scenarios.py); DB=sqlite (default),
+# postgresql or both.
+SEEDS ?= 200
+DB ?= sqlite
+simulate: $(STAMP)  ## the deterministic simulation: SEEDS=N runs, SEED=S replays one, DB=sqlite|postgresql|both
+	PYTHONHASHSEED=0 $(BIN)/python -m tests.simulation --db $(DB) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(SEED),--seed $(SEED),--seeds $(SEEDS) $(if $(START),--start $(START)))
 
 bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server), printing their figures
 	$(BIN)/python bench/bench_producer.py

@@ -60,7 +60,7 @@ class Sender(Protocol):
     """What delivery needs of the API client."""
 
     def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
-        """Send one batch in one request that ends by ``deadline`` (a time.monotonic())."""
+        """Send one batch in one request that ends by ``deadline`` (on the monotonic clock)."""
         ...
 
 
@@ -110,6 +110,7 @@ class Courier:
         timeout: timedelta,
         rng: random.Random,
         should_stop: Callable[[], bool],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
         self.gate = gate
@@ -118,6 +119,7 @@ class Courier:
         self.timeout = timeout
         self.rng = rng
         self.should_stop = should_stop
+        self.monotonic = monotonic
 
     def deliver(
         self,
@@ -260,11 +262,11 @@ class _Run:
         return self._settle(batch, result, now), now
 
     def _request(self, batch: list[Outgoing], now: datetime, bound: datetime) -> SendResult:
-        clock_started = time.monotonic()
+        clock_started = self.courier.monotonic()
         deadline = clock_started + (bound - now).total_seconds()
         communications = [outgoing.communication for outgoing in batch]
         result = self.courier.sender.send(communications, deadline=deadline)
-        seconds = time.monotonic() - clock_started
+        seconds = self.courier.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
         self.delivery.requests.append(record)
         self._note_reach(batch, result)

@@ -1,0 +1,1 @@
+"""The deterministic simulator: the real dispatch code under a simulated clock, API and faults."""

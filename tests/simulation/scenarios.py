@@ -1,0 +1,118 @@
+"""Named fault plans: issue 21's defects 1-5 as the simulator meets them, and what it found.
+
+Each was found failing on the code as it was when the simulator was written; its test in
+``test_scenarios.py`` is a strict xfail until the fix lands, then a guard against its return.
+"""
+
+from __future__ import annotations
+
+from tests.simulation.faults import (
+    BASE_SETTINGS,
+    ApiFault,
+    Arrival,
+    ClockStep,
+    FaultPlan,
+    Poison,
+    Window,
+)
+from tests.simulation.world import BEAT_HOST
+
+
+def _steady(until: float, every: float, count: int = 2) -> tuple[Arrival, ...]:
+    """Traffic that keeps arriving: ``count`` messages every ``every`` seconds until ``until``."""
+    return tuple(Arrival(n * every, count) for n in range(1, int(until / every) + 1))
+
+
+# 1. A message that draws a 500 for any request holding it is the oldest due row, and the
+# gate has seen no answer yet: its batch fails as "the API's", the circuit opens, and every
+# probe is that message.
+POISON_AT_HEAD = FaultPlan(
+    workers=2,
+    arrivals=(Arrival(0.0, 8),),
+    poison=((0, Poison.SERVER_ERROR),),
+    settings={**BASE_SETTINGS, "OUTBOX_BATCH_SIZE": 8},
+)
+
+# 1, second route: two poison messages in one batch after good answers; bisection puts them
+# in different halves, both halves fail, which reads as "the API is down".
+TWO_POISONS_IN_A_BATCH = FaultPlan(
+    workers=1,
+    arrivals=(Arrival(0.0, 2), Arrival(5.0, 8)),
+    poison=((4, Poison.SERVER_ERROR), (7, Poison.SERVER_ERROR)),
+    settings={**BASE_SETTINGS, "OUTBOX_BATCH_SIZE": 8},
+)
+
+# 2. An outage opens the circuit; the probe meets a gateway's 403 page: the key is refused
+# while the circuit is open, and a single-key outbox waits for ever.
+FORBIDDEN_PROBE = FaultPlan(
+    workers=2,
+    arrivals=(Arrival(0.0, 6), Arrival(70.0, 2)),
+    windows=(Window(ApiFault.OUTAGE, 0.0, 40.0), Window(ApiFault.FORBIDDEN, 40.0, 70.0)),
+    fault_end=70.0,
+)
+
+# 3. A message on which the API hangs, while traffic keeps arriving: each bisection level
+# costs a timeout, the lease ends first, and the batch comes back with fresh batch-mates.
+HANGING_MESSAGE = FaultPlan(
+    workers=2,
+    arrivals=(Arrival(0.0, 16), *_steady(150.0, 2.0, 6)),
+    poison=((3, Poison.HANG),),
+    settings={
+        **BASE_SETTINGS,
+        "OUTBOX_BATCH_SIZE": 16,
+        "OUTBOX_BATCH_SIZE_MAX": 16,
+        "OUTBOX_LEASE_SECONDS": 15,
+    },
+)
+
+# 4. The API took batches of 8, then lowers its item limit to 2: the proven size keeps the
+# limit at 8, and every batch draws a chain of too-many-items answers.
+LOWERED_ITEM_LIMIT = FaultPlan(
+    workers=1,
+    arrivals=(Arrival(0.0, 8), *_steady(150.0, 3.0, 4)),
+    item_limits=((10.0, 2),),
+    fault_end=10.0,
+    settings={**BASE_SETTINGS, "OUTBOX_BATCH_SIZE": 8},
+)
+
+# 5. A request rate in force, then NTP steps the host's clock back 10 minutes: the slot cursor
+# is 10 minutes ahead of it, and every claim is "slot too far" until the clock catches up.
+CLOCK_STEPPED_BACK = FaultPlan(
+    workers=1,
+    arrivals=(Arrival(0.0, 6), *_steady(60.0, 5.0)),
+    clock_steps=(ClockStep(10.0, 0, -600.0), ClockStep(10.0, BEAT_HOST, -600.0)),
+    fault_end=10.0,
+    settings={**BASE_SETTINGS, "OUTBOX_RATE_LIMIT": 2},
+)
+
+# Found by the simulator (seed 163): a message isolated while a hang began (the gate had seen
+# answers just before) is sent alone in the next outage, where the API answers nobody: each
+# lone failure is held against the message, and an innocent message ends `failed` (principle 6:
+# outages never burn a message's attempts).
+ISOLATED_THEN_OUTAGE = FaultPlan(
+    workers=3,
+    arrivals=(
+        Arrival(0.0, 10),
+        Arrival(25.607, 2),
+        Arrival(34.458, 5, priority=0),
+        Arrival(50.474, 5, priority=2),
+        Arrival(84.664, 1),
+    ),
+    windows=(
+        Window(ApiFault.HANG, 14.734, 31.742),
+        Window(ApiFault.REFUSED, 37.590, 52.452),
+        Window(ApiFault.OUTAGE, 70.356, 84.664),
+    ),
+    fault_end=84.664,
+    settings={**BASE_SETTINGS, "OUTBOX_RATE_LIMIT": 2},
+)
+
+SCENARIOS: dict[str, FaultPlan] = {
+    "poison-at-head": POISON_AT_HEAD,
+    "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
+    "forbidden-probe": FORBIDDEN_PROBE,
+    "hanging-message": HANGING_MESSAGE,
+    "lowered-item-limit": LOWERED_ITEM_LIMIT,
+    "clock-stepped-back": CLOCK_STEPPED_BACK,
+    "isolated-then-outage": ISOLATED_THEN_OUTAGE,
+}
