@@ -74,7 +74,6 @@ class Dispatcher:
         self.on_full_batch = on_full_batch
         self.sleep = sleep
         self.should_stop = should_stop
-        self.monotonic = monotonic
         self.key = key_fingerprint(settings.api_key, settings.fingerprint_salt)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
