@@ -60,9 +60,7 @@ def _in_utc(value: datetime) -> datetime:
         raise ValueError("is out of range in UTC") from None
 
 
-UtcDate = Annotated[
-    AwareDatetime, BeforeValidator(_date_text_or_datetime), AfterValidator(_in_utc)
-]
+UtcDate = Annotated[AwareDatetime, BeforeValidator(_date_text_or_datetime), AfterValidator(_in_utc)]
 
 
 class Content(BaseModel):
