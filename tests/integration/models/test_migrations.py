@@ -25,7 +25,7 @@ OUTBOX_TABLES = {
     "outbox_housekeeping",
     "outbox_delivery_reports",
 }
-HEAD = "0007_match_reports_per_statement"
+HEAD = "0010_raw_sql_rows"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
