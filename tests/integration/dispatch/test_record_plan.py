@@ -30,7 +30,8 @@ def test_the_record_reads_its_results_once_whatever_the_plan(pg_outbox: Outbox) 
     with pg_outbox.engine.begin() as connection:
         connection.execute(
             text(
-                "UPDATE outbox_messages SET status = 'sending', locked_until = updated_at, claim_token = :token"
+                "UPDATE outbox_messages SET status = 'sending', locked_until = updated_at, "
+                "claim_token = :token"
             ),
             {"token": TOKEN},
         )

@@ -90,7 +90,8 @@ def test_the_workers_own_updates_wake_nobody(watcher: InsertWatcher, engine: Eng
     with engine.begin() as connection:
         connection.execute(
             text(
-                "UPDATE outbox_messages SET status = 'sending', attempts = 1, locked_until = updated_at"
+                "UPDATE outbox_messages SET status = 'sending', attempts = 1, "
+                "locked_until = updated_at"
             )
         )
     assert not watcher.wait(timedelta(milliseconds=300))
