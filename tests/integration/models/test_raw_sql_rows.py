@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -113,3 +114,28 @@ def test_a_row_the_worker_could_never_move_is_refused_at_insert(
     insert(engine, "leased", status="sending", locked_until=lease.isoformat())
     insert(engine, "tracked", status="accepted", tracking_id="0" * 32)
     assert sorted(stored(engine, "next_attempt_at")) == ["leased", "tracked"]
+
+
+def readme_example(dialect: str) -> str:
+    """The README's plain-SQL example for ``dialect`` (the statement after its comment)."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    name = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}[dialect]
+    block = readme.split("-- PostgreSQL: an urgent code", 1)[1].split("```", 1)[0]
+    statements = {
+        "PostgreSQL": block.split("-- SQLite:", 1)[0],
+        "SQLite": block.split("-- SQLite:", 1)[1],
+    }
+    return statements[name].split("\n", 1)[1].strip().rstrip(";")
+
+
+def test_the_readme_example_for_each_database_runs_as_documented(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql(readme_example(engine.dialect.name))
+    with Session(engine) as session:
+        row = session.scalars(select(OutboxMessage)).one()
+    if engine.dialect.name == "postgresql":
+        assert (row.client_message_id, row.priority) == ("code-7731", 0)
+        assert row.expires_at is not None
+    else:
+        assert (row.client_message_id, row.priority) == ("reminder-17", 2)
+        assert row.next_attempt_at == datetime(2026, 12, 8, 13, tzinfo=UTC)
