@@ -39,7 +39,7 @@ OPERATIONS = [
     "rollback",
 ]
 LEVELS = {
-    "postgresql": ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"],
+    "postgresql": ["READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"],
     "sqlite": ["SERIALIZABLE"],
 }
 SEQUENCE = st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=14)

@@ -24,7 +24,7 @@ from models import (
 )
 
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John"]}
-ISOLATION_LEVELS = ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
+ISOLATION_LEVELS = ["READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
 
 def message(name: str) -> dict[str, Any]:
