@@ -7,9 +7,6 @@ Error tree of the producer (``models.errors``): InvalidMessage (bad input), Dupl
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
-
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 
@@ -20,10 +17,10 @@ from models.errors import UnsupportedTransaction
 # any serialization failure, told apart by the server function that raised it, which no
 # locale translates.
 _HIDDEN_CONFLICT_SOURCES = frozenset({"ExecCheckTupleVisible", "ExecCheckTIDVisible"})
-_SNAPSHOT_LEVELS = frozenset({"repeatable read", "serializable"})
+_SNAPSHOT_LEVELS = frozenset({"REPEATABLE_READ", "SERIALIZABLE"})
 _SERIALIZATION_FAILURE = "40001"
-# One look at the isolation level per transaction of the caller's.
-_levels: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+# Where the server's default isolation level is kept, per driver connection.
+_DEFAULT_LEVEL = "outbox_default_isolation_level"
 
 
 # pysqlite (and aiosqlite) in their default mode send BEGIN only before INSERT, UPDATE and
@@ -59,15 +56,23 @@ def check_joinable(connection: Connection) -> None:
 
 
 def reads_a_snapshot(connection: Connection) -> bool:
-    """Whether the caller's transaction is REPEATABLE READ or SERIALIZABLE (PostgreSQL)."""
+    """Whether the caller's transaction is REPEATABLE READ or SERIALIZABLE (PostgreSQL).
+
+    Read without a round trip where it can be: the level SQLAlchemy set on the driver's
+    connection (an engine's or a connection's ``isolation_level``), else the server's default
+    for this connection, asked once per connection. A level set by ``SET TRANSACTION`` in SQL
+    is not seen: a hidden duplicate then aborts the transaction, as PostgreSQL has it.
+    """
     if connection.dialect.name != "postgresql":
         return False
-    transaction = connection.get_transaction()
-    known = _levels.get(transaction)
-    if known is None:
-        level = connection.exec_driver_sql("SELECT current_setting('transaction_isolation')")
-        known = _levels[transaction] = str(level.scalar()) in _SNAPSHOT_LEVELS
-    return known
+    level = getattr(connection.connection.driver_connection, "isolation_level", None)
+    if level is not None:
+        return str(getattr(level, "name", level)) in _SNAPSHOT_LEVELS
+    info = connection.connection.info
+    if _DEFAULT_LEVEL not in info:
+        default = connection.exec_driver_sql("SHOW default_transaction_isolation").scalar()
+        info[_DEFAULT_LEVEL] = str(default).upper().replace(" ", "_")
+    return str(info[_DEFAULT_LEVEL]) in _SNAPSHOT_LEVELS
 
 
 def is_hidden_conflict(error: BaseException) -> bool:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -141,7 +141,7 @@ def test_a_duplicate_committed_after_the_snapshot_keeps_the_transaction_usable(
         session.execute(text("SELECT 1"))  # the snapshot is taken here
         with Session(pg_engine) as other, other.begin():
             enqueue(other, **message("taken"))
-        if if_exists == "return" and level == "READ COMMITTED":
+        if if_exists == "return" and level in ("READ UNCOMMITTED", "READ COMMITTED"):
             assert enqueue(session, **message("taken"), if_exists="return").id is not None
         else:  # the row is not in this transaction's snapshot: nothing to return
             with pytest.raises(DuplicateMessage) as caught:
@@ -183,3 +183,23 @@ def test_an_autocommit_connection_is_refused_by_name(engine: Engine) -> None:
         enqueue(session, **message("auto"))
     assert "AUTOCOMMIT" in str(caught.value)
     assert client_ids(engine) == []
+
+
+@pytest.mark.parametrize("level", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_server_default_isolation_level_is_seen_too(pg_engine: Engine, level: str) -> None:
+    # No isolation_level on the engine: the database's default_transaction_isolation decides.
+    with application_engine(pg_engine) as application:
+
+        @event.listens_for(application, "connect")
+        def _default(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute(f"SET default_transaction_isolation = '{level.lower()}'")
+
+        with Session(application) as session:
+            session.execute(text("SELECT 1"))
+            with Session(pg_engine) as other, other.begin():
+                enqueue(other, **message("taken"))
+            with pytest.raises(DuplicateMessage):
+                enqueue(session, **message("taken"))
+            enqueue(session, **message("after"))
+            session.commit()
+    assert client_ids(pg_engine) == ["after", "taken"]
