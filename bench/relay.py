@@ -2,8 +2,8 @@
 
 Each of four loops claims due rows (`FOR UPDATE SKIP LOCKED`), sends them as one
 EnqueueCommunications request and marks the answered ones accepted with their tracking ids, so
-four batches are in flight at once. A lease it never uses, no gate, no screening, no retries: what a drain
-costs when it guarantees nothing.
+four batches are in flight at once. A lease it never uses, no gate, no screening, no retries:
+what a drain costs when it guarantees nothing.
 """
 
 from __future__ import annotations
