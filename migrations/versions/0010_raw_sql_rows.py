@@ -13,7 +13,9 @@ sending it now could send it twice).
 
 PostgreSQL: each constraint is added NOT VALID (a catalogue change: new writes are checked at
 once, the table is not read), then validated in a transaction of its own, which reads the table
-under a lock that lets reads and writes go on. Every step can run again after an interruption.
+under a lock that lets reads and writes go on (where migrations run one transaction each; where
+the whole upgrade is one transaction, validating apart would end it and its migration lock
+early). Every step can run again after an interruption.
 
 SQLite has no ALTER TABLE ... ADD CONSTRAINT: triggers refuse the same rows with the same
 names. SQLite also keeps times as text, compared as text by the claim: a `next_attempt_at`
@@ -80,11 +82,21 @@ def _upgrade_postgresql() -> None:
             f"CHECK (status <> '{status}' OR {column} IS NOT NULL) NOT VALID; "
             "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
         )
-    with op.get_context().autocommit_block():
-        for repair in REPAIRS:
-            op.execute(repair)
-        for name in RULES:
-            op.execute(f"ALTER TABLE {TABLE} VALIDATE CONSTRAINT {name}")
+    if op.get_context().opts.get("transaction_per_migration"):
+        with op.get_context().autocommit_block():
+            _repair_and_validate()
+    else:
+        # The whole upgrade is one transaction, whose advisory lock keeps a concurrent
+        # upgrade waiting: committing here would let that one in before the version is
+        # written. The table is locked until the end of the run anyway.
+        _repair_and_validate()
+
+
+def _repair_and_validate() -> None:
+    for repair in REPAIRS:
+        op.execute(repair)
+    for name in RULES:
+        op.execute(f"ALTER TABLE {TABLE} VALIDATE CONSTRAINT {name}")
 
 
 # -- SQLite ---------------------------------------------------------------------------------
