@@ -2,8 +2,8 @@
 
 Each of four loops claims due rows (`FOR UPDATE SKIP LOCKED`), sends them as one
 EnqueueCommunications request and marks the answered ones accepted with their tracking ids, so
-four batches are in flight at once. No lease, no gate, no screening, no retries: what a drain
-costs when it guarantees nothing.
+four batches are in flight at once. A lease it never uses, no gate, no screening, no retries:
+what a drain costs when it guarantees nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from psycopg.types.json import set_json_loads
 
 LOOPS = 4
 CLAIM = """
-UPDATE outbox_messages SET status = 'sending', attempts = attempts + 1, updated_at = now()
+UPDATE outbox_messages SET status = 'sending', attempts = attempts + 1, updated_at = now(),
+       locked_until = now() + interval '2 minutes'  -- the table wants a lease on sending rows
 WHERE id IN (SELECT id FROM outbox_messages
              WHERE status = 'pending' AND next_attempt_at <= now()
              ORDER BY priority, next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)

@@ -16,7 +16,7 @@ from models.delivery import (
     is_final_status,
     outbox_delivery_reports,
 )
-from models.errors import DuplicateMessage, InvalidMessage
+from models.errors import DuplicateMessage, InvalidMessage, UnsupportedTransaction
 from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.message import MessageOptions, NewMessage
 from models.outbox import Base, OutboxMessage
@@ -46,6 +46,7 @@ __all__ = [
     "SMSProject",
     "Status",
     "StoredMessage",
+    "UnsupportedTransaction",
     "VoiceProject",
     "WhatsappProject",
     "aenqueue",

@@ -52,7 +52,15 @@ def _date_text_or_datetime(value: object) -> object:
     return value
 
 
-UtcDate = Annotated[AwareDatetime, BeforeValidator(_date_text_or_datetime)]
+def _in_utc(value: datetime) -> datetime:
+    """The date in UTC, as the API is sent it; refused when UTC cannot hold it."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00
+        raise ValueError("is out of range in UTC") from None
+
+
+UtcDate = Annotated[AwareDatetime, BeforeValidator(_date_text_or_datetime), AfterValidator(_in_utc)]
 
 
 class Content(BaseModel):

@@ -22,3 +22,8 @@ class DuplicateMessage(ValueError):
         more = f" and {len(client_message_ids) - 5} more" if len(client_message_ids) > 5 else ""
         super().__init__(f"client_message_id: {shown}{more} {detail}")
         self.client_message_ids = client_message_ids
+
+
+class UnsupportedTransaction(RuntimeError):
+    """The caller's connection offers no transaction for a message to belong to (AUTOCOMMIT);
+    the message names the shape and what to use instead."""

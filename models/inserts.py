@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Column, Connection, Dialect, Insert, Row, Select, bindparam, func, select
+from sqlalchemy import Column, Dialect, Insert, Row, Select, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -21,7 +21,6 @@ IfExists = Literal["raise", "return"]
 ROWS_PER_STATEMENT = 1_000  # 7 parameters a row stays under SQLite's and PostgreSQL's limits
 # Where the outbox lives when a session has several binds.
 OUTBOX_BIND: dict[str, Any] = {"mapper": OutboxMessage}
-BEGIN = "BEGIN"
 # What the producer reads back: the id, the key and what the database fills in. Its role may
 # read no other column (README, Security): other messages' recipients and contents stay hidden.
 READ_BACK: tuple[Column[Any], ...] = tuple(
@@ -29,20 +28,6 @@ READ_BACK: tuple[Column[Any], ...] = tuple(
     for column in outbox_messages.columns
     if column.primary_key or column.server_default is not None or column.name == "client_message_id"
 )
-
-
-# -- needs_begin -- Whether the producer must open the caller's transaction itself before its
-# first write. pysqlite (and aiosqlite, built on it) in their default mode send BEGIN only
-# before INSERT/UPDATE/DELETE, not before a SAVEPOINT: enqueue_many's savepoint would then be
-# the outermost transaction, and its RELEASE would commit the rows whatever the caller does
-# next. SQLAlchemy's documented remedy is to emit BEGIN oneself; the producer does it on the
-# caller's connection, so that it holds for engines the outbox did not configure. Other
-# drivers (psycopg) open the transaction before the first statement on their own.
-def needs_begin(connection: Connection) -> bool:
-    if connection.dialect.name != "sqlite":
-        return False
-    driver = connection.connection.driver_connection
-    return not getattr(driver, "in_transaction", True)
 
 
 # -- insert_one -- One row, ON CONFLICT (client_message_id) DO NOTHING, returning what the
@@ -124,16 +109,26 @@ def refuse_duplicates(
 
 
 def by_columns(batch: Iterable[NewMessage]) -> list[list[dict[str, Any]]]:
-    """Rows grouped by the columns they set: scheduled ones (a send_at) apart from the rest.
+    """Rows grouped by the columns they set, in one canonical order: groups by their columns,
+    rows by client_message_id.
 
     A multi-row INSERT takes its columns from its first row; rows without a send_at must
-    keep the column's default, now(), so they go in a statement of their own.
+    keep the column's default, now(), so they go in a statement of their own. The order is
+    what keeps concurrent producers apart: two calls writing the same ids (a retried job
+    beside its first try) take the unique index's entries in the same order, so one waits
+    for the other instead of each holding what the other needs (a deadlock).
     """
     groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for message in batch:
+    for message in sorted(batch, key=lambda message: message.client_message_id):
         row = message.row()
         groups.setdefault(frozenset(row), []).append(row)
-    return list(groups.values())
+    return [groups[columns] for columns in sorted(groups, key=sorted)]
+
+
+def in_given_order(batch: Iterable[NewMessage], inserted: Iterable[str]) -> list[str]:
+    """The ids inserted, in the order the caller gave their messages."""
+    written = set(inserted)
+    return [m.client_message_id for m in batch if m.client_message_id in written]
 
 
 def _insert_ignoring_duplicates(dialect: Dialect) -> Insert:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -16,6 +16,7 @@ from models.recipient import normalize_recipient
 from models.text import identifier_problem, shown
 
 MAX_CLIENT_MESSAGE_ID = 200
+_CHECKED = "_checked"  # set on a NewMessage by NewMessage.create
 
 
 class MessageOptions(TypedDict, total=False):
@@ -64,7 +65,7 @@ class NewMessage:
         parsed.check_limits(limits)
         limits.check_size(identifier, number, parsed.to_api())
         due = _send_at(send_at)
-        return cls(
+        message = cls(
             client_message_id=identifier,
             recipient=number,
             content=parsed,
@@ -72,6 +73,10 @@ class NewMessage:
             priority=_priority(priority),
             expires_at=_expiry(expires_at, ttl, due),
         )
+        # Marks what went through these checks: the constructor is public, and enqueue_many
+        # validates a message built with it before writing it (see validated_batch).
+        object.__setattr__(message, _CHECKED, True)
+        return message
 
     def row(self) -> dict[str, Any]:
         """Column values for the insert; without a send_at the row is due at the database's now."""
@@ -108,8 +113,10 @@ def validated_batch(
 def _as_new_message(
     item: NewMessage | Mapping[str, Any], index: int, limits: MessageLimits
 ) -> NewMessage:
-    if isinstance(item, NewMessage):
+    if isinstance(item, NewMessage) and getattr(item, _CHECKED, False):
         return item
+    if isinstance(item, NewMessage):  # built by its constructor: nothing checked yet
+        item = {field.name: getattr(item, field.name) for field in fields(NewMessage)}
     if not isinstance(item, Mapping):
         raise InvalidMessage(f"messages[{index}]", "must be a NewMessage or a mapping")
     try:
@@ -149,7 +156,7 @@ def _priority(value: object) -> Priority:
 
 
 def _send_at(value: object) -> datetime | None:
-    return None if value is None else _aware("send_at", value)
+    return None if value is None else _utc("send_at", value)
 
 
 def _expiry(expires_at: object, ttl: object, send_at: datetime | None) -> datetime | None:
@@ -163,20 +170,27 @@ def _expiry(expires_at: object, ttl: object, send_at: datetime | None) -> dateti
             raise InvalidMessage("ttl", f"must be a timedelta, got {type(ttl).__name__}")
         if ttl <= timedelta(0):
             raise InvalidMessage("ttl", f"must be positive, got {ttl}")
-        return (due + ttl).astimezone(UTC)
+        try:
+            return due + ttl
+        except OverflowError:
+            raise InvalidMessage("ttl", f"{ttl} from {due.isoformat()} is out of range") from None
     if expires_at is None:
         return None
-    expires = _aware("expires_at", expires_at)
+    expires = _utc("expires_at", expires_at)
     if send_at is not None and expires <= send_at:
         raise InvalidMessage("expires_at", f"must be after send_at ({send_at.isoformat()})")
     if expires <= now:
         raise InvalidMessage("expires_at", f"must be after now, got {expires.isoformat()}")
-    return expires.astimezone(UTC)
+    return expires
 
 
-def _aware(field: str, value: object) -> datetime:
+def _utc(field: str, value: object) -> datetime:
+    """An aware datetime in UTC, as it is stored; refused when UTC cannot hold it."""
     if not isinstance(value, datetime):
         raise InvalidMessage(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidMessage(field, "must be timezone-aware (naive times are ambiguous)")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # datetime.max at -05:00, datetime.min at +05:00
+        raise InvalidMessage(field, f"{value.isoformat()} is out of range in UTC") from None

@@ -80,6 +80,13 @@ class OutboxMessage(Base):
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         CheckConstraint("priority IN (0, 1, 2)", name="priority"),
+        # What no worker could move, refused from a raw-SQL producer (on SQLite by triggers
+        # of the same names, migration 0010): a sending row without a lease is never taken
+        # back, an accepted one without a tracking id never sent.
+        CheckConstraint("status <> 'sending' OR locked_until IS NOT NULL", name="sending_lease"),
+        CheckConstraint(
+            "status <> 'accepted' OR tracking_id IS NOT NULL", name="accepted_tracking_id"
+        ),
         # The claim query's sources, each kept small by its WHERE: due pending rows, lane by
         # lane in due order, and sending rows by lease end (to take back a dead worker's rows).
         Index(

@@ -11,8 +11,9 @@ import re
 # C0 controls but tab and newline, DEL, and lone surrogates (not valid Unicode: no UTF-8 for
 # them). PostgreSQL cannot store NUL in text or jsonb, and a phone shows none of the others.
 _REFUSED_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
-# In an identifier (client_message_id) tab and newline are refused too.
-_REFUSED_IN_IDENTIFIER = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# In an identifier (client_message_id) every control character is refused: tab and newline
+# too, and the C1 controls (U+0080-U+009F: NEL, CSI, ...), which terminals act on.
+_REFUSED_IN_IDENTIFIER = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 SHOWN_CHARACTERS = 40
 
 

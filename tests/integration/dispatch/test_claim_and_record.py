@@ -94,7 +94,9 @@ def released(row: claims.ClaimedRow, until: datetime) -> RowResult:
 def test_claim_takes_due_rows_oldest_first_under_a_lease(engine: Engine) -> None:
     due = add_rows(engine, 3, next_attempt_at=NOW - timedelta(seconds=10))
     later = add_rows(engine, 2, prefix="later", next_attempt_at=NOW + timedelta(seconds=10))
-    add_rows(engine, 1, prefix="done", status=Status.ACCEPTED, next_attempt_at=NOW)
+    add_rows(
+        engine, 1, prefix="done", status=Status.ACCEPTED, tracking_id="a" * 32, next_attempt_at=NOW
+    )
 
     rows = claim(engine, NOW, limit=2).rows
 
@@ -283,8 +285,9 @@ def test_count_due_counts_every_lane(engine: Engine) -> None:
 
 def test_prune_deletes_only_old_accepted_rows_in_chunks(engine: Engine) -> None:
     old, recent = NOW - timedelta(days=40), NOW - timedelta(days=1)
-    add_rows(engine, 7, prefix="old-accepted", status=Status.ACCEPTED, accepted_at=old)
-    kept = add_rows(engine, 3, prefix="new-accepted", status=Status.ACCEPTED, accepted_at=recent)
+    accepted = {"status": Status.ACCEPTED, "tracking_id": "a" * 32}
+    add_rows(engine, 7, prefix="old-accepted", accepted_at=old, **accepted)
+    kept = add_rows(engine, 3, prefix="new-accepted", accepted_at=recent, **accepted)
     kept += add_rows(engine, 2, prefix="old-failed", status=Status.FAILED, created_at=old)
     kept += add_rows(engine, 2, prefix="old-pending", created_at=old, next_attempt_at=old)
     kept += add_rows(engine, 1, prefix="old-cancelled", status=Status.CANCELLED, created_at=old)

@@ -29,7 +29,10 @@ def test_the_record_reads_its_results_once_whatever_the_plan(pg_outbox: Outbox) 
     pg_outbox.enqueue_ordinary(BATCH)
     with pg_outbox.engine.begin() as connection:
         connection.execute(
-            text("UPDATE outbox_messages SET status = 'sending', claim_token = :token"),
+            text(
+                "UPDATE outbox_messages SET status = 'sending', locked_until = updated_at, "
+                "claim_token = :token"
+            ),
             {"token": TOKEN},
         )
         connection.execute(text("ANALYZE outbox_messages"))

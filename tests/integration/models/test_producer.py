@@ -246,6 +246,11 @@ def test_the_table_refuses_unknown_statuses_negative_attempts_and_repeated_ids(
         with pytest.raises(IntegrityError), engine.begin() as connection:
             connection.execute(text(statement), parameters)
     with engine.begin() as connection:
+        # A lease and a tracking id, without which sending and accepted are refused (0010).
+        connection.execute(
+            text("UPDATE outbox_messages SET locked_until = updated_at, tracking_id = :t"),
+            {"t": "0" * 32},
+        )
         for status in Status:
             connection.execute(text("UPDATE outbox_messages SET status = :s"), {"s": status.value})
     assert count_rows(engine) == 1

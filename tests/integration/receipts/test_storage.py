@@ -271,7 +271,8 @@ def test_updates_that_set_no_tracking_id_never_wait_for_the_match_lock(
         request.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MATCH_LOCK})
         other.execute(text("SET statement_timeout = '2s'"))
         changes = (
-            "UPDATE outbox_messages SET status = 'sending', claim_token = 7 WHERE id = ANY(:ids)",
+            "UPDATE outbox_messages SET status = 'sending', locked_until = updated_at, "
+            "claim_token = 7 WHERE id = ANY(:ids)",
             "UPDATE outbox_messages SET last_error = 'noted' WHERE id = ANY(:ids)",
         )
         changed = [other.execute(text(sql), {"ids": ids}).rowcount for sql in changes]

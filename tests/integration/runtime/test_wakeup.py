@@ -88,7 +88,12 @@ def test_the_workers_own_updates_wake_nobody(watcher: InsertWatcher, engine: Eng
     insert(engine, "a")
     assert watcher.wait(timedelta(seconds=5))
     with engine.begin() as connection:
-        connection.execute(text("UPDATE outbox_messages SET status = 'sending', attempts = 1"))
+        connection.execute(
+            text(
+                "UPDATE outbox_messages SET status = 'sending', attempts = 1, "
+                "locked_until = updated_at"
+            )
+        )
     assert not watcher.wait(timedelta(milliseconds=300))
 
 
