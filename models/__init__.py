@@ -11,6 +11,7 @@ from models.content import (
     parse_content,
 )
 from models.delivery import (
+    FINAL_DELIVERY_STATUSES,
     NON_FINAL_STATUSES,
     DeliveryStatus,
     is_final_status,
@@ -32,6 +33,7 @@ __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_LIMITS",
     "FINAL_STATUSES",
+    "FINAL_DELIVERY_STATUSES",
     "NON_FINAL_STATUSES",
     "Content",
     "DeliveryStatus",
