@@ -32,8 +32,8 @@ metadata = Base.metadata
 __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_LIMITS",
-    "FINAL_STATUSES",
     "FINAL_DELIVERY_STATUSES",
+    "FINAL_STATUSES",
     "NON_FINAL_STATUSES",
     "Content",
     "DeliveryStatus",
