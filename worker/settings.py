@@ -301,8 +301,9 @@ class CallbackSettings(_Concern):
     """The delivery-report receiver: the login Wiraya's callbacks present, and the body limit."""
 
     callback_auth: SecretStr | None = Field(None, alias="OUTBOX_CALLBACK_AUTH")
+    # A body costs the receiver about 20 times its size while it is parsed and stored.
     callback_max_body_bytes: int = Field(
-        16 * 1024 * 1024, alias="OUTBOX_CALLBACK_MAX_BODY_BYTES", ge=1, le=1024 * 1024 * 1024
+        4 * 1024 * 1024, alias="OUTBOX_CALLBACK_MAX_BODY_BYTES", ge=1, le=1024 * 1024 * 1024
     )
     # A request must arrive whole (request line, headers, body) within this from its first
     # byte, or the connection is closed: a client sending half a request holds nothing longer.
