@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from models.text import escaped
 from worker.clock import Clock, utc_now
 from worker.receipts.counters import CounterQueue, Figures
 from worker.receipts.reports import Batch, BodyError, parse_body
@@ -100,7 +101,7 @@ class Receiver:
         try:
             batch = parse_body(body, received_at=received_at)
         except BodyError as error:
-            log.warning("refused a callback body: %s", error)
+            log.warning("refused a callback body: %s", escaped(str(error)))
             self.counters.record(Figures(400))
             return _json(400, {"error": str(error)})
         _log_rejected(batch)
@@ -193,7 +194,7 @@ def _answer(batch: Batch, stored: Stored) -> dict[str, Any]:
 
 def _log_rejected(batch: Batch) -> None:
     for rejected in batch.rejected[:REASONS_SHOWN]:
-        log.warning("refused a report: %s: %s", rejected.reason, rejected.excerpt)
+        log.warning("refused a report: %s: %s", escaped(rejected.reason), rejected.excerpt)
     if len(batch.rejected) > REASONS_SHOWN:
         log.warning("... and %d more refused reports", len(batch.rejected) - REASONS_SHOWN)
 

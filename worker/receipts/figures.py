@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from models import DeliveryStatus, Status, outbox_delivery_reports
 from models.outbox import outbox_messages as outbox
+from models.text import escaped
 
 reports = outbox_delivery_reports
 # What a scrape and `outbox stats` count of unmatched reports at most: the count reads at
@@ -38,7 +39,7 @@ class DeliveryFigures:
         """The lines `outbox stats` prints: non-zero statuses, what waits, what is unmatched."""
         shown = [(status, count) for status, count in self.by_status.items() if count]
         shown.append((AWAITING, self.awaiting))
-        rows = [f"  {status:<16} {count:>10,}" for status, count in shown]
+        rows = [f"  {escaped(status):<16} {count:>10,}" for status, count in shown]
         unmatched = f"{self.unmatched_reports:,}"
         if self.unmatched_reports >= UNMATCHED_COUNTED:
             unmatched += "+"  # counted no further

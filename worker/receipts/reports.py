@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from models.text import escaped, masked
+
 MAX_REPORT_BYTES = 16 * 1024  # a real report is a few hundred bytes, {CONTENT} included
 MAX_TEXT = 200  # recipient, clientMessageId
 TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,64}")  # 32 hex digits from Wiraya; GUID forms too
@@ -178,9 +180,12 @@ def _shown(value: str, limit: int = 40) -> str:
 
 
 def _excerpt(item: object, limit: int = 200) -> str:
-    """A glimpse of a refused report for the log (escaped there); never raises."""
+    """A glimpse of a refused report fit for a log line: its recipient masked, every character
+    a terminal could obey escaped, cut short; never raises."""
+    if isinstance(item, dict) and isinstance(item.get("recipient"), str):
+        item = {**item, "recipient": masked(item["recipient"])}
     try:
         text = orjson.dumps(item).decode()
     except orjson.JSONEncodeError:
         return _json_type(item)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return escaped(text if len(text) <= limit else text[:limit] + "...")

@@ -159,6 +159,31 @@ def test_a_batch_with_some_malformed_reports_stores_the_good_ones(
     assert any("reports[1].status: missing" in line for line in logged)
 
 
+def test_one_report_out_of_range_fails_alone_and_the_others_are_stored(
+    engine: Engine, client: httpx.Client
+) -> None:
+    # How .NET writes its minimum date east of UTC: once an OverflowError and a 500 for all.
+    first, second = accept(engine, 2)
+    body = [*reports(1), {**reports(2)[0], "doneAt": "0001-01-01T00:00:00+01:00"}, *reports(2)]
+    answer = client.post(PATH, content=orjson.dumps(body), headers=LOGIN)
+    assert answer.status_code == 200
+    assert (answer.json()["stored"], answer.json()["rejected"]) == (2, 1)
+    assert answer.json()["reasons"][0].startswith("reports[1].doneAt: out of range in UTC")
+    assert [delivery(engine, i)[0] for i in (first, second)] == ["DELIVERED", "DELIVERED"]
+
+
+def test_a_refused_report_is_logged_escaped_with_its_recipient_masked(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    hostile = "46701234567\u202e\x1b[2J9876"
+    body = [*reports(1), {"trackingId": "no way", "status": "DELIVERED", "recipient": hostile}]
+    with caplog.at_level(logging.WARNING, logger="worker.receipts.app"):
+        assert client.post(PATH, content=orjson.dumps(body), headers=LOGIN).status_code == 200
+    (line,) = [r.getMessage() for r in caplog.records if "refused a report" in r.getMessage()]
+    assert "\u202e" not in line and "\x1b" not in line
+    assert "46701234567" not in line and "9876" in line
+
+
 def test_repeats_are_answered_2xx_and_change_nothing(engine: Engine, client: httpx.Client) -> None:
     accept(engine, 1)
     body = orjson.dumps(reports(1) * 2)
