@@ -1,4 +1,4 @@
-"""The receiver facing the internet: memory per MiB of body, and how long a half-sent request is held.
+"""The receiver facing the internet: memory per MiB of body, how long a half-sent request is held.
 
 1. Memory: Python's allocations (tracemalloc, peak above the start) while the receiver parses,
    stores and answers one body on PostgreSQL, per MiB of body; bodies of 1 and 4 MiB made of
