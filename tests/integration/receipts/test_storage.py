@@ -214,6 +214,15 @@ def _waiting_for_the_match_lock(engine: Engine) -> bool | None:
     return True if waiting else None
 
 
+def _wait_at_the_match_lock(engine: Engine) -> None:
+    """Until a transaction waits for the match lock (a request, or a record)."""
+    wait_for(
+        lambda: _waiting_for_the_match_lock(engine),
+        timeout=10,
+        what="_waiting_for_the_match_lock(engine)",
+    )
+
+
 def test_a_report_stored_while_a_record_is_in_flight_is_matched_after_its_commit(
     postgres_engine: Engine,
 ) -> None:
@@ -233,11 +242,7 @@ def test_a_report_stored_while_a_record_is_in_flight_is_matched_after_its_commit
         receiver.start()
         # The request stored its report unmatched and now waits for the record to commit,
         # its report not committed yet: store and match commit together.
-        wait_for(
-            lambda: _waiting_for_the_match_lock(engine),
-            timeout=10,
-            what="_waiting_for_the_match_lock(engine)",
-        )
+        _wait_at_the_match_lock(engine)
         assert unmatched_count(engine) == 0
         transaction.commit()
     receiver.join(timeout=10)
@@ -267,11 +272,7 @@ def test_a_request_that_fails_between_store_and_match_loses_no_report(
         record_accepted(worker, ids, [1], when=at(3))  # in flight: its trigger found no report
         receiver = threading.Thread(target=request)
         receiver.start()
-        wait_for(
-            lambda: _waiting_for_the_match_lock(engine),
-            timeout=10,
-            what="_waiting_for_the_match_lock(engine)",
-        )
+        _wait_at_the_match_lock(engine)
         with engine.connect() as killer:
             killer.execute(
                 text(
@@ -326,11 +327,7 @@ def test_a_record_waits_for_a_request_that_holds_the_match_lock(postgres_engine:
 
         thread = threading.Thread(target=worker)
         thread.start()
-        wait_for(
-            lambda: _waiting_for_the_match_lock(engine),
-            timeout=10,
-            what="_waiting_for_the_match_lock(engine)",
-        )
+        _wait_at_the_match_lock(engine)
         assert "ids" not in recorded
         transaction.commit()
     thread.join(timeout=10)
