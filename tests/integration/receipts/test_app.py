@@ -6,6 +6,7 @@ import base64
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -182,6 +183,24 @@ def test_a_refused_report_is_logged_escaped_with_its_recipient_masked(
     (line,) = [r.getMessage() for r in caplog.records if "refused a report" in r.getMessage()]
     assert "\u202e" not in line and "\x1b" not in line
     assert "46701234567" not in line and "9876" in line
+
+
+def test_a_made_up_report_cannot_pin_a_delivery_status(
+    engine: Engine, client: httpx.Client
+) -> None:
+    # Once a report {"status": "ZZZ", "doneAt": now + 23 h} replaced DELIVERED for good.
+    (message,) = accept(engine, 1)
+    now = datetime.now(UTC)
+    done = (now - timedelta(seconds=5)).isoformat()
+    ahead = [(now + timedelta(hours=23)).isoformat(), (now + timedelta(minutes=4)).isoformat()]
+    client.post(PATH, content=orjson.dumps(reports(1)), headers=LOGIN)
+    for when in ahead:
+        pin = {"trackingId": tracking(1), "status": "ZZZ", "doneAt": when}
+        client.post(PATH, content=orjson.dumps([pin]), headers=LOGIN)
+    assert delivery(engine, message)[0] == "DELIVERED"
+    real = {"trackingId": tracking(1), "status": "NOT_DELIVERED", "doneAt": done}
+    assert client.post(PATH, content=orjson.dumps([real]), headers=LOGIN).json()["stored"] == 1
+    assert delivery(engine, message)[0] == "NOT_DELIVERED"  # a later real report still moves it
 
 
 def test_repeats_are_answered_2xx_and_change_nothing(engine: Engine, client: httpx.Client) -> None:
