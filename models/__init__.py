@@ -11,6 +11,7 @@ from models.content import (
     parse_content,
 )
 from models.delivery import (
+    FINAL_DELIVERY_STATUSES,
     NON_FINAL_STATUSES,
     DeliveryStatus,
     is_final_status,
@@ -31,6 +32,7 @@ metadata = Base.metadata
 __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_LIMITS",
+    "FINAL_DELIVERY_STATUSES",
     "FINAL_STATUSES",
     "NON_FINAL_STATUSES",
     "Content",

@@ -16,9 +16,10 @@ from models.types import UtcDateTime
 
 
 class DeliveryStatus(StrEnum):
-    """A report's status as Wiraya sends it; every one but NEXTATTEMPT is final.
+    """A report's status as Wiraya documents it; every one but NEXTATTEMPT is final.
 
-    Statuses Wiraya adds later are stored as sent, and count as final.
+    A status Wiraya never named is stored as sent but is never final: a final status beats it,
+    so a made-up word cannot pin a message's delivery status.
     """
 
     DELIVERED = "DELIVERED"
@@ -51,11 +52,12 @@ class DeliveryStatus(StrEnum):
 
 
 NON_FINAL_STATUSES = frozenset({DeliveryStatus.NEXTATTEMPT.value})
+FINAL_DELIVERY_STATUSES = frozenset(status.value for status in DeliveryStatus) - NON_FINAL_STATUSES
 
 
 def is_final_status(status: str) -> bool:
-    """Whether a status (known or not) ends the message's story: all but NEXTATTEMPT do."""
-    return status not in NON_FINAL_STATUSES
+    """Whether a status ends the message's story: the documented ones but NEXTATTEMPT do."""
+    return status in FINAL_DELIVERY_STATUSES
 
 
 # Every report Wiraya pushed, once: a report is identified by its tracking id, status and
@@ -92,6 +94,20 @@ outbox_delivery_reports = Table(
     Index(
         "ix_outbox_delivery_reports_unmatched",
         "tracking_id",
+        postgresql_where=text("message_id IS NULL"),
+        sqlite_where=text("message_id IS NULL"),
+    ),
+    # A message's reports: what the prune deletes with it.
+    Index(
+        "ix_outbox_delivery_reports_message_id",
+        "message_id",
+        postgresql_where=text("message_id IS NOT NULL"),
+        sqlite_where=text("message_id IS NOT NULL"),
+    ),
+    # Unmatched reports by when they came: what the prune deletes after their window.
+    Index(
+        "ix_outbox_delivery_reports_unmatched_received",
+        "received_at",
         postgresql_where=text("message_id IS NULL"),
         sqlite_where=text("message_id IS NULL"),
     ),

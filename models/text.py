@@ -2,6 +2,9 @@
 
 An error message about bad input ends up in ``last_error``, logs and Flower: it must stay short
 and printable whatever the input, so values are shown through ``shown`` and never echoed raw.
+Any other value read from the table or a callback goes through ``escaped`` before it reaches a
+terminal or a log line (a raw-SQL row or a report may hold escape sequences, which a terminal
+obeys, and bidirectional overrides, which disguise a line), and a recipient through ``masked``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ _REFUSED_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 # too, and the C1 controls (U+0080-U+009F: NEL, CSI, ...), which terminals act on.
 _REFUSED_IN_IDENTIFIER = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 SHOWN_CHARACTERS = 40
+# What a terminal or a log reader could take for something else: C0 and C1 controls (escape
+# sequences start there), DEL, bidirectional marks, embeddings, overrides and isolates, and
+# lone surrogates (no UTF-8 for them).
+_UNSAFE_ON_SCREEN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+SHOWN_DIGITS = 4  # a masked recipient keeps its last digits
 
 
 def text_problem(value: str) -> str | None:
@@ -81,3 +91,16 @@ def field_name(key: object) -> str | None:
     if isinstance(key, str) and 0 < len(key) <= SHOWN_CHARACTERS and key.isprintable():
         return key
     return None
+
+
+def escaped(value: str) -> str:
+    """``value`` with every character a terminal or log reader could obey or misread written
+    as a ``\\uXXXX`` escape (valid inside a JSON string too); everything else unchanged."""
+    return _UNSAFE_ON_SCREEN.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+
+
+def masked(recipient: str) -> str:
+    """A recipient fit for a log line: its last SHOWN_DIGITS characters, escaped, the rest
+    starred."""
+    hidden = max(len(recipient) - SHOWN_DIGITS, 0)
+    return "*" * hidden + escaped(recipient[hidden:])

@@ -123,6 +123,11 @@ class DatabaseSettings(_Concern):
     listen_url: str | None = Field(None, alias="OUTBOX_LISTEN_URL", min_length=1)
     notify: NotifyMode = Field(NotifyMode.AUTO, alias="OUTBOX_NOTIFY")
     retention: Seconds = Field(timedelta(days=30), alias="OUTBOX_RETENTION_SECONDS")
+    # How long a delivery report no message holds (other traffic on the account, a made-up
+    # tracking id) is kept; a matched report goes with its message.
+    unmatched_report_retention: Seconds = Field(
+        timedelta(days=7), alias="OUTBOX_UNMATCHED_REPORT_RETENTION_SECONDS"
+    )
 
     @model_validator(mode="after")
     def _check_database(self) -> Self:
@@ -324,8 +329,18 @@ class CallbackSettings(_Concern):
     """The delivery-report receiver: the login Wiraya's callbacks present, and the body limit."""
 
     callback_auth: SecretStr | None = Field(None, alias="OUTBOX_CALLBACK_AUTH")
+    # A body costs the receiver about 20 times its size while it is parsed and stored.
     callback_max_body_bytes: int = Field(
-        16 * 1024 * 1024, alias="OUTBOX_CALLBACK_MAX_BODY_BYTES", ge=1, le=1024 * 1024 * 1024
+        4 * 1024 * 1024, alias="OUTBOX_CALLBACK_MAX_BODY_BYTES", ge=1, le=1024 * 1024 * 1024
+    )
+    # A request must arrive whole (request line, headers, body) within this from its first
+    # byte, or the connection is closed: a client sending half a request holds nothing longer.
+    callback_read_timeout: Seconds = Field(
+        timedelta(seconds=10), alias="OUTBOX_CALLBACK_READ_TIMEOUT_SECONDS", le=timedelta(hours=1)
+    )
+    # Connections served at once; past it new requests are answered 503 (Wiraya resends).
+    callback_max_connections: int = Field(
+        64, alias="OUTBOX_CALLBACK_MAX_CONNECTIONS", ge=1, le=100_000
     )
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0012_definer_triggers"
-down_revision: str | None = "0010_raw_sql_rows"
+down_revision: str | None = "0011_report_retention"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

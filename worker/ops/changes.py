@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from models import Status
 from worker.dispatch import gate as gates
-from worker.ops import queries, writes
+from worker.ops import queries, retention, writes
 from worker.ops.access import OperatorError
 from worker.ops.selection import Selection
 
@@ -103,12 +103,21 @@ def plan_prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
 
 
 def prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
-    """Delete them in chunks, oldest first, one short transaction each; returns how many."""
+    """Delete them and their delivery reports in chunks, oldest first, one short transaction
+    each; returns how many messages."""
     return _in_chunks(
         engine,
         lambda connection: writes.prune_finished(
             connection, status=status, cutoff=cutoff, chunk=writes.CHUNK
         ),
+    )
+
+
+def prune_unmatched_reports(engine: Engine, *, cutoff: datetime) -> int:
+    """Delete reports no message holds received before ``cutoff``, in chunks; returns how many."""
+    return _in_chunks(
+        engine,
+        lambda connection: retention.prune_unmatched(connection, cutoff=cutoff, chunk=writes.CHUNK),
     )
 
 

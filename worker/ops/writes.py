@@ -25,6 +25,7 @@ from sqlalchemy import CTE, Connection, and_, delete, func, literal, select, upd
 
 from models import Status
 from models.outbox import outbox_messages as outbox
+from worker.ops import retention
 from worker.ops.selection import Selection, may_have_reached_wiraya, retried_error, selected
 
 CHUNK = 5_000
@@ -123,13 +124,15 @@ def count_finished(connection: Connection, *, status: Status, cutoff: datetime) 
     return int(connection.scalar(statement) or 0)
 
 
-# -- prune_finished -- Delete up to ``chunk`` of those rows, oldest first; callers repeat
-# until fewer than ``chunk`` go, so no statement runs long.
+# -- prune_finished -- Delete up to ``chunk`` of those rows, oldest first, and their delivery
+# reports; callers repeat until fewer than ``chunk`` go, so no statement runs long.
 def prune_finished(connection: Connection, *, status: Status, cutoff: datetime, chunk: int) -> int:
     where = finished_before(status, cutoff)
     chosen = _chosen(where, status, chunk)
     statement = delete(outbox).where(outbox.c.id.in_(select(chosen.c.id)), where)
-    return _changed(connection, statement)
+    deleted = list(connection.scalars(statement.returning(outbox.c.id)))
+    retention.delete_reports_of(connection, deleted)
+    return len(deleted)
 
 
 def _changed(connection: Connection, statement: Any) -> int:

@@ -10,15 +10,20 @@ not take. Answers:
 | 401 | missing or wrong basic-auth credentials; the body is not read |
 | 413 | the body exceeds OUTBOX_CALLBACK_MAX_BODY_BYTES |
 | 503 | the database cannot be reached: nothing stored, Wiraya will resend |
+
+Nothing here blocks the event loop: parsing and the database run in a worker thread, and the
+counters are handed to a queue (`counters.CounterQueue`). How long a request may take to
+arrive, and how many are served at once, is the server's part (`worker.receipts.server`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -27,12 +32,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from models.text import escaped
 from worker.clock import Clock, utc_now
-from worker.receipts import counters
+from worker.receipts.counters import CounterQueue, Figures
 from worker.receipts.reports import Batch, BodyError, parse_body
 from worker.receipts.storage import Stored, store_reports
 from worker.settings import ReceiverSettings
@@ -43,6 +49,9 @@ CALLBACK_PATH = "/wiraya/callbacks"
 HEALTH_PATH = "/health"
 REALM = 'Basic realm="wiraya-callbacks", charset="UTF-8"'
 REASONS_SHOWN = 10  # refused reports named in an answer and logged one by one
+# Bodies parsed and stored at once: each costs about 20 times its size while it is (see
+# bench/bench_receiver_limits.py); the others wait, holding only their bytes.
+PROCESSED_AT_ONCE = 4
 
 
 @dataclass(frozen=True)
@@ -52,23 +61,31 @@ class Receiver:
     engine: Engine
     credentials: bytes
     max_body_bytes: int
-    counters: redis.Redis | None = None
+    counters: CounterQueue
     clock: Clock = utc_now
+    processing: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(PROCESSED_AT_ONCE)
+    )
 
     async def callback(self, request: Request) -> Response:
         if not authorized(request.headers.get("authorization"), self.credentials):
-            counters.record_request(self.counters, code=401)
+            self.counters.record(Figures(401))
             refusal = {"error": "missing or wrong credentials"}
             return _json(401, refusal, {"WWW-Authenticate": REALM})
-        body = await _read_body(request, self.max_body_bytes)
-        if body is None:
-            counters.record_request(self.counters, code=413)
-            return _json(413, {"error": f"the body exceeds {self.max_body_bytes:,} bytes"})
         try:
-            return await run_in_threadpool(self._receive, body)
+            body = await _read_body(request, self.max_body_bytes)
+        except ClientDisconnect:  # gone, or closed by the server for arriving too slowly
+            return _json(400, {"error": "the request did not arrive whole"})
+        if body is None:
+            self.counters.record(Figures(413))
+            refusal = {"error": f"the body exceeds {self.max_body_bytes:,} bytes"}
+            return _json(413, refusal, {"Connection": "close"})
+        try:
+            async with self.processing:
+                return await run_in_threadpool(self._receive, body)
         except DBAPIError as error:
             log.error("could not store reports: %s", str(error.orig or error).splitlines()[0])
-            counters.record_request(self.counters, code=503)
+            self.counters.record(Figures(503))
             return _json(503, {"error": "the database cannot be reached; nothing was stored"})
 
     async def health(self, request: Request) -> Response:
@@ -84,19 +101,17 @@ class Receiver:
         try:
             batch = parse_body(body, received_at=received_at)
         except BodyError as error:
-            log.warning("refused a callback body: %s", error)
-            counters.record_request(self.counters, code=400)
+            log.warning("refused a callback body: %s", escaped(str(error)))
+            self.counters.record(Figures(400))
             return _json(400, {"error": str(error)})
         _log_rejected(batch)
         if batch.rejected and not batch.reports:
-            counters.record_request(self.counters, code=400, rejected=len(batch.rejected))
+            self.counters.record(Figures(400, rejected=len(batch.rejected)))
             reasons = [rejected.reason for rejected in batch.rejected[:REASONS_SHOWN]]
             refusal = {"error": "no report in the body is well-formed", "rejected": reasons}
             return _json(400, refusal)
         stored = store_reports(self.engine, batch.reports, received_at=received_at)
-        counters.record_request(
-            self.counters, code=200, stored=stored, rejected=len(batch.rejected)
-        )
+        self.counters.record(Figures(200, stored, len(batch.rejected)))
         log.info(
             "received %d reports: %d stored (%d matched, %d unmatched), %d repeats, %d refused",
             batch.received,
@@ -125,7 +140,7 @@ def create_app(
         engine,
         settings.callback_credentials,
         settings.callback_max_body_bytes,
-        counters_client,
+        CounterQueue(counters_client),
         clock,
     )
     return Starlette(
@@ -179,7 +194,7 @@ def _answer(batch: Batch, stored: Stored) -> dict[str, Any]:
 
 def _log_rejected(batch: Batch) -> None:
     for rejected in batch.rejected[:REASONS_SHOWN]:
-        log.warning("refused a report: %s: %s", rejected.reason, rejected.excerpt)
+        log.warning("refused a report: %s: %s", escaped(rejected.reason), rejected.excerpt)
     if len(batch.rejected) > REASONS_SHOWN:
         log.warning("... and %d more refused reports", len(batch.rejected) - REASONS_SHOWN)
 

@@ -2,12 +2,18 @@
 
 After each request the receiver adds what it did with one pipelined round trip; `outbox
 metrics` reads the hash (`worker.receipts.metrics`). Several receiver processes add up, and a
-Redis failure is logged and never fails a request: the reports are committed by then.
+Redis failure is logged and never fails a request: the reports are committed by then. The
+receiver hands its figures to a `CounterQueue`: one thread of its own sends them, so no answer
+waits for Redis and the event loop never blocks on it; when Redis is slower than the requests,
+figures past the queue's capacity are dropped (and the drops logged).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from dataclasses import dataclass
 
 import redis
 
@@ -21,6 +27,7 @@ RECEIPTS_KEY = "outbox:receipts"
 DELIVERY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 KNOWN_STATUSES = tuple(status.value for status in DeliveryStatus)
 OTHER = "other"  # statuses Wiraya may add: counted together, to keep the label set small
+QUEUED = 1_000  # figures of requests waiting for Redis, at most
 
 
 def status_label(status: str) -> str:
@@ -65,3 +72,50 @@ def _add_stored(pipe: redis.client.Pipeline, stored: Stored) -> None:
         for bound in DELIVERY_BUCKETS:  # cumulative, as Prometheus buckets are
             if seconds <= bound:
                 pipe.hincrby(RECEIPTS_KEY, bucket_field(bound), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What one request did, waiting to be added to the counters."""
+
+    code: int
+    stored: Stored | None = None
+    rejected: int = 0
+
+
+class CounterQueue:
+    """Adds requests' figures to the counters from a thread of its own; never blocks."""
+
+    def __init__(self, client: redis.Redis | None, capacity: int = QUEUED) -> None:
+        self.client = client
+        self.pending: queue.Queue[Figures] = queue.Queue(capacity)
+        self.dropped = 0
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def record(self, figures: Figures) -> None:
+        """Queue one request's figures; dropped (and counted) when the queue is full."""
+        if self.client is None:
+            return
+        self._started()
+        try:
+            self.pending.put_nowait(figures)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % QUEUED == 0:
+                log.warning(
+                    "Redis is slow: %d requests' figures left out of the counters", self.dropped
+                )
+
+    def _started(self) -> None:
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._send, name="counters", daemon=True)
+                self._thread.start()
+
+    def _send(self) -> None:
+        while True:
+            figures = self.pending.get()
+            record_request(
+                self.client, code=figures.code, stored=figures.stored, rejected=figures.rejected
+            )

@@ -11,8 +11,12 @@ from sqlalchemy import Connection, Engine, func, select
 
 from models import DeliveryStatus, Status, outbox_delivery_reports
 from models.outbox import outbox_messages as outbox
+from models.text import escaped
 
 reports = outbox_delivery_reports
+# What a scrape and `outbox stats` count of unmatched reports at most: the count reads at
+# most this many index entries whatever the table holds.
+UNMATCHED_COUNTED = 10_000
 AWAITING = "awaiting report"
 
 
@@ -22,7 +26,7 @@ class DeliveryFigures:
 
     by_status: dict[str, int]  # every known status (zeros included), then any other seen
     awaiting: int  # accepted, no report yet
-    unmatched_reports: int
+    unmatched_reports: int  # counted up to UNMATCHED_COUNTED
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,9 +39,11 @@ class DeliveryFigures:
         """The lines `outbox stats` prints: non-zero statuses, what waits, what is unmatched."""
         shown = [(status, count) for status, count in self.by_status.items() if count]
         shown.append((AWAITING, self.awaiting))
-        rows = [f"  {status:<16} {count:>10,}" for status, count in shown]
-        unmatched = self.unmatched_reports
-        rows.append(f"  {'unmatched':<16} {unmatched:>10,}   (reports, no message yet)")
+        rows = [f"  {escaped(status):<16} {count:>10,}" for status, count in shown]
+        unmatched = f"{self.unmatched_reports:,}"
+        if self.unmatched_reports >= UNMATCHED_COUNTED:
+            unmatched += "+"  # counted no further
+        rows.append(f"  {'unmatched':<16} {unmatched:>10}   (reports, no message yet)")
         return rows
 
 
@@ -51,10 +57,16 @@ def delivery_counts(connection: Connection) -> dict[str | None, int]:
     return {status: int(count) for status, count in connection.execute(statement)}
 
 
-# -- unmatched_count -- Reports whose tracking id no message holds (served by a partial index).
+# -- unmatched_count -- Reports whose tracking id no message holds, counted up to
+# UNMATCHED_COUNTED (served by a partial index).
 def unmatched_count(connection: Connection) -> int:
-    statement = select(func.count()).select_from(reports).where(reports.c.message_id.is_(None))
-    return int(connection.scalar(statement) or 0)
+    first = (
+        select(reports.c.id)
+        .where(reports.c.message_id.is_(None))
+        .limit(UNMATCHED_COUNTED)
+        .subquery()
+    )
+    return int(connection.scalar(select(func.count()).select_from(first)) or 0)
 
 
 # -- reports_of -- Every report naming a tracking id, oldest event first.

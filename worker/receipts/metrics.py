@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.receipts import counters
-from worker.receipts.figures import delivery_figures
+from worker.receipts.figures import UNMATCHED_COUNTED, delivery_figures
 
 log = logging.getLogger(__name__)
 ANSWER_CODES = (200, 400, 401, 413, 503)
@@ -62,7 +62,8 @@ class DeliveryCollector(Collector):
         yield by_status
         yield GaugeMetricFamily(
             "outbox_delivery_reports_unmatched",
-            "Stored reports whose tracking id no message holds (yet).",
+            "Stored reports whose tracking id no message holds (yet), "
+            f"counted up to {UNMATCHED_COUNTED:,}.",
             value=figures.unmatched_reports,
         )
 

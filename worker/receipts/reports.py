@@ -15,12 +15,17 @@ from typing import Any
 
 import orjson
 
+from models.text import escaped, masked
+
 MAX_REPORT_BYTES = 16 * 1024  # a real report is a few hundred bytes, {CONTENT} included
 MAX_TEXT = 200  # recipient, clientMessageId
 TRACKING_ID = re.compile(r"[0-9A-Za-z-]{1,64}")  # 32 hex digits from Wiraya; GUID forms too
 STATUS = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-AHEAD = timedelta(days=1)  # a doneAt further ahead of the receiver's clock is a wrong value
+# A doneAt further ahead of the receiver's clock is a wrong value: the later event wins, so a
+# time far ahead would pin a message's status against every real report after it.
+AHEAD = timedelta(minutes=5)
+MAX_DEPTH = 254  # orjson writes no deeper; a real report has one level
 JSON_TYPES = {
     str: "a string",
     int: "a number",
@@ -92,6 +97,10 @@ def parse_body(body: bytes, *, received_at: datetime) -> Batch:
             batch.reports.append(parse_report(item, where, received_at))
         except ReportError as error:
             batch.rejected.append(Rejected(index, str(error), _excerpt(item)))
+        except (ValueError, OverflowError, TypeError, RecursionError) as error:
+            # Each case is named where it can arise; this keeps any other one to its report.
+            reason = f"{where}: cannot be read ({type(error).__name__})"
+            batch.rejected.append(Rejected(index, reason, _excerpt(item)))
     return batch
 
 
@@ -114,7 +123,10 @@ def parse_report(item: Any, where: str, received_at: datetime) -> Report:
         if value is not None and len(value) > MAX_TEXT:
             raise ReportError(f"{where}.{name}: at most {MAX_TEXT} characters")
     done_at = _done_at(_optional_text(item, "doneAt", where), where, received_at)
-    raw = orjson.dumps(item)
+    try:
+        raw = orjson.dumps(item)
+    except orjson.JSONEncodeError:  # its only cause here: arrays or objects 255 levels deep
+        raise ReportError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
     if len(raw) > MAX_REPORT_BYTES:
         raise ReportError(f"{where}: larger than {MAX_REPORT_BYTES} bytes ({len(raw):,})")
     return Report(tracking_id, status, done_at, raw.decode())
@@ -144,11 +156,17 @@ def _done_at(value: str | None, where: str, received_at: datetime) -> datetime |
             f"{where}.doneAt: not an ISO 8601 time such as 2026-12-02T10:00:00Z "
             f"(got {_shown(value)})"
         ) from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00: before year 1 once in UTC
+        raise ReportError(f"{where}.doneAt: out of range in UTC (got {_shown(value)})") from None
     if moment < EARLIEST:
         raise ReportError(f"{where}.doneAt: before 2000 (got {_shown(value)})")
     if moment > received_at + AHEAD:
-        raise ReportError(f"{where}.doneAt: more than a day ahead of now (got {_shown(value)})")
+        raise ReportError(
+            f"{where}.doneAt: more than {AHEAD.seconds // 60} minutes ahead of now "
+            f"(got {_shown(value)})"
+        )
     return moment
 
 
@@ -162,5 +180,12 @@ def _shown(value: str, limit: int = 40) -> str:
 
 
 def _excerpt(item: object, limit: int = 200) -> str:
-    text = orjson.dumps(item).decode()
-    return text if len(text) <= limit else text[:limit] + "..."
+    """A glimpse of a refused report fit for a log line: its recipient masked, every character
+    a terminal could obey escaped, cut short; never raises."""
+    if isinstance(item, dict) and isinstance(item.get("recipient"), str):
+        item = {**item, "recipient": masked(item["recipient"])}
+    try:
+        text = orjson.dumps(item).decode()
+    except orjson.JSONEncodeError:
+        return _json_type(item)
+    return escaped(text if len(text) <= limit else text[:limit] + "...")

@@ -2,7 +2,10 @@
 
 Plain HTTP: put a TLS-terminating proxy in front of it (Wiraya calls an HTTPS endpoint). On
 SIGTERM or Ctrl-C uvicorn stops accepting, lets requests in progress finish (they are answered
-only once committed) for up to GRACE, then exits.
+only once committed) for up to GRACE, then exits. Facing the internet, it holds no connection
+whose request does not arrive whole within OUTBOX_CALLBACK_READ_TIMEOUT_SECONDS
+(`worker.receipts.protocol`), and serves at most OUTBOX_CALLBACK_MAX_CONNECTIONS connections
+at once (past them a request is answered 503).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from worker.receipts.app import CALLBACK_PATH, HEALTH_PATH
+from worker.receipts.protocol import with_read_timeout
+from worker.settings import CallbackSettings
 
 GRACE_SECONDS = 30
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -35,7 +40,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: Starlette, sock: socket.socket) -> int:
+def server_config(app: Starlette, settings: CallbackSettings, **options: object) -> uvicorn.Config:
+    """uvicorn's configuration for the receiver: the read deadline and the connection limit."""
+    return uvicorn.Config(
+        app,
+        http=with_read_timeout(settings.callback_read_timeout.total_seconds()),
+        limit_concurrency=settings.callback_max_connections,
+        lifespan="off",
+        server_header=False,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def serve(app: Starlette, sock: socket.socket, settings: CallbackSettings) -> int:
     """Serve ``app`` on ``sock`` until SIGTERM or Ctrl-C; returns the exit code."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -44,10 +61,9 @@ def serve(app: Starlette, sock: socket.socket) -> int:
         f"receiver listening on http://{shown}:{port} (POST {CALLBACK_PATH}, GET {HEALTH_PATH})",
         flush=True,
     )
-    config = uvicorn.Config(
+    config = server_config(
         app,
-        lifespan="off",
-        server_header=False,
+        settings,
         timeout_graceful_shutdown=GRACE_SECONDS,
         log_config=None,  # the process's logging, set above
     )

@@ -4,17 +4,21 @@ Rules, the same in every statement here and in the migration's trigger:
 
 - A report is stored once (its tracking id, status and doneAt are unique; ``ON CONFLICT DO
   NOTHING``), so a repeat changes nothing.
-- A message's ``delivery_status`` is its best report: any final report beats NEXTATTEMPT, then
-  the later event (doneAt, else the time received) wins, then the report stored first.
+- A message's ``delivery_status`` is its best report: a final report (a status Wiraya
+  documents as final) beats the others (NEXTATTEMPT, or a status it never named), then the
+  later event (doneAt, else the time received) wins, then the report stored first.
   Updates are compare-and-set against the row as it is, so concurrent requests cannot undo
   each other.
 - A report whose message has no such tracking id yet is stored unmatched. The trigger on
   ``outbox_messages`` matches it when the worker records that tracking id. On PostgreSQL a
   record in flight can miss a report committed just after it read, while the request missed
   the record's uncommitted tracking id: so a request that stored unmatched reports matches
-  them again under an exclusive advisory lock, which every record statement's trigger holds
-  shared until it commits. Whichever commits first, the other sees it. (SQLite has one writer
-  at a time: a request and a record never interleave.)
+  them again, in the same transaction, under an exclusive advisory lock, which every record
+  statement's trigger holds shared until it commits. Whichever commits first, the other sees
+  it. Store and match commit together: a request that fails between them stores nothing, and
+  Wiraya's resend finds no repeat to skip. A resend that repeats reports still unmatched
+  matches them too. (SQLite has one writer at a time: a request and a record never
+  interleave.)
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import orjson
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.exc import OperationalError
 
-from models import NON_FINAL_STATUSES
+from models import FINAL_DELIVERY_STATUSES
 from models.types import UtcDateTime
 from worker.receipts.reports import Report
 
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 MATCH_LOCK = 122550254464888
 RETRIES = 3  # a deadlock between two requests about the same messages is retried
 RETRYABLE_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
-NON_FINAL = ", ".join(f"'{status}'" for status in sorted(NON_FINAL_STATUSES))
+FINAL = ", ".join(f"'{status}'" for status in sorted(FINAL_DELIVERY_STATUSES))
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores UTC times in SQLite
 
 # Seconds from accepted to DELIVERED of a message just updated (NULL for other statuses).
@@ -56,7 +60,7 @@ SQLITE_DELIVERED_SECONDS = """CASE WHEN delivery_status = 'DELIVERED' AND accept
 APPLY_POSTGRES = f"""
 , best AS (
     SELECT DISTINCT ON (message_id) message_id, status, event_at,
-           status NOT IN ({NON_FINAL}) AS final
+           status IN ({FINAL}) AS final
     FROM stored WHERE message_id IS NOT NULL
     ORDER BY message_id, final DESC, event_at DESC, id
 ), applied AS (
@@ -66,7 +70,7 @@ APPLY_POSTGRES = f"""
     WHERE m.id = b.message_id
       AND (m.delivery_status IS NULL
            OR (b.final, b.event_at)
-              > (m.delivery_status NOT IN ({NON_FINAL}), m.delivery_status_at))
+              > (m.delivery_status IN ({FINAL}), m.delivery_status_at))
     RETURNING m.delivery_status, {DELIVERED_SECONDS} AS seconds
 )
 SELECT 'stored' AS kind, status, count(*) AS reports, count(message_id) AS matched,
@@ -93,13 +97,14 @@ WITH stored AS (
     RETURNING id, status, message_id, coalesce(done_at, received_at) AS event_at
 ){APPLY_POSTGRES}"""
 
-# -- rematch_postgres -- Under the exclusive match lock: the request's reports still unmatched
-# that now find their message, matched and applied.
+# -- rematch_postgres -- Under the exclusive match lock: the reports of the request's tracking
+# ids still unmatched (stored now, or repeated) that now find their message, matched and
+# applied.
 REMATCH_POSTGRES = f"""
 WITH stored AS (
     UPDATE outbox_delivery_reports AS r SET message_id = m.id
     FROM outbox_messages AS m
-    WHERE r.id = ANY(CAST(:ids AS bigint[])) AND r.message_id IS NULL
+    WHERE r.tracking_id = ANY(CAST(:tracking_ids AS text[])) AND r.message_id IS NULL
       AND m.tracking_id = r.tracking_id
     RETURNING r.id, r.status, r.message_id, coalesce(r.done_at, r.received_at) AS event_at
 ){APPLY_POSTGRES}"""
@@ -123,10 +128,10 @@ APPLY_SQLITE = f"""
 WITH best AS (
     SELECT message_id, status, event_at, final FROM (
         SELECT message_id, status, coalesce(done_at, received_at) AS event_at,
-               status NOT IN ({NON_FINAL}) AS final,
+               status IN ({FINAL}) AS final,
                row_number() OVER (
                    PARTITION BY message_id
-                   ORDER BY status NOT IN ({NON_FINAL}) DESC,
+                   ORDER BY status IN ({FINAL}) DESC,
                             coalesce(done_at, received_at) DESC, id) AS place
         FROM outbox_delivery_reports
         WHERE id IN (SELECT value FROM json_each(:ids)) AND message_id IS NOT NULL)
@@ -136,7 +141,7 @@ SET delivery_status = best.status, delivery_status_at = best.event_at
 FROM best
 WHERE m.id = best.message_id
   AND (m.delivery_status IS NULL
-       OR (best.final, best.event_at) > (m.delivery_status NOT IN ({NON_FINAL}),
+       OR (best.final, best.event_at) > (m.delivery_status IN ({FINAL}),
                                          m.delivery_status_at))
 RETURNING delivery_status AS status, {SQLITE_DELIVERED_SECONDS} AS seconds"""
 
@@ -207,18 +212,27 @@ def _store_postgres(engine: Engine, reports: Sequence[Report], received_at: date
             {"reports": _payload(reports, sqlite=False), "received_at": received_at},
             result,
         )
-    result.duplicates = len(reports) - sum(result.stored.values())
-    if unmatched:
-        with engine.begin() as connection:
-            connection.execute(text(TAKE_MATCH_LOCK), {"lock": MATCH_LOCK})
-            matched = Stored()
-            _stored_and_applied(connection, text(REMATCH_POSTGRES), {"ids": unmatched}, matched)
-        moved = sum(matched.stored.values())
-        result.matched += moved
-        result.unmatched -= moved
-        result.updated += matched.updated
-        result.delivered_seconds += matched.delivered_seconds
+        result.duplicates = len(reports) - sum(result.stored.values())
+        if unmatched or result.duplicates:
+            _rematch(connection, reports, result, new_unmatched=bool(unmatched))
     return result
+
+
+def _rematch(
+    connection: Connection, reports: Sequence[Report], result: Stored, *, new_unmatched: bool
+) -> None:
+    """Match the request's still-unmatched reports whose message exists by now; the match
+    lock is taken when this request stored unmatched ones (a record may be in flight)."""
+    if new_unmatched:
+        connection.execute(text(TAKE_MATCH_LOCK), {"lock": MATCH_LOCK})
+    tracking_ids = sorted({report.tracking_id for report in reports})
+    matched = Stored()
+    _stored_and_applied(connection, text(REMATCH_POSTGRES), {"tracking_ids": tracking_ids}, matched)
+    moved = sum(matched.stored.values())
+    result.matched += moved
+    result.unmatched -= min(moved, result.unmatched)
+    result.updated += matched.updated
+    result.delivered_seconds += matched.delivered_seconds
 
 
 def _stored_and_applied(

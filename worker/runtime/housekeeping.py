@@ -82,9 +82,15 @@ class Housekeeping:
             return connection.scalar(query)
 
     def prune(self, *, now: datetime) -> int:
-        """Delete accepted rows older than OUTBOX_RETENTION_SECONDS; book the next prune."""
+        """Delete accepted rows older than OUTBOX_RETENTION_SECONDS with their delivery reports,
+        and unmatched reports older than OUTBOX_UNMATCHED_REPORT_RETENTION_SECONDS; book the
+        next prune. Returns how many messages went."""
         cutoff = now - self.settings.retention
         deleted = changes.prune(self.engine, status=Status.ACCEPTED, cutoff=cutoff)
+        window = self.settings.unmatched_report_retention
+        unmatched = changes.prune_unmatched_reports(self.engine, cutoff=now - window)
+        if unmatched:
+            log.info("pruned %d unmatched delivery reports older than %s", unmatched, window)
         self.finish(PRUNE, now=self.clock())
         return deleted
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from models import OutboxMessage, SMSFromAlpha, SMSProject, enqueue_many
@@ -206,6 +206,38 @@ def test_inspect_shows_one_message(outbox: Engine, capsys: pytest.CaptureFixture
     code, out, _ = run(_url(outbox), "inspect", "m7", capsys=capsys)
     assert code == 0
     assert "rejected: recipient is blocked" in out
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\u202eevil\x9b"  # a title, a clear screen, an override, CSI
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_inspect_escapes_what_a_terminal_would_obey(
+    outbox: Engine, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    # A raw-SQL row may hold anything; so may a report (written by anyone with the login).
+    content = {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": HOSTILE}
+    _set("m8", outbox, recipient="4670" + HOSTILE, content=content, last_error=HOSTILE)
+    _set("m8", outbox, status="accepted", tracking_id="b" * 32, accepted_at=_now())
+    with outbox.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO outbox_delivery_reports (tracking_id, status, received_at, report) "
+                "VALUES (:tracking, :status, :now, :report)"
+            ),
+            {"tracking": "b" * 32, "status": "ZZZ" + HOSTILE, "now": _now(), "report": HOSTILE},
+        )
+    code, out, _ = run(
+        _url(outbox), "inspect", "m8", *(["--json"] if as_json else []), capsys=capsys
+    )
+    assert code == 0
+    for character in "\x1b\x07\u202e\x9b":
+        assert character not in out
+    assert "\\u001b]0;owned" in out
+    if as_json:  # still JSON, and the values read back exactly
+        shown = json.loads(out)
+        assert shown["recipient"] == "4670" + HOSTILE
+        assert shown["delivery_reports"][0]["report"] == HOSTILE
 
 
 def test_inspect_an_unknown_id_is_one_line_and_exit_1(

@@ -136,11 +136,13 @@ RECEIVED_LATER = at(3600)  # reports received an hour after T0, when every messa
 
 
 @contextmanager
-def serving(app: Any, port: int | None = None) -> Iterator[str]:
-    """An ASGI application served by uvicorn (on a free port by default) in a thread; yields
-    its base URL."""
+def serving(
+    app: Any, port: int | None = None, config: uvicorn.Config | None = None
+) -> Iterator[str]:
+    """An ASGI application served by uvicorn (on a free port by default, with ``config`` when
+    given) in a thread; yields its base URL."""
     sock = listen("127.0.0.1", port or 0)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    server = uvicorn.Server(config or uvicorn.Config(app, lifespan="off", log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

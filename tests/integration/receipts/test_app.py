@@ -6,6 +6,7 @@ import base64
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -157,6 +158,49 @@ def test_a_batch_with_some_malformed_reports_stores_the_good_ones(
     assert delivery(engine, message)[0] == "DELIVERED"
     logged = [record.getMessage() for record in caplog.records]
     assert any("reports[1].status: missing" in line for line in logged)
+
+
+def test_one_report_out_of_range_fails_alone_and_the_others_are_stored(
+    engine: Engine, client: httpx.Client
+) -> None:
+    # How .NET writes its minimum date east of UTC: once an OverflowError and a 500 for all.
+    first, second = accept(engine, 2)
+    body = [*reports(1), {**reports(2)[0], "doneAt": "0001-01-01T00:00:00+01:00"}, *reports(2)]
+    answer = client.post(PATH, content=orjson.dumps(body), headers=LOGIN)
+    assert answer.status_code == 200
+    assert (answer.json()["stored"], answer.json()["rejected"]) == (2, 1)
+    assert answer.json()["reasons"][0].startswith("reports[1].doneAt: out of range in UTC")
+    assert [delivery(engine, i)[0] for i in (first, second)] == ["DELIVERED", "DELIVERED"]
+
+
+def test_a_refused_report_is_logged_escaped_with_its_recipient_masked(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    hostile = "46701234567\u202e\x1b[2J9876"
+    body = [*reports(1), {"trackingId": "no way", "status": "DELIVERED", "recipient": hostile}]
+    with caplog.at_level(logging.WARNING, logger="worker.receipts.app"):
+        assert client.post(PATH, content=orjson.dumps(body), headers=LOGIN).status_code == 200
+    (line,) = [r.getMessage() for r in caplog.records if "refused a report" in r.getMessage()]
+    assert "\u202e" not in line and "\x1b" not in line
+    assert "46701234567" not in line and "9876" in line
+
+
+def test_a_made_up_report_cannot_pin_a_delivery_status(
+    engine: Engine, client: httpx.Client
+) -> None:
+    # Once a report {"status": "ZZZ", "doneAt": now + 23 h} replaced DELIVERED for good.
+    (message,) = accept(engine, 1)
+    now = datetime.now(UTC)
+    done = (now - timedelta(seconds=5)).isoformat()
+    ahead = [(now + timedelta(hours=23)).isoformat(), (now + timedelta(minutes=4)).isoformat()]
+    client.post(PATH, content=orjson.dumps(reports(1)), headers=LOGIN)
+    for when in ahead:
+        pin = {"trackingId": tracking(1), "status": "ZZZ", "doneAt": when}
+        client.post(PATH, content=orjson.dumps([pin]), headers=LOGIN)
+    assert delivery(engine, message)[0] == "DELIVERED"
+    real = {"trackingId": tracking(1), "status": "NOT_DELIVERED", "doneAt": done}
+    assert client.post(PATH, content=orjson.dumps([real]), headers=LOGIN).json()["stored"] == 1
+    assert delivery(engine, message)[0] == "NOT_DELIVERED"  # a later real report still moves it
 
 
 def test_repeats_are_answered_2xx_and_change_nothing(engine: Engine, client: httpx.Client) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from tests.integration.receipts.harness import (
     T0,
@@ -88,6 +89,11 @@ def test_duplicates_within_one_request_are_stored_once(engine: Engine) -> None:
         # Two final reports: the later event wins, whichever arrives first.
         ([("NOT_DELIVERED", 10), ("DELIVERED", 20)], ("DELIVERED", 20)),
         ([("DELIVERED", 20), ("NOT_DELIVERED", 10)], ("DELIVERED", 20)),
+        # A status Wiraya never named is kept as seen but is not final: a made-up word with a
+        # later doneAt replaces no final report and cannot keep a real one out.
+        ([("DELIVERED", 20), ("ZZZ", 3900)], ("DELIVERED", 20)),
+        ([("ZZZ", 3900), ("DELIVERED", 20)], ("DELIVERED", 20)),
+        ([("NEXTATTEMPT", 10), ("ZZZ", 30)], ("ZZZ", 30)),
     ],
 )
 @pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "one-request"])
@@ -133,6 +139,15 @@ def test_an_early_report_is_matched_when_the_worker_records_its_tracking_id(
     # A later report still moves it, by the same rule.
     store_reports(engine, [report(2, "DELIVERED", 30)], received_at=at(40))
     assert delivery(engine, ids[1]) == ("DELIVERED", at(30))
+
+
+def test_the_trigger_ranks_an_unknown_status_below_a_final_one(engine: Engine) -> None:
+    ids = enqueue(engine, 1)
+    claim(engine, ids)
+    store_reports(engine, [report(1, "DELIVERED", 2), report(1, "ZZZ", 3900)], received_at=at(1))
+    with engine.begin() as connection:
+        record_accepted(connection, ids, [1], when=at(3))
+    assert delivery(engine, ids[0]) == ("DELIVERED", at(2))
 
 
 def test_a_report_for_an_unknown_tracking_id_stays_unmatched_and_touches_no_message(
@@ -199,6 +214,15 @@ def _waiting_for_the_match_lock(engine: Engine) -> bool | None:
     return True if waiting else None
 
 
+def _wait_at_the_match_lock(engine: Engine) -> None:
+    """Until a transaction waits for the match lock (a request, or a record)."""
+    wait_for(
+        lambda: _waiting_for_the_match_lock(engine),
+        timeout=10,
+        what="_waiting_for_the_match_lock(engine)",
+    )
+
+
 def test_a_report_stored_while_a_record_is_in_flight_is_matched_after_its_commit(
     postgres_engine: Engine,
 ) -> None:
@@ -216,17 +240,74 @@ def test_a_report_stored_while_a_record_is_in_flight_is_matched_after_its_commit
             )
         )
         receiver.start()
-        # The request stored its report unmatched and now waits for the record to commit.
-        wait_for(
-            lambda: _waiting_for_the_match_lock(engine),
-            timeout=10,
-            what="_waiting_for_the_match_lock(engine)",
-        )
-        assert unmatched_count(engine) == 1
+        # The request stored its report unmatched and now waits for the record to commit,
+        # its report not committed yet: store and match commit together.
+        _wait_at_the_match_lock(engine)
+        assert unmatched_count(engine) == 0
         transaction.commit()
     receiver.join(timeout=10)
     assert outcome["done"].matched == 1 and outcome["done"].unmatched == 0
     assert delivery(engine, ids[0]) == ("DELIVERED", at(2))
+    assert unmatched_count(engine) == 0
+
+
+def test_a_request_that_fails_between_store_and_match_loses_no_report(
+    postgres_engine: Engine,
+) -> None:
+    # The request's connection is killed while it waits to match the report it stored
+    # unmatched (a crash, a restart, a failover). Wiraya resends: the report must end matched.
+    engine = postgres_engine
+    ids = enqueue(engine, 1)
+    claim(engine, ids)
+    failed: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            store_reports(engine, [report(1, "DELIVERED", 2)], received_at=at(2))
+        except OperationalError as error:
+            failed.append(error)
+
+    with engine.connect() as worker:
+        transaction = worker.begin()
+        record_accepted(worker, ids, [1], when=at(3))  # in flight: its trigger found no report
+        receiver = threading.Thread(target=request)
+        receiver.start()
+        _wait_at_the_match_lock(engine)
+        with engine.connect() as killer:
+            killer.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND NOT granted "
+                    "AND ((classid::bigint << 32) | objid::bigint) = :key"
+                ),
+                {"key": MATCH_LOCK},
+            )
+        receiver.join(timeout=10)
+        transaction.commit()
+    assert failed, "the request's connection was killed: it must have failed"
+    resent = store_reports(engine, [report(1, "DELIVERED", 2)], received_at=at(4))
+    assert resent.matched + resent.unmatched + resent.duplicates == 1
+    assert delivery(engine, ids[0]) == ("DELIVERED", at(2))
+    assert unmatched_count(engine) == 0
+    assert [r.message_id for r in stored_reports(engine)] == ids
+
+
+def test_a_resent_report_left_unmatched_earlier_is_matched(postgres_engine: Engine) -> None:
+    # A report stored unmatched and never matched (by an earlier version that stored and
+    # matched in two transactions) is matched when Wiraya sends it again.
+    engine = postgres_engine
+    (message,) = accept(engine, 1)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO outbox_delivery_reports (tracking_id, status, done_at, received_at, "
+                "report) VALUES (:tracking, 'DELIVERED', :done, :done, '{}')"
+            ),
+            {"tracking": tracking(1), "done": at(2)},
+        )
+    resent = store_reports(engine, [report(1, "DELIVERED", 2)], received_at=at(4))
+    assert resent.duplicates == 1
+    assert delivery(engine, message) == ("DELIVERED", at(2))
     assert unmatched_count(engine) == 0
 
 
@@ -246,11 +327,7 @@ def test_a_record_waits_for_a_request_that_holds_the_match_lock(postgres_engine:
 
         thread = threading.Thread(target=worker)
         thread.start()
-        wait_for(
-            lambda: _waiting_for_the_match_lock(engine),
-            timeout=10,
-            what="_waiting_for_the_match_lock(engine)",
-        )
+        _wait_at_the_match_lock(engine)
         assert "ids" not in recorded
         transaction.commit()
     thread.join(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models import InvalidMessage, NewMessage, SMSFromAlpha, SMSProject
+from models.text import escaped, masked
 
 ALPHA = {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "Your code is 123456"}
 PROJECT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}
@@ -126,3 +128,34 @@ def test_any_text_holding_a_control_character_is_refused(text: str) -> None:
     problem = refusal(content={**ALPHA, "text": text})
     assert problem.field == "content.text"
     assert_printable(problem)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("plain text, åäö, 中文", "plain text, åäö, 中文"),
+        ("\x1b]0;title\x07", "\\u001b]0;title\\u0007"),
+        ("a\u202eb\u2066c", "a\\u202eb\\u2066c"),
+        ("\x9b2J\x7f", "\\u009b2J\\u007f"),
+        ("line\nnext\ttab", "line\\u000anext\\u0009tab"),
+        ("\ud800", "\\ud800"),
+    ],
+)
+def test_escaped_writes_what_a_terminal_would_obey_as_escapes(value: str, shown: str) -> None:
+    assert escaped(value) == shown
+
+
+OBEYED = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+@given(st.text())
+def test_escaped_leaves_nothing_a_terminal_obeys(value: str) -> None:
+    assert OBEYED.search(escaped(value)) is None
+
+
+@pytest.mark.parametrize(
+    ("recipient", "shown"),
+    [("+46701234567", "********4567"), ("123", "123"), ("4670123\u202e4567", "********4567")],
+)
+def test_masked_keeps_the_last_digits_only(recipient: str, shown: str) -> None:
+    assert masked(recipient) == shown

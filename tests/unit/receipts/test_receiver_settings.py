@@ -18,7 +18,7 @@ def refusal(environ: dict[str, str]) -> str:
 def test_defaults_and_the_login() -> None:
     settings = ReceiverSettings.from_environ({"OUTBOX_CALLBACK_AUTH": AUTH})
     assert settings.callback_credentials == b"wiraya:9f2c41d07be3a86e"
-    assert settings.callback_max_body_bytes == 16 * 1024 * 1024
+    assert settings.callback_max_body_bytes == 4 * 1024 * 1024
     assert settings.database_url == "sqlite:///outbox.db"
     assert settings.broker_url == "redis://localhost:6379/0"
 

@@ -262,7 +262,7 @@ def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
             where = f"{args.host}:{args.port}"
             raise OperatorError(f"cannot listen on {where}: {error.strerror or error}") from None
         app = create_app(engine, login, counters_client=counters_redis(settings.broker_url))
-        return serve(app, sock)
+        return serve(app, sock, login)
 
 
 def cmd_grants(args: argparse.Namespace, settings: OperatorSettings) -> int:

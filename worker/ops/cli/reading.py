@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models import Status
+from models.text import escaped
 from worker.database import database_now
 from worker.ops import access, queries
 from worker.ops import snapshot as snapshots
@@ -45,7 +46,7 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
         print()
         print(f"top failure reasons (of the latest {snapshots.REASONS_AMONG:,} failures)")
         for reason, count in snapshot.failure_reasons:
-            print(f"  {count:>8,}  {reason}")
+            print(f"  {count:>8,}  {escaped(reason)}")
     return 0
 
 
@@ -99,17 +100,19 @@ def cmd_inspect(args: argparse.Namespace, settings: OperatorSettings) -> int:
     shown = {key: _jsonable(value) for key, value in row.items()}
     listed = [{key: _jsonable(value) for key, value in report.items()} for report in reports]
     if args.json:
-        print(json.dumps({**shown, "delivery_reports": listed}, indent=2, ensure_ascii=False))
+        document = json.dumps({**shown, "delivery_reports": listed}, indent=2, ensure_ascii=False)
+        # json escapes C0 controls; the other characters a terminal obeys, inside strings.
+        print("\n".join(escaped(line) for line in document.split("\n")))
         return 0
     width = max(len(key) for key in shown)
     for key, value in shown.items():
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
-        print(f"{key:<{width}}  {'-' if text is None else text}")
+        print(f"{key:<{width}}  {'-' if text is None else escaped(str(text))}")
     print(f"\ndelivery reports ({len(listed)})")
     for report in listed:
         print(
-            f"  {report['status']:<16} done {report['done_at'] or '-'}  received "
-            f"{report['received_at']}  {report['report']}"
+            f"  {escaped(report['status']):<16} done {report['done_at'] or '-'}  received "
+            f"{report['received_at']}  {escaped(report['report'])}"
         )
     return 0
 
