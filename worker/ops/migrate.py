@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
@@ -26,8 +26,10 @@ from worker.ops.access import OperatorError, open_outbox, reason_of, shown_url
 from worker.ops.online_ddl import LockNotTaken
 
 ALEMBIC_INI = "alembic.ini"
-# The advisory lock every migration of an outbox database takes: "outbox" as a 64-bit key.
-MIGRATION_LOCK = int.from_bytes(b"outbox", "big")
+# The advisory lock every migration of an outbox database takes: "migrate" as a 64-bit key,
+# apart from the receiver's match lock (worker/receipts/storage.py), which the trigger of
+# every record takes and which a migration must not hold for its whole run.
+MIGRATION_LOCK = int.from_bytes(b"migrate", "big")
 # How long a migration waits for another one to finish on SQLite (PostgreSQL waits as long
 # as the other one takes).
 SQLITE_LOCK_WAIT_SECONDS = 600

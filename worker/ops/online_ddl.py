@@ -1,4 +1,4 @@
-"""Schema changes on a live PostgreSQL outbox: quick locks, concurrent builds, each step re-runnable.
+"""Schema changes on a live PostgreSQL outbox: quick locks, concurrent builds, re-runnable steps.
 
 A migration's PostgreSQL part runs inside `steps()` (Alembic's autocommit block: no transaction
 of Alembic's is open) and is made of these steps, each safe to run again after an interruption:
@@ -29,7 +29,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 # How long one catalogue change may wait for its lock before giving way to the application.
-LOCK_TIMEOUT = timedelta(milliseconds=50)
+LOCK_TIMEOUT = timedelta(milliseconds=30)
 # The pauses between tries grow from the first to the longest; the step fails after this long.
 FIRST_PAUSE = timedelta(milliseconds=100)
 LONGEST_PAUSE = timedelta(seconds=5)
@@ -62,7 +62,7 @@ def short_transaction(*changes: Step, monotonic: Callable[[], float] = time.mono
     back (releasing what it held) and runs again after a pause.
     """
     if offline():
-        _run_all(("BEGIN", _lock_timeout(), *changes, "COMMIT"))
+        _run_all(("BEGIN", *_quick_settings(), *changes, "COMMIT"))
         return
     connection = op.get_bind()
     deadline = monotonic() + GIVE_UP_AFTER.total_seconds()
@@ -147,7 +147,7 @@ def _one_transaction(connection: Connection, changes: tuple[Step, ...]) -> None:
     """BEGIN, the lock timeout, the changes, COMMIT; ROLLBACK on any failure or interruption."""
     connection.exec_driver_sql("BEGIN")
     try:
-        _run_all((_lock_timeout(), *changes))
+        _run_all((*_quick_settings(), *changes))
     except BaseException:
         with suppress(DBAPIError):  # a lost connection has rolled back already
             connection.exec_driver_sql("ROLLBACK")
@@ -163,8 +163,14 @@ def _run_all(changes: tuple[Step, ...]) -> None:
             change()
 
 
-def _lock_timeout() -> str:
-    return f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT.total_seconds() * 1000)}ms'"
+def _quick_settings() -> tuple[str, str]:
+    """The lock timeout, and a commit that does not wait for the disk while holding the locks.
+
+    A crash may lose such a commit (never corrupt anything): the step then runs again, and the
+    revision's stamp, committed later and durably, is never kept without it.
+    """
+    milliseconds = int(LOCK_TIMEOUT.total_seconds() * 1000)
+    return f"SET LOCAL lock_timeout = '{milliseconds}ms'", "SET LOCAL synchronous_commit = off"
 
 
 def _sqlstate(error: DBAPIError) -> str | None:
