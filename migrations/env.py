@@ -5,6 +5,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Engine
 
 import models
 
@@ -39,6 +40,13 @@ def run_online() -> None:
     SQLite: the whole run one transaction under the database's write lock.
     """
     engine = migration_engine(_url())
+    try:
+        _run_online(engine)
+    finally:
+        engine.dispose()  # an interrupted run leaves no connection behind either
+
+
+def _run_online(engine: Engine) -> None:
     postgres = engine.dialect.name == "postgresql"
     with migration_lock(engine), engine.connect() as connection:
         context.configure(
@@ -55,7 +63,6 @@ def run_online() -> None:
         )
         with context.begin_transaction():  # a concurrent run waited in migration_lock
             context.run_migrations()
-    engine.dispose()
 
 
 if context.is_offline_mode():

@@ -50,14 +50,16 @@ def _upgrade_online() -> None:
         "ALTER TABLE outbox_messages ADD COLUMN IF NOT EXISTS first_due_at TIMESTAMP WITH TIME ZONE",
     )
     if not online_ddl.column_exists("outbox_dispatch_gate", "version"):
-        online_ddl.short_transaction(_replace_gate)
+        online_ddl.short_transaction(
+            "DROP TABLE outbox_dispatch_gate",
+            online_ddl.create_table_sql("outbox_dispatch_gate", *_gate_columns()),
+        )
     online_ddl.short_transaction(_create_refused_keys)
 
 
-def _replace_gate() -> None:
-    op.drop_table("outbox_dispatch_gate")
-    op.create_table(
-        "outbox_dispatch_gate",
+def _gate_columns() -> list[sa.schema.SchemaItem]:
+    """The new gate's columns (fresh objects for each table built from them)."""
+    return [
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("version", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("paused_until", timestamp, nullable=True),
@@ -74,7 +76,12 @@ def _replace_gate() -> None:
         sa.Column("batch_proven", sa.Integer(), nullable=True),
         sa.Column("updated_at", timestamp, nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_outbox_dispatch_gate"),
-    )
+    ]
+
+
+def _replace_gate() -> None:
+    op.drop_table("outbox_dispatch_gate")
+    op.create_table("outbox_dispatch_gate", *_gate_columns())
 
 
 def _create_refused_keys() -> None:

@@ -45,6 +45,7 @@ FROM pg_stat_xact_user_tables
 LOCK_TIMEOUT = "SELECT setting::int FROM pg_settings WHERE name = 'lock_timeout'"
 # What may run outside a transaction: what must (CONCURRENTLY), what takes no lock that stops
 # writers (VALIDATE CONSTRAINT), transaction control, settings and reads.
+# One statement only: a batch sent in one call would hide its statements from the watch.
 OUTSIDE_A_TRANSACTION = re.compile(
     r"^\s*(BEGIN|COMMIT|ROLLBACK|SET|SHOW|SELECT|WITH)\b|\bCONCURRENTLY\b|\bVALIDATE CONSTRAINT\b",
     re.IGNORECASE,
@@ -69,7 +70,8 @@ class LockWatch:
         self.statements += 1
         idle = dbapi.info.transaction_status == TransactionStatus.IDLE
         if idle and dbapi.autocommit:
-            if not OUTSIDE_A_TRANSACTION.search(statement):
+            single = ";" not in statement.strip().rstrip(";")
+            if not (single and OUTSIDE_A_TRANSACTION.search(statement)):
                 self._breach(statement, "runs outside a transaction, so with no lock_timeout")
             return
         # Counted in the statement's transaction (begun here when it is the first one).
