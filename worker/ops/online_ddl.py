@@ -26,7 +26,6 @@ from datetime import timedelta
 
 from alembic import op
 from sqlalchemy import Connection, MetaData, Table, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable, SchemaItem
 
@@ -90,7 +89,7 @@ def short_transaction(*changes: Step, monotonic: Callable[[], float] = time.mono
 def create_table_sql(name: str, *columns: SchemaItem) -> str:
     """CREATE TABLE as text, to send with the other statements of its transaction at once."""
     table = Table(name, MetaData(), *columns)
-    return str(CreateTable(table).compile(dialect=postgresql.dialect())).strip()
+    return str(CreateTable(table).compile(dialect=op.get_context().dialect)).strip()
 
 
 def create_index(

@@ -65,6 +65,7 @@ class LockWatch:
     breaches: list[str] = field(default_factory=list)
     statements: int = 0
     _rows_before: dict[str, int] = field(default_factory=dict)
+    _held_before: set[tuple[str, str]] = field(default_factory=set)
 
     def before(self, dbapi: psycopg.Connection[Any], statement: str) -> None:
         self.statements += 1
@@ -74,25 +75,30 @@ class LockWatch:
             if not (single and OUTSIDE_A_TRANSACTION.search(statement)):
                 self._breach(statement, "runs outside a transaction, so with no lock_timeout")
             return
-        # Counted in the statement's transaction (begun here when it is the first one).
+        # Read in the statement's transaction (begun here when it is the first one).
         self._rows_before = _rows(dbapi)
+        self._held_before = self._strong_locks(dbapi)
 
     def after(self, dbapi: psycopg.Connection[Any], statement: str) -> None:
         if dbapi.info.transaction_status != TransactionStatus.INTRANS:
             return
-        held = [
-            (table, mode) for table, mode in dbapi.execute(STRONG_LOCKS) if table in self.tables
-        ]
+        held = self._strong_locks(dbapi)
         if not held:
             return
         timeout = int(dbapi.execute(LOCK_TIMEOUT).fetchone()[0])  # type: ignore[index]
+        short = 0 < timeout <= SHORT_LOCK_TIMEOUT_MS
         rows = _rows(dbapi)
-        for table, mode in held:
-            if timeout == 0 or timeout > SHORT_LOCK_TIMEOUT_MS:
-                self._breach(statement, f"holds {mode} on {table} with lock_timeout {timeout} ms")
+        for table, mode in sorted(held):
+            if (table, mode) not in self._held_before and not short:
+                self._breach(statement, f"takes {mode} on {table} with lock_timeout {timeout} ms")
             touched = rows.get(table, 0) - self._rows_before.get(table, 0)
             if touched:
                 self._breach(statement, f"touches {touched} rows of {table} holding {mode}")
+
+    def _strong_locks(self, dbapi: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+        """The locks stopping writers this transaction holds on tables older than it."""
+        locks = dbapi.execute(STRONG_LOCKS)
+        return {(table, mode) for table, mode in locks if table in self.tables}
 
     def _breach(self, statement: str, what: str) -> None:
         self.breaches.append(f"migration {self.revision}: `{one_line(statement)}` {what}")
