@@ -30,7 +30,8 @@ from tests.integration.migrations.watch import (
     watching,
 )
 from worker.ops import online_ddl
-from worker.ops.migrate import MIGRATION_LOCK
+from worker.ops.access import OperatorError
+from worker.ops.migrate import MIGRATION_LOCK, migrate
 from worker.receipts.storage import MATCH_LOCK
 
 ROWS = 300  # enough for every index and scan to have rows to read
@@ -240,3 +241,16 @@ def test_a_migration_that_cannot_take_its_lock_gives_up_naming_the_statement(
 
 def test_the_migration_lock_is_not_the_lock_every_record_takes() -> None:
     assert MIGRATION_LOCK != MATCH_LOCK
+
+
+def test_outbox_migrate_that_gives_up_says_why_in_one_line(
+    empty_postgres_url: str,
+    long_transaction: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(online_ddl, "GIVE_UP_AFTER", timedelta(milliseconds=500))
+    with pytest.raises(OperatorError) as refused:
+        migrate(empty_postgres_url)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "migration failed at" in message and "long transaction holds the table" in message
