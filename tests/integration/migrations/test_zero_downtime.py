@@ -229,28 +229,31 @@ def wait_for_the_migration_to_wait(url: str) -> None:
     pytest.fail("the migration never asked for its lock")
 
 
-def test_a_migration_that_cannot_take_its_lock_gives_up_naming_the_statement(
+@pytest.fixture
+def blocked_for_good(
     empty_postgres_url: str,
     long_transaction: psycopg.Connection[Any],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> str:
+    """At 0001 behind a transaction that outlasts the migration's patience (made 0.5 s)."""
     monkeypatch.setattr(online_ddl, "GIVE_UP_AFTER", timedelta(milliseconds=500))
+    return empty_postgres_url
+
+
+def test_a_migration_that_cannot_take_its_lock_gives_up_naming_the_statement(
+    blocked_for_good: str,
+) -> None:
     with pytest.raises(online_ddl.LockNotTaken, match="ADD COLUMN IF NOT EXISTS priority"):
-        command.upgrade(alembic_config(empty_postgres_url), "0002")
+        command.upgrade(alembic_config(blocked_for_good), "0002")
 
 
 def test_the_migration_lock_is_not_the_lock_every_record_takes() -> None:
     assert MIGRATION_LOCK != MATCH_LOCK
 
 
-def test_outbox_migrate_that_gives_up_says_why_in_one_line(
-    empty_postgres_url: str,
-    long_transaction: psycopg.Connection[Any],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(online_ddl, "GIVE_UP_AFTER", timedelta(milliseconds=500))
+def test_outbox_migrate_that_gives_up_says_why_in_one_line(blocked_for_good: str) -> None:
     with pytest.raises(OperatorError) as refused:
-        migrate(empty_postgres_url)
+        migrate(blocked_for_good)
     message = str(refused.value)
     assert "\n" not in message
     assert "migration failed at" in message and "long transaction holds the table" in message
