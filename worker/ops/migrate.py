@@ -11,8 +11,10 @@ cause.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ MIGRATION_LOCK = int.from_bytes(b"migrate", "big")
 # How long a migration waits for another one to finish on SQLite (PostgreSQL waits as long
 # as the other one takes).
 SQLITE_LOCK_WAIT_SECONDS = 600
+# How often a migration looks whether the one before it has finished (PostgreSQL).
+LOCK_POLL = timedelta(milliseconds=200)
 
 
 def alembic_ini() -> Path:
@@ -75,8 +79,11 @@ def migration_lock(engine: Engine) -> Iterator[None]:
     PostgreSQL: a transaction-scoped advisory lock, so it goes with its transaction, which a
     transaction pooler keeps on one server connection and which ends when this process dies.
     That transaction holds no snapshot and no table lock: concurrent index builds, which wait
-    for older transactions, do not wait for it. SQLite needs nothing here: `migration_engine`
-    begins the run's one transaction holding the database's write lock.
+    for older transactions, do not wait for it. A run that finds the lock taken tries again
+    in a new transaction every LOCK_POLL: one waiting inside its transaction would be such an
+    older transaction, and the running migration's index build would wait for it forever.
+    SQLite needs nothing here: `migration_engine` begins the run's one transaction holding the
+    database's write lock.
     """
     if engine.dialect.name != "postgresql":
         yield
@@ -84,8 +91,13 @@ def migration_lock(engine: Engine) -> Iterator[None]:
     with engine.connect() as holder:
         # Literal SQL: a bound parameter leaves the idle transaction holding a catalogue
         # snapshot, which every concurrent index build would wait for.
-        holder.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
-        holder.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        while True:
+            holder.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+            taken = f"SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK})"
+            if holder.exec_driver_sql(taken).scalar():
+                break
+            holder.rollback()
+            time.sleep(LOCK_POLL.total_seconds())
         yield
         holder.rollback()
 
