@@ -58,6 +58,7 @@ bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_footprint.py
 	$(BIN)/python bench/bench_receipts.py
 	$(BIN)/python bench/bench_receiver_limits.py
+	$(BIN)/python bench/bench_migrate.py
 
 lint: $(STAMP)  ## ruff, mypy and the import boundaries
 	$(BIN)/ruff check .

@@ -5,13 +5,14 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Engine
 
 import models
 
 # Imported for their tables, which join the metadata: the gate's and beat's schedule.
 import worker.dispatch.gate
 import worker.runtime.housekeeping  # noqa: F401
-from worker.ops.migrate import hold_migration_lock, migration_engine
+from worker.ops.migrate import migration_engine, migration_lock
 from worker.settings import database_url_from_environ
 
 config = context.config
@@ -32,24 +33,36 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
-    """Run the migrations in one transaction on a fresh connection, one run at a time."""
+    """Run the migrations on a fresh connection, one run at a time.
+
+    PostgreSQL: each migration in its own transaction, inside which its steps commit on their
+    own (worker/ops/online_ddl.py), so the application keeps reading and writing throughout.
+    SQLite: the whole run one transaction under the database's write lock.
+    """
     engine = migration_engine(_url())
-    with engine.connect() as connection:
+    try:
+        _run_online(engine)
+    finally:
+        engine.dispose()  # an interrupted run leaves no connection behind either
+
+
+def _run_online(engine: Engine) -> None:
+    postgres = engine.dialect.name == "postgresql"
+    with migration_lock(engine), engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=models.metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=not postgres,
             # Defaults are contract (a plain three-column INSERT must work), so `alembic check`
             # compares them; SQLite has no identity columns and reports a false one for ``id``.
-            compare_server_default=connection.dialect.name == "postgresql",
+            compare_server_default=postgres,
             # SQLite's DDL is transactional once the driver lets BEGIN through (see
-            # migration_engine): the whole run is one transaction under its write lock.
+            # migration_engine).
             transactional_ddl=True,
+            transaction_per_migration=postgres,
         )
-        with context.begin_transaction():
-            hold_migration_lock(connection)  # a concurrent run waits here until this one ends
+        with context.begin_transaction():  # a concurrent run waited in migration_lock
             context.run_migrations()
-    engine.dispose()
 
 
 if context.is_offline_mode():

@@ -7,14 +7,16 @@ Create Date: 2026-12-02
 Prune deletes accepted rows by accepted_at and failed or cancelled ones by updated_at, in
 chunks that lock rows in the order of these indexes; `outbox stats` and the metrics count
 failed and cancelled rows through them instead of reading the whole table. Each index holds
-only the rows of its status. On a large PostgreSQL table, create them CONCURRENTLY by hand
-before upgrading if writes must not wait for them.
+only the rows of its status. PostgreSQL builds them CONCURRENTLY (worker/ops/online_ddl.py):
+reads and writes go on meanwhile, and an index an interrupted build left invalid is built again.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0004_finished_indexes"
 down_revision: str | None = "0003_sending_gate"
@@ -25,6 +27,16 @@ FINISHED = {"accepted": "accepted_at", "failed": "updated_at", "cancelled": "upd
 
 
 def upgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        with online_ddl.steps():
+            for status, column in FINISHED.items():
+                online_ddl.create_index(
+                    f"ix_outbox_messages_{status}",
+                    "outbox_messages",
+                    f"{column}, id",
+                    where=f"status = '{status}'",
+                )
+        return
     for status, column in FINISHED.items():
         where = sa.text(f"status = '{status}'")
         op.create_index(

@@ -17,14 +17,20 @@ tracking id is set (whatever statement sets it), so the worker's record needs no
   interleave).
 
 A later migration that rebuilds outbox_messages on SQLite (batch mode) drops the trigger: it
-must create it again. On a large PostgreSQL table, create ix_outbox_messages_tracking_id
-CONCURRENTLY by hand before upgrading if writes must not wait for it.
+must create it again.
+
+PostgreSQL, beside a running application (worker/ops/online_ddl.py): the two nullable columns
+(a catalogue change), the tracking-id index built concurrently, the reports' table with its
+indexes, then the function and trigger, each step a short transaction skipped or redone
+harmlessly when run again.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0006_delivery_reports"
 down_revision: str | None = "0005_housekeeping"
@@ -46,7 +52,8 @@ MARK_MATCHED = """
     WHERE tracking_id = NEW.tracking_id AND message_id IS NULL;"""
 
 POSTGRES_FUNCTION = f"""
-CREATE FUNCTION outbox_messages_match_reports() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION outbox_messages_match_reports() RETURNS trigger
+LANGUAGE plpgsql AS $$
 DECLARE
     found_status text;
     found_at timestamptz;
@@ -82,6 +89,10 @@ END
 
 
 def upgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        with online_ddl.steps():
+            _upgrade_online()
+        return
     with op.batch_alter_table("outbox_messages") as table:
         table.add_column(sa.Column("delivery_status", sa.Text(), nullable=True))
         table.add_column(sa.Column("delivery_status_at", timestamp, nullable=True))
@@ -89,9 +100,34 @@ def upgrade() -> None:
         "ix_outbox_messages_tracking_id",
         "outbox_messages",
         ["tracking_id"],
-        postgresql_where=sa.text("tracking_id IS NOT NULL"),
         sqlite_where=sa.text("tracking_id IS NOT NULL"),
     )
+    _create_reports()
+    op.execute(SQLITE_TRIGGER)
+
+
+def _upgrade_online() -> None:
+    online_ddl.short_transaction(
+        "ALTER TABLE outbox_messages ADD COLUMN IF NOT EXISTS delivery_status TEXT",
+        "ALTER TABLE outbox_messages "
+        "ADD COLUMN IF NOT EXISTS delivery_status_at TIMESTAMP WITH TIME ZONE",
+    )
+    online_ddl.create_index(
+        "ix_outbox_messages_tracking_id",
+        "outbox_messages",
+        "tracking_id",
+        where="tracking_id IS NOT NULL",
+    )
+    online_ddl.short_transaction(_create_reports)
+    online_ddl.short_transaction(
+        POSTGRES_FUNCTION,
+        "DROP TRIGGER IF EXISTS outbox_messages_match_reports ON outbox_messages",
+        POSTGRES_TRIGGER,
+    )
+
+
+def _create_reports() -> None:
+    """The reports' table and its indexes (new and empty: built in the same transaction)."""
     op.create_table(
         "outbox_delivery_reports",
         sa.Column("id", identity, sa.Identity(), primary_key=True),
@@ -102,12 +138,14 @@ def upgrade() -> None:
         sa.Column("report", sa.Text(), nullable=False),
         sa.Column("message_id", identity, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_outbox_delivery_reports"),
+        if_not_exists=True,
     )
     op.create_index(
         "uq_outbox_delivery_reports_tracking_id_status_done_at",
         "outbox_delivery_reports",
         ["tracking_id", "status", "done_at"],
         unique=True,
+        if_not_exists=True,
     )
     op.create_index(
         "uq_outbox_delivery_reports_undated",
@@ -116,6 +154,7 @@ def upgrade() -> None:
         unique=True,
         postgresql_where=sa.text("done_at IS NULL"),
         sqlite_where=sa.text("done_at IS NULL"),
+        if_not_exists=True,
     )
     op.create_index(
         "ix_outbox_delivery_reports_unmatched",
@@ -123,12 +162,8 @@ def upgrade() -> None:
         ["tracking_id"],
         postgresql_where=sa.text("message_id IS NULL"),
         sqlite_where=sa.text("message_id IS NULL"),
+        if_not_exists=True,
     )
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(POSTGRES_FUNCTION)
-        op.execute(POSTGRES_TRIGGER)
-    else:
-        op.execute(SQLITE_TRIGGER)
 
 
 def downgrade() -> None:

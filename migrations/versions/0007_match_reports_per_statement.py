@@ -16,6 +16,9 @@ rule is 0006's: a message shows its best report (final beats NEXTATTEMPT, then t
 event, then the first stored). Its own update of the delivery status sets no tracking id, so the trigger
 it fires again returns at once. SQLite keeps 0006's trigger, which runs only for rows with a
 report waiting.
+
+PostgreSQL, beside a running application: the trigger is replaced in one short transaction that
+waits for its lock a moment at a time (worker/ops/online_ddl.py), and can run again.
 """
 
 import importlib.util
@@ -24,6 +27,8 @@ from pathlib import Path
 from types import ModuleType
 
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0007_match_reports_per_statement"
 down_revision: str | None = "0006_delivery_reports"
@@ -82,11 +87,14 @@ def _revision_0006() -> ModuleType:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    if op.get_context().dialect.name != "postgresql":
         return
-    op.execute("DROP TRIGGER outbox_messages_match_reports ON outbox_messages")
-    op.execute(POSTGRES_FUNCTION)
-    op.execute(POSTGRES_TRIGGER)
+    with online_ddl.steps():
+        online_ddl.short_transaction(
+            "DROP TRIGGER IF EXISTS outbox_messages_match_reports ON outbox_messages",
+            POSTGRES_FUNCTION,
+            POSTGRES_TRIGGER,
+        )
 
 
 def downgrade() -> None:

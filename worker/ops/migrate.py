@@ -1,31 +1,42 @@
 """`outbox migrate`: the project's Alembic migrations on the outbox database, one run at a time.
 
 Two containers starting together both run the migrations; they must wait for each other, not
-interleave their DDL. On PostgreSQL the migration transaction first takes an advisory lock
-(`hold_migration_lock`, called by migrations/env.py, so `alembic upgrade head` serializes too);
-on SQLite it begins with BEGIN IMMEDIATE, the database's own write lock (`migration_engine`),
-and runs as one transaction. Every failure is one line naming its cause.
+interleave their DDL. On PostgreSQL a connection of its own holds an advisory lock in an open
+transaction for the whole run (`migration_lock`, taken by migrations/env.py, so `alembic upgrade
+head` serializes too), while the migrations commit step by step on another connection (see
+worker/ops/online_ddl.py); on SQLite the run begins with BEGIN IMMEDIATE, the database's own
+write lock (`migration_engine`), and is one transaction. Every failure is one line naming its
+cause.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from worker.database import make_engine
 from worker.ops.access import OperatorError, open_outbox, reason_of, shown_url
+from worker.ops.online_ddl import LockNotTaken
 
 ALEMBIC_INI = "alembic.ini"
-# The advisory lock every migration of an outbox database takes: "outbox" as a 64-bit key.
-MIGRATION_LOCK = int.from_bytes(b"outbox", "big")
+# The advisory lock every migration of an outbox database takes: "migrate" as a 64-bit key,
+# apart from the receiver's match lock (worker/receipts/storage.py), which the trigger of
+# every record takes and which a migration must not hold for its whole run.
+MIGRATION_LOCK = int.from_bytes(b"migrate", "big")
 # How long a migration waits for another one to finish on SQLite (PostgreSQL waits as long
 # as the other one takes).
 SQLITE_LOCK_WAIT_SECONDS = 600
+# How often a migration looks whether the one before it has finished (PostgreSQL).
+LOCK_POLL = timedelta(milliseconds=200)
 
 
 def alembic_ini() -> Path:
@@ -61,13 +72,34 @@ def migration_engine(url: str) -> Engine:
     return engine
 
 
-def hold_migration_lock(connection: Connection) -> None:
-    """Wait until no other migration runs; held until this transaction ends (PostgreSQL).
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """Wait until no other migration runs, and keep the next one waiting until the block ends.
 
-    SQLite needs nothing here: `migration_engine` began the transaction holding its lock.
+    PostgreSQL: a transaction-scoped advisory lock, so it goes with its transaction, which a
+    transaction pooler keeps on one server connection and which ends when this process dies.
+    That transaction holds no snapshot and no table lock: concurrent index builds, which wait
+    for older transactions, do not wait for it. A run that finds the lock taken tries again
+    in a new transaction every LOCK_POLL: one waiting inside its transaction would be such an
+    older transaction, and the running migration's index build would wait for it forever.
+    SQLite needs nothing here: `migration_engine` begins the run's one transaction holding the
+    database's write lock.
     """
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as holder:
+        # Literal SQL: a bound parameter leaves the idle transaction holding a catalogue
+        # snapshot, which every concurrent index build would wait for.
+        while True:
+            holder.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+            taken = f"SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK})"
+            if holder.exec_driver_sql(taken).scalar():
+                break
+            holder.rollback()
+            time.sleep(LOCK_POLL.total_seconds())
+        yield
+        holder.rollback()
 
 
 def migrate(url: str) -> str:
@@ -92,7 +124,7 @@ def migrate(url: str) -> str:
             raise OperatorError(
                 f"migration failed at {shown_url(url)}: {reason_of(error)}"
             ) from None
-        except CommandError as error:
+        except (CommandError, LockNotTaken) as error:
             raise OperatorError(f"migration failed at {shown_url(url)}: {error}") from None
         # Read on the migration's own engine: on SQLite the outbox engine switches a new
         # connection to WAL, which needs the lock a second migration may hold, and the two can

@@ -44,6 +44,8 @@ def head_of(url: str) -> str:
         engine.dispose()
 
 
+# Six rounds of two real processes, each round a whole upgrade: minutes on a busy machine.
+@pytest.mark.timeout(360)
 def test_two_migrations_at_once_on_postgres_both_succeed(postgres_template: str) -> None:
     heads = set()
     for number in range(ROUNDS):
@@ -62,6 +64,7 @@ def test_two_migrations_at_once_on_postgres_both_succeed(postgres_template: str)
     assert len(heads) == 1
 
 
+@pytest.mark.timeout(360)
 def test_two_migrations_at_once_on_sqlite_both_succeed(tmp_path: Path) -> None:
     heads = set()
     for number in range(ROUNDS):

@@ -1,0 +1,210 @@
+"""Schema changes on a live PostgreSQL outbox: quick locks, concurrent builds, re-runnable steps.
+
+A migration's PostgreSQL part runs inside `steps()` (Alembic's autocommit block: no transaction
+of Alembic's is open) and is made of these steps, each safe to run again after an interruption:
+
+- `short_transaction`: catalogue changes (a nullable column, a constant default, a constraint
+  NOT VALID, a trigger, a new table) as one transaction of their own that waits at most
+  LOCK_TIMEOUT for each lock. A migration waiting behind a long transaction would otherwise
+  queue every session that touches the table behind its own request; it gives way instead and
+  tries again, with growing pauses, for up to GIVE_UP_AFTER.
+- `create_index`: CREATE INDEX CONCURRENTLY IF NOT EXISTS; an index an interrupted build left
+  INVALID is dropped (concurrently) and built again.
+- `add_check_constraint`: NOT VALID in a short transaction, then VALIDATE CONSTRAINT, which
+  reads the table under a lock that lets reads and writes through.
+
+Offline (`alembic upgrade head --sql`) the same statements are printed, without the checks
+that decide at run time what is left to do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+
+from alembic import op
+from sqlalchemy import Connection, MetaData, Table, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateTable, SchemaItem
+
+# How long one catalogue change may wait for its lock before giving way to the application.
+LOCK_TIMEOUT = timedelta(milliseconds=30)
+# The pauses between tries grow from the first to the longest; the step fails after this long.
+FIRST_PAUSE = timedelta(milliseconds=100)
+LONGEST_PAUSE = timedelta(seconds=5)
+GIVE_UP_AFTER = timedelta(minutes=10)
+LOCK_NOT_AVAILABLE = "55P03"
+# A transaction of SQL text goes to the server in one round trip, so its locks are never held
+# while this process waits for the CPU between statements (tests turn it off to watch each).
+ONE_ROUND_TRIP = True
+
+Step = str | Callable[[], object]
+
+
+class LockNotTaken(Exception):
+    """A catalogue change found its table locked on every try until GIVE_UP_AFTER."""
+
+
+@contextmanager
+def steps() -> Iterator[None]:
+    """Outside Alembic's transaction: each step below commits on its own."""
+    with op.get_context().autocommit_block():
+        yield
+
+
+def offline() -> bool:
+    """True when the statements are printed (`--sql`) rather than run."""
+    return bool(op.get_context().as_sql)
+
+
+def short_transaction(*changes: Step, monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Run ``changes`` (SQL text, or a call of Alembic's ``op``) as one quick transaction.
+
+    Every lock is waited for at most LOCK_TIMEOUT; on a timeout the whole transaction rolls
+    back (releasing what it held) and runs again after a pause.
+    """
+    if offline():
+        _run_all(("BEGIN", *_quick_settings(), *changes, "COMMIT"))
+        return
+    connection = op.get_bind()
+    deadline = monotonic() + GIVE_UP_AFTER.total_seconds()
+    pause = FIRST_PAUSE
+    tries = 1
+    while True:
+        try:
+            _one_transaction(connection, changes)
+            return
+        except DBAPIError as error:
+            if _sqlstate(error) != LOCK_NOT_AVAILABLE:
+                raise
+            if monotonic() + pause.total_seconds() > deadline:
+                raise LockNotTaken(_gave_up(error, tries)) from None
+        time.sleep(pause.total_seconds())
+        pause = min(pause * 2, LONGEST_PAUSE)
+        tries += 1
+
+
+def create_table_sql(name: str, *columns: SchemaItem) -> str:
+    """CREATE TABLE as text, to send with the other statements of its transaction at once."""
+    table = Table(name, MetaData(), *columns)
+    return str(CreateTable(table).compile(dialect=op.get_context().dialect)).strip()
+
+
+def create_index(
+    name: str, table: str, columns: str, *, where: str | None = None, unique: bool = False
+) -> None:
+    """CREATE INDEX CONCURRENTLY IF NOT EXISTS, first dropping one an interrupted build left."""
+    if not offline() and index_is_invalid(name):
+        drop_index(name)
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    condition = f" WHERE {where}" if where else ""
+    op.execute(f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table} ({columns}){condition}")
+
+
+def drop_index(name: str) -> None:
+    """DROP INDEX CONCURRENTLY IF EXISTS: waits for no one's rows, blocks no one's."""
+    op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+
+def index_is_invalid(name: str) -> bool:
+    """True for an index that exists but that an interrupted concurrent build left unusable."""
+    query = text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)")
+    return bool(op.get_bind().scalar(query, {"name": name}))
+
+
+def index_definition(name: str) -> str | None:
+    """The index's definition as PostgreSQL prints it, None when it does not exist."""
+    query = text("SELECT pg_get_indexdef(to_regclass(:name))")
+    definition = op.get_bind().scalar(query, {"name": name})
+    return None if definition is None else str(definition)
+
+
+def add_check_constraint(table: str, name: str, condition: str) -> None:
+    """Add the constraint NOT VALID (a catalogue change), then validate it apart."""
+    state = None if offline() else _constraint_validated(table, name)
+    if state is None:
+        short_transaction(
+            f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({condition}) NOT VALID"
+        )
+    if not state:
+        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+
+
+def column_exists(table: str, column: str) -> bool:
+    """True when ``table`` has ``column`` (offline: False, so every step is printed)."""
+    if offline():
+        return False
+    query = text(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(:table) "
+        "AND attname = :column AND NOT attisdropped"
+    )
+    return op.get_bind().scalar(query, {"table": table, "column": column}) is not None
+
+
+def _constraint_validated(table: str, name: str) -> bool | None:
+    """Whether the constraint is validated; None when it does not exist."""
+    query = text(
+        "SELECT convalidated FROM pg_constraint "
+        "WHERE conrelid = to_regclass(:table) AND conname = :name"
+    )
+    state = op.get_bind().scalar(query, {"table": table, "name": name})
+    return None if state is None else bool(state)
+
+
+def _one_transaction(connection: Connection, changes: tuple[Step, ...]) -> None:
+    """BEGIN, the lock timeout, the changes, COMMIT; ROLLBACK on any failure or interruption."""
+    statements = [change for change in changes if isinstance(change, str)]
+    if ONE_ROUND_TRIP and len(statements) == len(changes):
+        _in_one_round_trip(connection, ["BEGIN", *_quick_settings(), *statements, "COMMIT"])
+        return
+    connection.exec_driver_sql("BEGIN")
+    try:
+        _run_all((*_quick_settings(), *changes))
+    except BaseException:
+        with suppress(DBAPIError):  # a lost connection has rolled back already
+            connection.exec_driver_sql("ROLLBACK")
+        raise
+    connection.exec_driver_sql("COMMIT")
+
+
+def _in_one_round_trip(connection: Connection, statements: list[str]) -> None:
+    """The statements as one simple query: the server runs them all before answering."""
+    try:
+        connection.exec_driver_sql(";\n".join(statements))
+    except BaseException:
+        with suppress(DBAPIError):
+            connection.exec_driver_sql("ROLLBACK")
+        raise
+
+
+def _run_all(changes: tuple[Step, ...]) -> None:
+    for change in changes:
+        if isinstance(change, str):
+            op.execute(change)
+        else:
+            change()
+
+
+def _quick_settings() -> tuple[str, str]:
+    """The lock timeout, and a commit that does not wait for the disk while holding the locks.
+
+    A crash may lose such a commit (never corrupt anything): the step then runs again, and the
+    revision's stamp, committed later and durably, is never kept without it.
+    """
+    milliseconds = int(LOCK_TIMEOUT.total_seconds() * 1000)
+    return f"SET LOCAL lock_timeout = '{milliseconds}ms'", "SET LOCAL synchronous_commit = off"
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    return getattr(error.orig, "sqlstate", None)
+
+
+def _gave_up(error: DBAPIError, tries: int) -> str:
+    statement = " ".join(str(error.statement or "").split())
+    return (
+        f"{tries} tries over {GIVE_UP_AFTER} found a lock held too long for `{statement}` "
+        f"(each waited {LOCK_TIMEOUT}): a long transaction holds the table; end it "
+        "(see pg_stat_activity) and run the migration again"
+    )
