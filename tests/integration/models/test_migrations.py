@@ -142,8 +142,8 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "first_due_at",
         "delivery_status",
         "delivery_status_at",
-        "reach_evidence",
         "suspicion",
+        "reach_evidence",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
