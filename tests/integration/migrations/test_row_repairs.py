@@ -7,9 +7,7 @@ transaction, each batch safe to interrupt.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -44,28 +42,10 @@ ORDER BY conname
 
 
 @pytest.fixture
-def empty_sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'empty.db'}"
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_url(request: pytest.FixtureRequest) -> str:
-    fixture = "empty_postgres_url" if request.param == "postgresql" else "empty_sqlite_url"
-    return str(request.getfixturevalue(fixture))
-
-
-@pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two rows a batch, each statement sent on its own (so the watch sees each)."""
     monkeypatch.setattr(online_ddl, "BATCH_ROWS", 2)
     monkeypatch.setattr(online_ddl, "ONE_ROUND_TRIP", False)
-
-
-@pytest.fixture
-def engine_of(empty_url: str) -> Iterator[Engine]:
-    engine = make_engine(empty_url)
-    yield engine
-    engine.dispose()
 
 
 def write_broken_rows(engine: Engine) -> None:
@@ -111,14 +91,14 @@ VALIDATED = [
 ]
 
 
-def test_rows_no_worker_could_move_are_repaired(empty_url: str, engine_of: Engine) -> None:
+def test_rows_no_worker_could_move_are_repaired(empty_url: str, empty_engine: Engine) -> None:
     config = alembic_config(empty_url)
     command.upgrade(config, BEFORE)
-    write_broken_rows(engine_of)
+    write_broken_rows(empty_engine)
     command.upgrade(config, REVISION)
-    assert statuses(engine_of) == REPAIRED
-    if engine_of.dialect.name == "postgresql":
-        assert constraints(engine_of) == VALIDATED
+    assert statuses(empty_engine) == REPAIRED
+    if empty_engine.dialect.name == "postgresql":
+        assert constraints(empty_engine) == VALIDATED
 
 
 @pytest.mark.usefixtures("small_batches")
