@@ -68,13 +68,13 @@ class OutboxMessage(Base):
     # The latest delivery report's status as Wiraya sends it, and when its event happened.
     delivery_status: Mapped[str | None] = mapped_column(Text)
     delivery_status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The worker's: requests holding this message that failed without an answer (5xx, a
+    # timeout) since one holding it was last answered. Above 0 the message is a suspect.
+    suspicion: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Why a request holding the message may have reached Wiraya (its outcome unknown: a
     # timeout, a dropped connection, an unreadable answer). Set by the record, never cleared:
     # `outbox cancel` leaves such a message alone, whatever its later attempts met.
     reach_evidence: Mapped[str | None] = mapped_column(Text)
-    # The worker's: requests holding this message that failed without an answer (5xx, a
-    # timeout) since one holding it was last answered. Above 0 the message is a suspect.
-    suspicion: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),

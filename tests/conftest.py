@@ -109,6 +109,27 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def empty_sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file with no tables at all (for migration tests)."""
+    return f"sqlite:///{tmp_path / 'empty.db'}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_url(request: pytest.FixtureRequest) -> str:
+    """A database with no tables at all, once on PostgreSQL and once on SQLite."""
+    fixture = "empty_postgres_url" if request.param == "postgresql" else "empty_sqlite_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def empty_engine(empty_url: str) -> Iterator[Engine]:
+    """An engine on the database of ``empty_url``."""
+    engine = make_engine(empty_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def postgres_engine(postgres_url: str) -> Iterator[Engine]:
     """An engine on a fresh PostgreSQL outbox database."""
     engine = make_engine(postgres_url)

@@ -1,7 +1,7 @@
 """A message's suspicion: how many requests holding it failed without an answer.
 
 Revision ID: 0008_suspects
-Revises: 0012_definer_triggers
+Revises: 0007_match_reports_per_statement
 Create Date: 2026-12-07
 
 A message in a request that failed as a whole (5xx, a proxy's page, a timeout) may be the cause
@@ -12,14 +12,17 @@ the least suspected message (worker/dispatch/delivery.py). The worker used to re
 the text of last_error, which the next attempt overwrites.
 
 A new integer column with a constant default: on PostgreSQL 11 and later a change of the
-catalogue only (no table rewrite, a brief lock). IF NOT EXISTS / a look at the columns first
-makes a re-run after an interruption harmless, on both databases.
+catalogue only (no table rewrite), made in a short transaction that waits for its lock a moment
+at a time (worker/ops/online_ddl.py). IF NOT EXISTS / a look at the columns first makes a re-run
+after an interruption harmless, on both databases.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0008_suspects"
 down_revision: str | None = "0007_match_reports_per_statement"
@@ -36,10 +39,11 @@ def _has_column() -> bool:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {COLUMN} integer NOT NULL DEFAULT 0"
-        )
+    if op.get_context().dialect.name == "postgresql":
+        with online_ddl.steps():
+            online_ddl.short_transaction(
+                f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {COLUMN} integer NOT NULL DEFAULT 0"
+            )
     elif not _has_column():
         op.add_column(
             TABLE, sa.Column(COLUMN, sa.Integer(), server_default=sa.text("0"), nullable=False)

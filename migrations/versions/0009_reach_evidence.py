@@ -1,7 +1,7 @@
 """Evidence that a message may have reached Wiraya, kept in a column no later attempt clears.
 
 Revision ID: 0009_reach_evidence
-Revises: 0007_match_reports_per_statement
+Revises: 0008_suspects
 Create Date: 2026-12-07
 
 `outbox cancel` leaves pending the messages a request may already have delivered. That
@@ -9,14 +9,17 @@ evidence lived in `last_error`, which the next attempt overwrites: a timeout fol
 429, or by a release with no reason, read as "never sent". The record now sets
 `reach_evidence` whenever a request holding the message ended with its outcome unknown, and
 nothing clears it. A nullable column without a default: a catalogue change on PostgreSQL,
-no rewrite, no lock held beyond the moment; re-running it after an interruption finds the
-column there and does nothing.
+no rewrite, made in a short transaction that waits for its lock a moment at a time
+(worker/ops/online_ddl.py); re-running it after an interruption finds the column there and
+does nothing.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0009_reach_evidence"
 down_revision: str | None = "0008_suspects"
@@ -38,7 +41,10 @@ def _has_column() -> bool:
 
 def upgrade() -> None:
     if _postgresql():  # a statement that renders offline too (`alembic upgrade head --sql`)
-        op.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {COLUMN} text")
+        with online_ddl.steps():
+            online_ddl.short_transaction(
+                f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {COLUMN} text"
+            )
     elif not _has_column():
         op.add_column(TABLE, sa.Column(COLUMN, sa.Text(), nullable=True))
 

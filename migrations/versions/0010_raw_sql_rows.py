@@ -1,7 +1,7 @@
 """Rows written by raw SQL: refuse those no worker could move, and keep SQLite's times UTC.
 
 Revision ID: 0010_raw_sql_rows
-Revises: 0007_match_reports_per_statement
+Revises: 0009_reach_evidence
 Create Date: 2026-12-07
 
 A `sending` row without `locked_until` was never claimed (the claim takes a sending row back
@@ -11,11 +11,13 @@ first: the lease of a sending row ends at once (the claim takes it back), an acc
 without a tracking id is failed with the reason (it may have been sent by another system:
 sending it now could send it twice).
 
-PostgreSQL: each constraint is added NOT VALID (a catalogue change: new writes are checked at
-once, the table is not read), then validated in a transaction of its own, which reads the table
-under a lock that lets reads and writes go on (where migrations run one transaction each; where
-the whole upgrade is one transaction, validating apart would end it and its migration lock
-early). Every step can run again after an interruption.
+PostgreSQL, beside a running application (worker/ops/online_ddl.py): each constraint is added
+NOT VALID in a short transaction (a catalogue change: new writes are checked at once, the table
+is not read); the existing rows are repaired in batches of short transactions, each holding a
+bounded number of rows; then each constraint is validated on its own, reading the table under
+a lock that lets reads and writes go on. Every step can run again after an interruption: a
+constraint there is not added again, a repaired row no longer matches its repair, a validated
+constraint is not validated again.
 
 SQLite has no ALTER TABLE ... ADD CONSTRAINT: triggers refuse the same rows with the same
 names. SQLite also keeps times as text, compared as text by the claim: a `next_attempt_at`
@@ -29,6 +31,8 @@ a time they cannot read is refused, naming the column.
 from collections.abc import Sequence
 
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0010_raw_sql_rows"
 down_revision: str | None = "0009_reach_evidence"
@@ -49,12 +53,14 @@ RULES = {
         "an accepted row needs the tracking_id Wiraya gave it",
     ),
 }
+# (what a repair sets, on the rows it repairs), each in the order of RULES
 REPAIRS = [
-    f"UPDATE {TABLE} SET locked_until = updated_at "
-    "WHERE status = 'sending' AND locked_until IS NULL",
-    f"UPDATE {TABLE} SET status = 'failed', "
-    "last_error = 'invalid: accepted without a tracking id (written by plain SQL), never sent' "
-    "WHERE status = 'accepted' AND tracking_id IS NULL",
+    ("locked_until = updated_at", "status = 'sending' AND locked_until IS NULL"),
+    (
+        "status = 'failed', last_error = "
+        "'invalid: accepted without a tracking id (written by plain SQL), never sent'",
+        "status = 'accepted' AND tracking_id IS NULL",
+    ),
 ]
 TIMES = ("next_attempt_at", "expires_at", "locked_until")
 
@@ -76,27 +82,15 @@ def downgrade() -> None:
 
 
 def _upgrade_postgresql() -> None:
-    for name, (status, column, _why) in RULES.items():
-        op.execute(
-            f"DO $$ BEGIN ALTER TABLE {TABLE} ADD CONSTRAINT {name} "
-            f"CHECK (status <> '{status}' OR {column} IS NOT NULL) NOT VALID; "
-            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        )
-    if op.get_context().opts.get("transaction_per_migration"):
-        with op.get_context().autocommit_block():
-            _repair_and_validate()
-    else:
-        # The whole upgrade is one transaction, whose advisory lock keeps a concurrent
-        # upgrade waiting: committing here would let that one in before the version is
-        # written. The table is locked until the end of the run anyway.
-        _repair_and_validate()
-
-
-def _repair_and_validate() -> None:
-    for repair in REPAIRS:
-        op.execute(repair)
-    for name in RULES:
-        op.execute(f"ALTER TABLE {TABLE} VALIDATE CONSTRAINT {name}")
+    with online_ddl.steps():
+        for name, (status, column, _why) in RULES.items():
+            online_ddl.add_check_constraint_not_valid(
+                TABLE, name, f"status <> '{status}' OR {column} IS NOT NULL"
+            )
+        for assignments, condition in REPAIRS:
+            online_ddl.update_in_batches(TABLE, assignments, condition)
+        for name in RULES:
+            online_ddl.validate_constraint(TABLE, name)
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -165,8 +159,8 @@ SQLITE_TRIGGERS = {
 
 
 def _upgrade_sqlite() -> None:
-    for repair in REPAIRS:
-        op.execute(repair)
+    for assignments, condition in REPAIRS:
+        op.execute(f"UPDATE {TABLE} SET {assignments} WHERE {condition}")
     for column in TIMES:
         op.execute(
             f"UPDATE {TABLE} SET {column} = {_in_stored_form(column)} "

@@ -1,24 +1,31 @@
 """Delivery reports pruned with their messages, and a status Wiraya never named never final.
 
 Revision ID: 0011_report_retention
-Revises: 0007_match_reports_per_statement
+Revises: 0010_raw_sql_rows
 Create Date: 2026-12-07
 
 - Two partial indexes on outbox_delivery_reports: by message (the prune deletes a message's
   reports in the chunk that deletes the message) and unmatched reports by when they were
   received (the prune deletes those older than OUTBOX_UNMATCHED_REPORT_RETENTION_SECONDS).
-  On PostgreSQL each is built CONCURRENTLY, so neither the receiver nor a record waits.
+  On PostgreSQL each is built CONCURRENTLY (worker/ops/online_ddl.py), so neither the receiver
+  nor a record waits; one an interrupted build left INVALID is built again.
 - The early-report trigger ranks reports as the receiver does: only the statuses Wiraya
   documents as final (models.delivery.FINAL_DELIVERY_STATUSES) beat the others. A status it never
   named is kept as seen but is not final, so a made-up one cannot pin a message's status.
-  On PostgreSQL the function is replaced in place; on SQLite the trigger is made anew.
+  On PostgreSQL the function is replaced in place, in a short transaction that waits for its
+  lock a moment at a time (CREATE OR REPLACE also resets how it runs: migration 0012, after
+  this one, makes it SECURITY DEFINER); on SQLite the trigger is made anew.
 
-Each step is safe to run again after an interruption (IF NOT EXISTS, OR REPLACE).
+Each step is safe to run again after an interruption (IF NOT EXISTS, OR REPLACE). SQLite runs
+the whole migration in the run's one transaction.
 """
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0011_report_retention"
 down_revision: str | None = "0010_raw_sql_rows"
@@ -99,31 +106,44 @@ END
 EARLIER_FINAL = "status <> 'NEXTATTEMPT'"  # 0006 and 0007: every status but NEXTATTEMPT
 
 
+def _postgresql() -> bool:
+    return bool(op.get_context().dialect.name == "postgresql")
+
+
 def _rank_by(final: str) -> None:
     """(Re)create the early-report trigger's ranking with ``final`` as the final statuses."""
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(POSTGRES_FUNCTION.format(final=final))
+    if _postgresql():
+        online_ddl.short_transaction(POSTGRES_FUNCTION.format(final=final))
     else:
         op.execute("DROP TRIGGER IF EXISTS outbox_messages_match_reports")
         op.execute(SQLITE_TRIGGER.format(final=final))
 
 
 def upgrade() -> None:
-    postgres = op.get_bind().dialect.name == "postgresql"
-    with op.get_context().autocommit_block():
-        for name, (column, where) in INDEXES.items():
-            concurrently = "CONCURRENTLY " if postgres else ""
-            op.execute(
-                f"CREATE INDEX {concurrently}IF NOT EXISTS {name} "
-                f"ON outbox_delivery_reports ({column}) WHERE {where}"
-            )
+    if _postgresql():
+        with online_ddl.steps():
+            for name, (column, where) in INDEXES.items():
+                online_ddl.create_index(name, "outbox_delivery_reports", column, where=where)
+            _rank_by(FINAL)
+        return
+    for name, (column, where) in INDEXES.items():
+        op.create_index(
+            name,
+            "outbox_delivery_reports",
+            [column],
+            sqlite_where=sa.text(where),
+            if_not_exists=True,
+        )
     _rank_by(FINAL)
 
 
 def downgrade() -> None:
-    postgres = op.get_bind().dialect.name == "postgresql"
+    if _postgresql():
+        with online_ddl.steps():
+            _rank_by(EARLIER_FINAL)
+            for name in INDEXES:
+                online_ddl.drop_index(name)
+        return
     _rank_by(EARLIER_FINAL)
-    with op.get_context().autocommit_block():
-        for name in INDEXES:
-            concurrently = "CONCURRENTLY " if postgres else ""
-            op.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
+    for name in INDEXES:
+        op.drop_index(name, table_name="outbox_delivery_reports", if_exists=True)

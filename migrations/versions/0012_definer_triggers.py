@@ -1,7 +1,7 @@
 """The early-report trigger runs with its owner's rights; the producer's duplicate check too.
 
 Revision ID: 0012_definer_triggers
-Revises: 0007_match_reports_per_statement
+Revises: 0011_report_retention
 Create Date: 2026-12-07
 
 A role per process (README, Security; `outbox grants`) gives the worker no right on
@@ -18,14 +18,18 @@ if_exists="return")`` must still tell whether the row holding a client_message_i
 message: ``outbox_message_is(client_message_id, recipient, content)`` answers that, and only
 that, with the owner's rights; `outbox grants` lets the producer execute it.
 
-PostgreSQL only: SQLite has no roles, so this revision changes nothing there. Both statements
-are idempotent (``ALTER FUNCTION``, ``CREATE OR REPLACE``), so a re-run after an interruption is
-safe; each takes only a catalogue lock.
+PostgreSQL only: SQLite has no roles, so this revision changes nothing there. Its statements
+are idempotent (``ALTER FUNCTION``, ``CREATE OR REPLACE``, ``REVOKE``) and run as one short
+transaction that waits for its locks a moment at a time (worker/ops/online_ddl.py), so a re-run
+after an interruption is safe. It must come after every revision that replaces the trigger's
+function (0011): ``CREATE OR REPLACE FUNCTION`` resets ``SECURITY DEFINER`` and the search path.
 """
 
 from collections.abc import Sequence
 
 from alembic import op
+
+from worker.ops import online_ddl
 
 revision: str = "0012_definer_triggers"
 down_revision: str | None = "0011_report_retention"
@@ -56,9 +60,12 @@ END $$
 def upgrade() -> None:
     if op.get_context().dialect.name != "postgresql":
         return
-    op.execute(DEFINER)
-    op.execute(f"REVOKE EXECUTE ON FUNCTION {MATCH_FUNCTION} FROM PUBLIC")
-    op.execute(f"REVOKE EXECUTE ON FUNCTION {SAME_MESSAGE_FUNCTION} FROM PUBLIC")
+    with online_ddl.steps():
+        online_ddl.short_transaction(
+            DEFINER,
+            f"REVOKE EXECUTE ON FUNCTION {MATCH_FUNCTION} FROM PUBLIC",
+            f"REVOKE EXECUTE ON FUNCTION {SAME_MESSAGE_FUNCTION} FROM PUBLIC",
+        )
 
 
 def downgrade() -> None:

@@ -11,7 +11,11 @@ of Alembic's is open) and is made of these steps, each safe to run again after a
 - `create_index`: CREATE INDEX CONCURRENTLY IF NOT EXISTS; an index an interrupted build left
   INVALID is dropped (concurrently) and built again.
 - `add_check_constraint`: NOT VALID in a short transaction, then VALIDATE CONSTRAINT, which
-  reads the table under a lock that lets reads and writes through.
+  reads the table under a lock that lets reads and writes through. Its two halves apart
+  (`add_check_constraint_not_valid`, `validate_constraint`) let existing rows be repaired
+  between them, while the constraint already checks every new write.
+- `update_in_batches`: a backfill or repair of existing rows, BATCH_ROWS rows per short
+  transaction in id order, so a writer waits for at most one batch's row locks.
 
 Offline (`alembic upgrade head --sql`) the same statements are printed, without the checks
 that decide at run time what is left to do.
@@ -23,9 +27,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
 
 from alembic import op
-from sqlalchemy import Connection, MetaData, Table, text
+from sqlalchemy import Connection, CursorResult, MetaData, Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable, SchemaItem
 
@@ -39,8 +45,11 @@ LOCK_NOT_AVAILABLE = "55P03"
 # A transaction of SQL text goes to the server in one round trip, so its locks are never held
 # while this process waits for the CPU between statements (tests turn it off to watch each).
 ONE_ROUND_TRIP = True
+# The most rows one batch of `update_in_batches` changes, and so holds locked until it commits.
+BATCH_ROWS = 1000
 
 Step = str | Callable[[], object]
+T = TypeVar("T")
 
 
 class LockNotTaken(Exception):
@@ -69,13 +78,54 @@ def short_transaction(*changes: Step, monotonic: Callable[[], float] = time.mono
         _run_all(("BEGIN", *_quick_settings(), *changes, "COMMIT"))
         return
     connection = op.get_bind()
+    _retrying(lambda: _one_transaction(connection, changes), monotonic)
+
+
+def update_in_batches(
+    table: str, assignments: str, condition: str, *, monotonic: Callable[[], float] = time.monotonic
+) -> None:
+    """UPDATE ``table`` SET ``assignments`` WHERE ``condition``, BATCH_ROWS rows at a time.
+
+    Each batch is a short transaction (retried as `short_transaction` is) that locks the next
+    matching rows in id order after the previous batch's; it ends when a batch finds none.
+    Run again after an interruption, it finds only the rows still to change. ``condition``
+    must stop matching a row once it is changed. Offline, one UPDATE of every row is printed.
+    """
+    if offline():
+        short_transaction(f"UPDATE {table} SET {assignments} WHERE {condition}")
+        return
+    connection = op.get_bind()
+    after: int | None = None
+    while True:
+        batch = partial(_ids_changed, _batch_statement(table, assignments, condition, after))
+        changed = _retrying(partial(_in_transaction, connection, batch), monotonic)
+        if not changed:
+            return
+        after = max(changed)
+
+
+def _batch_statement(table: str, assignments: str, condition: str, after: int | None) -> str:
+    """The UPDATE of the next BATCH_ROWS matching rows after id ``after``, returning their ids."""
+    matching = f"({condition})" if after is None else f"id > {after} AND ({condition})"
+    return (
+        f"UPDATE {table} SET {assignments} WHERE id IN ("
+        f"SELECT id FROM {table} WHERE {matching} ORDER BY id LIMIT {BATCH_ROWS} FOR UPDATE"
+        f") AND ({condition}) RETURNING id"
+    )
+
+
+def _ids_changed(statement: str, connection: Connection) -> list[int]:
+    return [int(changed) for changed in _send(connection, statement).scalars()]
+
+
+def _retrying(attempt: Callable[[], T], monotonic: Callable[[], float]) -> T:
+    """``attempt`` (one transaction) again after a growing pause while it meets a lock timeout."""
     deadline = monotonic() + GIVE_UP_AFTER.total_seconds()
     pause = FIRST_PAUSE
     tries = 1
     while True:
         try:
-            _one_transaction(connection, changes)
-            return
+            return attempt()
         except DBAPIError as error:
             if _sqlstate(error) != LOCK_NOT_AVAILABLE:
                 raise
@@ -123,12 +173,21 @@ def index_definition(name: str) -> str | None:
 
 def add_check_constraint(table: str, name: str, condition: str) -> None:
     """Add the constraint NOT VALID (a catalogue change), then validate it apart."""
-    state = None if offline() else _constraint_validated(table, name)
-    if state is None:
+    add_check_constraint_not_valid(table, name, condition)
+    validate_constraint(table, name)
+
+
+def add_check_constraint_not_valid(table: str, name: str, condition: str) -> None:
+    """The constraint checks every new write from now on; existing rows are not read yet."""
+    if offline() or _constraint_validated(table, name) is None:
         short_transaction(
             f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({condition}) NOT VALID"
         )
-    if not state:
+
+
+def validate_constraint(table: str, name: str) -> None:
+    """VALIDATE CONSTRAINT unless done: reads the table under a lock letting writers through."""
+    if offline() or not _constraint_validated(table, name):
         op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
 
 
@@ -159,24 +218,37 @@ def _one_transaction(connection: Connection, changes: tuple[Step, ...]) -> None:
     if ONE_ROUND_TRIP and len(statements) == len(changes):
         _in_one_round_trip(connection, ["BEGIN", *_quick_settings(), *statements, "COMMIT"])
         return
+    _in_transaction(connection, lambda _: _run_all(changes))
+
+
+def _in_transaction(connection: Connection, work: Callable[[Connection], T]) -> T:
+    """BEGIN, the lock timeout, ``work``, COMMIT; ROLLBACK on any failure or interruption."""
     connection.exec_driver_sql("BEGIN")
     try:
-        _run_all((*_quick_settings(), *changes))
+        for setting in _quick_settings():
+            connection.exec_driver_sql(setting)
+        done = work(connection)
     except BaseException:
         with suppress(DBAPIError):  # a lost connection has rolled back already
             connection.exec_driver_sql("ROLLBACK")
         raise
     connection.exec_driver_sql("COMMIT")
+    return done
 
 
 def _in_one_round_trip(connection: Connection, statements: list[str]) -> None:
     """The statements as one simple query: the server runs them all before answering."""
     try:
-        connection.exec_driver_sql(";\n".join(statements))
+        _send(connection, ";\n".join(statements))
     except BaseException:
         with suppress(DBAPIError):
             connection.exec_driver_sql("ROLLBACK")
         raise
+
+
+def _send(connection: Connection, sql: str) -> CursorResult[Any]:
+    """``sql`` as written, with no parameters: a ``%`` in it is the server's, not the driver's."""
+    return connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
 
 def _run_all(changes: tuple[Step, ...]) -> None:

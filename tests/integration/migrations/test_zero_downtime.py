@@ -53,8 +53,9 @@ SCHEMA = {
         FROM pg_constraint WHERE connamespace = 'public'::regnamespace""",
     "triggers": """
         SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal""",
+    # How a function runs is schema too: its owner's rights, its settings, who may call it.
     "functions": """
-        SELECT proname, md5(prosrc) FROM pg_proc
+        SELECT proname, md5(prosrc), prosecdef, proconfig, proacl::text[] FROM pg_proc
         WHERE pronamespace = 'public'::regnamespace""",
 }
 
@@ -135,6 +136,22 @@ def test_a_migration_interrupted_anywhere_runs_again(
             "does not reach the schema an uninterrupted run reaches"
         )
         command.downgrade(config, previous)
+
+
+def test_the_early_report_function_runs_as_its_owner_after_0011_replaces_it_again(
+    empty_postgres_url: str,
+) -> None:
+    # CREATE OR REPLACE FUNCTION (0011) resets SECURITY DEFINER and the search path: 0012,
+    # which sets them, must come after it in every run.
+    config = alembic_config(empty_postgres_url)
+    command.upgrade(config, "head")
+    expected = schema(empty_postgres_url)["functions"]
+    command.downgrade(config, "0010_raw_sql_rows")
+    command.upgrade(config, "head")
+    functions = schema(empty_postgres_url)["functions"]
+    assert functions == expected
+    definers = {name: (definer, config) for name, _, definer, config, _ in functions}
+    assert definers["outbox_messages_match_reports"] == (True, ["search_path=public, pg_temp"])
 
 
 def test_an_index_an_interrupted_build_left_invalid_is_built_again(

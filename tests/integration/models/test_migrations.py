@@ -6,7 +6,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -30,24 +29,6 @@ OUTBOX_TABLES = {
 }
 HEAD = "0012_definer_triggers"
 MATCH_TRIGGER = "outbox_messages_match_reports"
-
-
-@pytest.fixture
-def empty_sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'empty.db'}"
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_url(request: pytest.FixtureRequest) -> str:
-    fixture = "empty_postgres_url" if request.param == "postgresql" else "empty_sqlite_url"
-    return str(request.getfixturevalue(fixture))
-
-
-@pytest.fixture
-def empty_engine(empty_url: str) -> Iterator[Engine]:
-    engine = make_engine(empty_url)
-    yield engine
-    engine.dispose()
 
 
 def tables(engine: Engine) -> set[str]:
@@ -142,8 +123,8 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "first_due_at",
         "delivery_status",
         "delivery_status_at",
-        "reach_evidence",
         "suspicion",
+        "reach_evidence",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
