@@ -138,7 +138,7 @@ class Outbox:
     def enqueue(self, *recipients: str, content: dict[str, Any] | None = None) -> list[str]:
         """Insert through the producer API; returns the clientMessageIds in order."""
         messages = [
-            NewMessage.create(recipient=to, content=content or ALPHA, client_message_id=f"m{i}")
+            NewMessage.create(recipient=to, content=content or ALPHA, client_message_id=f"m{i:05d}")
             for i, to in enumerate(recipients, start=self._next_number())
         ]
         with Session(self.engine) as session, session.begin():
