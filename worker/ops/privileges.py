@@ -147,7 +147,14 @@ def beat_duties() -> tuple[Duty, ...]:
     return (
         Duty("count due rows", (Right("SELECT", MESSAGES),)),
         Duty("run housekeeping", _rights("SELECT INSERT UPDATE", HOUSEKEEPING)),
-        Duty("prune", _rights("SELECT DELETE", MESSAGES) + _rights("SELECT DELETE", REPORTS)),
+        # The unmatched reports' prune locks what it deletes (FOR UPDATE SKIP LOCKED, so that it
+        # passes over reports a record is matching): PostgreSQL asks UPDATE on some column for it.
+        Duty(
+            "prune",
+            _rights("SELECT DELETE", MESSAGES)
+            + _rights("SELECT DELETE", REPORTS)
+            + (Right("UPDATE", REPORTS, ("message_id",)),),
+        ),
     )
 
 
