@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -451,6 +451,12 @@ def _row_problems(
     return problems
 
 
+# accepted_at is in the outbox's time (the database's clock, read every few seconds and advanced
+# by a monotonic clock: it trails the host's by up to that read's round trip); the sandbox's
+# receipts are in the host's. A resend after a clear answer comes a request later, not within this.
+CLOCK_TOLERANCE = timedelta(milliseconds=250)
+
+
 def _accepted_problems(row: Row, entry: Entry | None, seen_tracking: dict[str, str]) -> list[str]:
     problems = []
     tracking_id = row.tracking_id or ""
@@ -463,7 +469,7 @@ def _accepted_problems(row: Row, entry: Entry | None, seen_tracking: dict[str, s
     other = seen_tracking.setdefault(tracking_id, row.client_message_id)
     if other != row.client_message_id:
         problems.append(f"tracking id {tracking_id} also held by {other}")
-    if row.accepted_at is None or entry.last_received > row.accepted_at:
+    if row.accepted_at is None or entry.last_received > row.accepted_at + CLOCK_TOLERANCE:
         problems.append(
             f"received at {entry.last_received}, after it was recorded accepted at "
             f"{row.accepted_at}: resent after a clear answer"

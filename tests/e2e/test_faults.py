@@ -291,7 +291,11 @@ def test_wrong_api_key_then_the_right_one(stack: Stack) -> None:
     admin = stack.start_sandbox("--api-key", right)
     total = 500
     stack.enqueue(project_messages("key", total))
-    stack.start_outbox(WIRAYA_API_KEY=wrong, OUTBOX_PROBE_INTERVAL_SECONDS="2")
+    stack.start_outbox(
+        WIRAYA_API_KEY=wrong,
+        OUTBOX_PROBE_INTERVAL_SECONDS="2",
+        OUTBOX_REFUSED_KEY_RETRY_SECONDS="2",
+    )
 
     def all_back_and_unspent() -> bool:
         refused = admin.stats()["by_status"].get("401", 0) >= 1
