@@ -132,7 +132,7 @@ def _window_failure(kind: ApiFault, retry_after: float | None) -> SendResult | N
     if kind is ApiFault.HTML:
         return ServerError("HTTP 502: an HTML page (<html>Bad Gateway</html>)", status=502)
     if kind is ApiFault.REFUSED:
-        return TransportError("connection refused")
+        return TransportError("connection refused", unconnected=True)
     if kind is ApiFault.UNAUTHORIZED:
         return Unauthorized("HTTP 401: invalid API key", status=401)
     if kind is ApiFault.FORBIDDEN:

@@ -5,7 +5,10 @@
   reaches the API after its expiry). A request that cannot get a useful deadline is not made.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
   message is alone (README, "How it works").
-- A request-level failure (5xx, timeout, proxy page) while the API answers other requests is
+- A failure that says the API is unavailable to everyone (a 502 or 503, or no connection
+  made) is an outage's, never a message's: the gate counts it, nothing more is sent, and no
+  attempt is spent nor suspicion raised, even for a suspect alone.
+- Another request-level failure (500, timeout) while the API answers other requests is
   a message's doing: the request is bisected until the message that draws it is alone, which
   spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
   answers nobody else, it is the API's: nothing more is sent, and the gate counts it.
@@ -319,6 +322,9 @@ class _Run:
                     started=started,
                     now=now,
                 )
+            return self.stop(batch)
+        if result.unavailable:  # an outage, whatever the request held: the API's, unspent
+            self.count_failure(started)
             return self.stop(batch)
         if len(batch) == 1 or self.api_answers():  # not a bystander of an outage
             self.delivery.unanswered.update(outgoing.id for outgoing in batch)
