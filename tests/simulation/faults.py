@@ -133,6 +133,13 @@ class FaultPlan:
                 return window
         return None
 
+    def calm_at(self, elapsed: float) -> bool:
+        """Whether no window of trouble was on within a probe interval before ``elapsed``: a
+        lone failure then is the message's own (before, the outbox cannot tell it from the
+        outage it just saw, and the message waits unspent: README, "The sending gate")."""
+        since = elapsed - float(str(self.settings["OUTBOX_PROBE_INTERVAL_SECONDS"]))
+        return all(window.end <= since or window.start > elapsed for window in self.windows)
+
     def item_limit_at(self, elapsed: float) -> int | None:
         limit = None
         for at, items in self.item_limits:

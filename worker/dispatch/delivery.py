@@ -5,9 +5,8 @@
   reaches the API after its expiry). A request that cannot get a useful deadline is not made.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
   message is alone (README, "How it works").
-- A failure that says the API is unavailable to everyone (a 502 or 503, or no connection
-  made) is an outage's, never a message's: the gate counts it, nothing more is sent, and no
-  attempt is spent nor suspicion raised, even for a suspect alone.
+- A failure that says the API is unavailable (a 502 or 503, no connection made) is never a
+  message's: the gate counts it, and no attempt is spent nor suspicion raised.
 - Another request-level failure (500, timeout) while the API answers other requests is
   a message's doing: the request is bisected until the message that draws it is alone, which
   spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
@@ -16,8 +15,9 @@
   alone, becomes a suspect (its suspicion, kept on the row, counts such requests; an answer
   sets it back to 0): an outage's bystanders in a batch do not. Suspects go out after
   their batch's clean messages, each alone, least suspected first: one never holds another
-  back, and a suspect's lone failure spends its attempt while the API is seen answering. A
-  probe is the least suspected message: a message that keeps failing stops being the probe.
+  back, and a suspect's lone failure spends its attempt unless the API was seen failing for
+  others within a probe interval; it never counts against the API. A probe is the least
+  suspected message: a message that keeps failing stops being the probe.
 """
 
 from __future__ import annotations
@@ -191,14 +191,23 @@ class _Run:
         flow, started = self.send(batch)
         if flow is not Flow.FAILED:
             return flow
-        evidence = self.api_answers()
-        if len(batch) > 1 and evidence:
+        if len(batch) > 1 and self.api_answers():
             return self.isolate(batch)
-        if evidence and batch[0].suspicion and self.permit.probe is None:
-            return self.guilty(batch)  # a suspect alone, and the API answers: it is the message
+        if batch[0].suspicion:
+            return self.suspect_alone(batch, started)
         if self.count_failure(started):
             return self.stop(batch)
         return self.guilty(batch)  # the API answered others while this request failed
+
+    def suspect_alone(self, batch: list[Outgoing], started: datetime) -> Flow:
+        """A suspect failed alone: its doing unless the API was seen failing for others within
+        a probe interval (then it waits, unspent); never counted against the API."""
+        interval = self.courier.gate.settings.probe_interval
+        with self.courier.connect() as connection:  # a probe that proved nothing of the API
+            self.courier.gate.give_back(connection, self.permit)
+        if self.api_answers() or not self.permit.view.failed_within(started, interval):
+            return self.guilty(batch)
+        return self.stop(batch)
 
     def isolate(self, batch: list[Outgoing]) -> Flow:
         """Bisect a failing request: the half that fails alone holds the bad message."""
