@@ -151,7 +151,8 @@ class SimSender:
 
     def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
         scheduler = self.api.scheduler
-        scheduler.pause(f"request of {len(batch)}: {" ".join(c.client_message_id for c in batch)}")
+        names = " ".join(str(c.client_message_id) for c in batch)
+        scheduler.pause(f"request of {len(batch)}: {names}")
         clock = scheduler.clock
         start = clock.elapsed
         self.checker.on_request(self.worker, batch, start)  # type: ignore[attr-defined]
