@@ -107,6 +107,15 @@ ISOLATED_THEN_OUTAGE = FaultPlan(
     settings={**BASE_SETTINGS, "OUTBOX_RATE_LIMIT": 2},
 )
 
+# Found by the simulator (seeds 75, 197, 243): a message that draws a 500 is the only one
+# sent, from a fresh start; its lone failures were counted against the API (nobody else was
+# there to answer), so the circuit opened and probed with it for ever, never blaming it.
+POISON_ALONE = FaultPlan(
+    workers=2,
+    arrivals=(Arrival(0.0, 1), Arrival(30.0, 1)),
+    poison=((0, Poison.SERVER_ERROR),),
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -115,4 +124,5 @@ SCENARIOS: dict[str, FaultPlan] = {
     "lowered-item-limit": LOWERED_ITEM_LIMIT,
     "clock-stepped-back": CLOCK_STEPPED_BACK,
     "isolated-then-outage": ISOLATED_THEN_OUTAGE,
+    "poison-alone": POISON_ALONE,
 }

@@ -24,6 +24,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "lowered-item-limit": ("item-limit", {"too-large"}),
     "clock-stepped-back": ("clock-step", {"stalled"}),
     "isolated-then-outage": ("innocent-failed", {"innocent-failed"}),
+    "poison-alone": ("poison-alone", {"poison", "stalled"}),
 }
 OPEN = {**KNOWN_DEFECTS, **KNOWN_VIOLATIONS}
 # Scenarios whose cause differs between the databases run on both (the rest on SQLite).

@@ -7,17 +7,16 @@
   message is alone (README, "How it works").
 - A failure that says the API is unavailable (a 502 or 503, no connection made) is never a
   message's: the gate counts it, and no attempt is spent nor suspicion raised.
-- Another request-level failure (500, timeout) while the API answers other requests is
-  a message's doing: the request is bisected until the message that draws it is alone, which
-  spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
-  answers nobody else, it is the API's: nothing more is sent, and the gate counts it.
+- Another request-level failure (500, timeout) while the API answers other requests is a
+  message's doing: the request is bisected until the message that draws it is alone, while
+  its batch-mates go out at once. If both halves fail, or the API answers nobody else, it is
+  the API's: nothing more is sent, and the gate counts it.
 - A message in a request that failed without an answer while the API is seen answering, or
   alone, becomes a suspect (its suspicion, kept on the row, counts such requests; an answer
-  sets it back to 0): an outage's bystanders in a batch do not. Suspects go out after
-  their batch's clean messages, each alone, least suspected first: one never holds another
-  back, and a suspect's lone failure spends its attempt unless the API was seen failing for
-  others within a probe interval; it never counts against the API. A probe is the least
-  suspected message: a message that keeps failing stops being the probe.
+  sets it back to 0). Suspects go out after their batch's clean messages, each alone, least
+  suspected first. A suspect's (or a 500's) lone failure never counts against the API: it
+  spends an attempt, unless the API was seen failing for others within a probe interval
+  (then it waits that long, unspent). A probe is the least suspected message.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from worker.clock import Clock
 from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.gate.policy import Gate, Permit
-from worker.dispatch.screen import ISOLATED, Outgoing
+from worker.dispatch.screen import ISOLATED, MIN_REQUEST_WINDOW, Outgoing, drop_expiring
 from worker.wiraya.results import (
     BadRequest,
     BatchTooLarge,
@@ -49,14 +48,13 @@ from worker.wiraya.results import (
     Rejected,
     RequestFailure,
     SendResult,
+    ServerError,
     Unauthorized,
     Unknown,
 )
 
 # The record needs this much of the lease after the last request's deadline.
 RECORD_MARGIN = timedelta(seconds=1)
-# A request is not started with less time than this before its deadline.
-MIN_REQUEST_WINDOW = timedelta(milliseconds=500)
 
 
 class Sender(Protocol):
@@ -93,6 +91,7 @@ class Delivery:
     poisoned: dict[int, str] = field(default_factory=dict)  # drew request failures alone
     expired: dict[int, str] = field(default_factory=dict)  # no request could end before expiry
     unresolved: list[ClaimedRow] = field(default_factory=list)  # unsent or unanswered
+    waiting: dict[int, datetime] = field(default_factory=dict)  # suspects held back unspent
     # Per message, the requests holding it that failed without an answer.
     unanswered: Counter[int] = field(default_factory=Counter)
     failure: RequestFailure | None = None  # what stopped the batch, when something did
@@ -193,7 +192,8 @@ class _Run:
             return flow
         if len(batch) > 1 and self.api_answers():
             return self.isolate(batch)
-        if batch[0].suspicion:
+        served = isinstance(self.delivery.failure, ServerError)  # the API's server ran it
+        if len(batch) == 1 and (batch[0].suspicion or served):
             return self.suspect_alone(batch, started)
         if self.count_failure(started):
             return self.stop(batch)
@@ -205,8 +205,10 @@ class _Run:
         interval = self.courier.gate.settings.probe_interval
         with self.courier.connect() as connection:  # a probe that proved nothing of the API
             self.courier.gate.give_back(connection, self.permit)
-        if self.api_answers() or not self.permit.view.failed_within(started, interval):
+        failed_at = self.permit.view.last_failure_at
+        if self.api_answers() or failed_at is None or started - failed_at >= interval:
             return self.guilty(batch)
+        self.delivery.waiting[batch[0].id] = failed_at + interval  # then it is judged
         return self.stop(batch)
 
     def isolate(self, batch: list[Outgoing]) -> Flow:
@@ -261,7 +263,7 @@ class _Run:
     def send(self, batch: list[Outgoing]) -> tuple[Flow, datetime]:
         """One request for ``batch`` (and the splits a 400 or a too-large answer asks for)."""
         now = self.courier.clock()
-        batch = _drop_expiring(batch, now, self.delivery.expired)
+        batch = drop_expiring(batch, now, self.delivery.expired)
         if not batch:
             return Flow.OK, now
         bound = min(now + self.courier.timeout, self.lease_end - RECORD_MARGIN)
@@ -383,18 +385,3 @@ def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoi
 
 def _describe(failure: RequestFailure) -> str:
     return f"{type(failure).__name__}: {failure.reason}"
-
-
-def _drop_expiring(batch: list[Outgoing], now: datetime, expired: dict[int, str]) -> list[Outgoing]:
-    """Messages whose expiry comes too soon for any request are left out, as ``expired``."""
-    keep = []
-    for outgoing in batch:
-        expires_at = outgoing.expires_at
-        if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
-            expired[outgoing.id] = (
-                f"expired: no request could end before its expires_at "
-                f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
-            )
-        else:
-            keep.append(outgoing)
-    return keep

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -105,11 +105,6 @@ class GateView:
     def circuit_open(self, threshold: int) -> bool:
         """True from ``threshold`` counted failures in a row until a success."""
         return self.failures >= threshold
-
-    def failed_within(self, moment: datetime, interval: timedelta) -> bool:
-        """Whether the API was last seen failing less than ``interval`` before ``moment``."""
-        failed = self.last_failure_at
-        return failed is not None and moment - failed < interval
 
     def answered_since_failure(self) -> bool:
         """True when the last thing noted of the API was an answer, not a failure."""
