@@ -90,7 +90,13 @@ def known_defects(database: str) -> dict[str, str]:
 
 # Violations that random runs may still show while a defect the simulator found stays open:
 # `make simulate` reports them, the seeds in `make test` tolerate them (each has a scenario).
-KNOWN_VIOLATIONS: dict[str, str] = {}
+KNOWN_VIOLATIONS: dict[str, str] = {
+    "lone-sends": (
+        "found by the simulator: a hanging message sent alone with no other traffic is first "
+        "taken for a hang of the API, so it may be sent alone up to two times more than "
+        "OUTBOX_MAX_ATTEMPTS before it ends failed (seeds 20, 285)"
+    ),
+}
 
 
 @dataclass(frozen=True)

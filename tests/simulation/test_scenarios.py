@@ -25,6 +25,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "clock-stepped-back": ("clock-step", {"stalled"}),
     "isolated-then-outage": ("innocent-failed", {"innocent-failed"}),
     "poison-alone": ("poison-alone", {"poison", "stalled"}),
+    "hanging-message-alone": ("lone-sends", {"lone-sends"}),
 }
 OPEN = {**KNOWN_DEFECTS, **KNOWN_VIOLATIONS}
 # Scenarios whose cause differs between the databases run on both (the rest on SQLite).

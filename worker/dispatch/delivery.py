@@ -217,10 +217,13 @@ class _Run:
         self.courier.rng.shuffle(shuffled)  # two bad messages do not stay in one half
         middle = len(shuffled) // 2
         first, second = shuffled[:middle], shuffled[middle:]
-        first_flow, _ = self.send(first)
+        first_flow, first_started = self.send(first)
         if first_flow is Flow.STOP:
             return self.stop(second)
         second_flow, started = self.send(second)
+        if second_flow is Flow.STOP and first_flow is Flow.FAILED and len(first) == 1:
+            self.suspect_alone(first, first_started)  # it failed alone: judged as alone
+            return Flow.STOP
         if second_flow is Flow.STOP:
             return self.stop(first) if first_flow is Flow.FAILED else Flow.STOP
         if first_flow is Flow.FAILED and second_flow is Flow.FAILED:
