@@ -77,7 +77,10 @@ class Window:
 # Defects of one database only (a fix that holds on the other): left out of its random plans.
 KNOWN_DEFECTS_ON: dict[str, dict[str, str]] = {
     "sqlite": {
-        "clock-step": "issue 21 item 5: on SQLite the outbox's time is the host's clock",
+        # Exempt by design: on SQLite the database's clock is the one host's, so a step back
+        # moves every due time of the rows already written into the future, and nothing can
+        # tell them from rows scheduled for then (README, "The sending gate").
+        "clock-step": "on SQLite the outbox's time is the one host's clock: a step is its own",
     },
     "postgresql": {},
 }
