@@ -36,6 +36,7 @@ from sqlalchemy import Connection
 from worker.clock import Clock
 from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.gate import GateView
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.screen import ISOLATED, MIN_REQUEST_WINDOW, Outgoing, drop_expiring
 from worker.wiraya.results import (
@@ -141,7 +142,7 @@ class Courier:
             # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
             if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
-                run.permit_probe_done()
+                run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
                 run.send_all(rest, on_settled)
             else:
                 run.delivery.unresolved += [outgoing.row for outgoing in rest]
@@ -161,13 +162,8 @@ class _Run:
         self.answered_here = False  # some request of this batch was answered
 
     def api_answers(self) -> bool:
-        """Whether the API is seen answering: this batch had an answer, or the gate's last
-        news of the API is an answer."""
+        """Whether this batch had an answer, or the gate's last news of the API is one."""
         return self.answered_here or self.permit.view.answered_since_failure()
-
-    def permit_probe_done(self) -> None:
-        """After a probe's answer the gate is open: the rest goes out as an ordinary batch."""
-        self.permit = Permit(self.permit.view, self.permit.size)
 
     def send_all(self, batch: list[Outgoing], on_settled: Callable[[Delivery], None]) -> None:
         """Clean messages near expiry first, in a request of their own; then the other clean
@@ -202,13 +198,12 @@ class _Run:
     def suspect_alone(self, batch: list[Outgoing], started: datetime) -> Flow:
         """A suspect failed alone: its doing unless the API was seen failing for others within
         a probe interval (then it waits, unspent); never counted against the API."""
-        interval = self.courier.gate.settings.probe_interval
         with self.courier.connect() as connection:  # a probe that proved nothing of the API
             self.courier.gate.give_back(connection, self.permit)
-        failed_at = self.permit.view.last_failure_at
-        if self.api_answers() or failed_at is None or started - failed_at >= interval:
+        until = _judged_at(self.permit.view, self.courier.gate.settings.probe_interval)
+        if self.api_answers() or until is None or started >= until:
             return self.guilty(batch)
-        self.delivery.waiting[batch[0].id] = failed_at + interval  # then it is judged
+        self.delivery.waiting[batch[0].id] = until
         return self.stop(batch)
 
     def isolate(self, batch: list[Outgoing]) -> Flow:
@@ -242,16 +237,14 @@ class _Run:
         """A set with a message that fails every request it is in; alone, it spends an attempt."""
         if len(batch) > 1:
             return self.isolate(batch)
-        failure = self.delivery.failure
-        self.delivery.failure = None
-        reason = failure.reason if failure else "a request-level failure"
-        kind = type(failure).__name__ if failure else "RequestFailure"
-        self.delivery.poisoned[batch[0].id] = f"{ISOLATED}: {kind}: {reason}"
+        failure, self.delivery.failure = self.delivery.failure, None
+        reason = _describe(failure) if failure else "RequestFailure: a request-level failure"
+        self.delivery.poisoned[batch[0].id] = f"{ISOLATED}: {reason}"
         return Flow.OK
 
     def count_failure(self, started: datetime) -> bool:
         failure = self.delivery.failure
-        reason = f"{type(failure).__name__}: {failure.reason}" if failure else "request failed"
+        reason = _describe(failure) if failure else "request failed"
         with self.courier.connect() as connection:
             return self.courier.gate.failed(
                 connection, self.permit, started=started, reason=reason, now=self.courier.clock()
@@ -260,8 +253,6 @@ class _Run:
     def stop(self, batch: list[Outgoing]) -> Flow:
         self.delivery.unresolved += [outgoing.row for outgoing in batch]
         return Flow.STOP
-
-    # -- one request ---------------------------------------------------------------------
 
     def send(self, batch: list[Outgoing]) -> tuple[Flow, datetime]:
         """One request for ``batch`` (and the splits a 400 or a too-large answer asks for)."""
@@ -286,19 +277,8 @@ class _Run:
         seconds = self.courier.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
         self.delivery.requests.append(record)
-        self._note_reach(batch, result)
+        _note_reach(self.delivery.reached, batch, result)
         return result
-
-    def _note_reach(self, batch: list[Outgoing], result: SendResult) -> None:
-        """Keep why each message of the request may have reached Wiraya, if it may have."""
-        for outgoing in batch:
-            if isinstance(result, Delivered):
-                outcome = result.outcomes.get(outgoing.communication.client_message_id)
-                evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
-            else:
-                evidence = reach.of_request(result)
-            if evidence is not None:
-                self.delivery.reached.setdefault(outgoing.id, evidence)
 
     def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
         now = self.courier.clock()
@@ -349,12 +329,7 @@ class _Run:
     ) -> Flow:
         """A 400 or a too-large answer: halves until the bad message is alone, which fails."""
         if len(batch) == 1:
-            reason = (
-                f"too large: {result.reason}"
-                if isinstance(result, BatchTooLarge)
-                else result.reason
-            )
-            self.delivery.outcomes[batch[0].id] = Rejected(reason)
+            self.delivery.outcomes[batch[0].id] = _rejection(result)
             return Flow.OK
         if isinstance(result, BatchTooLarge):
             with self.courier.connect() as connection:
@@ -367,16 +342,50 @@ class _Run:
         second_request = len(self.delivery.requests)
         flow = self.send_and_settle(second)
         requests = self.delivery.requests
-        if isinstance(result, BatchTooLarge) and (
-            _answered_whole(requests, first_request, first)
-            and _answered_whole(requests, second_request, second)
-            and second_request > first_request
+        if isinstance(result, BatchTooLarge) and _both_taken(
+            requests, (first_request, first), (second_request, second)
         ):
             with self.courier.connect() as connection:
                 self.courier.gate.batches.too_large_for_its_size(
                     connection, halves=len(second), now=self.courier.clock()
                 )
         return flow
+
+
+def _judged_at(view: GateView, interval: timedelta) -> datetime | None:
+    """When a lone failure is the message's: a probe interval after the API was seen failing."""
+    return None if view.last_failure_at is None else view.last_failure_at + interval
+
+
+def _rejection(result: BatchTooLarge | BadRequest) -> Rejected:
+    """A message alone that the API refuses, with the API's reason."""
+    too_large = isinstance(result, BatchTooLarge)
+    return Rejected(f"too large: {result.reason}" if too_large else result.reason)
+
+
+def _note_reach(reached: dict[int, str], batch: list[Outgoing], result: SendResult) -> None:
+    """Keep why each message of the request may have reached Wiraya, if it may have."""
+    for outgoing in batch:
+        if isinstance(result, Delivered):
+            outcome = result.outcomes.get(outgoing.communication.client_message_id)
+            evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
+        else:
+            evidence = reach.of_request(result)
+        if evidence is not None:
+            reached.setdefault(outgoing.id, evidence)
+
+
+def _both_taken(
+    requests: list[RequestRecord],
+    first: tuple[int, list[Outgoing]],
+    second: tuple[int, list[Outgoing]],
+) -> bool:
+    """Whether both halves of a too-large batch went whole and were answered: its size's fault."""
+    return (
+        _answered_whole(requests, *first)
+        and _answered_whole(requests, *second)
+        and second[0] > first[0]
+    )
 
 
 def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
