@@ -122,6 +122,16 @@ POISON_ALONE = FaultPlan(
 # a hang of the API, and it then waits a probe interval before it is judged.
 HANGING_MESSAGE_ALONE = random_plan(20, excluded={"clock-step"})
 
+# The cost of judging a lone message whose failure nothing else can be compared with: the API
+# hangs for a minute while one message is due; after its first timeout (counted against the
+# API) each lone timeout a probe interval later is held against it, and it ends `failed`.
+HANG_OUTAGE_ALONE = FaultPlan(
+    workers=1,
+    arrivals=(Arrival(0.0, 1), Arrival(5.0, 1)),
+    windows=(Window(ApiFault.HANG, 4.0, 70.0),),
+    fault_end=70.0,
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -132,4 +142,5 @@ SCENARIOS: dict[str, FaultPlan] = {
     "isolated-then-outage": ISOLATED_THEN_OUTAGE,
     "poison-alone": POISON_ALONE,
     "hanging-message-alone": HANGING_MESSAGE_ALONE,
+    "hang-outage-alone": HANG_OUTAGE_ALONE,
 }
