@@ -132,7 +132,7 @@ def _window_failure(kind: ApiFault, retry_after: float | None) -> SendResult | N
     if kind is ApiFault.HTML:
         return ServerError("HTTP 502: an HTML page (<html>Bad Gateway</html>)", status=502)
     if kind is ApiFault.REFUSED:
-        return TransportError("connection refused")
+        return TransportError("connection refused", unconnected=True)
     if kind is ApiFault.UNAUTHORIZED:
         return Unauthorized("HTTP 401: invalid API key", status=401)
     if kind is ApiFault.FORBIDDEN:
@@ -151,7 +151,8 @@ class SimSender:
 
     def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
         scheduler = self.api.scheduler
-        scheduler.pause(f"request of {len(batch)}")
+        names = " ".join(str(c.client_message_id) for c in batch)
+        scheduler.pause(f"request of {len(batch)}: {names}")
         clock = scheduler.clock
         start = clock.elapsed
         self.checker.on_request(self.worker, batch, start)  # type: ignore[attr-defined]
@@ -172,7 +173,7 @@ class SimSender:
         self.api.requests.append(Request(self.worker, start, len(batch), _name(result)))
         clear = self._answered(batch, result)
         scheduler.note(f"answer {type(result).__name__} ({len(batch)})")
-        lone = len(batch) == 1 and self.api.plan.window_at(start) is None
+        lone = len(batch) == 1 and self.api.plan.calm_at(start)
         self.checker.on_answer(self.worker, clear, batch[0].client_message_id if lone else None)  # type: ignore[attr-defined]
         return result
 

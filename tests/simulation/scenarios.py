@@ -14,6 +14,7 @@ from tests.simulation.faults import (
     FaultPlan,
     Poison,
     Window,
+    random_plan,
 )
 from tests.simulation.world import BEAT_HOST
 
@@ -107,6 +108,30 @@ ISOLATED_THEN_OUTAGE = FaultPlan(
     settings={**BASE_SETTINGS, "OUTBOX_RATE_LIMIT": 2},
 )
 
+# Found by the simulator (seeds 75, 197, 243): a message that draws a 500 is the only one
+# sent, from a fresh start; its lone failures were counted against the API (nobody else was
+# there to answer), so the circuit opened and probed with it for ever, never blaming it.
+POISON_ALONE = FaultPlan(
+    workers=2,
+    arrivals=(Arrival(0.0, 1), Arrival(30.0, 1)),
+    poison=((0, Poison.SERVER_ERROR),),
+)
+
+# Found by the simulator (seed 20 on SQLite, its plan kept here): a message on which the API
+# hangs, sent alone with nothing else to compare it with; its first lone timeout is taken for
+# a hang of the API, and it then waits a probe interval before it is judged.
+HANGING_MESSAGE_ALONE = random_plan(20, excluded={"clock-step"})
+
+# The cost of judging a lone message whose failure nothing else can be compared with: the API
+# hangs for a minute while one message is due; after its first timeout (counted against the
+# API) each lone timeout a probe interval later is held against it, and it ends `failed`.
+HANG_OUTAGE_ALONE = FaultPlan(
+    workers=1,
+    arrivals=(Arrival(0.0, 1), Arrival(5.0, 1)),
+    windows=(Window(ApiFault.HANG, 4.0, 70.0),),
+    fault_end=70.0,
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -115,4 +140,7 @@ SCENARIOS: dict[str, FaultPlan] = {
     "lowered-item-limit": LOWERED_ITEM_LIMIT,
     "clock-stepped-back": CLOCK_STEPPED_BACK,
     "isolated-then-outage": ISOLATED_THEN_OUTAGE,
+    "poison-alone": POISON_ALONE,
+    "hanging-message-alone": HANGING_MESSAGE_ALONE,
+    "hang-outage-alone": HANG_OUTAGE_ALONE,
 }

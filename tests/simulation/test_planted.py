@@ -20,8 +20,7 @@ from models import Status
 from tests.simulation.faults import ApiFault, Arrival, FaultPlan, Poison, Window, with_settings
 from tests.simulation.runner import run
 from worker.dispatch import claim, delivery, outcomes
-from worker.dispatch.gate import pacing, transitions
-from worker.dispatch.gate.policy import Gate
+from worker.dispatch.gate import batches, pacing, transitions
 from worker.dispatch.record import RowResult
 from worker.wiraya.results import Accepted, Rejected
 
@@ -91,7 +90,8 @@ def lone_400_released(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def limit_not_learnt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Gate, "too_large", lambda *args, **kwargs: None)
+    for learns in ("too_large", "too_large_for_its_size"):
+        monkeypatch.setattr(batches.Batches, learns, lambda *args, **kwargs: None)
 
 
 TRAFFIC = tuple(Arrival(2.0 * n, 3) for n in range(15))

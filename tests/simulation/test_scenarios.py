@@ -23,7 +23,10 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "hanging-message": (Poison.HANG, {"poison", "stalled"}),
     "lowered-item-limit": ("item-limit", {"too-large"}),
     "clock-stepped-back": ("clock-step", {"stalled"}),
-    "isolated-then-outage": ("innocent-failed", {"innocent-failed"}),
+    "isolated-then-outage": ("outage-burns-attempts", {"innocent-failed"}),
+    "poison-alone": ("poison-alone", {"poison", "stalled"}),
+    "hanging-message-alone": ("lone-sends", {"lone-sends"}),
+    "hang-outage-alone": ("innocent-failed", {"innocent-failed"}),
 }
 OPEN = {**KNOWN_DEFECTS, **KNOWN_VIOLATIONS}
 # Scenarios whose cause differs between the databases run on both (the rest on SQLite).

@@ -5,16 +5,18 @@
   reaches the API after its expiry). A request that cannot get a useful deadline is not made.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
   message is alone (README, "How it works").
-- A request-level failure (5xx, timeout, proxy page) while the API answers other requests is
-  a message's doing: the request is bisected until the message that draws it is alone, which
-  spends an attempt, while its batch-mates go out at once. If both halves fail, or the API
-  answers nobody else, it is the API's: nothing more is sent, and the gate counts it.
+- A failure that says the API is unavailable (a 502 or 503, no connection made) is never a
+  message's: the gate counts it, and no attempt is spent nor suspicion raised.
+- Another request-level failure (500, timeout) while the API answers other requests is a
+  message's doing: the request is bisected until the message that draws it is alone, while
+  its batch-mates go out at once. If both halves fail, or the API answers nobody else, it is
+  the API's: nothing more is sent, and the gate counts it.
 - A message in a request that failed without an answer while the API is seen answering, or
   alone, becomes a suspect (its suspicion, kept on the row, counts such requests; an answer
-  sets it back to 0): an outage's bystanders in a batch do not. Suspects go out after
-  their batch's clean messages, each alone, least suspected first: one never holds another
-  back, and a suspect's lone failure spends its attempt while the API is seen answering. A
-  probe is the least suspected message: a message that keeps failing stops being the probe.
+  sets it back to 0). Suspects go out after their batch's clean messages, each alone, least
+  suspected first. A suspect's (or a 500's) lone failure never counts against the API: it
+  spends an attempt, unless the API was seen failing for others within a probe interval
+  (then it waits that long, unspent). A probe is the least suspected message.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from sqlalchemy import Connection
 from worker.clock import Clock
 from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.gate import GateView
 from worker.dispatch.gate.policy import Gate, Permit
-from worker.dispatch.screen import ISOLATED, Outgoing
+from worker.dispatch.screen import ISOLATED, MIN_REQUEST_WINDOW, Outgoing, drop_expiring
 from worker.wiraya.results import (
     BadRequest,
     BatchTooLarge,
@@ -46,14 +49,13 @@ from worker.wiraya.results import (
     Rejected,
     RequestFailure,
     SendResult,
+    ServerError,
     Unauthorized,
     Unknown,
 )
 
 # The record needs this much of the lease after the last request's deadline.
 RECORD_MARGIN = timedelta(seconds=1)
-# A request is not started with less time than this before its deadline.
-MIN_REQUEST_WINDOW = timedelta(milliseconds=500)
 
 
 class Sender(Protocol):
@@ -90,6 +92,7 @@ class Delivery:
     poisoned: dict[int, str] = field(default_factory=dict)  # drew request failures alone
     expired: dict[int, str] = field(default_factory=dict)  # no request could end before expiry
     unresolved: list[ClaimedRow] = field(default_factory=list)  # unsent or unanswered
+    waiting: dict[int, datetime] = field(default_factory=dict)  # suspects held back unspent
     # Per message, the requests holding it that failed without an answer.
     unanswered: Counter[int] = field(default_factory=Counter)
     failure: RequestFailure | None = None  # what stopped the batch, when something did
@@ -139,7 +142,7 @@ class Courier:
             # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
             if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
-                run.permit_probe_done()
+                run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
                 run.send_all(rest, on_settled)
             else:
                 run.delivery.unresolved += [outgoing.row for outgoing in rest]
@@ -159,13 +162,8 @@ class _Run:
         self.answered_here = False  # some request of this batch was answered
 
     def api_answers(self) -> bool:
-        """Whether the API is seen answering: this batch had an answer, or the gate's last
-        news of the API is an answer."""
+        """Whether this batch had an answer, or the gate's last news of the API is one."""
         return self.answered_here or self.permit.view.answered_since_failure()
-
-    def permit_probe_done(self) -> None:
-        """After a probe's answer the gate is open: the rest goes out as an ordinary batch."""
-        self.permit = Permit(self.permit.view, self.permit.size)
 
     def send_all(self, batch: list[Outgoing], on_settled: Callable[[Delivery], None]) -> None:
         """Clean messages near expiry first, in a request of their own; then the other clean
@@ -188,14 +186,25 @@ class _Run:
         flow, started = self.send(batch)
         if flow is not Flow.FAILED:
             return flow
-        evidence = self.api_answers()
-        if len(batch) > 1 and evidence:
+        if len(batch) > 1 and self.api_answers():
             return self.isolate(batch)
-        if evidence and batch[0].suspicion and self.permit.probe is None:
-            return self.guilty(batch)  # a suspect alone, and the API answers: it is the message
+        served = isinstance(self.delivery.failure, ServerError)  # the API's server ran it
+        if len(batch) == 1 and (batch[0].suspicion or served):
+            return self.suspect_alone(batch, started)
         if self.count_failure(started):
             return self.stop(batch)
         return self.guilty(batch)  # the API answered others while this request failed
+
+    def suspect_alone(self, batch: list[Outgoing], started: datetime) -> Flow:
+        """A suspect failed alone: its doing unless the API was seen failing for others within
+        a probe interval (then it waits, unspent); never counted against the API."""
+        with self.courier.connect() as connection:  # a probe that proved nothing of the API
+            self.courier.gate.give_back(connection, self.permit)
+        until = _judged_at(self.permit.view, self.courier.gate.settings.probe_interval)
+        if self.api_answers() or until is None or started >= until:
+            return self.guilty(batch)
+        self.delivery.waiting[batch[0].id] = until
+        return self.stop(batch)
 
     def isolate(self, batch: list[Outgoing]) -> Flow:
         """Bisect a failing request: the half that fails alone holds the bad message."""
@@ -203,10 +212,13 @@ class _Run:
         self.courier.rng.shuffle(shuffled)  # two bad messages do not stay in one half
         middle = len(shuffled) // 2
         first, second = shuffled[:middle], shuffled[middle:]
-        first_flow, _ = self.send(first)
+        first_flow, first_started = self.send(first)
         if first_flow is Flow.STOP:
             return self.stop(second)
         second_flow, started = self.send(second)
+        if second_flow is Flow.STOP and first_flow is Flow.FAILED and len(first) == 1:
+            self.suspect_alone(first, first_started)  # it failed alone: judged as alone
+            return Flow.STOP
         if second_flow is Flow.STOP:
             return self.stop(first) if first_flow is Flow.FAILED else Flow.STOP
         if first_flow is Flow.FAILED and second_flow is Flow.FAILED:
@@ -225,16 +237,14 @@ class _Run:
         """A set with a message that fails every request it is in; alone, it spends an attempt."""
         if len(batch) > 1:
             return self.isolate(batch)
-        failure = self.delivery.failure
-        self.delivery.failure = None
-        reason = failure.reason if failure else "a request-level failure"
-        kind = type(failure).__name__ if failure else "RequestFailure"
-        self.delivery.poisoned[batch[0].id] = f"{ISOLATED}: {kind}: {reason}"
+        failure, self.delivery.failure = self.delivery.failure, None
+        reason = _describe(failure) if failure else "RequestFailure: a request-level failure"
+        self.delivery.poisoned[batch[0].id] = f"{ISOLATED}: {reason}"
         return Flow.OK
 
     def count_failure(self, started: datetime) -> bool:
         failure = self.delivery.failure
-        reason = f"{type(failure).__name__}: {failure.reason}" if failure else "request failed"
+        reason = _describe(failure) if failure else "request failed"
         with self.courier.connect() as connection:
             return self.courier.gate.failed(
                 connection, self.permit, started=started, reason=reason, now=self.courier.clock()
@@ -244,12 +254,10 @@ class _Run:
         self.delivery.unresolved += [outgoing.row for outgoing in batch]
         return Flow.STOP
 
-    # -- one request ---------------------------------------------------------------------
-
     def send(self, batch: list[Outgoing]) -> tuple[Flow, datetime]:
         """One request for ``batch`` (and the splits a 400 or a too-large answer asks for)."""
         now = self.courier.clock()
-        batch = _drop_expiring(batch, now, self.delivery.expired)
+        batch = drop_expiring(batch, now, self.delivery.expired)
         if not batch:
             return Flow.OK, now
         bound = min(now + self.courier.timeout, self.lease_end - RECORD_MARGIN)
@@ -269,19 +277,8 @@ class _Run:
         seconds = self.courier.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
         self.delivery.requests.append(record)
-        self._note_reach(batch, result)
+        _note_reach(self.delivery.reached, batch, result)
         return result
-
-    def _note_reach(self, batch: list[Outgoing], result: SendResult) -> None:
-        """Keep why each message of the request may have reached Wiraya, if it may have."""
-        for outgoing in batch:
-            if isinstance(result, Delivered):
-                outcome = result.outcomes.get(outgoing.communication.client_message_id)
-                evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
-            else:
-                evidence = reach.of_request(result)
-            if evidence is not None:
-                self.delivery.reached.setdefault(outgoing.id, evidence)
 
     def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
         now = self.courier.clock()
@@ -320,6 +317,9 @@ class _Run:
                     now=now,
                 )
             return self.stop(batch)
+        if result.unavailable:  # an outage, whatever the request held: the API's, unspent
+            self.count_failure(started)
+            return self.stop(batch)
         if len(batch) == 1 or self.api_answers():  # not a bystander of an outage
             self.delivery.unanswered.update(outgoing.id for outgoing in batch)
         return Flow.FAILED
@@ -329,12 +329,7 @@ class _Run:
     ) -> Flow:
         """A 400 or a too-large answer: halves until the bad message is alone, which fails."""
         if len(batch) == 1:
-            reason = (
-                f"too large: {result.reason}"
-                if isinstance(result, BatchTooLarge)
-                else result.reason
-            )
-            self.delivery.outcomes[batch[0].id] = Rejected(reason)
+            self.delivery.outcomes[batch[0].id] = _rejection(result)
             return Flow.OK
         if isinstance(result, BatchTooLarge):
             with self.courier.connect() as connection:
@@ -347,16 +342,50 @@ class _Run:
         second_request = len(self.delivery.requests)
         flow = self.send_and_settle(second)
         requests = self.delivery.requests
-        if isinstance(result, BatchTooLarge) and (
-            _answered_whole(requests, first_request, first)
-            and _answered_whole(requests, second_request, second)
-            and second_request > first_request
+        if isinstance(result, BatchTooLarge) and _both_taken(
+            requests, (first_request, first), (second_request, second)
         ):
             with self.courier.connect() as connection:
                 self.courier.gate.batches.too_large_for_its_size(
                     connection, halves=len(second), now=self.courier.clock()
                 )
         return flow
+
+
+def _judged_at(view: GateView, interval: timedelta) -> datetime | None:
+    """When a lone failure is the message's: a probe interval after the API was seen failing."""
+    return None if view.last_failure_at is None else view.last_failure_at + interval
+
+
+def _rejection(result: BatchTooLarge | BadRequest) -> Rejected:
+    """A message alone that the API refuses, with the API's reason."""
+    too_large = isinstance(result, BatchTooLarge)
+    return Rejected(f"too large: {result.reason}" if too_large else result.reason)
+
+
+def _note_reach(reached: dict[int, str], batch: list[Outgoing], result: SendResult) -> None:
+    """Keep why each message of the request may have reached Wiraya, if it may have."""
+    for outgoing in batch:
+        if isinstance(result, Delivered):
+            outcome = result.outcomes.get(outgoing.communication.client_message_id)
+            evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
+        else:
+            evidence = reach.of_request(result)
+        if evidence is not None:
+            reached.setdefault(outgoing.id, evidence)
+
+
+def _both_taken(
+    requests: list[RequestRecord],
+    first: tuple[int, list[Outgoing]],
+    second: tuple[int, list[Outgoing]],
+) -> bool:
+    """Whether both halves of a too-large batch went whole and were answered: its size's fault."""
+    return (
+        _answered_whole(requests, *first)
+        and _answered_whole(requests, *second)
+        and second[0] > first[0]
+    )
 
 
 def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
@@ -368,18 +397,3 @@ def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoi
 
 def _describe(failure: RequestFailure) -> str:
     return f"{type(failure).__name__}: {failure.reason}"
-
-
-def _drop_expiring(batch: list[Outgoing], now: datetime, expired: dict[int, str]) -> list[Outgoing]:
-    """Messages whose expiry comes too soon for any request are left out, as ``expired``."""
-    keep = []
-    for outgoing in batch:
-        expires_at = outgoing.expires_at
-        if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
-            expired[outgoing.id] = (
-                f"expired: no request could end before its expires_at "
-                f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
-            )
-        else:
-            keep.append(outgoing)
-    return keep

@@ -69,13 +69,24 @@ def unsent_failure(row: ClaimedRow, reason: str) -> RowResult:
     return RowResult(row.id, Status.FAILED, row.attempts - 1, last_error=reason)
 
 
-def released(row: ClaimedRow, reason: str | None, suspicion: int | None = None) -> RowResult:
+def released(
+    row: ClaimedRow,
+    reason: str | None,
+    suspicion: int | None = None,
+    until: datetime | None = None,
+) -> RowResult:
     """Back to pending, unsent or with its outcome not held against it: attempt given back.
 
     It keeps its due time, so it keeps its place in its lane; the gate holds it back. It keeps
-    its suspicion, raised by the requests that failed with it (``suspicion``)."""
+    its suspicion, raised by the requests that failed with it (``suspicion``). A suspect that
+    waits out an outage others drew is due again ``until`` (when its failure can be judged)."""
     return RowResult(
-        row.id, Status.PENDING, row.attempts - 1, last_error=reason, suspicion=suspicion
+        row.id,
+        Status.PENDING,
+        row.attempts - 1,
+        next_attempt_at=until,
+        last_error=reason,
+        suspicion=suspicion,
     )
 
 
@@ -87,7 +98,10 @@ def results_of(
     failure = delivery.failure
     reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
     raised = _raised(outgoing, delivery)
-    results += [released(row, reason, raised.get(row.id)) for row in delivery.unresolved]
+    results += [
+        released(row, reason, raised.get(row.id), delivery.waiting.get(row.id))
+        for row in delivery.unresolved
+    ]
     return reach.with_evidence(results, delivery.reached)
 
 

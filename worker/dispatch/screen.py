@@ -136,3 +136,22 @@ def _moment(value: object, field: str) -> datetime | None:
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# A request is not started with less time than this before its deadline.
+MIN_REQUEST_WINDOW = timedelta(milliseconds=500)
+
+
+def drop_expiring(batch: list[Outgoing], now: datetime, expired: dict[int, str]) -> list[Outgoing]:
+    """Messages whose expiry comes too soon for any request are left out, as ``expired``."""
+    keep = []
+    for outgoing in batch:
+        expires_at = outgoing.expires_at
+        if expires_at is not None and expires_at - now < MIN_REQUEST_WINDOW:
+            expired[outgoing.id] = (
+                f"expired: no request could end before its expires_at "
+                f"({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+            )
+        else:
+            keep.append(outgoing)
+    return keep

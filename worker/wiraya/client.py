@@ -266,9 +266,10 @@ def _no_answer(exc: Exception, clock: RequestClock, started: float) -> Transport
             f"timed out: {DEADLINE_PASSED} after {elapsed:.0f} ms, outcome unknown "
             f"({_describe(exc)})"
         )
+    unconnected = isinstance(exc, httpcore.ConnectError | httpcore.ConnectTimeout)
     if isinstance(exc, httpcore.TimeoutException):
-        return TransportError(f"timed out: {_describe(exc)}")
-    return TransportError(_describe(exc))
+        return TransportError(f"timed out: {_describe(exc)}", unconnected=unconnected)
+    return TransportError(_describe(exc), unconnected=unconnected)
 
 
 # Safety and logging -----------------------------------------------------------------------------

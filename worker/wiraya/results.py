@@ -100,6 +100,11 @@ class Delivered:
 class RequestFailure(_Reasoned):
     """The request as a whole failed; what became of its messages is not known from it."""
 
+    @property
+    def unavailable(self) -> bool:
+        """Whether it says the API is unavailable to everyone: no message of it draws it."""
+        return False
+
 
 @dataclass(frozen=True)
 class RateLimited(RequestFailure):
@@ -138,16 +143,32 @@ class BadRequest(RequestFailure):
     """400 for the batch; `reason` is the API's own text, trimmed."""
 
 
+# The statuses of an outage, never of one message: a gateway's page, the API's "unavailable".
+UNAVAILABLE_STATUSES = frozenset({502, 503})
+
+
 @dataclass(frozen=True)
 class ServerError(RequestFailure):
     """The server or a proxy failed, or answered something unreadable or unexpected."""
 
     status: int = 500
 
+    @property
+    def unavailable(self) -> bool:
+        """A gateway's 502 or the API's own 503: an outage, whatever the request held."""
+        return self.status in UNAVAILABLE_STATUSES
+
 
 @dataclass(frozen=True)
 class TransportError(RequestFailure):
     """No HTTP answer: a timeout, or a refused or dropped connection. The API may have the work."""
+
+    unconnected: bool = False  # no connection was made: nothing of the request left this host
+
+    @property
+    def unavailable(self) -> bool:
+        """No connection was made: no message of the request can have drawn it."""
+        return self.unconnected
 
 
 SendResult = (

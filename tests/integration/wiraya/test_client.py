@@ -244,7 +244,7 @@ def test_a_connection_dropped_after_the_work_is_a_transport_error(
     sandbox.set_faults(Faults())
     resent = client.send([sms("a")])
 
-    assert isinstance(result, TransportError)
+    assert isinstance(result, TransportError) and not result.unavailable  # the API had it
     assert resent == Delivered({"a": Accepted(sandbox.ledger()["a"].tracking_id or "")})
 
 
@@ -258,6 +258,7 @@ def test_a_refused_connection_is_a_transport_error() -> None:
 
     assert isinstance(result, TransportError)
     assert "ConnectError" in result.reason
+    assert result.unavailable  # nothing left this host: no message of it can have drawn it
 
 
 def test_latency_within_the_timeout_is_just_slower(
