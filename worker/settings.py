@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -28,21 +27,7 @@ from models import DEFAULT_LIMITS, MessageLimits
 from worker.database import behind_transaction_pooler
 from worker.errors import OutboxError
 from worker.secrets import fingerprint_salt, variable
-
-
-def is_local_host(host: str) -> bool:
-    """True for this machine: localhost and every loopback address (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-# An HTTP header value as the API key needs it: visible ASCII, inner spaces and tabs only. A stray
-# space from a .env file, sent, makes the HTTP library quote the key in its error.
-HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
+from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
 
 
 class SettingsError(OutboxError, ValueError):
@@ -56,26 +41,6 @@ class NotifyMode(StrEnum):
     AUTO = "auto"  # on wherever the database can wake workers: PostgreSQL and SQLite both can
     ON = "on"
     OFF = "off"
-
-
-def _seconds(value: object) -> object:
-    """Read a number of seconds ("30", "0.5") as a timedelta; leave other values to pydantic."""
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        try:
-            return timedelta(seconds=float(value))
-        except (ValueError, OverflowError):  # "abc", "nan"; "inf", "1e20" (beyond timedelta)
-            raise ValueError("must be a number of seconds") from None
-    return value
-
-
-Seconds = Annotated[timedelta, BeforeValidator(_seconds), Field(gt=timedelta(0))]
-
-
-def _host_names(value: object) -> object:
-    """Read "sandbox, wiraya-stub" as a set of lower-case host names."""
-    if isinstance(value, str):
-        return frozenset(name.strip().lower() for name in value.split(",") if name.strip())
-    return value
 
 
 class _Concern(BaseModel):
@@ -185,7 +150,7 @@ class ApiSettings(_Concern):
     wiraya_timeout: Seconds = Field(timedelta(seconds=30), alias="WIRAYA_TIMEOUT_SECONDS")
     # Host names that count as a local sandbox besides localhost (plain http allowed, no key
     # needed): an explicit opt-in, e.g. "sandbox" for docker-compose's sandbox service.
-    sandbox_hosts: Annotated[frozenset[str], BeforeValidator(_host_names)] = Field(
+    sandbox_hosts: Annotated[frozenset[str], BeforeValidator(host_names)] = Field(
         frozenset(), alias="WIRAYA_SANDBOX_HOSTS"
     )
     # The secret every process of one deployment shares to fingerprint the API key with

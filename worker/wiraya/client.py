@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from worker.settings import is_local_host
+from worker.setting_values import is_local_host
 from worker.wiraya.codec import MAX_ANSWER_BYTES, encode_request, interpret_response
 from worker.wiraya.deadline import (
     DEADLINE_PASSED,
