@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 from tests.simulation.faults import KNOWN_VIOLATIONS
 from tests.simulation.runner import RunResult, run
 
-SQLITE_CHUNKS, SQLITE_SEEDS = 4, 25  # 100 seeds
-POSTGRES_CHUNKS, POSTGRES_SEEDS = 2, 5  # 10 seeds
+SQLITE_CHUNKS, SQLITE_SEEDS = 12, 25  # 300 seeds
+POSTGRES_CHUNKS, POSTGRES_SEEDS = 6, 5  # 30 seeds
 
 
 def _failed(result: RunResult) -> bool:
