@@ -147,7 +147,22 @@ def test_a_redis_that_never_answers_holds_no_answer(
             receiver(engine, counters, OUTBOX_CALLBACK_MAX_BODY_BYTES="1024") as (base, _),
             httpx.Client(base_url=base, timeout=GUARD) as client,
         ):
-            assert client.post(PATH, content=body, headers=headers).status_code == code
+            assert _post(client, base, body, headers) == code
             assert client.get("/health").status_code == 200
-            assert client.post(PATH, content=body, headers=headers).status_code == code
+            assert _post(client, base, body, headers) == code
     engine.dispose()
+
+
+def _post(client: httpx.Client, base: str, body: bytes, headers: dict[str, str]) -> int:
+    """The answer's status. A body over the limit is only declared: the receiver answers 413
+    from Content-Length and closes, and body bytes it never read would make the peer's
+    kernel reset the connection, sometimes before the client read the answer."""
+    if len(body) <= 1024:
+        return client.post(PATH, content=body, headers=headers).status_code
+    url = httpx.URL(base)
+    lines = [f"POST {PATH} HTTP/1.1", f"Host: {url.host}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection((url.host, url.port or 80), timeout=GUARD) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status_line = connection.makefile("rb").readline()
+    return int(status_line.split()[1])
