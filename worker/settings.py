@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from models import DEFAULT_LIMITS, MessageLimits
+from models.databases import Database, database_at
 from worker.database import behind_transaction_pooler
 from worker.errors import OutboxError
 from worker.secrets import fingerprint_salt, variable
@@ -99,9 +100,9 @@ class DatabaseSettings(_Concern):
         _behind_pooler("OUTBOX_DATABASE_URL", self.database_url)
         if self.listen_url is None:
             return self
-        if not self.is_postgres:
+        if not _listens("OUTBOX_DATABASE_URL", self.database_url):
             raise ValueError("OUTBOX_LISTEN_URL: only a PostgreSQL outbox listens for inserts")
-        if not self.listen_url.startswith("postgresql"):
+        if not _listens("OUTBOX_LISTEN_URL", self.listen_url):
             raise ValueError("OUTBOX_LISTEN_URL: must be a PostgreSQL URL")
         if _behind_pooler("OUTBOX_LISTEN_URL", self.listen_url):
             raise ValueError(
@@ -111,9 +112,9 @@ class DatabaseSettings(_Concern):
         return self
 
     @property
-    def is_postgres(self) -> bool:
-        """True when the outbox lives in PostgreSQL (SKIP LOCKED, NOTIFY, partial indexes)."""
-        return self.database_url.startswith("postgresql")
+    def database(self) -> Database:
+        """The database the outbox lives in (``models.databases``)."""
+        return database_at(self.database_url)
 
     @property
     def behind_transaction_pooler(self) -> bool:
@@ -362,6 +363,15 @@ def _behind_pooler(variable: str, url: str) -> bool:
         return False
     try:
         return behind_transaction_pooler(parsed)
+    except ArgumentError as error:
+        raise ValueError(f"{variable}: {error}") from None
+
+
+def _listens(variable: str, url: str) -> bool:
+    """Whether the database at ``url`` can LISTEN for inserts; an unusable URL is a ValueError
+    naming ``variable``."""
+    try:
+        return database_at(url).listens_for_inserts
     except ArgumentError as error:
         raise ValueError(f"{variable}: {error}") from None
 

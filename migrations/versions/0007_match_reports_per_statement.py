@@ -35,7 +35,7 @@ down_revision: str | None = "0006_delivery_reports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# worker/receipts/storage.py takes the same key (a test checks that they agree).
+# models/databases/postgresql.py takes the same key (a test checks that they agree).
 MATCH_LOCK = 122550254464888
 CHANGED = """
     FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id

@@ -46,7 +46,7 @@ FINAL_DELIVERY_STATUSES = (
     "TEST",
     "UNKNOWN",
 )
-# worker/receipts/storage.py takes the same key (a test checks that they agree).
+# models/databases/postgresql.py takes the same key (a test checks that they agree).
 MATCH_LOCK = 122550254464888
 FINAL = "status IN (" + ", ".join(f"'{status}'" for status in FINAL_DELIVERY_STATUSES) + ")"
 INDEXES = {

@@ -85,7 +85,7 @@ def test_every_variable_is_read() -> None:
         }
     )
     assert settings.database_url == "postgresql+psycopg://postgres@127.0.0.1:5432/app"
-    assert settings.is_postgres
+    assert settings.database.listens_for_inserts
     assert not settings.notify_enabled
     assert settings.broker_url == "redis://127.0.0.1:6379/3"
     assert settings.wiraya_base_url == "https://api.example.test"
