@@ -51,8 +51,6 @@ def _chosen(where: Any, status: Status, chunk: int) -> CTE:
     )
 
 
-# -- count_selected -- How many rows of ``status`` an operator's selection matches, how many
-# of those first fell due before ``due_before``, and how many may have reached Wiraya.
 def count_selected(
     connection: Connection,
     selection: Selection,
@@ -61,6 +59,8 @@ def count_selected(
     time_column: str,
     due_before: datetime | None = None,
 ) -> tuple[int, int, int]:
+    """How many rows of ``status`` an operator's selection matches, how many of those first fell
+    due before ``due_before``, and how many may have reached Wiraya."""
     first_due = func.coalesce(outbox.c.first_due_at, outbox.c.next_attempt_at)
     old = func.count().filter(first_due < due_before) if due_before is not None else literal(0)
     sent = func.count().filter(may_have_reached_wiraya())
@@ -71,13 +71,13 @@ def count_selected(
     return int(matched), int(older or 0), int(maybe_sent or 0)
 
 
-# -- retry_failed -- Up to ``chunk`` failed rows of the selection (time range on updated_at,
-# when they failed) become pending and due now with a fresh count of attempts; last_error
-# keeps how they failed behind the RETRIED mark. With ``renew_age`` their age
-# (OUTBOX_MAX_AGE_SECONDS) counts from now: the next claim notes their first due time anew.
 def retry_failed(
     connection: Connection, selection: Selection, *, now: datetime, renew_age: bool, chunk: int
 ) -> int:
+    """Up to ``chunk`` failed rows of the selection (time range on updated_at, when they failed)
+    become pending and due now with a fresh count of attempts; last_error keeps how they failed
+    behind the RETRIED mark. With ``renew_age`` their age (OUTBOX_MAX_AGE_SECONDS) counts from now:
+    the next claim notes their first due time anew."""
     values: dict[str, Any] = {
         "status": Status.PENDING,
         "attempts": 0,
@@ -94,9 +94,6 @@ def retry_failed(
     return _changed(connection, statement)
 
 
-# -- cancel_pending -- Up to ``chunk`` pending rows of the selection (time range on
-# created_at) become cancelled; unless ``include_sent``, only rows that cannot have reached
-# Wiraya. Sending rows are never touched: their API call may be under way.
 def cancel_pending(
     connection: Connection,
     selection: Selection,
@@ -105,6 +102,9 @@ def cancel_pending(
     include_sent: bool,
     chunk: int,
 ) -> int:
+    """Up to ``chunk`` pending rows of the selection (time range on created_at) become cancelled;
+    unless ``include_sent``, only rows that cannot have reached Wiraya. Sending rows are never
+    touched: their API call may be under way."""
     where = selected(connection, selection, Status.PENDING, "created_at")
     if not include_sent:
         where = and_(where, ~may_have_reached_wiraya())
@@ -117,16 +117,16 @@ def cancel_pending(
     return _changed(connection, statement)
 
 
-# -- count_finished -- How many rows of a final status finished before ``cutoff`` (accepted
-# rows by accepted_at, failed and cancelled ones by updated_at): what prune_finished removes.
 def count_finished(connection: Connection, *, status: Status, cutoff: datetime) -> int:
+    """How many rows of a final status finished before ``cutoff`` (accepted rows by accepted_at,
+    failed and cancelled ones by updated_at): what prune_finished removes."""
     statement = select(func.count()).where(finished_before(status, cutoff))
     return int(connection.scalar(statement) or 0)
 
 
-# -- prune_finished -- Delete up to ``chunk`` of those rows, oldest first, and their delivery
-# reports; callers repeat until fewer than ``chunk`` go, so no statement runs long.
 def prune_finished(connection: Connection, *, status: Status, cutoff: datetime, chunk: int) -> int:
+    """Delete up to ``chunk`` of those rows, oldest first, and their delivery reports; callers
+    repeat until fewer than ``chunk`` go, so no statement runs long."""
     where = finished_before(status, cutoff)
     chosen = _chosen(where, status, chunk)
     statement = delete(outbox).where(outbox.c.id.in_(select(chosen.c.id)), where)
