@@ -116,8 +116,8 @@ def create_app(settings: Settings) -> Celery:
         # someone else's by then. That batch was claimed within the budget.
         task_time_limit=int((settings.lease + DISPATCH_BUDGET).total_seconds()),
         # A pool process per dispatch allowed at once (unless --concurrency says otherwise):
-        # a dispatch mostly waits for the API, so the CPU count is the wrong default.
-        # SQLite takes one writer at a time: one process.
+        # a dispatch mostly waits for the API, so the CPU count is the wrong default; the
+        # database may allow fewer (SQLite takes one writer at a time).
         worker_concurrency=settings.database.worker_processes(settings.max_parallel),
         worker_hijack_root_logger=True,
         # Beat runs no periodic task: it counts due rows and queues dispatches itself
