@@ -102,9 +102,9 @@ def _concern_table(concern: type[BaseModel], meanings: dict[str, tuple[str | Non
     title = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", concern.__name__.removesuffix("Settings"))
     readers = [text for name, text in READERS.items() if _reads(name, concern)]
     lines = [
-        f"## {title.replace('Api', 'API')}",
+        f"## {title.replace('Api', 'API')} settings",
         "",
-        " ".join((concern.__doc__ or "").split()) + f" Read by {', '.join(readers)}.",
+        " ".join((concern.__doc__ or "").split()) + f" Read by {'; '.join(readers)}.",
         "",
         "| variable | meaning | default | accepted |",
         "|---|---|---|---|",
@@ -145,15 +145,19 @@ def _default(name: str, field: FieldInfo, written: str | None) -> str:
 def _seconds(value: timedelta) -> str:
     seconds = value.total_seconds()
     shown = _number(int(seconds) if seconds.is_integer() else seconds)
-    for unit, size in (("days", 86_400), ("hours", 3_600)):
+    for unit, size in (("day", 86_400), ("hour", 3_600)):
         if seconds >= size and seconds % size == 0:
-            return f"{shown} ({int(seconds // size)} {unit})"
+            count = int(seconds // size)
+            return f"{shown} ({count} {unit}{'s' if count > 1 else ''})"
     return shown
 
 
 def _number(value: float) -> str:
-    if isinstance(value, int) and value >= 1024 * 1024 and value % (1024 * 1024) == 0:
-        return f"{value} ({value // (1024 * 1024)} MiB)"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2)):
+        if isinstance(value, int) and value >= size and value % size == 0:
+            return f"{value} ({value // size} {unit})"
     return str(value)
 
 
@@ -249,8 +253,10 @@ def _option_row(action: argparse.Action) -> str:
         name += f" {action.metavar or action.dest.upper()}"
     if action.choices and action.option_strings:
         name = f"{', '.join(action.option_strings)} {{{','.join(map(str, action.choices))}}}"
-    shown = action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0
-    default = f"`{action.default}`" if shown and not isinstance(action.default, list) else ""
+    value = action.default
+    shown = value is not None and value is not False and value != argparse.SUPPRESS
+    shown = shown and action.nargs != 0 and not isinstance(value, list)
+    default = f"`{value}`" if shown else ""
     what = _sentence(action.help).replace("|", "\\|")
     return f"| `{name}` | {what} | {default} |"
 
