@@ -24,7 +24,7 @@ from pydantic.fields import FieldInfo
 SETTINGS_BLOCK = re.compile(r"<!-- settings -->\n(.*?)<!-- /settings -->\n", re.S)
 MEANING = re.compile(r"^- `(?P<name>[A-Z0-9_]+)`(?: \(default: (?P<default>[^)]*)\))?: ", re.M)
 COMMANDS_MARK = "<!-- outbox-commands -->"
-OVERVIEW_ROW = re.compile(r"^\| `outbox (?P<name>[a-z-]+)", re.M)
+OVERVIEW_ROW = re.compile(r"^\| (?:`|<code>)outbox (?P<name>[a-z-]+)", re.M)
 # The composite classes and the processes that read them.
 READERS = {
     "Settings": "the worker, beat and Flower",
@@ -81,7 +81,8 @@ def _meanings(block: str) -> dict[str, tuple[str | None, str]]:
     meanings = {}
     for here, after in zip(starts, [*starts[1:], None], strict=True):
         text = block[here.end() : after.start() if after else len(block)]
-        meanings[here["name"]] = (here["default"], " ".join(text.split()))
+        written = " ".join(here["default"].split()) if here["default"] else None
+        meanings[here["name"]] = (written, " ".join(text.split()))
     return meanings
 
 

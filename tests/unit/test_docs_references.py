@@ -23,7 +23,7 @@ SUFFIXES = {".py", ".yml", ".yaml", ".json", ".sh", ".md", ".toml", ".ini", ".sq
 
 
 @cache
-def _hook() -> ModuleType:
+def docs_hook() -> ModuleType:
     """The site's build hook, which renders the generated pages."""
     path = ROOT / "docs" / "hooks" / "generated.py"
     spec = importlib.util.spec_from_file_location("docs_hook", path)
@@ -35,7 +35,7 @@ def _hook() -> ModuleType:
 
 def anchors(docs: Path, page: str) -> set[str]:
     """The ids of every heading of ``page``, as MkDocs' toc extension makes them."""
-    source = _hook().render(page, (docs / page).read_text(encoding="utf-8"))
+    source = docs_hook().render(page, (docs / page).read_text(encoding="utf-8"))
     converter = markdown.Markdown(
         extensions=["toc", "tables", "attr_list", "admonition", "pymdownx.superfences"]
     )
