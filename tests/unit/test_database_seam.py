@@ -16,8 +16,11 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import ArgumentError
 
-from models.databases import DATABASES
+from models.databases import DATABASES, database_at, database_of
 from models.databases.database import Database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,3 +180,20 @@ def test_each_database_documents_every_method_of_the_seam(database: Database) ->
     undocumented = [name for name in sorted(wanted) if not getattr(type(database), name).__doc__]
     assert undocumented == []
     assert all(getattr(type(database), name) is not getattr(Database, name) for name in wanted)
+
+
+def test_a_database_the_outbox_does_not_run_on_is_refused_by_name() -> None:
+    with pytest.raises(ArgumentError, match="PostgreSQL and SQLite, not mysql"):
+        database_at("mysql://user@host/outbox")
+    with pytest.raises(NotImplementedError, match="PostgreSQL and SQLite, not mysql"):
+        database_of(mysql.dialect())
+
+
+@pytest.mark.parametrize(
+    ("url", "dialect"),
+    [("sqlite:///outbox.db", "sqlite"), ("postgresql+psycopg://u@h/outbox", "postgresql")],
+)
+def test_a_url_and_its_engine_name_the_same_database(url: str, dialect: str) -> None:
+    engine = create_engine(url)
+    assert database_at(url) is database_of(engine) is database_of(engine.dialect)
+    assert database_at(url).dialect == dialect
