@@ -291,7 +291,7 @@ MIN_CALLBACK_PASSWORD = 12
 
 
 class CallbackSettings(_Concern):
-    """The delivery-report receiver: the login Wiraya's callbacks present, and the body limit."""
+    """The delivery-report receiver: Wiraya's login, and the limits on its requests."""
 
     callback_auth: SecretStr | None = Field(None, alias="OUTBOX_CALLBACK_AUTH")
     # A body costs the receiver about 20 times its size while it is parsed and stored.
@@ -335,7 +335,7 @@ class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings):
 
 
 class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):
-    """`outbox receiver`: the database, the counters' Redis and the callback login."""
+    """`outbox receiver`: the database, the counters' Redis and the report requests' login."""
 
 
 class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings):

@@ -9,7 +9,7 @@
   or go missing from the results once.
 - **Worker and beat:** real `celery -A worker worker` and `celery -A worker beat` processes.
 - **Receiver:** a real `outbox receiver` process; the sandbox pushes it a delivery report for
-  every message it accepts (`worker.ops.delivery_demo`), and the summary counts them.
+  every message it accepts (`worker.ops.reports_demo`), and the summary counts them.
 
 What it sends is in `worker.ops.demo_messages`: a bulk campaign, and while it drains a few
 urgent verification codes that overtake it; what it prints is in `worker.ops.demo_report`.
@@ -41,7 +41,6 @@ from worker.clock import utc_now
 from worker.database import make_engine
 from worker.ops import migrate as migration
 from worker.ops import queries
-from worker.ops.delivery_demo import Receiving, await_delivery, delivery
 from worker.ops.demo_messages import (
     CODES,
     INVALID_SQL_ROWS,
@@ -51,6 +50,7 @@ from worker.ops.demo_messages import (
 )
 from worker.ops.demo_report import introduce, matches, status_table, summary
 from worker.ops.processes import Child, ChildExited, stop_all
+from worker.ops.reports_demo import Receiving, await_delivery, delivery
 
 TIMEOUT = timedelta(seconds=60)
 REFRESH_SECONDS = 0.2

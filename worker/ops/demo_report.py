@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 
 from sandbox.testing import RunningSandbox
 from worker.ops import queries
-from worker.ops.delivery_demo import Delivery
 from worker.ops.demo_messages import CODES, INVALID_SQL_ROWS, Expected, UrgentCodes, special_counts
+from worker.ops.reports_demo import Delivery
 
 
 def introduce(

@@ -51,7 +51,7 @@ from worker.ops.counters import (
     counters_redis,
 )
 from worker.ops.snapshot import Snapshot, take_snapshot
-from worker.receipts.metrics import DeliveryCollector
+from worker.reports.metrics import DeliveryCollector
 from worker.settings import OperatorSettings
 
 log = logging.getLogger(__name__)

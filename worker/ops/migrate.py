@@ -29,7 +29,7 @@ from worker.ops.online_ddl import LockNotTaken
 
 ALEMBIC_INI = "alembic.ini"
 # The advisory lock every migration of an outbox database takes: "migrate" as a 64-bit key,
-# apart from the receiver's match lock (worker/receipts/storage.py), which the trigger of
+# apart from the receiver's match lock (worker/reports/storage.py), which the trigger of
 # every record takes and which a migration must not hold for its whole run.
 MIGRATION_LOCK = int.from_bytes(b"migrate", "big")
 # How long a migration waits for another one to finish on SQLite (PostgreSQL waits as long

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from models.delivery import outbox_delivery_reports
 from models.inserts import READ_BACK
 from models.outbox import outbox_messages
+from models.reports import outbox_delivery_reports
 from worker.dispatch.gate.state import dispatch_gate, refused_keys
 
 Kind = Literal["TABLE", "SEQUENCE", "FUNCTION"]

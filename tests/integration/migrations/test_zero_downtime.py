@@ -32,7 +32,7 @@ from tests.integration.migrations.watch import (
 from worker.ops import online_ddl
 from worker.ops.access import OperatorError
 from worker.ops.migrate import MIGRATION_LOCK, migrate
-from worker.receipts.storage import MATCH_LOCK
+from worker.reports.storage import MATCH_LOCK
 
 ROWS = 300  # enough for every index and scan to have rows to read
 SCHEMA = {

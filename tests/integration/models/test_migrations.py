@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from models import FINAL_DELIVERY_STATUSES
 from tests.conftest import ROOT, alembic_config
 from worker.database import make_engine
-from worker.receipts.storage import MATCH_LOCK
+from worker.reports.storage import MATCH_LOCK
 
 OUTBOX_TABLES = {
     "outbox_messages",

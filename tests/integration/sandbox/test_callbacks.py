@@ -15,9 +15,9 @@ from sandbox.callbacks import Pushing
 from sandbox.recipients import NOT_DELIVERED_SUFFIX
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.e2e.harness import free_port
-from tests.integration.receipts.harness import serving, stored_reports
+from tests.integration.reports.harness import serving, stored_reports
 from worker.ops.processes import wait_for
-from worker.receipts.app import create_app
+from worker.reports.app import create_app
 from worker.settings import ReceiverSettings
 
 AUTH = "wiraya:7b2e90c4d15a3f68"

@@ -247,8 +247,8 @@ def cmd_metrics(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
     from worker.ops.counters import counters_redis
-    from worker.receipts.app import create_app
-    from worker.receipts.server import listen, serve
+    from worker.reports.app import create_app
+    from worker.reports.server import listen, serve
 
     login = ReceiverSettings.from_environ(OUTBOX_DATABASE_URL=settings.database_url)
     with access.open_outbox(settings.database_url) as engine:

@@ -1,4 +1,4 @@
-"""Reading a callback body: the reports in it, and each malformed one refused with its reason.
+"""Reading a report request's body: its reports, and each malformed one refused with its reason.
 
 A body is a JSON array of report objects, or one report object. A report has ``trackingId``
 and ``status``, and optionally ``doneAt`` (ISO 8601), ``recipient`` and ``clientMessageId``;
@@ -74,7 +74,7 @@ class Batch:
 
 
 def parse_body(body: bytes, *, received_at: datetime) -> Batch:
-    """The reports of a callback body; BodyError when it is not JSON or not that shape."""
+    """The reports of a request's body; BodyError when it is not JSON or not that shape."""
     if not body:
         raise BodyError("the body is empty: send a JSON array of reports")
     try:

@@ -4,7 +4,7 @@ Plain HTTP: put a TLS-terminating proxy in front of it (Wiraya calls an HTTPS en
 SIGTERM or Ctrl-C uvicorn stops accepting, lets requests in progress finish (they are answered
 only once committed) for up to GRACE, then exits. Facing the internet, it holds no connection
 whose request does not arrive whole within OUTBOX_CALLBACK_READ_TIMEOUT_SECONDS
-(`worker.receipts.protocol`), and serves at most OUTBOX_CALLBACK_MAX_CONNECTIONS connections
+(`worker.reports.protocol`), and serves at most OUTBOX_CALLBACK_MAX_CONNECTIONS connections
 at once (past them a request is answered 503).
 """
 
@@ -18,8 +18,8 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
-from worker.receipts.app import CALLBACK_PATH, HEALTH_PATH
-from worker.receipts.protocol import with_read_timeout
+from worker.reports.app import CALLBACK_PATH, HEALTH_PATH
+from worker.reports.protocol import with_read_timeout
 from worker.settings import CallbackSettings
 
 GRACE_SECONDS = 30

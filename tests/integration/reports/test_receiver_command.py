@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Engine
 
 from tests.e2e.harness import free_port
-from tests.integration.receipts.harness import accept, delivery, stored_reports, tracking
+from tests.integration.reports.harness import accept, delivery, stored_reports, tracking
 
 OUTBOX = str(Path(sys.executable).with_name("outbox"))
 AUTH = "wiraya:0e6b3f9a71c2d458"

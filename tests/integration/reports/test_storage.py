@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
-from tests.integration.receipts.harness import (
+from tests.integration.reports.harness import (
     T0,
     accept,
     at,
@@ -24,7 +24,7 @@ from tests.integration.receipts.harness import (
     unmatched_count,
 )
 from worker.ops.processes import wait_for
-from worker.receipts.storage import MATCH_LOCK, store_reports
+from worker.reports.storage import MATCH_LOCK, store_reports
 
 RECEIVED = at(3600)
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from tests.integration.receipts.harness import (
+from tests.integration.reports.harness import (
     accept,
     delivery,
     serving,
@@ -21,7 +21,7 @@ from tests.integration.receipts.harness import (
     tracking,
 )
 from worker.database import make_engine
-from worker.receipts.app import create_app
+from worker.reports.app import create_app
 from worker.settings import ReceiverSettings
 
 AUTH = "wiraya:4c1d9e7a02b85f36"
@@ -145,7 +145,7 @@ def test_a_batch_with_some_malformed_reports_stores_the_good_ones(
         "DELIVERED",
         {"trackingId": tracking(3), "status": "DELIVERED", "doneAt": "soon"},
     ]
-    with caplog.at_level(logging.WARNING, logger="worker.receipts.app"):
+    with caplog.at_level(logging.WARNING, logger="worker.reports.app"):
         answer = client.post(PATH, content=orjson.dumps(body), headers=LOGIN)
     assert answer.status_code == 200  # a 4xx would make Wiraya resend the good one for ever
     assert answer.json()["stored"] == 1 and answer.json()["rejected"] == 4
@@ -178,7 +178,7 @@ def test_a_refused_report_is_logged_escaped_with_its_recipient_masked(
 ) -> None:
     hostile = "46701234567\u202e\x1b[2J9876"
     body = [*reports(1), {"trackingId": "no way", "status": "DELIVERED", "recipient": hostile}]
-    with caplog.at_level(logging.WARNING, logger="worker.receipts.app"):
+    with caplog.at_level(logging.WARNING, logger="worker.reports.app"):
         assert client.post(PATH, content=orjson.dumps(body), headers=LOGIN).status_code == 200
     (line,) = [r.getMessage() for r in caplog.records if "refused a report" in r.getMessage()]
     assert "\u202e" not in line and "\x1b" not in line

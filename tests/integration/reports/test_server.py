@@ -13,11 +13,11 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from tests.integration.receipts.harness import serving
-from tests.integration.receipts.test_app import AUTH, LOGIN, PATH, basic
+from tests.integration.reports.harness import serving
+from tests.integration.reports.test_app import AUTH, LOGIN, PATH, basic
 from worker.database import make_engine
-from worker.receipts.app import create_app
-from worker.receipts.server import server_config
+from worker.reports.app import create_app
+from worker.reports.server import server_config
 from worker.settings import ReceiverSettings
 
 GUARD = 30.0  # seconds a socket waits before the test gives up: never reached when it passes

@@ -1,4 +1,4 @@
-"""Reading a callback body: good reports kept, bad ones refused one by one with the field named."""
+"""Reading a report request's body: good reports kept, bad ones refused, the field named."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from worker.receipts.reports import BodyError, parse_body
+from worker.reports.parsing import BodyError, parse_body
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 TRACKING = "0123456789abcdef0123456789abcdef"

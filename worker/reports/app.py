@@ -13,7 +13,7 @@ not take. Answers:
 
 Nothing here blocks the event loop: parsing and the database run in a worker thread, and the
 counters are handed to a queue (`counters.CounterQueue`). How long a request may take to
-arrive, and how many are served at once, is the server's part (`worker.receipts.server`).
+arrive, and how many are served at once, is the server's part (`worker.reports.server`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from starlette.routing import Route
 
 from models.text import escaped
 from worker.clock import Clock, utc_now
-from worker.receipts.counters import CounterQueue, Figures
-from worker.receipts.reports import Batch, BodyError, parse_body
-from worker.receipts.storage import Stored, store_reports
+from worker.reports.counters import CounterQueue, Figures
+from worker.reports.parsing import Batch, BodyError, parse_body
+from worker.reports.storage import Stored, store_reports
 from worker.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Receiver:
         default_factory=lambda: asyncio.Semaphore(PROCESSED_AT_ONCE)
     )
 
-    async def callback(self, request: Request) -> Response:
+    async def take_reports(self, request: Request) -> Response:
         if not authorized(request.headers.get("authorization"), self.credentials):
             self.counters.record(Figures(401))
             refusal = {"error": "missing or wrong credentials"}
@@ -101,7 +101,7 @@ class Receiver:
         try:
             batch = parse_body(body, received_at=received_at)
         except BodyError as error:
-            log.warning("refused a callback body: %s", escaped(str(error)))
+            log.warning("refused a report request's body: %s", escaped(str(error)))
             self.counters.record(Figures(400))
             return _json(400, {"error": str(error)})
         _log_rejected(batch)
@@ -145,7 +145,7 @@ def create_app(
     )
     return Starlette(
         routes=[
-            Route(CALLBACK_PATH, receiver.callback, methods=["POST"]),
+            Route(CALLBACK_PATH, receiver.take_reports, methods=["POST"]),
             Route(HEALTH_PATH, receiver.health, methods=["GET"]),
         ]
     )

@@ -1,6 +1,6 @@
 """The receiver's HTTP interface as an OpenAPI 3.0 document: what the property-based tests
 generate requests from and check answers against. It is not served (nothing to show the
-internet); `python -m worker.receipts.openapi` prints it.
+internet); `python -m worker.reports.openapi` prints it.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from worker.receipts.app import CALLBACK_PATH, HEALTH_PATH
-from worker.receipts.reports import MAX_TEXT
+from worker.reports.app import CALLBACK_PATH, HEALTH_PATH
+from worker.reports.parsing import MAX_TEXT
 
 REPORT: dict[str, Any] = {
     "type": "object",

@@ -1,4 +1,4 @@
-"""Helpers for the receipts tests: messages the worker has recorded, and reports about them.
+"""Helpers for the delivery-report tests: messages the worker has recorded, and reports about them.
 
 Tracking ids are written by the worker's own record statement (`worker.dispatch.record`), so
 the trigger that matches early reports is exercised exactly as a dispatch fires it.
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from models import OutboxMessage, SMSProject, Status, enqueue_many, outbox_delivery_reports
 from worker.dispatch.record import RowResult, record
 from worker.ops.processes import wait_for
-from worker.receipts.reports import Report, parse_body
-from worker.receipts.server import listen
+from worker.reports.parsing import Report, parse_body
+from worker.reports.server import listen
 
 T0 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 

@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from tests.conftest import alembic_config
-from tests.integration.receipts.harness import serving
-from tests.integration.receipts.test_app import AUTH, LOGIN
+from tests.integration.reports.harness import serving
+from tests.integration.reports.test_app import AUTH, LOGIN
 from worker.database import make_engine
-from worker.receipts.app import create_app
-from worker.receipts.openapi import SCHEMA
-from worker.receipts.server import server_config
+from worker.reports.app import create_app
+from worker.reports.openapi import SCHEMA
+from worker.reports.server import server_config
 from worker.settings import ReceiverSettings
 
 EXAMPLES = 100

@@ -2,7 +2,7 @@
 
 Gauges are read from the database on every scrape: accepted messages by delivery status,
 and reports no message holds yet. Counters and the accepted-to-delivered latency come from
-the Redis hash the receiver adds to after each request (`worker.receipts.counters`).
+the Redis hash the receiver adds to after each request (`worker.reports.counters`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.receipts import counters
-from worker.receipts.figures import UNMATCHED_COUNTED, delivery_figures
+from worker.reports import counters
+from worker.reports.figures import UNMATCHED_COUNTED, delivery_figures
 
 log = logging.getLogger(__name__)
 ANSWER_CODES = (200, 400, 401, 413, 503)
@@ -69,7 +69,7 @@ class DeliveryCollector(Collector):
 
     def _counters(self, client: redis.Redis) -> Iterator[Metric]:
         try:
-            raw: dict[bytes, bytes] = client.hgetall(counters.RECEIPTS_KEY)  # type: ignore[assignment]
+            raw: dict[bytes, bytes] = client.hgetall(counters.COUNTERS_KEY)  # type: ignore[assignment]
         except redis.RedisError as error:  # outbox_counters_up says so already
             log.warning("metrics: cannot read the receiver's counters: %s", error)
             return
@@ -91,7 +91,7 @@ class DeliveryCollector(Collector):
             counter.add_metric([], values.get(name, 0.0))
             yield counter
         requests = CounterMetricFamily(
-            "outbox_delivery_requests", "Callback requests by answer.", labels=["code"]
+            "outbox_delivery_requests", "Requests to the receiver by answer.", labels=["code"]
         )
         for code in ANSWER_CODES:
             requests.add_metric([str(code)], values.get(f"requests_{code}", 0.0))

@@ -36,7 +36,7 @@ from sqlalchemy.exc import OperationalError
 
 from models import FINAL_DELIVERY_STATUSES
 from models.types import UtcDateTime
-from worker.receipts.reports import Report
+from worker.reports.parsing import Report
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The receiver's counters, kept in one Redis hash (the broker's Redis) beside the workers' own.
 
 After each request the receiver adds what it did with one pipelined round trip; `outbox
-metrics` reads the hash (`worker.receipts.metrics`). Several receiver processes add up, and a
+metrics` reads the hash (`worker.reports.metrics`). Several receiver processes add up, and a
 Redis failure is logged and never fails a request: the reports are committed by then. The
 receiver hands its figures to a `CounterQueue`: one thread of its own sends them, so no answer
 waits for Redis and the event loop never blocks on it; when Redis is slower than the requests,
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import redis
 
 from models import DeliveryStatus
-from worker.receipts.storage import Stored
+from worker.reports.storage import Stored
 
 log = logging.getLogger(__name__)
 
-RECEIPTS_KEY = "outbox:receipts"
+# The hash keeps the name it was created under, so counters survive an upgrade.
+COUNTERS_KEY = "outbox:receipts"
 # Accepted to DELIVERED: an SMS within seconds, a call or a phone switched off much later.
 DELIVERY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 KNOWN_STATUSES = tuple(status.value for status in DeliveryStatus)
@@ -46,9 +47,9 @@ def record_request(
         return
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.hincrby(RECEIPTS_KEY, f"requests_{code}", 1)
+        pipe.hincrby(COUNTERS_KEY, f"requests_{code}", 1)
         if rejected:
-            pipe.hincrby(RECEIPTS_KEY, "rejected", rejected)
+            pipe.hincrby(COUNTERS_KEY, "rejected", rejected)
         if stored is not None:
             _add_stored(pipe, stored)
         pipe.execute()
@@ -62,16 +63,16 @@ def _add_stored(pipe: redis.client.Pipeline, stored: Stored) -> None:
         label = status_label(status)
         labels[label] = labels.get(label, 0) + count
     for label, count in labels.items():
-        pipe.hincrby(RECEIPTS_KEY, f"reports_{label}", count)
+        pipe.hincrby(COUNTERS_KEY, f"reports_{label}", count)
     for name in ("duplicates", "unmatched"):
         if value := getattr(stored, name):
-            pipe.hincrby(RECEIPTS_KEY, name, value)
+            pipe.hincrby(COUNTERS_KEY, name, value)
     for seconds in stored.delivered_seconds:
-        pipe.hincrby(RECEIPTS_KEY, "delivered", 1)
-        pipe.hincrbyfloat(RECEIPTS_KEY, "delivered_sum", seconds)
+        pipe.hincrby(COUNTERS_KEY, "delivered", 1)
+        pipe.hincrbyfloat(COUNTERS_KEY, "delivered_sum", seconds)
         for bound in DELIVERY_BUCKETS:  # cumulative, as Prometheus buckets are
             if seconds <= bound:
-                pipe.hincrby(RECEIPTS_KEY, bucket_field(bound), 1)
+                pipe.hincrby(COUNTERS_KEY, bucket_field(bound), 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from tests.integration.receipts.harness import RECEIVED_LATER, accept, report
+from tests.integration.reports.harness import RECEIVED_LATER, accept, report
 from worker.database import make_engine
 from worker.ops import metrics
 from worker.ops.access import operator_settings
 from worker.ops.cli import main
-from worker.receipts import counters
-from worker.receipts.storage import store_reports
+from worker.reports import counters
+from worker.reports.storage import store_reports
 
 
 @pytest.fixture
@@ -78,9 +78,9 @@ def test_inspect_shows_a_messages_reports(
 def counters_url(redis_url: str) -> Iterator[str]:
     url = redis_url.rsplit("/", 1)[0] + "/13"
     client = redis.Redis.from_url(url)
-    client.delete(counters.RECEIPTS_KEY)
+    client.delete(counters.COUNTERS_KEY)
     yield url
-    client.delete(counters.RECEIPTS_KEY)
+    client.delete(counters.COUNTERS_KEY)
     client.close()
 
 

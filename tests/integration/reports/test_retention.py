@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, text
 
 from models import Status
-from tests.integration.receipts.harness import (
+from tests.integration.reports.harness import (
     RECEIVED_LATER,
     accept,
     at,
@@ -17,8 +17,8 @@ from tests.integration.receipts.harness import (
     unmatched_count,
 )
 from worker.ops import changes, retention
-from worker.receipts.figures import UNMATCHED_COUNTED, delivery_figures
-from worker.receipts.storage import store_reports
+from worker.reports.figures import UNMATCHED_COUNTED, delivery_figures
+from worker.reports.storage import store_reports
 from worker.runtime.housekeeping import Housekeeping
 from worker.settings import DatabaseSettings
 

@@ -9,7 +9,7 @@
    (index and the early-report trigger), and as shipped when a tenth of the rows have an
    early report waiting. Median and p90 milliseconds per statement.
 
-Run: .venv/bin/python bench/bench_receipts.py [--messages 100000]
+Run: .venv/bin/python bench/bench_reports.py [--messages 100000]
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from sqlalchemy import Engine, text
 from models import Status
 from worker.database import make_engine
 from worker.dispatch.record import RowResult, record
-from worker.receipts.reports import Report, parse_body
-from worker.receipts.storage import store_reports
+from worker.reports.parsing import Report, parse_body
+from worker.reports.storage import store_reports
 
-DATABASE = "outbox_bench_receipts"
+DATABASE = "outbox_bench_reports"
 AUTH = "bench:" + "5f0c7d2a9e3b4816"
 ROUNDS = 30  # record statements per variant and size
 
