@@ -86,7 +86,7 @@ def run_demo(*, messages: int = 2000, folder: str | Path = ".demo") -> int:
             stack.callback(engine.dispose)
             receiving = Receiving.choose()
             sandbox = stack.enter_context(
-                running_sandbox(FAULTS, seed=7, callbacks=receiving.pushing())
+                running_sandbox(FAULTS, seed=7, reports=receiving.pushing())
             )
             introduce(out, root, messages, sandbox.url, DEMO_ENVIRONMENT)
             # Celery starts while the messages go in: the worker sends as soon as it is up.

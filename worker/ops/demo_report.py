@@ -105,7 +105,7 @@ def summary(
     )
     print(f"  resent          {resent:,} messages, each under its own clientMessageId", file=out)
     print(f"  tracking ids    {_tracking_check(engine, sandbox)}", file=out)
-    print(f"  delivery        {delivered.line(sandbox.service.callbacks)}", file=out)
+    print(f"  delivery        {delivered.line(sandbox.service.reports)}", file=out)
     print(f"  urgent codes    {_codes_line(codes, elapsed)}", file=out)
     print(f"  time            {elapsed:.1f}s", file=out)
     if reasons:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from models import NON_FINAL_STATUSES, DeliveryStatus, Status
 from models.outbox import outbox_messages as outbox
-from sandbox.callbacks import CallbackPusher, Pushing
+from sandbox.reports import Pushing, ReportPusher
 from worker.ops.processes import Child
 
 PUSH_INTERVAL = timedelta(milliseconds=300)
@@ -63,7 +63,7 @@ class Delivery:
     not_delivered: int
     waiting: int  # no final report yet
 
-    def line(self, pusher: CallbackPusher | None) -> str:
+    def line(self, pusher: ReportPusher | None) -> str:
         pushed = ""
         if pusher is not None:
             counts = pusher.counts

@@ -53,7 +53,7 @@ class Pushing:
             raise ValueError("login: user:password")
 
 
-class CallbackPusher:
+class ReportPusher:
     """Queues a report per accepted message and pushes the queue every interval, retrying."""
 
     def __init__(self, pushing: Pushing, *, seed: int | None = 0) -> None:
@@ -66,9 +66,9 @@ class CallbackPusher:
         self._authorization = "Basic " + base64.b64encode(pushing.login.encode()).decode()
         self.counts: Counter[str] = Counter()  # reports pushed, early, repeated; answers by code
 
-    def start(self) -> CallbackPusher:
+    def start(self) -> ReportPusher:
         """Push in a background thread until `stop`."""
-        self._thread = threading.Thread(target=self._run, daemon=True, name="sandbox-callbacks")
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sandbox-reports")
         self._thread.start()
         return self
 
@@ -141,11 +141,11 @@ class CallbackPusher:
             code = error.code
         except OSError as error:  # refused, reset, timed out: pushed again next round
             self.counts["unanswered"] += 1
-            log.warning("callback push to %s failed: %s", self.pushing.url, error)
+            log.warning("report push to %s failed: %s", self.pushing.url, error)
             return False
         self.counts[f"answered {code}"] += 1
         if 200 <= code < 300:
             self.counts["pushed"] += len(reports)
             return True
-        log.warning("callback push to %s answered %d: pushed again later", self.pushing.url, code)
+        log.warning("report push to %s answered %d: pushed again later", self.pushing.url, code)
         return False

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from sandbox.callbacks import Pushing
 from sandbox.recipients import NOT_DELIVERED_SUFFIX
+from sandbox.reports import Pushing
 from sandbox.testing import RunningSandbox, running_sandbox
 from tests.e2e.harness import free_port
 from tests.integration.reports.harness import serving, stored_reports
@@ -66,15 +66,15 @@ def statuses(engine: Engine) -> dict[str, list[str]]:
 def test_every_accepted_message_is_reported_batched_with_basic_auth(engine: Engine) -> None:
     with receiver(engine) as url:
         pushing = Pushing(url, AUTH, interval=FAST, p_repeat=0.0, p_early=0.0)
-        with running_sandbox(callbacks=pushing) as sandbox:
+        with running_sandbox(reports=pushing) as sandbox:
             tracking = send(sandbox, "46701234567", "4670" + NOT_DELIVERED_SUFFIX, "46701234568")
             wait_for(
                 lambda: len(stored_reports(engine)) == 3 or None,
                 timeout=10,
                 what="len(stored_reports(engine)) == 3",
             )
-            assert sandbox.service.callbacks is not None
-            counts = sandbox.service.callbacks.counts
+            assert sandbox.service.reports is not None
+            counts = sandbox.service.reports.counts
     assert statuses(engine) == {
         tracking["c0"]: ["DELIVERED"],
         tracking["c1"]: ["NOT_DELIVERED"],
@@ -87,7 +87,7 @@ def test_every_accepted_message_is_reported_batched_with_basic_auth(engine: Engi
 def test_early_reports_arrive_before_the_send_is_answered(engine: Engine) -> None:
     with receiver(engine) as url:
         pushing = Pushing(url, AUTH, interval=timedelta(hours=1), p_early=1.0, p_repeat=0.0)
-        with running_sandbox(callbacks=pushing) as sandbox:
+        with running_sandbox(reports=pushing) as sandbox:
             tracking = send(sandbox, "46701234567", "46701234568")
             # No round has run yet: the reports were pushed, and stored, before the answer.
             assert statuses(engine) == {t: ["DELIVERED"] for t in tracking.values()}
@@ -96,16 +96,16 @@ def test_early_reports_arrive_before_the_send_is_answered(engine: Engine) -> Non
 def test_repeated_reports_are_stored_once(engine: Engine) -> None:
     with receiver(engine) as url:
         pushing = Pushing(url, AUTH, interval=FAST, p_repeat=1.0, p_early=0.0)
-        with running_sandbox(callbacks=pushing) as sandbox:
+        with running_sandbox(reports=pushing) as sandbox:
             send(sandbox, *(f"467012345{n:02d}" for n in range(10)))
-            callbacks = sandbox.service.callbacks
-            assert callbacks is not None
+            pusher = sandbox.service.reports
+            assert pusher is not None
             wait_for(
-                lambda: callbacks.counts["pushed"] == 20 or None,
+                lambda: pusher.counts["pushed"] == 20 or None,
                 timeout=10,
-                what="callbacks.counts['pushed'] == 20",
+                what="pusher.counts['pushed'] == 20",
             )
-    assert callbacks.counts["repeated"] == 10
+    assert pusher.counts["repeated"] == 10
     assert len(stored_reports(engine)) == 10
 
 
@@ -113,38 +113,38 @@ def test_reports_not_answered_2xx_are_pushed_again(engine: Engine) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/wiraya/callbacks"
     pushing = Pushing(url, AUTH, interval=FAST, p_repeat=0.0, p_early=0.0)
-    with running_sandbox(callbacks=pushing) as sandbox:
-        callbacks = sandbox.service.callbacks
-        assert callbacks is not None
+    with running_sandbox(reports=pushing) as sandbox:
+        pusher = sandbox.service.reports
+        assert pusher is not None
         send(sandbox, "46701234567", "46701234568")
         wait_for(
-            lambda: callbacks.counts["unanswered"] >= 2 or None,
+            lambda: pusher.counts["unanswered"] >= 2 or None,
             timeout=10,
-            what="callbacks.counts['unanswered'] >= 2",
+            what="pusher.counts['unanswered'] >= 2",
         )  # nobody listens yet
-        assert callbacks.pending == 2
+        assert pusher.pending == 2
         with receiver(engine, port=port):
             wait_for(
                 lambda: len(stored_reports(engine)) == 2 or None,
                 timeout=10,
                 what="len(stored_reports(engine)) == 2",
             )
-        assert callbacks.pending == 0
+        assert pusher.pending == 0
 
 
 def test_a_wrong_login_is_refused_and_retried(engine: Engine) -> None:
     with receiver(engine) as url:
         pushing = Pushing(url, "wiraya:not-the-password", interval=FAST, p_early=0.0)
-        with running_sandbox(callbacks=pushing) as sandbox:
-            callbacks = sandbox.service.callbacks
-            assert callbacks is not None
+        with running_sandbox(reports=pushing) as sandbox:
+            pusher = sandbox.service.reports
+            assert pusher is not None
             send(sandbox, "46701234567")
             wait_for(
-                lambda: callbacks.counts["answered 401"] >= 2 or None,
+                lambda: pusher.counts["answered 401"] >= 2 or None,
                 timeout=10,
-                what="callbacks.counts['answered 401'] >= 2",
+                what="pusher.counts['answered 401'] >= 2",
             )
-            assert callbacks.pending >= 1
+            assert pusher.pending >= 1
     assert stored_reports(engine) == []
 
 
