@@ -24,9 +24,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from models import DEFAULT_LIMITS, MessageLimits
+from worker.api_keys import fingerprint_salt
 from worker.database import behind_transaction_pooler
 from worker.errors import OutboxError
-from worker.secrets import fingerprint_salt, variable
+from worker.secrets import variable
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
 
 
@@ -154,7 +155,7 @@ class ApiSettings(_Concern):
         frozenset(), alias="WIRAYA_SANDBOX_HOSTS"
     )
     # The secret every process of one deployment shares to fingerprint the API key with
-    # (worker.dispatch.retry.key_fingerprint); unset, the database's location stands in.
+    # (worker.api_keys.key_fingerprint); unset, the database's location stands in.
     key_fingerprint_salt: SecretStr | None = Field(None, alias="OUTBOX_KEY_FINGERPRINT_SALT")
 
     @model_validator(mode="after")
@@ -343,7 +344,7 @@ class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, 
 
     @property
     def fingerprint_salt(self) -> str:
-        """What the API key's fingerprint is keyed with (worker.secrets.fingerprint_salt)."""
+        """What the API key's fingerprint is keyed with (worker.api_keys.fingerprint_salt)."""
         return fingerprint_salt(self.key_fingerprint_salt, self.database_url)
 
     @model_validator(mode="after")

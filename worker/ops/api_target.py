@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from worker.dispatch.retry import key_fingerprint
-from worker.secrets import fingerprint_salt
+from worker.api_keys import fingerprint_salt, key_fingerprint
 from worker.settings import ApiSettings, SettingsError, database_url_from_environ
 
 

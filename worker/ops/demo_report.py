@@ -20,11 +20,9 @@ def introduce(
 ) -> None:
     special = sum(special_counts(messages).values())
     print("wiraya-outbox demo: the real worker and beat, no servers needed", file=out)
-    print(f"  database  SQLite file {shown(root / 'outbox.db')}", file=out)
-    print(
-        f"  broker    kombu filesystem:// in {shown(root / 'broker')} (works across processes)",
-        file=out,
-    )
+    print(f"  database  SQLite file {relative_to_cwd(root / 'outbox.db')}", file=out)
+    broker = relative_to_cwd(root / "broker")
+    print(f"  broker    kombu filesystem:// in {broker} (works across processes)", file=out)
     print(f"  API       sandbox at {api}: 5% of requests answered 503, 40 ms latency", file=out)
     print(
         f"  messages  a campaign of {messages:,} (bulk) of all four content types, "
@@ -39,7 +37,8 @@ def introduce(
     print(file=out)
 
 
-def shown(path: Path) -> str:
+def relative_to_cwd(path: Path) -> str:
+    """``path`` from the working directory when it lies under it, else in full."""
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
@@ -149,8 +148,8 @@ def matches(engine: Engine, expected: Expected) -> bool:
 
 
 def _next_steps(out: TextIO, root: Path, expected: Expected) -> None:
-    prefix = f"OUTBOX_DATABASE_URL=sqlite:///{shown(root / 'outbox.db')}"
-    outbox = shown(Path(sys.executable).with_name("outbox"))
+    prefix = f"OUTBOX_DATABASE_URL=sqlite:///{relative_to_cwd(root / 'outbox.db')}"
+    outbox = relative_to_cwd(Path(sys.executable).with_name("outbox"))
     examples = expected.examples
     print("\nWhat to try next (the demo's database stays in place):", file=out)
     print(f"  {prefix} {outbox} stats", file=out)

@@ -81,7 +81,7 @@ class Right:
     columns: tuple[str, ...] = ()
     kind: Kind = "TABLE"
 
-    def shown(self, columns: Iterable[str] | None = None) -> str:
+    def described(self, columns: Iterable[str] | None = None) -> str:
         """``UPDATE on outbox_messages(tracking_id)``, as a missing right is named."""
         named = tuple(self.columns if columns is None else columns)
         where = f"{self.on}({', '.join(named)})" if named else self.on

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker.wiraya.json_reader import is_object, kind, member, members
-from worker.wiraya.keys import match_results
+from worker.wiraya.matching import match_results
 from worker.wiraya.results import (
     Accepted,
-    Delivered,
+    Answered,
     MessageOutcome,
     Rejected,
     SendResult,
@@ -62,7 +62,7 @@ def read_results(status: int, payload: Any, sent_ids: Sequence[str]) -> SendResu
     accepted = sum(isinstance(outcome, Accepted) for outcome in outcomes.values())
     if len(tracking_ids) < accepted:
         _refuse_shared_tracking_ids(outcomes)
-    return Delivered(outcomes)
+    return Answered(outcomes)
 
 
 def message_outcome(entry: object) -> MessageOutcome:

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from urllib.parse import quote
 
-from worker.wiraya.results import Accepted, Delivered, SendResult
+from worker.wiraya.results import Accepted, Answered, SendResult
 from worker.wiraya.texts import MAX_REASON_LENGTH
 
 REDACTED = "[API key]"
@@ -60,7 +60,7 @@ class Redactor:
 
     def result(self, result: SendResult) -> SendResult:
         """``result`` with its reasons (the request's, or each message's) redacted."""
-        if isinstance(result, Delivered):
+        if isinstance(result, Answered):
             outcomes = {
                 message: outcome
                 if isinstance(outcome, Accepted)

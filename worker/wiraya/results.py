@@ -4,7 +4,7 @@
 dispatcher maps onto the README's outcome table:
 
     SendResult
-    ├── Delivered(outcomes)          2xx with a results object; for every clientMessageId sent:
+    ├── Answered(outcomes)           2xx with a results object; for every clientMessageId sent:
     │     ├── Accepted(tracking_id)    success, with a tracking id of exactly 32 hex characters
     │     ├── Rejected(reason)         success false, isTransientError false: permanent
     │     ├── Transient(reason)        success false, isTransientError true (or absent)
@@ -87,7 +87,7 @@ MessageOutcome = Accepted | Rejected | Transient | Unknown
 
 
 @dataclass(frozen=True)
-class Delivered:
+class Answered:
     """A 2xx answer with results; one outcome per clientMessageId sent."""
 
     outcomes: dict[str, MessageOutcome]
@@ -172,7 +172,7 @@ class TransportError(RequestFailure):
 
 
 SendResult = (
-    Delivered
+    Answered
     | RateLimited
     | Unauthorized
     | BatchTooLarge

@@ -39,7 +39,7 @@ def revoke(right: Right, role: str) -> tuple[str, str]:
     column = right.columns[-1:]
     named = f" ({column[0]})" if column else ""
     sql = f"REVOKE {right.privilege}{named} ON {right.kind} {right.on} FROM {quote(role)}"
-    return sql, f"{right.shown(column)} is not granted to role {role}"
+    return sql, f"{right.described(column)} is not granted to role {role}"
 
 
 @pytest.mark.parametrize("process", sorted(PROCESSES))

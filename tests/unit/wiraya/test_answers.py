@@ -14,7 +14,7 @@ from worker.wiraya.answers import message_outcome
 from worker.wiraya.codec import MAX_ANSWER_BYTES, interpret_response
 from worker.wiraya.results import (
     Accepted,
-    Delivered,
+    Answered,
     MessageOutcome,
     Rejected,
     RequestFailure,
@@ -39,7 +39,7 @@ def answer(body: bytes | str, sent: list[str], status: int = 200) -> SendResult:
 
 
 def outcomes(result: SendResult) -> dict[str, MessageOutcome]:
-    assert isinstance(result, Delivered), result
+    assert isinstance(result, Answered), result
     return result.outcomes
 
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from sandbox.casing import to_camel_case as newtonsofts_loop
 from worker.wiraya.codec import interpret_response
-from worker.wiraya.keys import match_results, newtonsoft_camel_case
-from worker.wiraya.results import Accepted, Delivered, Unknown
+from worker.wiraya.matching import match_results, newtonsoft_camel_case
+from worker.wiraya.results import Accepted, Answered, Unknown
 
 TRACKING = "0123456789abcdef0123456789abcdef"
 OTHER = "fedcba9876543210fedcba9876543210"
@@ -158,7 +158,7 @@ def test_an_answer_keyed_by_camel_cased_ids_is_read() -> None:
 
     result = interpret_response(200, {}, body, ["Order-42", "ORDER-7"])
 
-    assert result == Delivered({"Order-42": Accepted(TRACKING), "ORDER-7": Accepted(OTHER)})
+    assert result == Answered({"Order-42": Accepted(TRACKING), "ORDER-7": Accepted(OTHER)})
 
 
 def test_an_ambiguous_key_leaves_both_messages_unknown_with_the_reason() -> None:
@@ -166,7 +166,7 @@ def test_an_ambiguous_key_leaves_both_messages_unknown_with_the_reason() -> None
 
     result = interpret_response(200, {}, body.encode(), ["Order-42", "order-42"])
 
-    assert isinstance(result, Delivered)
+    assert isinstance(result, Answered)
     for outcome in result.outcomes.values():
         assert isinstance(outcome, Unknown)
         assert "ambiguous" in outcome.reason

@@ -1,4 +1,4 @@
-"""Delivering one claimed batch: requests with deadlines, splits, and a lone bad message found.
+"""Sending one claimed batch: requests with deadlines, splits, and a lone bad message found.
 
 - Every request has a wall-clock deadline: the client's timeout, cut to the batch's lease (no
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
@@ -40,10 +40,10 @@ from worker.dispatch.gate import GateView
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.screen import ISOLATED, MIN_REQUEST_WINDOW, Outgoing, drop_expiring
 from worker.wiraya.results import (
+    Answered,
     BadRequest,
     BatchTooLarge,
     Communication,
-    Delivered,
     MessageOutcome,
     RateLimited,
     Rejected,
@@ -59,7 +59,7 @@ RECORD_MARGIN = timedelta(seconds=1)
 
 
 class Sender(Protocol):
-    """What delivery needs of the API client."""
+    """What sending needs of the API client."""
 
     def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
         """Send one batch in one request that ends by ``deadline`` (on the monotonic clock)."""
@@ -85,7 +85,7 @@ class RequestRecord:
 
 
 @dataclass
-class Delivery:
+class BatchSend:
     """The answers gathered for one claimed batch, across its requests."""
 
     outcomes: dict[int, MessageOutcome] = field(default_factory=dict)
@@ -100,7 +100,7 @@ class Delivery:
     requests: list[RequestRecord] = field(default_factory=list)
 
 
-class Courier:
+class BatchSender:
     """Sends one claimed batch as the answers require, and tells the gate every answer."""
 
     def __init__(
@@ -124,14 +124,14 @@ class Courier:
         self.should_stop = should_stop
         self.monotonic = monotonic
 
-    def deliver(
+    def send(
         self,
         batch: list[Outgoing],
         permit: Permit,
         *,
         lease_end: datetime,
-        on_settled: Callable[[Delivery], None] = lambda delivery: None,
-    ) -> Delivery:
+        on_settled: Callable[[BatchSend], None] = lambda sent: None,
+    ) -> BatchSend:
         """Send ``batch`` (a probe sends one message first); return every answer gathered.
 
         ``on_settled`` is shown the answers so far once the clean messages are settled and
@@ -141,41 +141,41 @@ class Courier:
         if permit.probe is not None and batch:
             # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
-            if run.send_and_settle(probe) is Flow.OK and run.delivery.failure is None:
+            if run.send_and_settle(probe) is Flow.OK and run.sent.failure is None:
                 run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
                 run.send_all(rest, on_settled)
             else:
-                run.delivery.unresolved += [outgoing.row for outgoing in rest]
+                run.sent.unresolved += [outgoing.row for outgoing in rest]
         else:
             run.send_all(batch, on_settled)
-        return run.delivery
+        return run.sent
 
 
 class _Run:
-    """One batch's delivery in progress."""
+    """One batch's send in progress."""
 
-    def __init__(self, courier: Courier, permit: Permit, lease_end: datetime) -> None:
-        self.courier = courier
+    def __init__(self, sending: BatchSender, permit: Permit, lease_end: datetime) -> None:
+        self.sending = sending
         self.permit = permit
         self.lease_end = lease_end
-        self.delivery = Delivery()
+        self.sent = BatchSend()
         self.answered_here = False  # some request of this batch was answered
 
     def api_answers(self) -> bool:
         """Whether this batch had an answer, or the gate's last news of the API is one."""
         return self.answered_here or self.permit.view.answered_since_failure()
 
-    def send_all(self, batch: list[Outgoing], on_settled: Callable[[Delivery], None]) -> None:
+    def send_all(self, batch: list[Outgoing], on_settled: Callable[[BatchSend], None]) -> None:
         """Clean messages near expiry first, in a request of their own; then the other clean
         ones; then each suspect alone, in ``batch``'s order. What a stop leaves is released."""
-        horizon = self.courier.clock() + self.courier.timeout
+        horizon = self.sending.clock() + self.sending.timeout
         clean = [o for o in batch if not o.suspicion]
         soon = [o for o in clean if o.expires_at is not None and o.expires_at < horizon]
         later = [o for o in clean if o.expires_at is None or o.expires_at >= horizon]
         groups = [soon, later, *([o] for o in batch if o.suspicion)]
         for number, group in enumerate(groups):
             if number == 2 and (soon or later):
-                on_settled(self.delivery)
+                on_settled(self.sent)
             if group and self.send_and_settle(group) is Flow.STOP:
                 for rest in groups[number + 1 :]:
                     self.stop(rest)
@@ -188,7 +188,7 @@ class _Run:
             return flow
         if len(batch) > 1 and self.api_answers():
             return self.isolate(batch)
-        served = isinstance(self.delivery.failure, ServerError)  # the API's server ran it
+        served = isinstance(self.sent.failure, ServerError)  # the API's server ran it
         if len(batch) == 1 and (batch[0].suspicion or served):
             return self.suspect_alone(batch, started)
         if self.count_failure(started):
@@ -198,18 +198,18 @@ class _Run:
     def suspect_alone(self, batch: list[Outgoing], started: datetime) -> Flow:
         """A suspect failed alone: its doing unless the API was seen failing for others within
         a probe interval (then it waits, unspent); never counted against the API."""
-        with self.courier.connect() as connection:  # a probe that proved nothing of the API
-            self.courier.gate.give_back(connection, self.permit)
-        until = _judged_at(self.permit.view, self.courier.gate.settings.probe_interval)
+        with self.sending.connect() as connection:  # a probe that proved nothing of the API
+            self.sending.gate.give_back(connection, self.permit)
+        until = _judged_at(self.permit.view, self.sending.gate.settings.probe_interval)
         if self.api_answers() or until is None or started >= until:
             return self.guilty(batch)
-        self.delivery.waiting[batch[0].id] = until
+        self.sent.waiting[batch[0].id] = until
         return self.stop(batch)
 
     def isolate(self, batch: list[Outgoing]) -> Flow:
         """Bisect a failing request: the half that fails alone holds the bad message."""
         shuffled = list(batch)
-        self.courier.rng.shuffle(shuffled)  # two bad messages do not stay in one half
+        self.sending.rng.shuffle(shuffled)  # two bad messages do not stay in one half
         middle = len(shuffled) // 2
         first, second = shuffled[:middle], shuffled[middle:]
         first_flow, first_started = self.send(first)
@@ -237,67 +237,67 @@ class _Run:
         """A set with a message that fails every request it is in; alone, it spends an attempt."""
         if len(batch) > 1:
             return self.isolate(batch)
-        failure, self.delivery.failure = self.delivery.failure, None
+        failure, self.sent.failure = self.sent.failure, None
         reason = _describe(failure) if failure else "RequestFailure: a request-level failure"
-        self.delivery.poisoned[batch[0].id] = f"{ISOLATED}: {reason}"
+        self.sent.poisoned[batch[0].id] = f"{ISOLATED}: {reason}"
         return Flow.OK
 
     def count_failure(self, started: datetime) -> bool:
-        failure = self.delivery.failure
+        failure = self.sent.failure
         reason = _describe(failure) if failure else "request failed"
-        with self.courier.connect() as connection:
-            return self.courier.gate.failed(
-                connection, self.permit, started=started, reason=reason, now=self.courier.clock()
+        with self.sending.connect() as connection:
+            return self.sending.gate.failed(
+                connection, self.permit, started=started, reason=reason, now=self.sending.clock()
             )
 
     def stop(self, batch: list[Outgoing]) -> Flow:
-        self.delivery.unresolved += [outgoing.row for outgoing in batch]
+        self.sent.unresolved += [outgoing.row for outgoing in batch]
         return Flow.STOP
 
     def send(self, batch: list[Outgoing]) -> tuple[Flow, datetime]:
         """One request for ``batch`` (and the splits a 400 or a too-large answer asks for)."""
-        now = self.courier.clock()
-        batch = drop_expiring(batch, now, self.delivery.expired)
+        now = self.sending.clock()
+        batch = drop_expiring(batch, now, self.sent.expired)
         if not batch:
             return Flow.OK, now
-        bound = min(now + self.courier.timeout, self.lease_end - RECORD_MARGIN)
+        bound = min(now + self.sending.timeout, self.lease_end - RECORD_MARGIN)
         expiries = [o.expires_at for o in batch if o.expires_at is not None]
         bound = min([bound, *expiries])
-        if self.courier.should_stop() or bound - now < MIN_REQUEST_WINDOW:
+        if self.sending.should_stop() or bound - now < MIN_REQUEST_WINDOW:
             self.stop(batch)
             return Flow.STOP, now
         result = self._request(batch, now, bound)
         return self._settle(batch, result, now), now
 
     def _request(self, batch: list[Outgoing], now: datetime, bound: datetime) -> SendResult:
-        clock_started = self.courier.monotonic()
+        clock_started = self.sending.monotonic()
         deadline = clock_started + (bound - now).total_seconds()
         communications = [outgoing.communication for outgoing in batch]
-        result = self.courier.sender.send(communications, deadline=deadline)
-        seconds = self.courier.monotonic() - clock_started
+        result = self.sending.sender.send(communications, deadline=deadline)
+        seconds = self.sending.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
-        self.delivery.requests.append(record)
-        _note_reach(self.delivery.reached, batch, result)
+        self.sent.requests.append(record)
+        _note_reach(self.sent.reached, batch, result)
         return result
 
     def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
-        now = self.courier.clock()
-        gate, permit = self.courier.gate, self.permit
-        if isinstance(result, Delivered):
+        now = self.sending.clock()
+        gate, permit = self.sending.gate, self.permit
+        if isinstance(result, Answered):
             for outgoing in batch:
                 missing = Unknown("no result for this message in the API's answer")
-                self.delivery.outcomes[outgoing.id] = result.outcomes.get(
+                self.sent.outcomes[outgoing.id] = result.outcomes.get(
                     outgoing.communication.client_message_id, missing
                 )
             self.answered_here = True
-            with self.courier.connect() as connection:
+            with self.sending.connect() as connection:
                 gate.answered(connection, permit, started=started, size=len(batch), now=now)
             return Flow.OK
         if isinstance(result, BatchTooLarge | BadRequest):
             return self._split(batch, result, now)
-        self.delivery.failure = result
+        self.sent.failure = result
         if isinstance(result, RateLimited):
-            with self.courier.connect() as connection:
+            with self.sending.connect() as connection:
                 gate.rate_limited(
                     connection,
                     permit,
@@ -307,7 +307,7 @@ class _Run:
                 )
             return self.stop(batch)
         if isinstance(result, Unauthorized):
-            with self.courier.connect() as connection:
+            with self.sending.connect() as connection:
                 gate.refused(
                     connection,
                     permit,
@@ -321,7 +321,7 @@ class _Run:
             self.count_failure(started)
             return self.stop(batch)
         if len(batch) == 1 or self.api_answers():  # not a bystander of an outage
-            self.delivery.unanswered.update(outgoing.id for outgoing in batch)
+            self.sent.unanswered.update(outgoing.id for outgoing in batch)
         return Flow.FAILED
 
     def _split(
@@ -329,25 +329,25 @@ class _Run:
     ) -> Flow:
         """A 400 or a too-large answer: halves until the bad message is alone, which fails."""
         if len(batch) == 1:
-            self.delivery.outcomes[batch[0].id] = _rejection(result)
+            self.sent.outcomes[batch[0].id] = _rejection(result)
             return Flow.OK
         if isinstance(result, BatchTooLarge):
-            with self.courier.connect() as connection:
-                self.courier.gate.batches.too_large(connection, size=len(batch), now=now)
+            with self.sending.connect() as connection:
+                self.sending.gate.batches.too_large(connection, size=len(batch), now=now)
         middle = len(batch) // 2
         first, second = batch[:middle], batch[middle:]
-        first_request = len(self.delivery.requests)
+        first_request = len(self.sent.requests)
         if self.send_and_settle(first) is Flow.STOP:
             return self.stop(second)
-        second_request = len(self.delivery.requests)
+        second_request = len(self.sent.requests)
         flow = self.send_and_settle(second)
-        requests = self.delivery.requests
+        requests = self.sent.requests
         if isinstance(result, BatchTooLarge) and _both_taken(
             requests, (first_request, first), (second_request, second)
         ):
-            with self.courier.connect() as connection:
-                self.courier.gate.batches.too_large_for_its_size(
-                    connection, halves=len(second), now=self.courier.clock()
+            with self.sending.connect() as connection:
+                self.sending.gate.batches.too_large_for_its_size(
+                    connection, halves=len(second), now=self.sending.clock()
                 )
         return flow
 
@@ -366,7 +366,7 @@ def _rejection(result: BatchTooLarge | BadRequest) -> Rejected:
 def _note_reach(reached: dict[int, str], batch: list[Outgoing], result: SendResult) -> None:
     """Keep why each message of the request may have reached Wiraya, if it may have."""
     for outgoing in batch:
-        if isinstance(result, Delivered):
+        if isinstance(result, Answered):
             outcome = result.outcomes.get(outgoing.communication.client_message_id)
             evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
         else:
@@ -389,10 +389,10 @@ def _both_taken(
 
 
 def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
-    """Whether request ``index`` of a delivery sent ``half`` whole and was answered."""
+    """Whether request ``index`` sent ``half`` whole and was answered."""
     if index >= len(requests):
         return False
-    return (requests[index].size, requests[index].result) == (len(half), Delivered.__name__)
+    return (requests[index].size, requests[index].result) == (len(half), Answered.__name__)
 
 
 def _describe(failure: RequestFailure) -> str:
