@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from models.text import escaped, masked
+from models.text import escaped, masked, shown
 
 MAX_REPORT_BYTES = 16 * 1024  # a real report is a few hundred bytes, {CONTENT} included
 MAX_TEXT = 200  # recipient, clientMessageId
@@ -111,12 +111,12 @@ def parse_report(item: Any, where: str, received_at: datetime) -> Report:
     tracking_id = _required_text(item, "trackingId", where)
     if not TRACKING_ID.fullmatch(tracking_id):
         raise ReportError(
-            f"{where}.trackingId: 1 to 64 letters, digits or dashes (got {_shown(tracking_id)})"
+            f"{where}.trackingId: 1 to 64 letters, digits or dashes (got {shown(tracking_id)})"
         )
     status = _required_text(item, "status", where)
     if not STATUS.fullmatch(status):
         raise ReportError(
-            f"{where}.status: an upper-case status word such as DELIVERED (got {_shown(status)})"
+            f"{where}.status: an upper-case status word such as DELIVERED (got {shown(status)})"
         )
     for name in ("recipient", "clientMessageId"):
         value = _optional_text(item, name, where)
@@ -154,29 +154,24 @@ def _done_at(value: str | None, where: str, received_at: datetime) -> datetime |
     except ValueError:
         raise ReportError(
             f"{where}.doneAt: not an ISO 8601 time such as 2026-12-02T10:00:00Z "
-            f"(got {_shown(value)})"
+            f"(got {shown(value)})"
         ) from None
     try:
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00:00+01:00: before year 1 once in UTC
-        raise ReportError(f"{where}.doneAt: out of range in UTC (got {_shown(value)})") from None
+        raise ReportError(f"{where}.doneAt: out of range in UTC (got {shown(value)})") from None
     if moment < EARLIEST:
-        raise ReportError(f"{where}.doneAt: before 2000 (got {_shown(value)})")
+        raise ReportError(f"{where}.doneAt: before 2000 (got {shown(value)})")
     if moment > received_at + AHEAD:
         raise ReportError(
             f"{where}.doneAt: more than {AHEAD.seconds // 60} minutes ahead of now "
-            f"(got {_shown(value)})"
+            f"(got {shown(value)})"
         )
     return moment
 
 
 def _json_type(value: object) -> str:
     return JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _shown(value: str, limit: int = 40) -> str:
-    """A value fit for a reason and a log line: quoted, escaped, cut short."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def _excerpt(item: object, limit: int = 200) -> str:

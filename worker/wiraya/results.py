@@ -23,7 +23,7 @@ dispatcher maps onto the README's outcome table:
           └── TransportError           timeouts, the request's deadline, refused or dropped
                                        connections: outcome unknown
 
-Every reason is cleaned when the result is built (`worker.wiraya.texts.clean_text`): one line,
+Every reason is cleaned when the result is built (`models.text.clean`): one line,
 no control characters, at most 500 characters, so it can be stored and logged as it is.
 Plain data, no HTTP: the dispatcher imports this module without httpx.
 """
@@ -36,7 +36,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from worker.wiraya.texts import clean_text
+from models.text import clean
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class _Reasoned:
     reason: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reason", clean_text(self.reason))
+        object.__setattr__(self, "reason", clean(self.reason))
 
 
 @dataclass(frozen=True)
