@@ -26,13 +26,9 @@ from sqlalchemy.exc import ArgumentError
 from models import DEFAULT_LIMITS, MessageLimits
 from worker.api_keys import fingerprint_salt
 from worker.database import behind_transaction_pooler
-from worker.errors import OutboxError
+from worker.errors import SettingsError
 from worker.secrets import variable
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
-
-
-class SettingsError(OutboxError, ValueError):
-    """A setting is missing or invalid; the message names the variable and says why."""
 
 
 class NotifyMode(StrEnum):

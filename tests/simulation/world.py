@@ -30,8 +30,8 @@ from worker.clock import Clock
 from worker.dispatch import claim as claims
 from worker.dispatch import record as record_module
 from worker.dispatch.dispatcher import Dispatcher
+from worker.errors import OperatorError
 from worker.ops import changes
-from worker.ops.access import OperatorError
 from worker.ops.selection import Selection
 from worker.settings import Settings
 from worker.wiraya.results import Communication, SendResult

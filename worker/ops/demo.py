@@ -39,6 +39,7 @@ from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
 from worker.clock import utc_now
 from worker.database import make_engine
+from worker.errors import ChildExited
 from worker.ops import migrate as migration
 from worker.ops import queries
 from worker.ops.demo_messages import (
@@ -49,7 +50,7 @@ from worker.ops.demo_messages import (
     special_counts,
 )
 from worker.ops.demo_report import introduce, matches, status_table, summary
-from worker.ops.processes import Child, ChildExited, stop_all
+from worker.ops.processes import Child, stop_all
 from worker.ops.reports_demo import Receiving, await_delivery, delivery
 
 TIMEOUT = timedelta(seconds=60)

@@ -40,8 +40,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Status
 from worker.database import database_now
 from worker.dispatch.gate import GateState
+from worker.errors import OperatorError
 from worker.ops import api_target
-from worker.ops.access import OperatorError
 from worker.ops.counters import (
     BATCH_STATES,
     COUNTERS_KEY,

@@ -15,12 +15,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
-from worker.errors import OutboxError
+from worker.errors import MissingRight
 from worker.ops.privileges import REPORTS, Duty, Need, Right, TriggerRuns
-
-
-class MissingRight(OutboxError):
-    """The process's role lacks a right one of its duties needs (the message says which)."""
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ from starlette.routing import Route
 
 from models.text import escaped
 from worker.clock import Clock, utc_now
+from worker.errors import BodyError
 from worker.reports.counters import CounterQueue, Figures
-from worker.reports.parsing import Batch, BodyError, parse_body
+from worker.reports.parsing import Batch, parse_body
 from worker.reports.storage import Stored, store_reports
 from worker.settings import ReceiverSettings
 

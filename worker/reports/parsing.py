@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from models.text import escaped, masked, shown
+from worker.errors import BodyError, ReportError
 
 MAX_REPORT_BYTES = 16 * 1024  # a real report is a few hundred bytes, {CONTENT} included
 MAX_TEXT = 200  # recipient, clientMessageId
@@ -35,14 +36,6 @@ JSON_TYPES = {
     list: "an array",
     dict: "an object",
 }
-
-
-class BodyError(ValueError):
-    """The body as a whole cannot be read as reports; ``str()`` says why."""
-
-
-class ReportError(ValueError):
-    """One report is malformed; ``str()`` names the field and says why."""
 
 
 @dataclass(frozen=True, slots=True)

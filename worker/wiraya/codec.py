@@ -19,8 +19,9 @@ import orjson
 
 from models.text import MAX_TEXT_LENGTH, clean
 from worker.clock import utc_now
+from worker.errors import NotJson
 from worker.wiraya.answers import REASON_FIELDS, read_results
-from worker.wiraya.json_reader import NotJson, is_object, kind, member, members, parse
+from worker.wiraya.json_reader import is_object, kind, member, members, parse
 from worker.wiraya.results import (
     BadRequest,
     BatchLimit,

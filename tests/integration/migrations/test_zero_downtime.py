@@ -29,8 +29,8 @@ from tests.integration.migrations.watch import (
     interrupting,
     watching,
 )
+from worker.errors import OperatorError
 from worker.ops import online_ddl
-from worker.ops.access import OperatorError
 from worker.ops.migrate import MIGRATION_LOCK, migrate
 from worker.reports.storage import MATCH_LOCK
 

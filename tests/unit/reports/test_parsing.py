@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from worker.reports.parsing import BodyError, parse_body
+from worker.errors import BodyError
+from worker.reports.parsing import parse_body
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 TRACKING = "0123456789abcdef0123456789abcdef"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.settings import ReceiverSettings, SettingsError
+from worker.errors import SettingsError
+from worker.settings import ReceiverSettings
 
 AUTH = "wiraya:9f2c41d07be3a86e"
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import FINAL_STATUSES, Priority, Status
+from worker.errors import GrantsError, MissingRight, OperatorError, SettingsError
 from worker.ops import access
 from worker.ops import migrate as migration
-from worker.ops.access import OperatorError
 from worker.ops.cli import changing, reading
-from worker.ops.grants import GrantsError, grants_sql
+from worker.ops.grants import grants_sql
 from worker.ops.privileges import ROLES, receiver_duties
-from worker.ops.start_check import MissingRight, require_rights
-from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
+from worker.ops.start_check import require_rights
+from worker.settings import OperatorSettings, ReceiverSettings
 
 DEFAULT_METRICS_PORT = 9808
 DEFAULT_RECEIVER_PORT = 8090
