@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from sqlalchemy import Engine
 
+from models import FINAL_STATUSES, Status
 from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
 from worker.clock import utc_now
@@ -233,10 +234,11 @@ def _watch(
         with engine.begin() as connection:
             figures = queries.queue_figures(connection, now=utc_now())
         counts = figures.by_status
-        done = counts["accepted"] + counts["failed"] + counts["cancelled"]
+        done = sum(counts[status] for status in FINAL_STATUSES)
         codes.send_when_due(done, total)
         elapsed = time.monotonic() - started
-        line = _bar(done, total, counts["accepted"], figures.retrying, counts["failed"], elapsed)
+        accepted, failed = counts[Status.ACCEPTED], counts[Status.FAILED]
+        line = _bar(done, total, accepted, figures.retrying, failed, elapsed)
         finished = done >= total
         if live:
             out.write("\r" + line)

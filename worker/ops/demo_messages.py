@@ -16,6 +16,7 @@ from models import (
     Priority,
     SMSFromAlpha,
     SMSProject,
+    Status,
     VoiceProject,
     WhatsappProject,
     enqueue,
@@ -26,11 +27,11 @@ from worker.clock import utc_now
 # Test recipients (sandbox/recipients.py): the last seven digits choose the sandbox's answer.
 SPECIAL = {
     # prefix: (recipient, how many per 2,000, what becomes of them)
-    "blocked": ("46700000001", 12, "failed"),  # permanent failure, never resent
-    "flaky": ("46700000002", 16, "accepted"),  # transient twice, accepted on the third try
-    "down": ("46700000003", 6, "failed"),  # transient for ever: failed after 4 attempts
-    "lost": ("46700000004", 10, "accepted"),  # missing from results once, resent, same id
-    "undelivered": ("46700000007", 20, "accepted"),  # its delivery report says NOT_DELIVERED
+    "blocked": ("46700000001", 12, Status.FAILED),  # permanent failure, never resent
+    "flaky": ("46700000002", 16, Status.ACCEPTED),  # transient twice, accepted on the third try
+    "down": ("46700000003", 6, Status.FAILED),  # transient for ever: failed after 4 attempts
+    "lost": ("46700000004", 10, Status.ACCEPTED),  # missing from results once, resent, same id
+    "undelivered": ("46700000007", 20, Status.ACCEPTED),  # its delivery report says NOT_DELIVERED
 }
 # Inserted by plain SQL, skipping the producer's checks: each fails alone, never sent.
 INVALID_CONTENTS = [
@@ -71,7 +72,7 @@ def enqueue_campaign(engine: Engine, messages: int) -> Expected:
         for number in range(1, count + 1):
             client_message_id = f"demo-{prefix}-{number:03d}"
             rows.append(_message(len(rows), client_message_id, recipient))
-            setattr(expected, outcome, getattr(expected, outcome) + 1)
+            setattr(expected, outcome.value, getattr(expected, outcome.value) + 1)
         if count:
             expected.examples[prefix] = f"demo-{prefix}-001"
     while len(rows) < messages:

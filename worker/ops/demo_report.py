@@ -9,6 +9,7 @@ from typing import TextIO
 
 from sqlalchemy import Engine
 
+from models import Status
 from sandbox.testing import RunningSandbox
 from worker.ops import queries
 from worker.ops.demo_messages import CODES, INVALID_SQL_ROWS, Expected, UrgentCodes, special_counts
@@ -67,7 +68,7 @@ def summary(
         reasons = queries.failure_reasons(connection, limit=5)
         attempts = queries.total_attempts(connection)
     types = sorted({kind for kind, _ in by_type})
-    columns = ["accepted", "failed", "pending", "sending"]
+    columns = [Status.ACCEPTED, Status.FAILED, Status.PENDING, Status.SENDING]
     print(file=out)
     print(
         f"{'content type':<16}" + "".join(f"{name:>10}" for name in columns) + f"{'total':>10}",
@@ -144,7 +145,8 @@ def _tracking_check(engine: Engine, sandbox: RunningSandbox) -> str:
 def matches(engine: Engine, expected: Expected) -> bool:
     with engine.begin() as connection:
         counts = queries.status_counts(connection)
-    return counts["accepted"] == expected.accepted and counts["failed"] == expected.failed
+    accepted, failed = counts[Status.ACCEPTED], counts[Status.FAILED]
+    return accepted == expected.accepted and failed == expected.failed
 
 
 def _next_steps(out: TextIO, root: Path, expected: Expected) -> None:

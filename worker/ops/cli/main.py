@@ -111,7 +111,7 @@ def _add_changing(commands: Commands) -> None:
     retry = commands.add_parser(
         "retry", help="failed messages back to pending, due now, with fresh attempts"
     )
-    _add_selection(retry, "failed", "when they failed (updated_at)")
+    _add_selection(retry, Status.FAILED, "when they failed (updated_at)")
     retry.add_argument(
         "--renew-age",
         action="store_true",
@@ -122,7 +122,7 @@ def _add_changing(commands: Commands) -> None:
     cancel = commands.add_parser(
         "cancel", help="withdraw pending messages (only never-sent ones unless --include-sent)"
     )
-    _add_selection(cancel, "pending", "when they were created (created_at)")
+    _add_selection(cancel, Status.PENDING, "when they were created (created_at)")
     cancel.add_argument(
         "--include-sent",
         action="store_true",
@@ -201,7 +201,7 @@ def _add_running(commands: Commands) -> None:
     )
 
 
-def _add_selection(parser: argparse.ArgumentParser, status: str, time_meaning: str) -> None:
+def _add_selection(parser: argparse.ArgumentParser, status: Status, time_meaning: str) -> None:
     parser.add_argument(
         "client_message_ids", nargs="*", metavar="CLIENT_MESSAGE_ID", help=f"{status} messages"
     )
