@@ -59,7 +59,7 @@ def test_every_error_class_is_in_one_of_the_two_errors_modules() -> None:
         for error in error_classes()
         if error.__module__ not in homes
     }
-    assert elsewhere == {"worker.ops.demo.Interrupted"}
+    assert elsewhere == {"worker.demo.run.Interrupted"}
 
 
 @pytest.mark.parametrize("module", [errors, producer_errors], ids=lambda module: module.__name__)

@@ -286,7 +286,7 @@ def cmd_grants(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: OperatorSettings) -> int:
-    from worker.ops.demo import run_demo
+    from worker.demo.run import run_demo
 
     if args.messages < 1:
         raise OperatorError("--messages: at least 1", 2)

@@ -11,9 +11,9 @@ from sqlalchemy import Engine
 
 from models import Status
 from sandbox.testing import RunningSandbox
+from worker.demo.messages import CODES, INVALID_SQL_ROWS, Expected, UrgentCodes, special_counts
+from worker.demo.reports import Delivery
 from worker.ops import queries
-from worker.ops.demo_messages import CODES, INVALID_SQL_ROWS, Expected, UrgentCodes, special_counts
-from worker.ops.reports_demo import Delivery
 
 
 def introduce(

@@ -9,10 +9,10 @@
   or go missing from the results once.
 - **Worker and beat:** real `celery -A worker worker` and `celery -A worker beat` processes.
 - **Receiver:** a real `outbox receiver` process; the sandbox pushes it a delivery report for
-  every message it accepts (`worker.ops.reports_demo`), and the summary counts them.
+  every message it accepts (`worker.demo.reports`), and the summary counts them.
 
-What it sends is in `worker.ops.demo_messages`: a bulk campaign, and while it drains a few
-urgent verification codes that overtake it; what it prints is in `worker.ops.demo_report`.
+What it sends is in `worker.demo.messages`: a bulk campaign, and while it drains a few
+urgent verification codes that overtake it; what it prints is in `worker.demo.output`.
 
 It enqueues the messages (most through the Python producer API, a few invalid ones by plain
 SQL), shows a progress bar until every message is final, checks the outcome against what
@@ -40,19 +40,19 @@ from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
 from worker.clock import utc_now
 from worker.database import make_engine
-from worker.errors import ChildExited
-from worker.ops import migrate as migration
-from worker.ops import queries
-from worker.ops.demo_messages import (
+from worker.demo.messages import (
     CODES,
     INVALID_SQL_ROWS,
     UrgentCodes,
     enqueue_campaign,
     special_counts,
 )
-from worker.ops.demo_report import introduce, matches, status_table, summary
+from worker.demo.output import introduce, matches, status_table, summary
+from worker.demo.reports import Receiving, await_delivery, delivery
+from worker.errors import ChildExited
+from worker.ops import migrate as migration
+from worker.ops import queries
 from worker.ops.processes import Child, stop_all
-from worker.ops.reports_demo import Receiving, await_delivery, delivery
 
 TIMEOUT = timedelta(seconds=60)
 REFRESH_SECONDS = 0.2
