@@ -56,7 +56,7 @@ bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_ops_reads.py
 	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_footprint.py
-	$(BIN)/python bench/bench_receipts.py
+	$(BIN)/python bench/bench_reports.py
 	$(BIN)/python bench/bench_receiver_limits.py
 	$(BIN)/python bench/bench_migrate.py
 

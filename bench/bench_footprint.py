@@ -41,7 +41,7 @@ NOT_FOR_DISPATCHING = (
     "prompt_toolkit",
     "click_repl",
     "worker.ops.cli",
-    "worker.receipts",
+    "worker.reports",
 )
 LAUNCHERS = {
     "celery": [str(support.VENV_BIN / "celery")],

@@ -28,7 +28,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from worker.database import make_engine
-from worker.receipts import app as receipts_app
+from worker.reports import app as receiver_app
 from worker.settings import ReceiverSettings
 
 DATABASE = "outbox_bench_receiver_limits"
@@ -61,8 +61,8 @@ def receiver(engine: Engine) -> Any:
     settings = ReceiverSettings.from_environ(
         {"OUTBOX_CALLBACK_AUTH": AUTH, "OUTBOX_DATABASE_URL": str(engine.url)}
     )
-    app = receipts_app.create_app(engine, settings, clock=lambda: NOW)
-    route = next(route for route in app.routes if route.path == receipts_app.CALLBACK_PATH)  # type: ignore[attr-defined]
+    app = receiver_app.create_app(engine, settings, clock=lambda: NOW)
+    route = next(route for route in app.routes if route.path == receiver_app.CALLBACK_PATH)  # type: ignore[attr-defined]
     return route.endpoint.__self__  # the Receiver behind the route
 
 
@@ -100,9 +100,9 @@ def held_seconds(url: str) -> str:
     settings = ReceiverSettings.from_environ(
         {"OUTBOX_CALLBACK_AUTH": AUTH, "OUTBOX_DATABASE_URL": url}
     )
-    app = receipts_app.create_app(engine, settings)
+    app = receiver_app.create_app(engine, settings)
     try:
-        from worker.receipts.server import server_config
+        from worker.reports.server import server_config
 
         config = server_config(app, settings, log_level="warning")
     except ImportError:  # a tree without the read deadline

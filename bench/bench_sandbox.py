@@ -27,7 +27,7 @@ import support
 from sandbox.testing import SandboxAdmin
 from worker.wiraya.client import WirayaClient
 from worker.wiraya.codec import encode_request
-from worker.wiraya.results import Communication, Delivered
+from worker.wiraya.results import Answered, Communication
 
 PATH = "/api/EnqueueCommunications"
 CONTENT = {"$type": "SMSProject", "projectId": 123, "placeholders": ["John", "Order #5678"]}
@@ -66,7 +66,7 @@ def client_sender(client: WirayaClient, ids: Iterator[int], size: int, deadline:
     accepted = 0
     while time.monotonic() < deadline:
         result = client.send(batch_of(ids, size))
-        if not isinstance(result, Delivered):
+        if not isinstance(result, Answered):
             raise SystemExit(f"the sandbox failed a batch: {result}")
         accepted += len(result.outcomes)
     return accepted

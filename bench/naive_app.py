@@ -18,7 +18,7 @@ from sqlalchemy import Engine, Table, select, update
 from models import OutboxMessage
 from worker.database import engine_for
 from worker.wiraya.client import WirayaClient
-from worker.wiraya.results import Accepted, Communication, Delivered
+from worker.wiraya.results import Accepted, Answered, Communication
 
 QUEUE = "naive"
 TASK = "naive.send"
@@ -45,7 +45,7 @@ def send(message_id: int) -> None:
         row = connection.execute(query.where(outbox.c.id == message_id)).one()
     content: Any = row.content
     result = client().send([Communication(row.client_message_id, row.recipient, content)])
-    outcome = result.outcomes.get(row.client_message_id) if isinstance(result, Delivered) else None
+    outcome = result.outcomes.get(row.client_message_id) if isinstance(result, Answered) else None
     values: dict[str, Any] = {"attempts": outbox.c.attempts + 1, "updated_at": datetime.now(UTC)}
     if isinstance(outcome, Accepted):
         accepted = {"status": "accepted", "tracking_id": outcome.tracking_id}

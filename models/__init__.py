@@ -10,13 +10,6 @@ from models.content import (
     WhatsappProject,
     parse_content,
 )
-from models.delivery import (
-    FINAL_DELIVERY_STATUSES,
-    NON_FINAL_STATUSES,
-    DeliveryStatus,
-    is_final_status,
-    outbox_delivery_reports,
-)
 from models.errors import DuplicateMessage, InvalidMessage, UnsupportedTransaction
 from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.message import MessageOptions, NewMessage
@@ -24,6 +17,13 @@ from models.outbox import Base, OutboxMessage
 from models.priority import Priority
 from models.producer import enqueue, enqueue_many
 from models.recipient import normalize_recipient
+from models.reports import (
+    FINAL_DELIVERY_STATUSES,
+    NON_FINAL_STATUSES,
+    DeliveryStatus,
+    is_final_status,
+    outbox_delivery_reports,
+)
 from models.screening import StoredMessage, decode_stored_content, screen_stored
 from models.status import FINAL_STATUSES, Status
 

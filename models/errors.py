@@ -1,4 +1,15 @@
-"""The errors the producer API raises: bad input, and a client_message_id already used."""
+"""The errors the producer API raises: bad input, a client_message_id already used, and a
+connection that offers no transaction.
+
+    ValueError                   the caller's input
+    ├── InvalidMessage           a message refused before insert (``field`` and ``reason``)
+    └── DuplicateMessage         a client_message_id already in the outbox
+    RuntimeError                 the caller's set-up
+    └── UnsupportedTransaction   a connection without a transaction to join (AUTOCOMMIT)
+
+Builtins as roots, so a producer catches them as it catches its own validation errors; the
+worker's errors have their own tree (`worker.errors`).
+"""
 
 from __future__ import annotations
 

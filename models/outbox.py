@@ -39,7 +39,7 @@ class Base(DeclarativeBase):
 
 
 class OutboxMessage(Base):
-    """One message to deliver; the row is the only source of truth about it."""
+    """One message to send; the row is the only source of truth about it."""
 
     __tablename__ = "outbox_messages"
 

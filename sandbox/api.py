@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from sandbox.callbacks import CallbackPusher
 from sandbox.faults import Dice, Faults, RateLimiter, retry_after_seconds
 from sandbox.ledger import Ledger
 from sandbox.recipients import draws_no_answer, draws_server_error
@@ -34,6 +33,7 @@ from sandbox.replies import (
     json_reply,
     results_reply,
 )
+from sandbox.reports import ReportPusher
 from sandbox.stats import Stats
 from sandbox.validation import InvalidRequest, communications_of
 from sandbox.work import record, validate
@@ -62,10 +62,10 @@ class EnqueueService:
         *,
         seed: int | None = 0,
         api_key: str | None = None,
-        callbacks: CallbackPusher | None = None,
+        reports: ReportPusher | None = None,
     ) -> None:
         self._faults = faults or Faults()
-        self.callbacks = callbacks  # delivery reports of accepted messages, when configured
+        self.reports = reports  # delivery reports of accepted messages, when configured
         self._api_key = api_key
         self.ledger = Ledger()
         self.stats = Stats()
@@ -102,8 +102,8 @@ class EnqueueService:
     def stop(self) -> None:
         """Wake requests waiting out a latency or slow-answer fault, so the server stops quickly."""
         self._stopping.set()
-        if self.callbacks is not None:
-            self.callbacks.stop()
+        if self.reports is not None:
+            self.reports.stop()
 
     def handle(self, request: Request) -> Reply:
         """Answer one POST to the endpoint."""
@@ -200,9 +200,9 @@ class EnqueueService:
             return replace(UNAVAILABLE, drop=True)
         accepted: list[tuple[str, str, str]] = []
         results.update(record(valid, self.ledger, self.stats, accepted))
-        if self.callbacks is not None and accepted:
+        if self.reports is not None and accepted:
             # Before the answer goes out: some reports reach the receiver first, as Wiraya's may.
-            self.callbacks.accepted(accepted, datetime.now(UTC))
+            self.reports.accepted(accepted, datetime.now(UTC))
         reply = results_reply(results, camel_case_keys=faults.camel_case_keys)
         return self._after_work(reply, faults, tuple(cmid for cmid, _ in valid))
 

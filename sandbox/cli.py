@@ -12,8 +12,8 @@ from datetime import timedelta
 from types import FrameType
 
 from sandbox.api import API_PATH, EnqueueService
-from sandbox.callbacks import CallbackPusher, Pushing
 from sandbox.faults import Faults, Validation
+from sandbox.reports import Pushing, ReportPusher
 from sandbox.server import SandboxServer
 
 
@@ -75,8 +75,10 @@ def build_parser(prog: str = "outbox sandbox") -> argparse.ArgumentParser:
         action="store_true",
         help="key results by clientMessageId camel-cased, as a Newtonsoft.Json server does",
     )
-    pushing = parser.add_argument_group("delivery reports (sandbox/callbacks.py), off by default")
-    pushing.add_argument("--callback-url", help="push reports to this URL, like Wiraya's callbacks")
+    pushing = parser.add_argument_group("delivery reports (sandbox/reports.py), off by default")
+    pushing.add_argument(
+        "--callback-url", help="push reports to this URL, like Wiraya's communication callbacks"
+    )
     pushing.add_argument(
         "--callback-auth",
         default=os.environ.get("OUTBOX_CALLBACK_AUTH"),
@@ -141,8 +143,8 @@ def main(argv: list[str] | None = None, *, prog: str = "outbox sandbox") -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    callbacks = CallbackPusher(pushing, seed=args.seed).start() if pushing else None
-    service = EnqueueService(faults, seed=args.seed, api_key=args.api_key, callbacks=callbacks)
+    pusher = ReportPusher(pushing, seed=args.seed).start() if pushing else None
+    service = EnqueueService(faults, seed=args.seed, api_key=args.api_key, reports=pusher)
     try:
         server = SandboxServer(args.host, args.port, service)
     except OSError as exc:

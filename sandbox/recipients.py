@@ -13,7 +13,7 @@
 |                   | failure in per-message validation mode                                     |
 | 0000006           | poison: every request holding it is answered HTTP 500 (JSON) as a whole,   |
 |                   | and nothing in that request is recorded; requests without it go through    |
-| 0000007           | accepted; its delivery report (sandbox.callbacks) says NOT_DELIVERED       |
+| 0000007           | accepted; its delivery report (sandbox.reports) says NOT_DELIVERED       |
 | 0000008           | hanging poison: a request holding it gets no answer (the server holds the  |
 |                   | connection until the client gives up), and nothing in it is recorded       |
 | anything else     | accepted (and reported DELIVERED)                                          |

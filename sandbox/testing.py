@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.api import EnqueueService
-from sandbox.callbacks import CallbackPusher, Pushing
 from sandbox.faults import Faults
 from sandbox.ledger import Entry
+from sandbox.reports import Pushing, ReportPusher
 from sandbox.server import SandboxServer, start
 
 
@@ -90,12 +90,12 @@ def running_sandbox(
     port: int = 0,
     seed: int | None = 0,
     api_key: str | None = None,
-    callbacks: Pushing | None = None,
+    reports: Pushing | None = None,
 ) -> Iterator[RunningSandbox]:
     """Serve a sandbox (on a free port by default) for the duration of the block; with
-    ``callbacks``, it pushes a delivery report for each message it accepts."""
-    pusher = CallbackPusher(callbacks, seed=seed).start() if callbacks else None
-    service = EnqueueService(faults, seed=seed, api_key=api_key, callbacks=pusher)
+    ``reports``, it pushes a delivery report for each message it accepts."""
+    pusher = ReportPusher(reports, seed=seed).start() if reports else None
+    service = EnqueueService(faults, seed=seed, api_key=api_key, reports=pusher)
     server = start(service, host, port)
     try:
         yield RunningSandbox(server)

@@ -1,14 +1,9 @@
-"""Secrets as the processes read them: from a variable or the file its _FILE twin names, and
-the deployment's salt for the API key's fingerprint."""
+"""Secrets as the processes read them: from a variable or the file its _FILE twin names."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-
-from pydantic import SecretStr
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 
 def variable(environ: Mapping[str, str], name: str) -> str:
@@ -25,16 +20,3 @@ def variable(environ: Mapping[str, str], name: str) -> str:
         reason = getattr(error, "strerror", None) or type(error).__name__
         raise OSError(f"{name}_FILE: cannot read {path}: {reason}") from None
     return content.removesuffix("\n").removesuffix("\r")
-
-
-def fingerprint_salt(explicit: SecretStr | None, database_url: str) -> str:
-    """The key of the API key's fingerprint: OUTBOX_KEY_FINGERPRINT_SALT, else the database's
-    location (host, port, database; never the user or password), which every process of one
-    deployment names alike whatever its role, and which sets deployments apart."""
-    if explicit is not None:
-        return explicit.get_secret_value()
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        return database_url
-    return f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"

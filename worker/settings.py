@@ -25,14 +25,11 @@ from sqlalchemy.exc import ArgumentError
 
 from models import DEFAULT_LIMITS, MessageLimits
 from models.databases import Database, database_at
+from worker.api_keys import fingerprint_salt
 from worker.database import behind_transaction_pooler
-from worker.errors import OutboxError
-from worker.secrets import fingerprint_salt, variable
+from worker.errors import SettingsError
+from worker.secrets import variable
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
-
-
-class SettingsError(OutboxError, ValueError):
-    """A setting is missing or invalid; the message names the variable and says why."""
 
 
 class NotifyMode(StrEnum):
@@ -155,7 +152,7 @@ class ApiSettings(_Concern):
         frozenset(), alias="WIRAYA_SANDBOX_HOSTS"
     )
     # The secret every process of one deployment shares to fingerprint the API key with
-    # (worker.dispatch.retry.key_fingerprint); unset, the database's location stands in.
+    # (worker.api_keys.key_fingerprint); unset, the database's location stands in.
     key_fingerprint_salt: SecretStr | None = Field(None, alias="OUTBOX_KEY_FINGERPRINT_SALT")
 
     @model_validator(mode="after")
@@ -292,7 +289,7 @@ MIN_CALLBACK_PASSWORD = 12
 
 
 class CallbackSettings(_Concern):
-    """The delivery-report receiver: the login Wiraya's callbacks present, and the body limit."""
+    """The delivery-report receiver: Wiraya's login, and the limits on its requests."""
 
     callback_auth: SecretStr | None = Field(None, alias="OUTBOX_CALLBACK_AUTH")
     # A body costs the receiver about 20 times its size while it is parsed and stored.
@@ -336,7 +333,7 @@ class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings):
 
 
 class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):
-    """`outbox receiver`: the database, the counters' Redis and the callback login."""
+    """`outbox receiver`: the database, the counters' Redis and the report requests' login."""
 
 
 class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings):
@@ -344,7 +341,7 @@ class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, 
 
     @property
     def fingerprint_salt(self) -> str:
-        """What the API key's fingerprint is keyed with (worker.secrets.fingerprint_salt)."""
+        """What the API key's fingerprint is keyed with (worker.api_keys.fingerprint_salt)."""
         return fingerprint_salt(self.key_fingerprint_salt, self.database_url)
 
     @model_validator(mode="after")

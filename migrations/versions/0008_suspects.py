@@ -8,7 +8,7 @@ A message in a request that failed as a whole (5xx, a proxy's page, a timeout) m
 or an outage's bystander: the worker counts such failures here, keeps the count when the row is
 released, and sets it back to 0 when a request holding the message is answered. A suspect is
 sent alone, after its batch's other messages, so it never holds them back, and a probe takes
-the least suspected message (worker/dispatch/delivery.py). The worker used to read this from
+the least suspected message (worker/dispatch/sending.py). The worker used to read this from
 the text of last_error, which the next attempt overwrites.
 
 A new integer column with a constant default: on PostgreSQL 11 and later a change of the

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from models.databases.database import Database, ReportRow, ReportsWritten
-from models.delivery import FINAL_DELIVERY_STATUSES
+from models.reports import FINAL_DELIVERY_STATUSES
 from models.types import UtcDateTime
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.pool import NullPool
 
 from models.databases.database import Database, ReportRow, ReportsWritten
-from models.delivery import FINAL_DELIVERY_STATUSES
+from models.reports import FINAL_DELIVERY_STATUSES
 from models.types import UtcDateTime
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The API in-process: each request's answer scripted by the fault plan, and a ledger of sends.
 
-``SimSender`` is a `worker.dispatch.delivery.Sender`: a request hands the baton over, takes
+``SimSender`` is a `worker.dispatch.sending.Sender`: a request hands the baton over, takes
 simulated latency (a hang takes it to the request's deadline, then times out), and answers as
 the plan says at the moment it arrived. The ledger counts, per clientMessageId, the requests
 that held it (alone or not) and what the API answered; the API keeps one tracking id per
@@ -19,11 +19,11 @@ from tests.simulation.faults import ApiFault, FaultPlan, Poison
 from tests.simulation.scheduler import Scheduler
 from worker.wiraya.results import (
     Accepted,
+    Answered,
     BadRequest,
     BatchLimit,
     BatchTooLarge,
     Communication,
-    Delivered,
     RateLimited,
     SendResult,
     ServerError,
@@ -100,7 +100,7 @@ class ApiModel:
         if Poison.BAD_REQUEST in kinds:
             return BadRequest("HTTP 400: recipient: not a valid MSISDN"), False
         ids = [c.client_message_id for c in batch]
-        return Delivered({cmid: Accepted(self.tracking_id(cmid)) for cmid in ids}), False
+        return Answered({cmid: Accepted(self.tracking_id(cmid)) for cmid in ids}), False
 
     def note_sent(self, worker: str, batch: Sequence[Communication], elapsed: float) -> None:
         for communication in batch:
@@ -163,7 +163,7 @@ class SimSender:
         latency = REFUSED_LATENCY if refused else self.api.rng.uniform(0.05, 0.6)
         if hangs or latency > remaining:
             scheduler.sleep(max(0.0, min(remaining, 600.0)))
-            if not hangs and isinstance(result, Delivered):
+            if not hangs and isinstance(result, Answered):
                 for cmid in result.outcomes:  # the API did the work; the answer came too late
                     entry = self.api.ledger[cmid]
                     entry.accepted_at = entry.accepted_at or clock.elapsed
@@ -182,7 +182,7 @@ class SimSender:
         api.in_flight.pop(self.worker, None)
         api.holding.pop(self.worker, None)
         clear = []
-        if isinstance(result, Delivered):
+        if isinstance(result, Answered):
             for cmid, outcome in result.outcomes.items():
                 entry = api.ledger[cmid]
                 if isinstance(outcome, Accepted) and entry.accepted_at is None:

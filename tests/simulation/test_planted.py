@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from models import Status
 from tests.simulation.faults import ApiFault, Arrival, FaultPlan, Poison, Window, with_settings
 from tests.simulation.runner import run
-from worker.dispatch import claim, delivery, outcomes
+from worker.dispatch import claim, outcomes, sending
 from worker.dispatch.gate import batches, pacing, transitions
 from worker.dispatch.record import RowResult
 from worker.wiraya.results import Accepted, Rejected
@@ -79,14 +79,14 @@ def circuit_never_probes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def lone_400_released(monkeypatch: pytest.MonkeyPatch) -> None:
-    split = delivery._Run._split
+    split = sending._Run._split
 
-    def _split(self: Any, batch: Any, result: Any, now: Any) -> delivery.Flow:
+    def _split(self: Any, batch: Any, result: Any, now: Any) -> sending.Flow:
         if len(batch) == 1:
             return self.stop(batch)
         return split(self, batch, result, now)
 
-    monkeypatch.setattr(delivery._Run, "_split", _split)
+    monkeypatch.setattr(sending._Run, "_split", _split)
 
 
 def limit_not_learnt(monkeypatch: pytest.MonkeyPatch) -> None:

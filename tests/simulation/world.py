@@ -1,6 +1,6 @@
 """One run's world: the database, the API model, and the actors that the scheduler interleaves.
 
-Workers run the real `Dispatcher` (claim, screen, gate, delivery, record) with the simulated
+Workers run the real `Dispatcher` (claim, screen, gate, send, record) with the simulated
 clock, sleep, monotonic clock, random generator and API injected; beat runs the real
 ``Dispatcher.due_batches`` (the gate's ``dispatches_wanted``) to decide how many dispatches to
 queue; operators run the real `worker.ops.changes` commands. A statement hook hands the baton
@@ -26,12 +26,12 @@ from tests.simulation.faults import Command, FaultPlan
 from tests.simulation.properties import FINAL, Checker, Ending
 from tests.simulation.scheduler import Actor, Crash, Scheduler
 from worker import database
+from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.dispatch import claim as claims
 from worker.dispatch.dispatcher import Dispatcher
-from worker.dispatch.retry import key_fingerprint
+from worker.errors import OperatorError
 from worker.ops import changes
-from worker.ops.access import OperatorError
 from worker.ops.selection import Selection
 from worker.settings import Settings
 from worker.wiraya.results import Communication, SendResult

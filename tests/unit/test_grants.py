@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from worker.errors import GrantsError
 from worker.ops.cli import main
-from worker.ops.grants import GrantsError, grants_sql, quote
+from worker.ops.grants import grants_sql, quote
 from worker.ops.privileges import HOUSEKEEPING, lifecycle_columns, producer_reads
 from worker.runtime.housekeeping import housekeeping
 

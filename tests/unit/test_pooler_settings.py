@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy.exc import ArgumentError
 
 from worker.database import behind_transaction_pooler, driver_url, make_engine
-from worker.settings import Settings, SettingsError
+from worker.errors import SettingsError
+from worker.settings import Settings
 
 DIRECT = "postgresql+psycopg://postgres@127.0.0.1:5432/app"
 POOLED = "postgresql+psycopg://postgres@127.0.0.1:6432/app?pooler=transaction"

@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 
 from models import DEFAULT_LIMITS, MessageLimits
-from worker.settings import (
-    LimitSettings,
-    NotifyMode,
-    Settings,
-    SettingsError,
-    database_url_from_environ,
-)
+from worker.errors import SettingsError
+from worker.settings import LimitSettings, NotifyMode, Settings, database_url_from_environ
 
 KEY = "wk-live-7f3a9c2e5b1d4068"
 WITH_KEY = {"WIRAYA_API_KEY": KEY}

@@ -1,4 +1,4 @@
-"""The dispatcher: claim a batch of due rows, screen it, deliver it, record every outcome.
+"""The dispatcher: claim a batch of due rows, screen it, send it, record every outcome.
 
 No Celery here: a dispatch is one call of ``Dispatcher.dispatch``, run by a Celery task in
 production and directly by tests. No transaction is open during an HTTP call: the claim commits
@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
+from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import outbox_clock
 from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
-from worker.dispatch.delivery import Courier, Delivery, Sender
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.outcomes import (
@@ -37,8 +37,8 @@ from worker.dispatch.outcomes import (
 )
 from worker.dispatch.record import RowResult
 from worker.dispatch.recorder import Recorder
-from worker.dispatch.retry import key_fingerprint
 from worker.dispatch.screen import Outgoing, Screened, screen
+from worker.dispatch.sending import BatchSend, BatchSender, Sender
 from worker.dispatch.summary import BatchState, BatchSummary
 from worker.settings import Settings
 
@@ -78,7 +78,7 @@ class Dispatcher:
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
         self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
-        self.courier = Courier(
+        self.batch_sender = BatchSender(
             sender,
             self.gate,
             self.engine.connect,
@@ -92,11 +92,11 @@ class Dispatcher:
     @property
     def sender(self) -> Sender:
         """The API client every request of this dispatcher goes through."""
-        return self.courier.sender
+        return self.batch_sender.sender
 
     @sender.setter
     def sender(self, sender: Sender) -> None:
-        self.courier.sender = sender
+        self.batch_sender.sender = sender
 
     def dispatch(self, budget: timedelta = DISPATCH_BUDGET) -> BatchSummary:
         """Send batches back to back while each comes back full and sent, for up to ``budget``.
@@ -210,16 +210,16 @@ class Dispatcher:
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
         if screened.outgoing:
             early = _record_first(self, screened.outgoing, results, summary, token, now)
-            delivery = self.courier.deliver(
+            sent = self.batch_sender.send(
                 screened.outgoing, permit, lease_end=now + self.settings.lease, on_settled=early
             )
         else:
-            delivery = Delivery()
+            sent = BatchSend()
             if permit.probe is not None:  # nothing could be sent: another worker may probe
                 with self.engine.connect() as connection:
                     self.gate.give_back(connection, permit)
-        results += results_of(screened.outgoing, delivery, self.outcomes, now=self.clock())
-        summary.note_delivery(delivery)
+        results += results_of(screened.outgoing, sent, self.outcomes, now=self.clock())
+        summary.note_send(sent)
         self.recorder.write_batch(summary, results, token, now)
 
     def _screen(
@@ -256,12 +256,12 @@ def _record_first(
     summary: BatchSummary,
     token: int,
     claimed_at: datetime,
-) -> Callable[[Delivery], None]:
+) -> Callable[[BatchSend], None]:
     """What records a batch's settled rows (the unsendable, the clean messages' outcomes)
     before its suspects are sent, each of which may hang for a whole timeout."""
 
-    def record(delivery: Delivery) -> None:
-        settled = take_settled(outgoing, delivery, dispatcher.outcomes, now=dispatcher.clock())
+    def record(sent: BatchSend) -> None:
+        settled = take_settled(outgoing, sent, dispatcher.outcomes, now=dispatcher.clock())
         dispatcher.recorder.write_batch(summary, unsent + settled, token, claimed_at)
         unsent.clear()  # written: the batch's last record leaves them out
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from models import Status
 from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow
-from worker.dispatch.delivery import Delivery
 from worker.dispatch.record import RowResult, is_tracking_id
 from worker.dispatch.retry import backoff
 from worker.dispatch.screen import Outgoing
+from worker.dispatch.sending import BatchSend
 from worker.settings import Settings
 from worker.wiraya.results import Accepted, MessageOutcome, Rejected
 
@@ -91,49 +91,49 @@ def released(
 
 
 def results_of(
-    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, *, now: datetime
+    outgoing: list[Outgoing], sent: BatchSend, outcomes: Outcomes, *, now: datetime
 ) -> list[RowResult]:
     """Every sent row's next state from the answers its requests got; the unanswered released."""
-    results = _settled(outgoing, delivery, outcomes, now)
-    failure = delivery.failure
+    results = _settled(outgoing, sent, outcomes, now)
+    failure = sent.failure
     reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
-    raised = _raised(outgoing, delivery)
+    raised = _raised(outgoing, sent)
     results += [
-        released(row, reason, raised.get(row.id), delivery.waiting.get(row.id))
-        for row in delivery.unresolved
+        released(row, reason, raised.get(row.id), sent.waiting.get(row.id))
+        for row in sent.unresolved
     ]
-    return reach.with_evidence(results, delivery.reached)
+    return reach.with_evidence(results, sent.reached)
 
 
 def take_settled(
-    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, *, now: datetime
+    outgoing: list[Outgoing], sent: BatchSend, outcomes: Outcomes, *, now: datetime
 ) -> list[RowResult]:
-    """The next state of every row settled so far, taken out of ``delivery`` to be recorded
+    """The next state of every row settled so far, taken out of ``sent`` to be recorded
     now: ``results_of`` leaves them out afterwards."""
-    results = _settled(outgoing, delivery, outcomes, now)
+    results = _settled(outgoing, sent, outcomes, now)
     for result in results:
-        for settled in (delivery.outcomes, delivery.poisoned, delivery.expired):
+        for settled in (sent.outcomes, sent.poisoned, sent.expired):
             settled.pop(result.id, None)
-    return reach.with_evidence(results, delivery.reached)
+    return reach.with_evidence(results, sent.reached)
 
 
 def _settled(
-    outgoing: list[Outgoing], delivery: Delivery, outcomes: Outcomes, now: datetime
+    outgoing: list[Outgoing], sent: BatchSend, outcomes: Outcomes, now: datetime
 ) -> list[RowResult]:
     """The rows with an answer, an isolation or an expiry, and what each becomes."""
     results = []
-    raised = _raised(outgoing, delivery)
+    raised = _raised(outgoing, sent)
     for item in outgoing:
         row = item.row
-        if row.id in delivery.outcomes:
-            results.append(outcomes.of_answer(row, delivery.outcomes[row.id], now))
-        elif row.id in delivery.poisoned:
-            results.append(outcomes.retry(row, delivery.poisoned[row.id], now, raised[row.id]))
-        elif row.id in delivery.expired:
-            results.append(unsent_failure(row, delivery.expired[row.id]))
+        if row.id in sent.outcomes:
+            results.append(outcomes.of_answer(row, sent.outcomes[row.id], now))
+        elif row.id in sent.poisoned:
+            results.append(outcomes.retry(row, sent.poisoned[row.id], now, raised[row.id]))
+        elif row.id in sent.expired:
+            results.append(unsent_failure(row, sent.expired[row.id]))
     return results
 
 
-def _raised(outgoing: list[Outgoing], delivery: Delivery) -> dict[int, int]:
+def _raised(outgoing: list[Outgoing], sent: BatchSend) -> dict[int, int]:
     """Each message's suspicion, raised by the requests that failed with it unanswered."""
-    return {item.id: item.suspicion + delivery.unanswered[item.id] for item in outgoing}
+    return {item.id: item.suspicion + sent.unanswered[item.id] for item in outgoing}

@@ -12,9 +12,8 @@ from sqlalchemy import Connection
 
 from models import Status
 from models.databases import Database, database_of
+from models.text import clean
 
-MAX_ERROR_LENGTH = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
 _TRACKING_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
@@ -35,13 +34,6 @@ class RowResult:
     last_error: str | None = None
     reach_evidence: str | None = None  # why it may have reached Wiraya; kept once written
     suspicion: int | None = None  # None: unchanged (a row released unsent keeps its count)
-
-
-def printable(value: str, limit: int = MAX_ERROR_LENGTH) -> str:
-    """A text fit for a column, a log line and Flower: no control characters (NUL included, which
-    PostgreSQL refuses), no lone surrogates, whitespace collapsed, at most ``limit`` characters."""
-    line = " ".join(_CONTROL.sub(" ", value).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def record(
@@ -77,12 +69,12 @@ def _result_columns(result: RowResult) -> dict[str, Any]:
     if result.suspicion is not None:  # absent reads as NULL: the row keeps its count
         columns["suspicion"] = result.suspicion
     if result.reach_evidence is not None:  # absent reads as NULL: most rows carry none
-        columns["reach_evidence"] = printable(result.reach_evidence)
+        columns["reach_evidence"] = clean(result.reach_evidence)
     return columns
 
 
 def _error_text(result: RowResult) -> str | None:
     # Whatever an answer held, nothing here can make the statement fail: a tracking id was
     # checked when the answer was read (worker.dispatch.outcomes), an error text is made
-    # printable and bounded here.
-    return None if result.last_error is None else printable(result.last_error)
+    # clean and bounded here.
+    return None if result.last_error is None else clean(result.last_error)

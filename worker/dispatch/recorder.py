@@ -31,8 +31,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from models.text import clean
 from worker.clock import Clock
-from worker.dispatch.record import RowResult, printable, record
+from worker.dispatch.record import RowResult, record
 from worker.dispatch.summary import BatchState, BatchSummary
 
 log = logging.getLogger("worker.dispatch")
@@ -167,4 +168,4 @@ def _record_rolled_back(connection: Connection, unrecorded: _Unrecorded, *, now:
 
 def _describe(error: DBAPIError) -> str:
     """The driver's error on one line, without the statement and its parameters."""
-    return printable(f"{type(error.orig).__name__}: {error.orig}")
+    return clean(f"{type(error.orig).__name__}: {error.orig}")

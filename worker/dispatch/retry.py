@@ -10,7 +10,6 @@ still finds out, slowly, when the limit was raised.
 
 from __future__ import annotations
 
-import hmac
 import random
 from datetime import timedelta
 
@@ -52,14 +51,3 @@ def rate_after_answer(rate: float, ceiling: float | None) -> float | None:
         growth = PROBING_GROWTH
     grown = rate * growth
     return None if grown >= FORGET_RATE else grown
-
-
-def key_fingerprint(api_key: str, salt: str) -> str:
-    """A one-way name for an API key, to remember a refused key without storing it.
-
-    HMAC-SHA256 keyed with the deployment's salt (Settings.fingerprint_salt), 128 bits shown:
-    the same in every process of one deployment, and of no use elsewhere, unlike a bare hash of
-    the key, which anyone holding a candidate key could check against a log line.
-    """
-    keyed = hmac.new(b"wiraya-outbox key fingerprint:" + salt.encode(), api_key.encode(), "sha256")
-    return keyed.hexdigest()[:32]

@@ -10,8 +10,8 @@ from typing import Any
 
 from models import Priority, Status
 from worker.dispatch.claim import ClaimedRow
-from worker.dispatch.delivery import Delivery
 from worker.dispatch.record import RowResult
+from worker.dispatch.sending import BatchSend
 
 log = logging.getLogger("worker.dispatch")
 
@@ -82,11 +82,11 @@ class BatchSummary:
         self.claimed += len(rows)
         self.by_priority.update(Priority(row.priority).name.lower() for row in rows)
 
-    def note_delivery(self, delivery: Delivery) -> None:
+    def note_send(self, sent: BatchSend) -> None:
         """The requests a batch made, and how it ended: sent, or stopped by an alarm."""
-        self.requests += len(delivery.requests)
-        self.request_seconds += [request.seconds for request in delivery.requests]
-        failure = delivery.failure
+        self.requests += len(sent.requests)
+        self.request_seconds += [request.seconds for request in sent.requests]
+        failure = sent.failure
         if failure is None:
             self.state = BatchState.SENT
         else:

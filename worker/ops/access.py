@@ -15,16 +15,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from models.databases import database_at
 from worker.database import make_engine
-from worker.errors import OutboxError
+from worker.errors import OperatorError
 from worker.settings import OperatorSettings
-
-
-class OperatorError(OutboxError):
-    """Something the operator must fix or know; ``str()`` is one line, ``exit_code`` non-zero."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def operator_settings(environ: Mapping[str, str] | None = None) -> OperatorSettings:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from worker.dispatch.retry import key_fingerprint
-from worker.secrets import fingerprint_salt
-from worker.settings import ApiSettings, SettingsError, database_url_from_environ
+from worker.api_keys import fingerprint_salt, key_fingerprint
+from worker.errors import SettingsError
+from worker.settings import ApiSettings, database_url_from_environ
 
 
 def describe(settings: ApiSettings, database_url: str) -> str:

@@ -16,8 +16,8 @@ from sqlalchemy import Connection, Engine
 
 from models import Status
 from worker.dispatch import gate as gates
+from worker.errors import OperatorError
 from worker.ops import queries, retention, writes
-from worker.ops.access import OperatorError
 from worker.ops.selection import Selection
 
 PRUNE_CHUNK = writes.CHUNK

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from worker.errors import GrantsError
 from worker.ops.privileges import (
     MESSAGES,
     REPORTS,
@@ -23,10 +24,6 @@ from worker.ops.privileges import (
 
 SEQUENCES = (f"{MESSAGES}_id_seq", f"{REPORTS}_id_seq")
 FUNCTIONS = (SAME_MESSAGE,)
-
-
-class GrantsError(ValueError):
-    """A role or schema name that cannot be used (one line, naming the option)."""
 
 
 def quote(name: str) -> str:

@@ -40,8 +40,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from models import Status
 from worker.database import database_now
 from worker.dispatch.gate import GateState
+from worker.errors import OperatorError
 from worker.ops import api_target
-from worker.ops.access import OperatorError
 from worker.ops.counters import (
     BATCH_STATES,
     COUNTERS_KEY,
@@ -51,7 +51,7 @@ from worker.ops.counters import (
     counters_redis,
 )
 from worker.ops.snapshot import Snapshot, take_snapshot
-from worker.receipts.metrics import DeliveryCollector
+from worker.reports.metrics import DeliveryCollector
 from worker.settings import OperatorSettings
 
 log = logging.getLogger(__name__)

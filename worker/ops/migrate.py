@@ -22,8 +22,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from models.databases import database_at, database_of
 from worker.database import make_engine
-from worker.ops.access import OperatorError, open_outbox, reason_of, shown_url
-from worker.ops.online_ddl import LockNotTaken
+from worker.errors import LockNotTaken, OperatorError
+from worker.ops.access import open_outbox, reason_of, shown_url
 
 ALEMBIC_INI = "alembic.ini"
 # The advisory lock every migration of an outbox database takes: "migrate" as a 64-bit key,

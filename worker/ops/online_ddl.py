@@ -35,6 +35,8 @@ from sqlalchemy import Connection, CursorResult, MetaData, Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable, SchemaItem
 
+from worker.errors import LockNotTaken
+
 # How long one catalogue change may wait for its lock before giving way to the application.
 LOCK_TIMEOUT = timedelta(milliseconds=30)
 # The pauses between tries grow from the first to the longest; the step fails after this long.
@@ -50,10 +52,6 @@ BATCH_ROWS = 1000
 
 Step = str | Callable[[], object]
 T = TypeVar("T")
-
-
-class LockNotTaken(Exception):
-    """A catalogue change found its table locked on every try until GIVE_UP_AFTER."""
 
 
 @contextmanager

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from models.delivery import outbox_delivery_reports
 from models.inserts import READ_BACK
 from models.outbox import outbox_messages
+from models.reports import outbox_delivery_reports
 from worker.dispatch.gate.state import dispatch_gate, refused_keys
 
 Kind = Literal["TABLE", "SEQUENCE", "FUNCTION"]
@@ -81,7 +81,7 @@ class Right:
     columns: tuple[str, ...] = ()
     kind: Kind = "TABLE"
 
-    def shown(self, columns: Iterable[str] | None = None) -> str:
+    def described(self, columns: Iterable[str] | None = None) -> str:
         """``UPDATE on outbox_messages(tracking_id)``, as a missing right is named."""
         named = tuple(self.columns if columns is None else columns)
         where = f"{self.on}({', '.join(named)})" if named else self.on

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from worker.errors import ChildExited
+
 T = TypeVar("T")
 KILL_WAIT_SECONDS = 10.0  # how long a SIGKILLed process may take to be reaped
 
@@ -53,10 +55,6 @@ def free_ports(count: int) -> list[int]:
         for probe in probes:
             probe.bind(("127.0.0.1", 0))
         return [int(probe.getsockname()[1]) for probe in probes]
-
-
-class ChildExited(RuntimeError):
-    """A child process ended while it was expected to run; the message ends with its log."""
 
 
 @dataclass

@@ -20,8 +20,8 @@ from sqlalchemy.exc import OperationalError
 from models.databases import database_of
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import GateState
+from worker.errors import OperatorError
 from worker.ops import queries
-from worker.ops.access import OperatorError
 from worker.ops.queries import EXACT_BELOW, Lane, QueueFigures
 
 TOP_REASONS = 5

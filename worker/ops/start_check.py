@@ -16,12 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, text
 
 from models.databases import database_of
-from worker.errors import OutboxError
+from worker.errors import MissingRight
 from worker.ops.privileges import REPORTS, Duty, Need, Right, TriggerRuns
-
-
-class MissingRight(OutboxError):
-    """The process's role lacks a right one of its duties needs (the message says which)."""
 
 
 @dataclass(frozen=True)
@@ -64,17 +60,17 @@ def _questions(duty: str, need: Need) -> list[_Question]:
 def _asks(right: Right) -> list[tuple[str, str]]:
     if right.kind == "SEQUENCE":
         sql = _has("has_sequence_privilege", "to_regclass", right.on, right.privilege)
-        return [(sql, right.shown())]
+        return [(sql, right.described())]
     if right.kind == "FUNCTION":
         sql = _has("has_function_privilege", "to_regprocedure", right.on, right.privilege)
-        return [(sql, right.shown())]
+        return [(sql, right.described())]
     if not right.columns:
         sql = _has("has_table_privilege", "to_regclass", right.on, right.privilege)
-        return [(sql, right.shown())]
+        return [(sql, right.described())]
     return [
         (
             _has("has_column_privilege", "to_regclass", right.on, column, right.privilege),
-            right.shown((column,)),
+            right.described((column,)),
         )
         for column in right.columns
     ]

@@ -22,11 +22,12 @@ from sqlalchemy.exc import OperationalError
 
 from worker.database import dispose_engines, engine_for
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
+from worker.errors import MissingRight, SettingsError
 from worker.ops import api_target
 from worker.ops.privileges import Duty, beat_duties, worker_duties
-from worker.ops.start_check import MissingRight, require_rights
+from worker.ops.start_check import require_rights
 from worker.runtime.broker import transport_options
-from worker.settings import Settings, SettingsError
+from worker.settings import Settings
 
 QUEUE = "outbox"
 log = logging.getLogger(__name__)

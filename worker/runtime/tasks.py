@@ -12,6 +12,7 @@ from kombu.exceptions import KombuError
 
 from worker.database import engine_for
 from worker.dispatch.dispatcher import Dispatcher
+from worker.dispatch.summary import BatchState
 from worker.errors import DispatchAlarm
 from worker.ops import counters
 from worker.runtime import shutdown
@@ -82,6 +83,6 @@ def dispatch() -> dict[str, Any]:
     with shutdown.dispatching():
         summary = dispatcher().dispatch()
     counters.record_batch(summary, settings.broker_url)  # counters for `outbox metrics`
-    if summary.state == "alarm":
+    if summary.state is BatchState.ALARM:
         raise DispatchAlarm(f"{summary.alarm}; {summary.as_dict()}")
     return summary.as_dict()

@@ -12,11 +12,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from models.text import shown
 from worker.wiraya.json_reader import is_object, kind, member, members
-from worker.wiraya.keys import match_results
+from worker.wiraya.matching import match_results
 from worker.wiraya.results import (
     Accepted,
-    Delivered,
+    Answered,
     MessageOutcome,
     Rejected,
     SendResult,
@@ -24,7 +25,6 @@ from worker.wiraya.results import (
     Transient,
     Unknown,
 )
-from worker.wiraya.texts import sample
 
 TRACKING_ID = re.compile(r"[0-9A-Fa-f]{32}")
 REASON_FIELDS = ("errorMessage", "error", "message", "reason", "title", "detail")
@@ -52,7 +52,7 @@ def read_results(status: int, payload: Any, sent_ids: Sequence[str]) -> SendResu
         if key is None:
             outcomes[sent] = _unmatched(sent, match.ambiguous.get(sent))
         elif key in repeated:
-            outcomes[sent] = Unknown(f"the API's results give the key {sample(key)} twice")
+            outcomes[sent] = Unknown(f"the API's results give the key {shown(key)} twice")
         else:
             outcome = outcomes[sent] = _accepted_at_once(entries[key]) or message_outcome(
                 entries[key]
@@ -62,7 +62,7 @@ def read_results(status: int, payload: Any, sent_ids: Sequence[str]) -> SendResu
     accepted = sum(isinstance(outcome, Accepted) for outcome in outcomes.values())
     if len(tracking_ids) < accepted:
         _refuse_shared_tracking_ids(outcomes)
-    return Delivered(outcomes)
+    return Answered(outcomes)
 
 
 def message_outcome(entry: object) -> MessageOutcome:
@@ -70,7 +70,7 @@ def message_outcome(entry: object) -> MessageOutcome:
     if is_object(entry):
         fields, twice = members(entry)
         if twice:
-            names = ", ".join(sample(name) for name in sorted(twice))
+            names = ", ".join(shown(name) for name in sorted(twice))
             return Unknown(f"result giving {names} twice")
     elif isinstance(entry, Mapping):
         fields = dict(entry)
@@ -112,7 +112,7 @@ def _accepted(tracking_id: object) -> MessageOutcome:
         return Accepted(tracking_id)
     if isinstance(tracking_id, str) and tracking_id:
         return Unknown(
-            f"success with a tracking id that is not 32 hex characters: {sample(tracking_id)}"
+            f"success with a tracking id that is not 32 hex characters: {shown(tracking_id)}"
         )
     return Unknown(f"success without a tracking id (trackingId is {kind(tracking_id)})")
 
@@ -121,8 +121,8 @@ def _unmatched(sent: str, shared_key: str | None) -> Unknown:
     if shared_key is None:
         return MISSING
     return Unknown(
-        f"ambiguous result key {sample(shared_key)}: another message of this request "
-        f"could own it as the server spells keys (camelCase); clientMessageId {sample(sent)}"
+        f"ambiguous result key {shown(shared_key)}: another message of this request "
+        f"could own it as the server spells keys (camelCase); clientMessageId {shown(sent)}"
     )
 
 

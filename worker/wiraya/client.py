@@ -40,13 +40,13 @@ from worker.wiraya.deadline import (
     bounded_by,
     request_ends_at,
 )
-from worker.wiraya.proxies import proxy_for, shown
+from worker.wiraya.proxies import proxy_address, proxy_for
 from worker.wiraya.redaction import Redactor
 from worker.wiraya.results import (
     Accepted,
+    Answered,
     BadRequest,
     Communication,
-    Delivered,
     RequestFailure,
     SendResult,
     TransportError,
@@ -111,7 +111,9 @@ class WirayaClient:
         self._ssl_context = _tls_context(base_url, self._proxy)
         if self._proxy is not None:
             log.info(
-                "EnqueueCommunications at %s through the proxy %s", base_url, shown(self._proxy)
+                "EnqueueCommunications at %s through the proxy %s",
+                base_url,
+                proxy_address(self._proxy),
             )
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -141,7 +143,7 @@ class WirayaClient:
         deadline passed (outcome unknown).
         """
         if not batch:
-            return Delivered({})
+            return Answered({})
         started = time.monotonic()
         try:
             result = self._send(batch, request_ends_at(started, self._timeout, deadline), started)

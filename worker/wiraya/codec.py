@@ -17,9 +17,11 @@ from typing import Any
 
 import orjson
 
+from models.text import MAX_TEXT_LENGTH, clean
 from worker.clock import utc_now
+from worker.errors import NotJson
 from worker.wiraya.answers import REASON_FIELDS, read_results
-from worker.wiraya.json_reader import NotJson, is_object, kind, member, members, parse
+from worker.wiraya.json_reader import is_object, kind, member, members, parse
 from worker.wiraya.results import (
     BadRequest,
     BatchLimit,
@@ -30,7 +32,6 @@ from worker.wiraya.results import (
     ServerError,
     Unauthorized,
 )
-from worker.wiraya.texts import MAX_REASON_LENGTH, clean_text
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # 10,000 results take about 4 MB; beyond this, not read
 _TEXT_PREFIX = 64 * 1024  # of an error body, the part a reason is taken from
@@ -145,14 +146,14 @@ def _error_text(body: bytes, answer: object) -> str:
         if said:
             return said
     elif isinstance(answer, str) and answer.strip():
-        return clean_text(answer)
+        return clean(answer)
     text = body[:_TEXT_PREFIX].decode("utf-8", "replace").strip()
     if not text:
         return "(empty body)"
     if text.startswith("<"):
         title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-        return clean_text(f"HTML page: {title.group(1) if title else text}")
-    return clean_text(text)
+        return clean(f"HTML page: {title.group(1) if title else text}")
+    return clean(text)
 
 
 def _json_message(answer: Any) -> str:
@@ -169,11 +170,11 @@ def _json_message(answer: Any) -> str:
                 said = [messages]
             if said:
                 parts.append(f"{name}: {', '.join(said)}")
-            if sum(map(len, parts)) > MAX_REASON_LENGTH:
+            if sum(map(len, parts)) > MAX_TEXT_LENGTH:
                 break
     elif isinstance(errors, list):
         parts += [error for error in errors if isinstance(error, str)]
-    return clean_text("; ".join(part for part in parts if part.strip()))
+    return clean("; ".join(part for part in parts if part.strip()))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -12,11 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
+from worker.errors import NotJson
+
 JsonObject = tuple[tuple[str, Any], ...]
-
-
-class NotJson(ValueError):
-    """The body is not JSON this client reads; the message says why."""
 
 
 def _refuse_constant(name: str) -> Any:

@@ -33,8 +33,8 @@ def proxy_for(base_url: str, *, local: bool) -> str | None:
     scheme = urlsplit(chosen).scheme.lower()
     if scheme not in PROXY_SCHEMES:
         raise ValueError(
-            f"proxy for {url.scheme} ({shown(chosen)}): only http:// and https:// proxies are "
-            "supported; set NO_PROXY to the API's host to connect directly"
+            f"proxy for {url.scheme} ({proxy_address(chosen)}): only http:// and https:// proxies "
+            "are supported; set NO_PROXY to the API's host to connect directly"
         )
     return chosen
 
@@ -54,7 +54,7 @@ def _exempt(host: str, port: int, no_proxy: str) -> bool:
     return False
 
 
-def shown(proxy_url: str) -> str:
+def proxy_address(proxy_url: str) -> str:
     """A proxy URL fit for logs: credentials left out."""
     url = urlsplit(proxy_url)
     host = url.hostname or ""

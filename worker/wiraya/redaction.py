@@ -16,8 +16,8 @@ import dataclasses
 import json
 from urllib.parse import quote
 
-from worker.wiraya.results import Accepted, Delivered, SendResult
-from worker.wiraya.texts import MAX_REASON_LENGTH
+from models.text import MAX_TEXT_LENGTH
+from worker.wiraya.results import Accepted, Answered, SendResult
 
 REDACTED = "[API key]"
 SHORTEST_PIECE = 4  # a cut-off end this short of a key is left: it could be any text
@@ -48,19 +48,19 @@ class Redactor:
         return self._without_cut_piece(value)
 
     def _without_cut_piece(self, value: str) -> str:
-        # A reason is cut at MAX_REASON_LENGTH with "…": the key may have been cut with it.
+        # A reason is cut at MAX_TEXT_LENGTH with "…": the key may have been cut with it.
         if not value.endswith("…"):
             return value
         body = value[:-1]
         for spelling in self._spellings:
             for size in range(min(len(spelling), len(body)), SHORTEST_PIECE - 1, -1):
                 if body.endswith(spelling[:size]):
-                    return (body[:-size] + REDACTED)[:MAX_REASON_LENGTH] + "…"
+                    return (body[:-size] + REDACTED)[:MAX_TEXT_LENGTH] + "…"
         return value
 
     def result(self, result: SendResult) -> SendResult:
         """``result`` with its reasons (the request's, or each message's) redacted."""
-        if isinstance(result, Delivered):
+        if isinstance(result, Answered):
             outcomes = {
                 message: outcome
                 if isinstance(outcome, Accepted)

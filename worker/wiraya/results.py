@@ -4,7 +4,7 @@
 dispatcher maps onto each message's outcome (docs/how-it-works.md#the-api-client):
 
     SendResult
-    ├── Delivered(outcomes)          2xx with a results object; for every clientMessageId sent:
+    ├── Answered(outcomes)           2xx with a results object; for every clientMessageId sent:
     │     ├── Accepted(tracking_id)    success, with a tracking id of exactly 32 hex characters
     │     ├── Rejected(reason)         success false, isTransientError false: permanent
     │     ├── Transient(reason)        success false, isTransientError true (or absent)
@@ -23,7 +23,7 @@ dispatcher maps onto each message's outcome (docs/how-it-works.md#the-api-client
           └── TransportError           timeouts, the request's deadline, refused or dropped
                                        connections: outcome unknown
 
-Every reason is cleaned when the result is built (`worker.wiraya.texts.clean_text`): one line,
+Every reason is cleaned when the result is built (`models.text.clean`): one line,
 no control characters, at most 500 characters, so it can be stored and logged as it is.
 Plain data, no HTTP: the dispatcher imports this module without httpx.
 """
@@ -36,7 +36,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from worker.wiraya.texts import clean_text
+from models.text import clean
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class _Reasoned:
     reason: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reason", clean_text(self.reason))
+        object.__setattr__(self, "reason", clean(self.reason))
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ MessageOutcome = Accepted | Rejected | Transient | Unknown
 
 
 @dataclass(frozen=True)
-class Delivered:
+class Answered:
     """A 2xx answer with results; one outcome per clientMessageId sent."""
 
     outcomes: dict[str, MessageOutcome]
@@ -172,7 +172,7 @@ class TransportError(RequestFailure):
 
 
 SendResult = (
-    Delivered
+    Answered
     | RateLimited
     | Unauthorized
     | BatchTooLarge

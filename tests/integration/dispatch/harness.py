@@ -29,9 +29,9 @@ from sandbox.recipients import (
 from sandbox.testing import RunningSandbox
 from worker.dispatch import gate as gates
 from worker.dispatch.claim import ClaimedRow, claim, new_token
-from worker.dispatch.delivery import Sender
 from worker.dispatch.dispatcher import Dispatcher
 from worker.dispatch.gate import GateView
+from worker.dispatch.sending import Sender
 from worker.dispatch.summary import BatchSummary
 from worker.settings import Settings
 from worker.wiraya.client import WirayaClient

@@ -17,9 +17,10 @@ from models import Status
 from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
 from tests.integration.dispatch.harness import ALPHA, Outbox, WhileSending, recipient
+from worker.api_keys import key_fingerprint
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import transitions
-from worker.dispatch.retry import INITIAL_RATE, key_fingerprint
+from worker.dispatch.retry import INITIAL_RATE
 from worker.dispatch.summary import BatchSummary
 
 PROBE_INTERVAL = timedelta(seconds=10)  # the default OUTBOX_PROBE_INTERVAL_SECONDS

@@ -215,7 +215,7 @@ class GateInterleavings(RuleBasedStateMachine):
         worker.request = InFlight(now + wait, permit, token, [row.id for row in rows])
 
     def finish_for(self, worker: Worker, answer: str) -> None:
-        """Tell the gate what the request's answer was, as delivery does."""
+        """Tell the gate what the request's answer was, as sending does."""
         request = worker.request
         assert request is not None
         worker.request = None

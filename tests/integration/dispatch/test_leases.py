@@ -21,7 +21,7 @@ from tests.integration.dispatch.harness import (
     WhileSending,
 )
 from worker.dispatch.dispatcher import BatchSummary, Dispatcher
-from worker.wiraya.results import Communication, Delivered
+from worker.wiraya.results import Answered, Communication
 
 
 def test_a_stale_worker_writes_nothing_after_another_claimed_its_rows(pg_outbox: Outbox) -> None:
@@ -67,7 +67,7 @@ def test_a_dead_workers_rows_are_claimed_again_after_the_lease(
             Communication(str(r.client_message_id), str(r.recipient), json.loads(str(r.content)))
             for r in claimed
         ]
-        assert isinstance(dispatcher.sender.send(batch), Delivered)
+        assert isinstance(dispatcher.sender.send(batch), Answered)
     first_ledger = pg_outbox.sandbox.ledger()
 
     pg_outbox.clock.advance(dispatcher.settings.lease.total_seconds() - 1)

@@ -23,8 +23,8 @@ from sqlalchemy import Engine, text
 import worker.clock
 from sandbox.testing import RunningSandbox
 from tests.integration.dispatch.harness import Outbox
-from worker.dispatch.delivery import Sender
 from worker.dispatch.dispatcher import Dispatcher
+from worker.dispatch.sending import Sender
 from worker.wiraya.results import Communication, SendResult
 
 HOST_SKEW: contextvars.ContextVar[timedelta] = contextvars.ContextVar(

@@ -92,7 +92,7 @@ def test_a_release_with_no_reason_does_not_erase_the_evidence(
     outbox.sandbox.set_faults(Faults())
     asked = iter([False])  # asked to stop once the batch is claimed: a stop on shutdown
     stopping = outbox.dispatcher()
-    stopping.should_stop = stopping.courier.should_stop = lambda: next(asked, True)
+    stopping.should_stop = stopping.batch_sender.should_stop = lambda: next(asked, True)
 
     stopped = stopping.dispatch_once()
 

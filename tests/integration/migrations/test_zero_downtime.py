@@ -30,8 +30,8 @@ from tests.integration.migrations.watch import (
     interrupting,
     watching,
 )
+from worker.errors import OperatorError
 from worker.ops import online_ddl
-from worker.ops.access import OperatorError
 from worker.ops.migrate import MIGRATION_LOCK, migrate
 
 ROWS = 300  # enough for every index and scan to have rows to read

@@ -17,8 +17,8 @@ from models import OutboxMessage, SMSFromAlpha, SMSProject, enqueue_many
 from worker.database import make_engine
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import transitions
+from worker.errors import OperatorError
 from worker.ops import queries
-from worker.ops.access import OperatorError
 from worker.ops.cli import main, parse_duration
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.ops.processes import Child, ChildExited, stop_all, wait_for
+from worker.errors import ChildExited
+from worker.ops.processes import Child, stop_all, wait_for
 
 # A parent that starts a grandchild in the background, says so, and waits: killing the
 # parent alone would leave the grandchild running.

@@ -28,8 +28,8 @@ from worker.dispatch.record import RowResult, record
 from worker.ops.cli import main
 from worker.ops.metrics import registry_for
 from worker.ops.privileges import Role
-from worker.receipts.reports import Report
-from worker.receipts.storage import store_reports
+from worker.reports.parsing import Report
+from worker.reports.storage import store_reports
 from worker.runtime.housekeeping import PRUNE, Housekeeping
 from worker.settings import DatabaseSettings, OperatorSettings
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, event
 
 from tests.integration.roles.conftest import ROLE_NAMES, run_as_owner
 from worker.database import make_engine
+from worker.errors import MissingRight
 from worker.ops.grants import grants_sql, quote
 from worker.ops.privileges import (
     Duty,
@@ -24,7 +25,7 @@ from worker.ops.privileges import (
     receiver_duties,
     worker_duties,
 )
-from worker.ops.start_check import MissingRight, missing_right, require_rights
+from worker.ops.start_check import missing_right, require_rights
 
 EngineOf = Callable[[Role], Engine]
 PROCESSES: dict[str, tuple[Role, Callable[[], tuple[Duty, ...]]]] = {
@@ -39,7 +40,7 @@ def revoke(right: Right, role: str) -> tuple[str, str]:
     column = right.columns[-1:]
     named = f" ({column[0]})" if column else ""
     sql = f"REVOKE {right.privilege}{named} ON {right.kind} {right.on} FROM {quote(role)}"
-    return sql, f"{right.shown(column)} is not granted to role {role}"
+    return sql, f"{right.described(column)} is not granted to role {role}"
 
 
 @pytest.mark.parametrize("process", sorted(PROCESSES))

@@ -17,10 +17,10 @@ from worker.settings import Settings
 from worker.wiraya.client import WirayaClient
 from worker.wiraya.results import (
     Accepted,
+    Answered,
     BadRequest,
     BatchTooLarge,
     Communication,
-    Delivered,
     MessageOutcome,
     RateLimited,
     Rejected,
@@ -41,7 +41,7 @@ def sms(client_message_id: str, recipient: str = "46701234567") -> Communication
 
 
 def outcomes(result: SendResult) -> dict[str, MessageOutcome]:
-    assert isinstance(result, Delivered), result
+    assert isinstance(result, Answered), result
     return result.outcomes
 
 
@@ -179,7 +179,7 @@ def test_429_gives_retry_after(client: WirayaClient, sandbox: RunningSandbox) ->
 
     first, second = client.send([sms("a")]), client.send([sms("b")])
 
-    assert isinstance(first, Delivered)
+    assert isinstance(first, Answered)
     assert isinstance(second, RateLimited)
     assert second.retry_after == timedelta(seconds=17)
     assert sandbox.stats()["rate_limited"] == 1
@@ -231,7 +231,7 @@ def test_a_timeout_after_the_work_is_unknown_and_the_resend_gets_the_same_id(
 
     assert isinstance(timed_out, TransportError)
     assert "timed out" in timed_out.reason
-    assert resent == Delivered({"late": Accepted(accepted.tracking_id or "")})
+    assert resent == Answered({"late": Accepted(accepted.tracking_id or "")})
     assert sandbox.ledger()["late"].times_received == 2
 
 
@@ -245,7 +245,7 @@ def test_a_connection_dropped_after_the_work_is_a_transport_error(
     resent = client.send([sms("a")])
 
     assert isinstance(result, TransportError) and not result.unavailable  # the API had it
-    assert resent == Delivered({"a": Accepted(sandbox.ledger()["a"].tracking_id or "")})
+    assert resent == Answered({"a": Accepted(sandbox.ledger()["a"].tracking_id or "")})
 
 
 def test_a_refused_connection_is_a_transport_error() -> None:
@@ -279,7 +279,7 @@ def test_random_faults_with_a_seed_leave_each_message_accepted_once(
         if not pending:
             break
         result = client.send([sms(key) for key in sorted(pending)[:10]])
-        if isinstance(result, Delivered):
+        if isinstance(result, Answered):
             for key, outcome in result.outcomes.items():
                 assert isinstance(outcome, Accepted)
                 accepted[key] = outcome.tracking_id
@@ -330,7 +330,7 @@ def test_from_settings_builds_a_working_client(sandbox: RunningSandbox) -> None:
 
 
 def test_an_empty_batch_sends_nothing(client: WirayaClient, sandbox: RunningSandbox) -> None:
-    assert client.send([]) == Delivered({})
+    assert client.send([]) == Answered({})
     assert sandbox.request_count == 0
 
 
@@ -338,20 +338,20 @@ def test_an_empty_batch_sends_nothing(client: WirayaClient, sandbox: RunningSand
 def test_a_forked_child_opens_its_own_connections(
     client: WirayaClient, sandbox: RunningSandbox
 ) -> None:
-    assert isinstance(client.send([sms("parent")]), Delivered)  # the pool now holds a connection
+    assert isinstance(client.send([sms("parent")]), Answered)  # the pool now holds a connection
 
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if the inherited client works on its own sockets
         code = 1
         try:
-            code = 0 if isinstance(client.send([sms("child")]), Delivered) else 1
+            code = 0 if isinstance(client.send([sms("child")]), Answered) else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     after = client.send([sms("parent-again")])
 
     assert os.waitstatus_to_exitcode(status) == 0
-    assert isinstance(after, Delivered)
+    assert isinstance(after, Answered)
     assert set(sandbox.ledger()) == {"parent", "child", "parent-again"}
 
 

@@ -23,8 +23,8 @@ from worker.ops.processes import wait_for
 from worker.wiraya.client import WirayaClient
 from worker.wiraya.results import (
     Accepted,
+    Answered,
     Communication,
-    Delivered,
     SendResult,
     TransportError,
 )
@@ -101,7 +101,7 @@ def test_a_deadline_after_the_answer_changes_nothing() -> None:
     ):
         result = client.send([sms("fine")], deadline=time.monotonic() + 8)
 
-    assert isinstance(result, Delivered)
+    assert isinstance(result, Answered)
     assert isinstance(result.outcomes["fine"], Accepted)
 
 
@@ -115,7 +115,7 @@ def test_a_connection_kept_from_an_earlier_request_is_bounded_too() -> None:
         running_sandbox() as sandbox,
         WirayaClient(sandbox.url, KEY, timedelta(seconds=1)) as client,
     ):
-        assert isinstance(client.send([sms("warm")]), Delivered)  # the pool keeps the connection
+        assert isinstance(client.send([sms("warm")]), Answered)  # the pool keeps the connection
         sandbox.set_faults(trickle=timedelta(seconds=10))
 
         result, _ = timed(lambda: client.send([sms("reused")]), bound=1 + SLACK)

@@ -25,7 +25,7 @@ from tests.integration.dispatch.harness import Outbox, recipient
 from worker.ops.cli import main
 from worker.wiraya.client import WirayaClient
 from worker.wiraya.redaction import REDACTED, Redactor
-from worker.wiraya.results import Communication, Delivered, SendResult
+from worker.wiraya.results import Answered, Communication, SendResult
 
 KEY = "wk-live-7f3a9c2e5b1d4068"
 MESSAGE = Communication("m1", "46701234567", {"$type": "SMSFromAlpha", "sender": "W", "text": "hi"})
@@ -71,7 +71,7 @@ def echo() -> Iterator[ThreadingHTTPServer]:
 
 
 def texts(result: SendResult) -> list[str]:
-    if isinstance(result, Delivered):
+    if isinstance(result, Answered):
         return [getattr(outcome, "reason", "") for outcome in result.outcomes.values()]
     return [result.reason]
 
@@ -151,7 +151,7 @@ def test_a_sandboxs_stand_in_key_is_no_secret(caplog: pytest.LogCaptureFixture) 
         sandbox_client = WirayaClient(sandbox.url, "sandbox", timedelta(seconds=5), secret=False)
         with sandbox_client:
             assert Redactor(None).text("the sandbox said no") == "the sandbox said no"
-            assert isinstance(sandbox_client.send([MESSAGE]), Delivered)
+            assert isinstance(sandbox_client.send([MESSAGE]), Answered)
 
 
 @pytest.mark.parametrize("status", [400, 401, 500, 599])

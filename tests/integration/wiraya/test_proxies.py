@@ -21,7 +21,7 @@ import pytest
 
 from sandbox.testing import RunningSandbox, running_sandbox
 from worker.wiraya.client import WirayaClient
-from worker.wiraya.results import Communication, Delivered, TransportError
+from worker.wiraya.results import Answered, Communication, TransportError
 
 KEY = "sk_live_proxy_must_not_see_me"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -127,7 +127,7 @@ def test_a_local_sandbox_is_reached_directly_whatever_the_proxy_variables(
     with WirayaClient(f"http://{host}:{port}", KEY, timedelta(seconds=5)) as client:
         result = client.send([MESSAGE])
 
-    assert isinstance(result, Delivered)
+    assert isinstance(result, Answered)
     assert proxy.seen == []  # neither the message nor the key went through the proxy
     assert sandbox.request_count == 1
 
@@ -141,7 +141,7 @@ def test_a_named_sandbox_host_is_reached_directly(proxy: Proxy) -> None:
         with WirayaClient(url, KEY, timedelta(seconds=5), sandbox_hosts={name.lower()}) as client:
             result = client.send([MESSAGE])
 
-    assert isinstance(result, Delivered)
+    assert isinstance(result, Answered)
     assert proxy.seen == []
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import CELERY, OUTBOX_CELERY, VENV_BIN, Service, free_port
-from worker.dispatch.retry import key_fingerprint
+from worker.api_keys import fingerprint_salt, key_fingerprint
 from worker.ops.api_target import describe, describe_environ
-from worker.secrets import fingerprint_salt
 from worker.settings import ApiSettings
 
 KEY = "key-that-must-never-be-logged"

@@ -11,10 +11,10 @@ from worker.dispatch import reach
 from worker.dispatch.record import RowResult
 from worker.wiraya.results import (
     Accepted,
+    Answered,
     BadRequest,
     BatchLimit,
     BatchTooLarge,
-    Delivered,
     RateLimited,
     Rejected,
     SendResult,
@@ -35,7 +35,7 @@ from worker.wiraya.results import (
         (Unauthorized("HTTP 403", status=403), None),
         (BadRequest("recipient"), None),
         (BatchTooLarge("too many", limit=BatchLimit.ITEMS), None),
-        (Delivered({}), None),  # the answer's entries speak for each message
+        (Answered({}), None),  # the answer's entries speak for each message
     ],
 )
 def test_a_request_is_evidence_only_when_it_may_have_been_processed(

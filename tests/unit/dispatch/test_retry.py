@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from datetime import timedelta
 
@@ -12,7 +11,6 @@ from worker.dispatch.retry import (
     INITIAL_RATE,
     MIN_RATE,
     backoff,
-    key_fingerprint,
     rate_after_429,
     rate_after_answer,
 )
@@ -66,14 +64,3 @@ def test_settling_under_a_limit_draws_few_429s() -> None:
             answers += 1
             rate = rate_after_answer(rate or limit, ceiling)
     assert limited / answers < 0.1
-
-
-def test_key_fingerprints_are_stable_keyed_and_do_not_hold_the_key() -> None:
-    fingerprint = key_fingerprint("secret-key-123", "salt")
-    assert fingerprint == key_fingerprint("secret-key-123", "salt")
-    assert fingerprint != key_fingerprint("secret-key-124", "salt")
-    assert len(fingerprint) == 32 and "secret" not in fingerprint
-    # Keyed: a bare hash of the key, which anyone with a candidate key can compute, is not it,
-    # and another deployment's salt gives another fingerprint.
-    assert fingerprint not in hashlib.sha256(b"secret-key-123").hexdigest()
-    assert fingerprint != key_fingerprint("secret-key-123", "another deployment")

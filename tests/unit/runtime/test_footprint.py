@@ -23,7 +23,7 @@ NOT_FOR_DISPATCHING = (
     "uvicorn",
     "prometheus_client.exposition",
     "worker.ops.cli",
-    "worker.receipts",
+    "worker.reports",
     "click_repl",
     "prompt_toolkit",
 )

@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.text import MAX_TEXT_LENGTH
 from worker.wiraya.answers import message_outcome
 from worker.wiraya.codec import MAX_ANSWER_BYTES, interpret_response
 from worker.wiraya.results import (
     Accepted,
-    Delivered,
+    Answered,
     MessageOutcome,
     Rejected,
     RequestFailure,
@@ -23,7 +24,6 @@ from worker.wiraya.results import (
     Transient,
     Unknown,
 )
-from worker.wiraya.texts import MAX_REASON_LENGTH
 
 TRACKING = "0123456789abcdef0123456789abcdef"
 OTHER = "fedcba9876543210fedcba9876543210"
@@ -39,14 +39,14 @@ def answer(body: bytes | str, sent: list[str], status: int = 200) -> SendResult:
 
 
 def outcomes(result: SendResult) -> dict[str, MessageOutcome]:
-    assert isinstance(result, Delivered), result
+    assert isinstance(result, Answered), result
     return result.outcomes
 
 
 def is_clean(text: str) -> bool:
     """Storable in a PostgreSQL text column and one log line: no control or surrogate code."""
     return (
-        len(text) <= MAX_REASON_LENGTH
+        len(text) <= MAX_TEXT_LENGTH
         and text == " ".join(text.split())
         and not any(unicodedata.category(char) in {"Cc", "Cs"} for char in text)
     )
@@ -251,7 +251,7 @@ def test_raw_control_bytes_in_a_text_body_give_a_clean_reason() -> None:
 def test_a_reason_built_anywhere_is_clean() -> None:
     assert Rejected("a\x00b\n\nc").reason == "a b c"
     assert ServerError("\x00" * 10, 500).reason == ""
-    assert len(Unknown("z" * 10_000).reason) == MAX_REASON_LENGTH
+    assert len(Unknown("z" * 10_000).reason) == MAX_TEXT_LENGTH
 
 
 # Deep and huge answers --------------------------------------------------------------------------

@@ -19,11 +19,11 @@ from worker.wiraya.codec import (
 )
 from worker.wiraya.results import (
     Accepted,
+    Answered,
     BadRequest,
     BatchLimit,
     BatchTooLarge,
     Communication,
-    Delivered,
     RateLimited,
     Rejected,
     RequestFailure,
@@ -123,7 +123,7 @@ def test_every_sent_message_gets_an_outcome_even_when_missing_from_results() -> 
 
     result = interpret_response(200, {}, body, ["a", "b"])
 
-    assert result == Delivered(
+    assert result == Answered(
         {"a": Accepted(TRACKING), "b": Unknown("missing from the API's results")}
     )
 

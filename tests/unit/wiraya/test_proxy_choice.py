@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.wiraya.proxies import proxy_for, shown
+from worker.wiraya.proxies import proxy_address, proxy_for
 
 API = "https://api.wiraya.com"
 VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -87,5 +87,5 @@ def test_a_socks_proxy_is_refused_with_the_way_out(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_proxy_shown_in_logs_has_no_credentials() -> None:
-    assert shown("http://ops:s3cret@proxy.internal:3128") == "http://proxy.internal:3128"
-    assert shown("http://[::1]:3128") == "http://[::1]:3128"
+    assert proxy_address("http://ops:s3cret@proxy.internal:3128") == "http://proxy.internal:3128"
+    assert proxy_address("http://[::1]:3128") == "http://[::1]:3128"

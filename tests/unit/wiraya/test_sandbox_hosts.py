@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from worker.settings import Settings, SettingsError
+from worker.errors import SettingsError
+from worker.settings import Settings
 from worker.wiraya.client import WirayaClient
 
 

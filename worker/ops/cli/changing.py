@@ -7,8 +7,8 @@ import argparse
 from models import Status
 from worker.clock import utc_now
 from worker.database import database_now
+from worker.errors import OperatorError
 from worker.ops import access, changes
-from worker.ops.access import OperatorError
 from worker.ops.cli.times import human_duration, parse_duration, parse_moment
 from worker.ops.selection import Selection
 from worker.settings import OperatorSettings

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 from models import FINAL_STATUSES, Priority, Status
 from models.databases import database_of
+from worker.errors import GrantsError, MissingRight, OperatorError, SettingsError
 from worker.ops import access
 from worker.ops import migrate as migration
-from worker.ops.access import OperatorError
 from worker.ops.cli import changing, reading
-from worker.ops.grants import GrantsError, grants_sql
+from worker.ops.grants import grants_sql
 from worker.ops.privileges import ROLES, receiver_duties
-from worker.ops.start_check import MissingRight, require_rights
-from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
+from worker.ops.start_check import require_rights
+from worker.settings import OperatorSettings, ReceiverSettings
 
 DEFAULT_METRICS_PORT = 9808
 DEFAULT_RECEIVER_PORT = 8090
@@ -112,7 +112,7 @@ def _add_changing(commands: Commands) -> None:
     retry = commands.add_parser(
         "retry", help="failed messages back to pending, due now, with fresh attempts"
     )
-    _add_selection(retry, "failed", "when they failed (updated_at)")
+    _add_selection(retry, Status.FAILED, "when they failed (updated_at)")
     retry.add_argument(
         "--renew-age",
         action="store_true",
@@ -123,7 +123,7 @@ def _add_changing(commands: Commands) -> None:
     cancel = commands.add_parser(
         "cancel", help="withdraw pending messages (only never-sent ones unless --include-sent)"
     )
-    _add_selection(cancel, "pending", "when they were created (created_at)")
+    _add_selection(cancel, Status.PENDING, "when they were created (created_at)")
     cancel.add_argument(
         "--include-sent",
         action="store_true",
@@ -202,7 +202,7 @@ def _add_running(commands: Commands) -> None:
     )
 
 
-def _add_selection(parser: argparse.ArgumentParser, status: str, time_meaning: str) -> None:
+def _add_selection(parser: argparse.ArgumentParser, status: Status, time_meaning: str) -> None:
     parser.add_argument(
         "client_message_ids", nargs="*", metavar="CLIENT_MESSAGE_ID", help=f"{status} messages"
     )
@@ -248,8 +248,8 @@ def cmd_metrics(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
     from worker.ops.counters import counters_redis
-    from worker.receipts.app import create_app
-    from worker.receipts.server import listen, serve
+    from worker.reports.app import create_app
+    from worker.reports.server import listen, serve
 
     login = ReceiverSettings.from_environ(OUTBOX_DATABASE_URL=settings.database_url)
     with access.open_outbox(settings.database_url) as engine:
@@ -287,7 +287,7 @@ def cmd_grants(args: argparse.Namespace, settings: OperatorSettings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: OperatorSettings) -> int:
-    from worker.ops.demo import run_demo
+    from worker.demo.run import run_demo
 
     if args.messages < 1:
         raise OperatorError("--messages: at least 1", 2)

@@ -14,7 +14,7 @@ from worker.ops import access, queries
 from worker.ops import snapshot as snapshots
 from worker.ops.cli.times import human_duration
 from worker.ops.snapshot import Snapshot
-from worker.receipts import figures as receipts
+from worker.reports import figures as report_figures
 from worker.settings import OperatorSettings
 
 
@@ -26,7 +26,7 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
             circuit_failures=settings.circuit_failures,
             exact_below=None if args.exact else queries.EXACT_BELOW,
         )
-        delivery = receipts.delivery_figures(engine)
+        delivery = report_figures.delivery_figures(engine)
     if args.json:
         print(json.dumps({**snapshot.to_json(), "delivery": delivery.to_json()}, indent=2))
         return 0
@@ -96,7 +96,7 @@ def _in(moment: datetime | None, now: datetime) -> str:
 def cmd_inspect(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
         row = snapshots.find_message(engine, args.client_message_id)
-        reports = receipts.message_reports(engine, row["tracking_id"])
+        reports = report_figures.message_reports(engine, row["tracking_id"])
     shown = {key: _jsonable(value) for key, value in row.items()}
     listed = [{key: _jsonable(value) for key, value in report.items()} for report in reports]
     if args.json:

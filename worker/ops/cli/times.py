@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from worker.ops.access import OperatorError
+from worker.errors import OperatorError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 _UNITS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}

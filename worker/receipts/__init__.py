@@ -1,1 +1,0 @@
-"""Delivery receipts: Wiraya's delivery reports received, stored and matched to their messages."""
