@@ -25,7 +25,9 @@ from models.reports import (
     outbox_delivery_reports,
 )
 from models.screening import StoredMessage, decode_stored_content, screen_stored
+from models.segments import Encoding, Segments, segments_of
 from models.status import FINAL_STATUSES, Status
+from models.suppressions import Scope, outbox_recipient_pacing, outbox_suppressions
 
 metadata = Base.metadata
 
@@ -38,6 +40,7 @@ __all__ = [
     "Content",
     "DeliveryStatus",
     "DuplicateMessage",
+    "Encoding",
     "InvalidMessage",
     "MessageLimits",
     "MessageOptions",
@@ -46,6 +49,8 @@ __all__ = [
     "Priority",
     "SMSFromAlpha",
     "SMSProject",
+    "Scope",
+    "Segments",
     "Status",
     "StoredMessage",
     "UnsupportedTransaction",
@@ -60,6 +65,9 @@ __all__ = [
     "metadata",
     "normalize_recipient",
     "outbox_delivery_reports",
+    "outbox_recipient_pacing",
+    "outbox_suppressions",
     "parse_content",
     "screen_stored",
+    "segments_of",
 ]

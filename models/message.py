@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from models import sms_text
 from models.content import Content, parse_content
 from models.errors import InvalidMessage
 from models.limits import DEFAULT_LIMITS, MessageLimits
@@ -32,6 +33,10 @@ class MessageOptions(TypedDict, total=False):
     """An aware datetime: never sent at or after it (failed as expired)."""
     ttl: timedelta | None
     """Instead of expires_at: how long after it is due the message stays worth sending."""
+    max_segments: int | None
+    """An SMSFromAlpha text longer than this many SMS parts is refused, with its count."""
+    transliterate: bool
+    """Replace the usual characters forcing UCS-2 (curly quotes, dashes, ...) with GSM-7 ones."""
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,17 @@ class NewMessage:
         priority: object = Priority.NORMAL,
         expires_at: object = None,
         ttl: object = None,
+        max_segments: object = None,
+        transliterate: bool = False,
         limits: MessageLimits = DEFAULT_LIMITS,
     ) -> NewMessage:
         """Validate and normalise every field, or raise InvalidMessage naming the bad one."""
         identifier = client_message_id_of(client_message_id)
         number = normalize_recipient(recipient)
         parsed = parse_content(content)
+        if transliterate:
+            parsed = sms_text.transliterated(parsed)
+        sms_text.check_segments(parsed, max_segments)
         parsed.check_limits(limits)
         limits.check_size(identifier, number, parsed.to_api())
         due = _send_at(send_at)
@@ -86,6 +96,7 @@ class NewMessage:
             "content": self.content.to_api(),
             "priority": int(self.priority),
             "expires_at": self.expires_at,
+            "segments": sms_text.segment_count(self.content),
         }
         if self.send_at is not None:
             values["next_attempt_at"] = self.send_at

@@ -75,6 +75,9 @@ class OutboxMessage(Base):
     # timeout, a dropped connection, an unreadable answer). Set by the record, never cleared:
     # `outbox cancel` leaves such a message alone, whatever its later attempts met.
     reach_evidence: Mapped[str | None] = mapped_column(Text)
+    # SMS parts of a text the outbox knows (SMSFromAlpha), set at enqueue and by the screen;
+    # None where the text lives in a Wiraya template.
+    segments: Mapped[int | None] = mapped_column(SmallInteger)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
@@ -116,6 +119,9 @@ class OutboxMessage(Base):
             )
             for status in (Status.ACCEPTED, Status.FAILED, Status.CANCELLED)
         ),
+        # The sending policy finds a recipient's other messages: the duplicate guard's
+        # earlier copies, and the delivery statuses that add a recipient to the opt-outs.
+        Index("ix_outbox_messages_recipient", "recipient", "id"),
         # The delivery-report receiver finds messages by the tracking id a report names.
         Index(
             "ix_outbox_messages_tracking_id",

@@ -8,16 +8,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     model_validator,
 )
 from sqlalchemy.engine import make_url
@@ -29,7 +26,9 @@ from worker.api_keys import fingerprint_salt
 from worker.database import behind_transaction_pooler
 from worker.errors import SettingsError
 from worker.secrets import variable
+from worker.setting_concern import _Concern
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
+from worker.settings_policy import PolicySettings
 
 
 class NotifyMode(StrEnum):
@@ -39,42 +38,6 @@ class NotifyMode(StrEnum):
     AUTO = "auto"  # on wherever the database can wake workers: PostgreSQL and SQLite both can
     ON = "on"
     OFF = "off"
-
-
-class _Concern(BaseModel):
-    """Settings of one concern: frozen, read by alias (the variable's name), from a mapping."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """Build settings from an environment mapping (os.environ by default) and overrides.
-
-        Only this class's variables are read: the others belong to another concern.
-        """
-        environ = os.environ if environ is None else environ
-        aliases = {field.alias for field in cls.model_fields.values() if field.alias}
-        try:
-            values: dict[str, Any] = {
-                name: value for name in aliases if (value := variable(environ, name))
-            }
-        except OSError as error:
-            raise SettingsError(str(error)) from None
-        values.update(overrides)
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            message = _describe(exc)
-        # Raised outside the except block so that no pydantic error, whose text echoes input
-        # values, rides along as __context__ into logs and error trackers.
-        raise SettingsError(message)
-
-    def __repr_args__(self) -> Any:
-        # Database and broker URLs may hold passwords: show them masked, like the API key.
-        for name, value in super().__repr_args__():
-            if name in {"database_url", "listen_url", "broker_url"} and isinstance(value, str):
-                value = make_url(value).render_as_string(hide_password=True)
-            yield name, value
 
 
 class DatabaseSettings(_Concern):
@@ -336,7 +299,9 @@ class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):
     """`outbox receiver`: the database, the counters' Redis and the report requests' login."""
 
 
-class Settings(DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings):
+class Settings(
+    DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings, PolicySettings
+):
     """A worker's settings: every concern, and the rules that join them."""
 
     @property
@@ -370,18 +335,6 @@ def _listens(url: str) -> bool:
         return database_at(url).listens_for_inserts
     except ArgumentError:
         return False
-
-
-def _describe(exc: ValidationError) -> str:
-    """One line naming the first bad variable and why, without echoing secret values."""
-    error = exc.errors()[0]
-    name = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    if not name:
-        return message
-    secret = any(word in name for word in ("KEY", "AUTH", "URL", "PASSWORD", "SALT"))
-    shown = "" if secret else f" (got {error.get('input')!r})"
-    return f"{name}: {message}{shown}"
 
 
 def database_url_from_environ(environ: Mapping[str, str] | None = None) -> str:

@@ -35,6 +35,7 @@ from worker.dispatch.outcomes import (
     take_settled,
     unsent_failure,
 )
+from worker.dispatch.policy import rules as policy_rules
 from worker.dispatch.record import RowResult
 from worker.dispatch.recorder import Recorder
 from worker.dispatch.screen import Outgoing, Screened, screen
@@ -206,8 +207,9 @@ class Dispatcher:
         now: datetime,
         summary: BatchSummary,
     ) -> None:
-        screened = self._screen(rows, permit, token, now, summary)
+        screened = _with_policy(self, self._screen(rows, permit, token, now, summary), summary)
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
+        results += summary.policy_held
         if screened.outgoing:
             early = _record_first(self, screened.outgoing, results, summary, token, now)
             sent = self.batch_sender.send(
@@ -247,6 +249,19 @@ class Dispatcher:
     def _screen_rows(self, rows: list[ClaimedRow], now: datetime) -> Screened:
         limits = self.settings.message_limits
         return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
+
+
+def _with_policy(dispatcher: Dispatcher, screened: Screened, summary: BatchSummary) -> Screened:
+    """The sending policy on a screened batch (docs/sending-policy.md), at the outbox's time
+    now: the held are released unsent with the batch's record, the refused fail with the
+    screen's failures."""
+    if not screened.outgoing:
+        return screened
+    with dispatcher.engine.connect() as connection:
+        now = dispatcher.clock()
+        verdict = policy_rules.apply(dispatcher.settings.policy, connection, screened.outgoing, now)
+    summary.note_policy(verdict)
+    return Screened(verdict.outgoing, screened.unsendable + verdict.failed)
 
 
 def _record_first(

@@ -6,12 +6,15 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models import Priority, Status
 from worker.dispatch.claim import ClaimedRow
 from worker.dispatch.record import RowResult
 from worker.dispatch.sending import BatchSend
+
+if TYPE_CHECKING:
+    from worker.dispatch.policy.rules import Verdict
 
 log = logging.getLogger("worker.dispatch")
 
@@ -46,6 +49,11 @@ class BatchSummary:
     by_priority: Counter[str] = field(default_factory=Counter)  # claimed, by lane
     request_seconds: list[float] = field(default_factory=list)
     full: bool = False  # the last claim filled a batch: more may be due
+    # The sending policy's: held, paced, suppressed and duplicate messages, and SMS segments
+    # sent by "lane/encoding"; the held rows' results, recorded with the batch.
+    policy: Counter[str] = field(default_factory=Counter)
+    segments: Counter[str] = field(default_factory=Counter)
+    policy_held: list[RowResult] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (request timings and the fullness flag left out)."""
@@ -61,6 +69,8 @@ class BatchSummary:
             "seconds": self.seconds,
             "alarm": self.alarm,
             "by_priority": dict(self.by_priority),
+            **({"policy": dict(self.policy)} if self.policy else {}),
+            **({"segments": dict(self.segments)} if self.segments else {}),
         }
 
     def add(self, batch: BatchSummary) -> None:
@@ -72,6 +82,8 @@ class BatchSummary:
         for name in ("batches", "claimed", "accepted", "retried", "failed", "released", "requests"):
             setattr(self, name, getattr(self, name) + getattr(batch, name))
         self.by_priority.update(batch.by_priority)
+        self.policy.update(batch.policy)
+        self.segments.update(batch.segments)
         self.request_seconds += batch.request_seconds
         self.full = batch.full
         if batch.state is BatchState.ALARM:
@@ -81,6 +93,14 @@ class BatchSummary:
         """Count claimed rows, by lane."""
         self.claimed += len(rows)
         self.by_priority.update(Priority(row.priority).name.lower() for row in rows)
+
+    def note_policy(self, verdict: Verdict) -> None:
+        """What the sending policy held, refused and let go (segments by lane and encoding)."""
+        self.policy.update(verdict.counts)
+        self.segments.update(
+            {f"{lane}/{encoding}": n for (lane, encoding), n in verdict.segments.items()}
+        )
+        self.policy_held = verdict.held
 
     def note_send(self, sent: BatchSend) -> None:
         """The requests a batch made, and how it ended: sent, or stopped by an alarm."""

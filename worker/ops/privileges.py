@@ -16,6 +16,7 @@ from typing import Literal
 from models.inserts import READ_BACK
 from models.outbox import outbox_messages
 from models.reports import outbox_delivery_reports
+from models.suppressions import outbox_recipient_pacing, outbox_suppressions
 from worker.dispatch.gate.state import dispatch_gate, refused_keys
 
 Kind = Literal["TABLE", "SEQUENCE", "FUNCTION"]
@@ -25,6 +26,8 @@ HOUSEKEEPING = "outbox_housekeeping"
 REPORTS = outbox_delivery_reports.name
 MATCH_TRIGGER = "outbox_messages_match_reports"
 SAME_MESSAGE = "outbox_message_is(text, text, jsonb)"  # migration 0012
+SUPPRESSIONS = outbox_suppressions.name
+PACING = outbox_recipient_pacing.name
 
 # Columns a producer sets (an `enqueue` or a plain-SQL INSERT); those it reads back are
 # models.inserts.READ_BACK: the id, the idempotency key and every server default.
@@ -36,6 +39,7 @@ PRODUCER_SETS = (
     "expires_at",
     "next_attempt_at",
     "tenant",
+    "segments",
 )
 # What a claim writes (worker/dispatch/claim.py); the record writes every lifecycle column.
 CLAIM_SETS = ("status", "locked_until", "claim_token", "attempts", "first_due_at", "updated_at")
@@ -139,6 +143,11 @@ def worker_duties() -> tuple[Duty, ...]:
             _rights("SELECT INSERT UPDATE", dispatch_gate.name)
             + _rights("SELECT INSERT UPDATE", refused_keys.name),
         ),
+        # The sending policy: read the opt-outs (and add one from reports), book recipients.
+        Duty(
+            "apply the sending policy",
+            _rights("SELECT INSERT", SUPPRESSIONS) + _rights("SELECT INSERT UPDATE", PACING),
+        ),
     )
 
 
@@ -183,7 +192,7 @@ def receiver_duties() -> tuple[Duty, ...]:
 
 def operator_duties() -> tuple[Duty, ...]:
     """The CLI and the metrics: read everything; retry, cancel, prune; resume the gate."""
-    tables = (MESSAGES, REPORTS, dispatch_gate.name, refused_keys.name, HOUSEKEEPING)
+    tables = role_tables()
     return (
         # The gate's read-out creates its row the first time, before any worker has run.
         Duty(
@@ -192,6 +201,7 @@ def operator_duties() -> tuple[Duty, ...]:
         ),
         Duty("retry and cancel", (Right("UPDATE", MESSAGES, _present(OPERATOR_SETS)),)),
         Duty("prune", (Right("DELETE", MESSAGES), Right("DELETE", REPORTS))),
+        Duty("manage opt-outs", _rights("INSERT UPDATE DELETE", SUPPRESSIONS)),
         Duty(
             "resume",
             _rights("UPDATE", dispatch_gate.name) + _rights("UPDATE", refused_keys.name),
@@ -223,4 +233,12 @@ def role_duties(role: Role) -> tuple[Duty, ...]:
 
 def role_tables() -> tuple[str, ...]:
     """Every table of the outbox a role may be granted rights on."""
-    return (MESSAGES, REPORTS, dispatch_gate.name, refused_keys.name, HOUSEKEEPING)
+    return (
+        MESSAGES,
+        REPORTS,
+        dispatch_gate.name,
+        refused_keys.name,
+        HOUSEKEEPING,
+        SUPPRESSIONS,
+        PACING,
+    )

@@ -26,8 +26,10 @@ OUTBOX_TABLES = {
     "outbox_refused_keys",
     "outbox_housekeeping",
     "outbox_delivery_reports",
+    "outbox_suppressions",
+    "outbox_recipient_pacing",
 }
-HEAD = "0012_definer_triggers"
+HEAD = "0014_sending_policy"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
@@ -125,6 +127,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "delivery_status_at",
         "suspicion",
         "reach_evidence",
+        "segments",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
@@ -163,7 +166,7 @@ def test_the_claim_indexes_are_partial(engine: Engine) -> None:
         assert lease.endswith("WHERE status = 'sending'")
     # Only what the claim, prune, the operators' counts and the receiver's lookup by tracking id
     # need: partial indexes, each holding the rows of one status (or with a tracking id), plus
-    # the unique key's own.
+    # the unique key's own, and the sending policy's look-up of a recipient's other messages.
     tracking = indexes["ix_outbox_messages_tracking_id"]
     assert "(tracking_id)" in tracking
     assert tracking.endswith(
@@ -174,6 +177,7 @@ def test_the_claim_indexes_are_partial(engine: Engine) -> None:
     assert set(indexes) - {"uq_outbox_messages_client_message_id", "pk_outbox_messages"} == {
         "ix_outbox_messages_due",
         "ix_outbox_messages_lease",
+        "ix_outbox_messages_recipient",
         "ix_outbox_messages_accepted",
         "ix_outbox_messages_failed",
         "ix_outbox_messages_cancelled",

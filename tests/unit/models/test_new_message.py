@@ -32,6 +32,7 @@ def test_a_message_is_normalised_and_its_row_leaves_the_due_time_to_the_database
         "content": CONTENT,
         "priority": 1,
         "expires_at": None,
+        "segments": None,  # a template's text is Wiraya's: no count
     }
     assert next(iter(message.row()["content"])) == "$type"
 

@@ -1,0 +1,1 @@
+"""The sending policy: quiet hours, opt-outs, per-recipient pacing, duplicates, segments."""
