@@ -1,7 +1,8 @@
 """Quiet hours in the recipient's own time: whether a message may go now, and when it may.
 
-A recipient's time zones come from their number's country calling code (``phonenumbers``
-carries the data); where a country spans several zones, a moment is quiet when it is quiet in
+A recipient's time zones come from their number (``phonenumbers`` carries the data): those of
+its prefix where the data knows them (a US area code, a Brazilian area code), else those of its
+country. Where a number has several (a Russian mobile), a moment is quiet when it is quiet in
 any of them, and the window ends when it has ended in all of them.
 """
 
@@ -16,32 +17,33 @@ from phonenumbers import timezone as number_zones
 
 from worker.policy import QuietWindow
 
-_UNKNOWN_ZONE = "Etc/Unknown"
 # The most window ends a message is moved through before it is found free (zones that are
-# quiet one after the other); far above what any country's spread of zones needs.
+# quiet one after the other); far above what a real spread of zones needs.
 _MAX_STEPS = 8
 
 
-@lru_cache(maxsize=1024)
-def _zones_of_country(country_code: int) -> tuple[ZoneInfo, ...]:
-    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=0)
+@lru_cache(maxsize=4096)
+def _zones(names: tuple[str, ...]) -> tuple[ZoneInfo, ...]:
     zones = []
-    for name in number_zones.time_zones_for_geographical_number(number):
-        if name == _UNKNOWN_ZONE:
-            continue
+    for name in names:
         try:
             zones.append(ZoneInfo(name))
-        except ZoneInfoNotFoundError:
+        except (ZoneInfoNotFoundError, ValueError):  # "Etc/Unknown", or a zone this host lacks
             continue
     return tuple(zones)
 
 
 def zones_of(recipient: str) -> tuple[ZoneInfo, ...]:
-    """The time zones of the country a number (MSISDN digits) belongs to; none when unknown."""
+    """The time zones ``phonenumbers`` gives for a number (MSISDN digits): those of its
+    prefix (a US area code names one zone), else its country's; none when unknown."""
     for digits in (1, 2, 3):  # calling codes are prefix-free: the first known one is it
-        code = int(recipient[:digits]) if recipient[:digits].isdigit() else 0
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            return _zones_of_country(code)
+        head, rest = recipient[:digits], recipient[digits:]
+        if not head.isdigit() or int(head) not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            continue
+        number = phonenumbers.PhoneNumber(
+            country_code=int(head), national_number=int(rest) if rest.isdigit() else 0
+        )
+        return _zones(number_zones.time_zones_for_geographical_number(number))
     return ()
 
 
@@ -66,4 +68,6 @@ def quiet_until(
         if not quiet:
             return moment
         moment = max(window.end_after(moment, zone) for zone in quiet)
-    return moment
+    # Zones so far apart that some are always inside the window (an unassigned +1 area code
+    # reads as every NANP zone, Guam to Hawaii): as a number of unknown zone, not held.
+    return None
