@@ -14,7 +14,7 @@ from models.databases import database_of
 from worker.errors import GrantsError, MissingRight, OperatorError, SettingsError
 from worker.ops import access
 from worker.ops import migrate as migration
-from worker.ops.cli import changing, reading
+from worker.ops.cli import changing, reading, suppressing
 from worker.ops.grants import grants_sql
 from worker.ops.privileges import ROLES, receiver_duties
 from worker.ops.start_check import require_rights
@@ -148,6 +148,8 @@ def _add_changing(commands: Commands) -> None:
         "resume", help="clear a pause, open circuit or refused key now (after fixing the cause)"
     )
     resume.set_defaults(handler=changing.cmd_resume)
+
+    suppressing.add_parser(commands)
 
 
 def _add_running(commands: Commands) -> None:
