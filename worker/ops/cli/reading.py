@@ -13,6 +13,7 @@ from worker.database import database_now
 from worker.ops import access, queries
 from worker.ops import snapshot as snapshots
 from worker.ops.cli.times import human_duration
+from worker.ops.policy_figures import policy_figures, rule_of
 from worker.ops.snapshot import Snapshot
 from worker.reports import figures as report_figures
 from worker.settings import OperatorSettings
@@ -27,8 +28,11 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
             exact_below=None if args.exact else queries.EXACT_BELOW,
         )
         delivery = report_figures.delivery_figures(engine)
+        with engine.connect() as connection:
+            policy = policy_figures(connection, snapshot.taken_at)
     if args.json:
-        print(json.dumps({**snapshot.to_json(), "delivery": delivery.to_json()}, indent=2))
+        figures = {"delivery": delivery.to_json(), "policy": policy.to_json()}
+        print(json.dumps({**snapshot.to_json(), **figures}, indent=2))
         return 0
     print(f"outbox at {access.shown_url(settings.database_url)}")
     print()
@@ -39,6 +43,7 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
     age = snapshot.oldest_due_age
     print(f"  oldest due   {'-' if age is None else human_duration(age)} (since its due time)")
     print(f"  dispatch     {snapshot.gate.describe()}")
+    print("\n".join(policy.lines()))
     print()
     print("delivery (accepted messages by their latest report)")
     print("\n".join(delivery.lines()))
@@ -98,6 +103,7 @@ def cmd_inspect(args: argparse.Namespace, settings: OperatorSettings) -> int:
         row = snapshots.find_message(engine, args.client_message_id)
         reports = report_figures.message_reports(engine, row["tracking_id"])
     shown = {key: _jsonable(value) for key, value in row.items()}
+    shown["policy"] = rule_of(row.get("last_error"), row.get("next_attempt_at"))
     listed = [{key: _jsonable(value) for key, value in report.items()} for report in reports]
     if args.json:
         document = json.dumps({**shown, "delivery_reports": listed}, indent=2, ensure_ascii=False)
