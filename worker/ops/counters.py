@@ -28,6 +28,14 @@ MESSAGE_COUNTERS = {
     "retried": "Per-message transient answers that scheduled a retry (an attempt spent).",
     "released": "Messages put back unsent after a request-level failure (no attempt spent).",
 }
+# The sending policy's (docs/sending-policy.md): what it held back or refused.
+POLICY_COUNTERS = {
+    "held": "Messages held by quiet hours (pending until the window ends, or expired in it).",
+    "paced": "Messages held by per-recipient pacing (no attempt spent).",
+    "suppressed": "Messages failed unsent: their recipient is on the opt-out list.",
+    "duplicate": "Messages failed unsent: a copy of an earlier one within the dedupe window.",
+}
+SEGMENTS_PREFIX = "segments:"  # then "lane/encoding": SMS parts of the texts sent
 BATCH_STATES = ("idle", "paused", "sent", "alarm")
 REDIS_TIMEOUT_SECONDS = 0.5
 
@@ -62,6 +70,10 @@ def record_batch(summary: BatchSummary, broker_url: str) -> None:
         for name in MESSAGE_COUNTERS:
             if value := getattr(summary, name):
                 pipe.hincrby(COUNTERS_KEY, name, value)
+        for name, value in summary.policy.items():
+            pipe.hincrby(COUNTERS_KEY, f"policy_{name}", value)
+        for lane_encoding, value in summary.segments.items():
+            pipe.hincrby(COUNTERS_KEY, SEGMENTS_PREFIX + lane_encoding, value)
         for seconds in summary.request_seconds:
             pipe.hincrby(COUNTERS_KEY, "requests", 1)
             pipe.hincrbyfloat(COUNTERS_KEY, "latency_sum", seconds)

@@ -47,6 +47,8 @@ from worker.ops.counters import (
     COUNTERS_KEY,
     LATENCY_BUCKETS,
     MESSAGE_COUNTERS,
+    POLICY_COUNTERS,
+    SEGMENTS_PREFIX,
     bucket_field,
     counters_redis,
 )
@@ -115,6 +117,7 @@ class OutboxCollector(Collector):
             counter = CounterMetricFamily(f"outbox_messages_{name}", documentation)
             counter.add_metric([], values.get(name, 0.0))
             yield counter
+        yield from _policy_counters(values)
         batches = CounterMetricFamily(
             "outbox_batches", "Dispatches by what they did.", labels=["state"]
         )
@@ -135,6 +138,24 @@ class OutboxCollector(Collector):
             + [("+Inf", values.get("requests", 0.0))],
             sum_value=values.get("latency_sum", 0.0),
         )
+
+
+def _policy_counters(values: dict[str, float]) -> Iterator[Metric]:
+    """What the sending policy held and refused, and the SMS segments sent by lane and encoding."""
+    for name, documentation in POLICY_COUNTERS.items():
+        counter = CounterMetricFamily(f"outbox_messages_{name}", documentation)
+        counter.add_metric([], values.get(f"policy_{name}", 0.0))
+        yield counter
+    segments = CounterMetricFamily(
+        "outbox_sms_segments",
+        "SMS parts of the texts sent (SMSFromAlpha), by lane and encoding.",
+        labels=["priority", "encoding"],
+    )
+    for key, value in sorted(values.items()):
+        if key.startswith(SEGMENTS_PREFIX):
+            lane, _, encoding = key.removeprefix(SEGMENTS_PREFIX).partition("/")
+            segments.add_metric([lane, encoding], value)
+    yield segments
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -120,3 +120,29 @@ def test_a_database_that_goes_away_reads_as_down_not_as_an_error() -> None:
 
 def test_a_redis_that_is_down_never_fails_a_dispatch() -> None:
     counters.record_batch(BatchSummary(state="sent", accepted=1), "redis://127.0.0.1:1/0")
+
+
+def test_the_sending_policy_counters_add_up_by_rule_lane_and_encoding(
+    sqlite_url: str, counters_url: str
+) -> None:
+    held = BatchSummary(state="sent")
+    held.policy.update({"held": 2, "paced": 1, "suppressed": 1})
+    held.segments.update({"bulk/gsm7": 3, "normal/ucs2": 2})
+    counters.record_batch(held, counters_url)
+    again = BatchSummary(state="sent")
+    again.policy.update({"duplicate": 1, "held": 1})
+    again.segments.update({"bulk/gsm7": 1})
+    counters.record_batch(again, counters_url)
+    settings = operator_settings(
+        {"OUTBOX_DATABASE_URL": sqlite_url, "CELERY_BROKER_URL": counters_url}
+    )
+    engine = make_engine(sqlite_url)
+    got = samples(generate_latest(metrics.registry_for(engine, settings)).decode())
+    engine.dispose()
+    assert got[("outbox_messages_held_total", ())] == 3
+    assert got[("outbox_messages_paced_total", ())] == 1
+    assert got[("outbox_messages_suppressed_total", ())] == 1
+    assert got[("outbox_messages_duplicate_total", ())] == 1
+    segments = "outbox_sms_segments_total"
+    assert got[(segments, (("encoding", "gsm7"), ("priority", "bulk")))] == 4
+    assert got[(segments, (("encoding", "ucs2"), ("priority", "normal")))] == 2

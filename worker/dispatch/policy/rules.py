@@ -55,7 +55,7 @@ def apply(policy: Policy, connection: Connection, batch: list[Outgoing], now: da
     for item in batch:
         if item.id in failed:
             verdict.failed.append(Unsendable(item.row, failed[item.id]))
-            verdict.counts[failed[item.id].partition(":")[0].partition(" ")[0]] += 1
+            verdict.counts[_rule_of(failed[item.id])] += 1
         elif item.id in held:
             until, reason = held[item.id]
             verdict.held.append(released(item.row, reason, until=until))
@@ -64,6 +64,12 @@ def apply(policy: Policy, connection: Connection, batch: list[Outgoing], now: da
             verdict.outgoing.append(item)
     _segments(connection, verdict)
     return verdict
+
+
+def _rule_of(reason: str) -> str:
+    """The counter a refusal adds to: suppressed, duplicate, or held (expired in quiet hours)."""
+    word = reason.split(":", 1)[0].split(" ", 1)[0]
+    return word if word in ("suppressed", "duplicate") else "held"
 
 
 def _recipients(batch: list[Outgoing], skip: Collection[int]) -> set[str]:
