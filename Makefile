@@ -47,6 +47,7 @@ bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_producer.py
 	$(BIN)/python bench/bench_screen.py
 	$(BIN)/python bench/bench_drain.py
+	$(BIN)/python bench/bench_policy.py
 	$(BIN)/python bench/bench_profile.py
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_gate.py

@@ -57,8 +57,7 @@ class Segments:
     count: int
 
 
-def _is_gsm7(text: str) -> bool:
-    return all(char in _GSM7_BASIC or char in _GSM7_EXTENSION for char in text)
+_GSM7_ALL = _GSM7_BASIC | _GSM7_EXTENSION
 
 
 def _units(text: str, encoding: Encoding) -> list[int]:
@@ -70,13 +69,16 @@ def _units(text: str, encoding: Encoding) -> list[int]:
 
 def segments_of(text: str) -> Segments:
     """The encoding ``text`` needs and how many parts it takes (an empty text takes one)."""
-    encoding = Encoding.GSM7 if _is_gsm7(text) else Encoding.UCS2
-    single, part = (160, 153) if encoding is Encoding.GSM7 else (70, 67)
-    units = _units(text, encoding)
-    if sum(units) <= single:
+    if _GSM7_ALL.issuperset(text):
+        encoding, single, part = Encoding.GSM7, 160, 153
+        total = len(text) + sum(text.count(char) for char in _GSM7_EXTENSION)
+    else:
+        encoding, single, part = Encoding.UCS2, 70, 67
+        total = len(text) + sum(1 for char in text if char > "\uffff")
+    if total <= single:
         return Segments(encoding, 1)
     count, used = 1, 0
-    for size in units:  # parts filled in order, a two-unit character never split
+    for size in _units(text, encoding):  # parts filled in order, a two-unit character whole
         if used + size > part:
             count, used = count + 1, 0
         used += size

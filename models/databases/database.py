@@ -122,6 +122,11 @@ class Database(ABC):
         """A time column as the claim returns it: unchecked, for the screen to judge."""
 
     @abstractmethod
+    def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
+        """``column`` equal to one of the values of the list bound as ``name`` (the sending
+        policy's look-ups of a batch's recipients and ids)."""
+
+    @abstractmethod
     def record_statement(self) -> TextClause:
         """Write every claimed row's result in one statement, guarded: still sending, under
         this claim's token, so that a worker whose lease ended cannot overwrite the newer

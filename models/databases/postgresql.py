@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TextClause,
+    any_,
     bindparam,
     cast,
     create_engine,
@@ -228,6 +229,11 @@ class PostgreSQL(Database):
     def raw_text(self, column: Any) -> ColumnElement[Any]:
         """Text as stored (the server checked its encoding); JSON as its text."""
         return column if isinstance(column.type, String) else cast(column, Text)
+
+    def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
+        """``= ANY`` of one array parameter: one statement text whatever the list's length,
+        which the driver parses once (an expanded IN list is a new text, parsed every time)."""
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
 
     def raw_time(self, column: Any) -> ColumnElement[Any]:
         """As stored: a timestamptz is always a time."""

@@ -200,6 +200,10 @@ class SQLite(Database):
         """As bytes: a row inserted by plain SQL may hold bytes that are not UTF-8."""
         return cast(column, LargeBinary)
 
+    def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
+        """An IN list expanded to one parameter per value: SQLite has no array type."""
+        return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
     def raw_time(self, column: Any) -> ColumnElement[Any]:
         """As text: a row inserted by plain SQL may hold a date that is not a date."""
         return cast(column, Text)

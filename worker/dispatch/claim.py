@@ -53,6 +53,7 @@ class ClaimedRow:
     first_due_at: object
     last_error: object  # why the last attempt did not succeed
     suspicion: object = 0  # requests holding it that failed without an answer (screened)
+    segments: object = None  # SMS parts as stored: None for a raw-SQL row or a template
 
 
 def new_token() -> int:
@@ -162,6 +163,7 @@ def _returned(database: Database) -> list[Any]:
         *times,
         database.raw_text(outbox.c.last_error).label("error"),
         outbox.c.suspicion,
+        outbox.c.segments,
     ]
 
 

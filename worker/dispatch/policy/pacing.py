@@ -15,22 +15,30 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
-from models.databases import database_of
+from models.databases import DATABASES, Database, database_of
 from models.suppressions import outbox_recipient_pacing as pacing
 
-_LAST_SENT = select(pacing.c.recipient, pacing.c.sent_at).where(
-    pacing.c.recipient.in_(bindparam("recipients", expanding=True))
-)
 
-
-def _booking(connection: Connection, rows: list[dict[str, Any]]) -> Any:
-    """One INSERT of every row; an existing recipient's time moves only past the cutoff."""
-    insert: Any = database_of(connection).insert(pacing).values(rows)
+def _booking(database: Database) -> Any:
+    """One INSERT for every recipient of a batch (its rows sent as one multi-row statement);
+    an existing recipient's time moves only where it is at or before the row's cutoff."""
+    insert: Any = database.insert(pacing)
     return insert.on_conflict_do_update(
         index_elements=["recipient"],
         set_={"sent_at": insert.excluded.sent_at},
         where=pacing.c.sent_at <= bindparam("cutoff", type_=pacing.c.sent_at.type),
     ).returning(pacing.c.recipient)
+
+
+def _last_booked(database: Database) -> Any:
+    """When each of some recipients was last booked."""
+    recipient = pacing.c.recipient
+    return select(recipient, pacing.c.sent_at).where(database.one_of(recipient, "recipients"))
+
+
+# Built once per database: building them costs more than running them.
+BOOKINGS = {database: _booking(database) for database in DATABASES}
+LAST_BOOKED = {database: _last_booked(database) for database in DATABASES}
 
 
 def book(
@@ -41,11 +49,12 @@ def book(
     if not recipients:
         return set(), {}
     ordered = sorted(recipients)  # one lock order for every worker: no deadlock between two
-    rows = [{"recipient": recipient, "sent_at": now} for recipient in ordered]
-    result = connection.execute(_booking(connection, rows), {"cutoff": now - interval})
-    booked = set(result.scalars().all())
+    cutoff = now - interval
+    rows = [{"recipient": to, "sent_at": now, "cutoff": cutoff} for to in ordered]
+    statement = BOOKINGS[database_of(connection)]
+    booked = set(connection.scalars(statement, rows).all())
     waiting = [recipient for recipient in ordered if recipient not in booked]
     if not waiting:
         return booked, {}
-    last = connection.execute(_LAST_SENT, {"recipients": waiting}).all()
+    last = connection.execute(LAST_BOOKED[database_of(connection)], {"recipients": waiting})
     return booked, {recipient: sent_at + interval for recipient, sent_at in last}

@@ -105,8 +105,13 @@ def _duplicates(
     if not policy.dedupe_window or not batch:
         return
     recipients = _recipients(batch, failed)
-    below = max(item.id for item in batch)
-    copies = duplicates.earlier_copies(connection, recipients, below, now - policy.dedupe_window)
+    ids = [item.id for item in batch]
+    since = now - policy.dedupe_window
+    copies = duplicates.earlier_copies(connection, recipients, ids, max(ids), since)
+    for item in sorted(batch, key=lambda item: item.id):  # a batch's own copies count too
+        copies.setdefault(item.communication.recipient, []).append(
+            (item.id, item.communication.client_message_id, dict(item.communication.content))
+        )
     for item in sorted(batch, key=lambda item: item.id):
         if item.id in failed:
             continue
@@ -168,21 +173,23 @@ def _pacing(
 
 
 def _segments(connection: Connection, verdict: Verdict) -> None:
-    """Count what goes out in SMS parts, and store each text's count (a raw-SQL row has none)."""
-    counts = {}
+    """Count what goes out in SMS parts, and store the count of a text whose row has none (a
+    raw-SQL insert: the producer stored its own)."""
+    missing = {}
     for item in verdict.outgoing:
         content = item.communication.content
         text = content.get("text")
         if content.get("$type") != "SMSFromAlpha" or not isinstance(text, str):
             continue
         parts = segments_of(text)
-        counts[item.id] = parts.count
+        if item.row.segments != parts.count:
+            missing[item.id] = parts.count
         lane = Priority(item.row.priority).name.lower()
         verdict.segments[(lane, parts.encoding.value)] += parts.count
-    if counts:
+    if missing:
         statement = (
             update(outbox)
-            .where(outbox.c.id.in_(list(counts)), outbox.c.segments.is_(None))
-            .values(segments=case(counts, value=outbox.c.id))
+            .where(outbox.c.id.in_(list(missing)))
+            .values(segments=case(missing, value=outbox.c.id))
         )
         connection.execute(statement)
