@@ -51,3 +51,23 @@ def test_the_cli_prints_the_script_and_refuses_no_role(
     assert 'TO "outbox_worker";' in capsys.readouterr().out
     assert main(["grants"]) == 2
     assert capsys.readouterr().err.startswith("outbox: grants: name at least one role")
+
+
+def test_each_role_gets_exactly_its_share_of_the_sending_policy() -> None:
+    def granted(role: str) -> str:
+        script = grants_sql({role: role[0]})
+        return "\n".join(line for line in script.splitlines() if line.startswith("GRANT"))
+
+    worker, operator = granted("worker"), granted("operator")
+    producer, receiver = granted("producer"), granted("receiver")
+    assert 'GRANT SELECT, INSERT ON TABLE "public".outbox_suppressions TO "w";' in worker
+    pacing = 'GRANT SELECT, INSERT, UPDATE ON TABLE "public".outbox_recipient_pacing TO "w";'
+    assert pacing in worker
+    assert "segments" in next(line for line in worker.splitlines() if "UPDATE (" in line)
+    assert (
+        'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "public".outbox_suppressions TO "o";'
+        in operator
+    )
+    assert "segments" in next(line for line in producer.splitlines() if "INSERT (" in line)
+    assert "outbox_suppressions" not in producer + receiver
+    assert "outbox_recipient_pacing" not in producer + receiver

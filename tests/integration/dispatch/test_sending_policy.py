@@ -139,6 +139,25 @@ def test_not_delivered_reports_in_a_row_put_the_recipient_on_the_list(outbox: Ou
     assert (row.recipient, row.source, row.scope) == (to, "reports", "campaigns")
 
 
+def test_a_delivered_report_in_between_breaks_the_row(outbox: Outbox) -> None:
+    to = recipient(7)
+    for key in ("first", "second", "third"):
+        add(outbox, to, key)
+    dispatcher = outbox.dispatcher(OUTBOX_SUPPRESS_AFTER_NOT_DELIVERED=2)
+    outbox.drain(dispatcher)
+    statuses = {"first": "NOT_DELIVERED", "second": "DELIVERED", "third": "NOT_DELIVERED"}
+    with outbox.engine.begin() as connection:
+        for key, status in statuses.items():
+            connection.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.client_message_id == key)
+                .values(delivery_status=status)
+            )
+    add(outbox, to, "fourth")
+    outbox.drain(dispatcher)
+    assert outbox.row("fourth").status == Status.ACCEPTED
+
+
 def test_a_raw_sql_copy_of_a_message_fails_as_its_duplicate(outbox: Outbox) -> None:
     to = recipient(2)
     add(outbox, to, "reminder-1")
