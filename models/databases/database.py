@@ -122,6 +122,14 @@ class Database(ABC):
         """A time column as the claim returns it: unchecked, for the screen to judge."""
 
     @abstractmethod
+    def book_recipients(
+        self, connection: Connection, recipients: Sequence[str], now: datetime, cutoff: datetime
+    ) -> set[str]:
+        """Set each recipient's booked send time (``outbox_recipient_pacing``) to ``now``
+        where it is unset or at or before ``cutoff``, in one statement; the recipients
+        booked. ``recipients`` come sorted: every worker locks them in one order."""
+
+    @abstractmethod
     def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
         """``column`` equal to one of the values of the list bound as ``name`` (the sending
         policy's look-ups of a batch's recipients and ids)."""

@@ -142,6 +142,17 @@ WITH stored AS (
 _RECORD = text(RECORD).bindparams(
     bindparam("now", type_=UtcDateTime()), bindparam("token", type_=BigInteger())
 )
+# -- book_recipients --: the batch's recipients as one array, unnested in order.
+BOOK_RECIPIENTS = """
+INSERT INTO outbox_recipient_pacing AS booked (recipient, sent_at)
+SELECT unnest(CAST(:recipients AS text[])), :now
+ON CONFLICT (recipient) DO UPDATE SET sent_at = excluded.sent_at
+WHERE booked.sent_at <= :cutoff
+RETURNING booked.recipient
+"""
+_BOOK = text(BOOK_RECIPIENTS).bindparams(
+    bindparam("now", type_=UtcDateTime()), bindparam("cutoff", type_=UtcDateTime())
+)
 _STORE = text(STORE_REPORTS).bindparams(bindparam("received_at", type_=UtcDateTime()))
 _REMATCH = text(REMATCH_REPORTS)
 _TAKE_MATCH_LOCK = text("SELECT pg_advisory_xact_lock(:lock)")
@@ -229,6 +240,13 @@ class PostgreSQL(Database):
     def raw_text(self, column: Any) -> ColumnElement[Any]:
         """Text as stored (the server checked its encoding); JSON as its text."""
         return column if isinstance(column.type, String) else cast(column, Text)
+
+    def book_recipients(
+        self, connection: Connection, recipients: Sequence[str], now: datetime, cutoff: datetime
+    ) -> set[str]:
+        """``BOOK_RECIPIENTS``: one statement text whatever the batch's size."""
+        parameters = {"recipients": list(recipients), "now": now, "cutoff": cutoff}
+        return set(connection.scalars(_BOOK, parameters).all())
 
     def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
         """``= ANY`` of one array parameter: one statement text whatever the list's length,

@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from models.databases.database import Database, ReportRow, ReportsWritten
 from models.reports import FINAL_DELIVERY_STATUSES
+from models.suppressions import outbox_recipient_pacing
 from models.types import UtcDateTime
 
 if TYPE_CHECKING:
@@ -200,6 +201,14 @@ class SQLite(Database):
         """As bytes: a row inserted by plain SQL may hold bytes that are not UTF-8."""
         return cast(column, LargeBinary)
 
+    def book_recipients(
+        self, connection: Connection, recipients: Sequence[str], now: datetime, cutoff: datetime
+    ) -> set[str]:
+        """An INSERT ... ON CONFLICT DO UPDATE ... WHERE of one row per recipient, sent as one
+        multi-row statement (SQLite has no arrays to unnest)."""
+        rows = [{"recipient": to, "sent_at": now, "cutoff": cutoff} for to in recipients]
+        return set(connection.scalars(_BOOK, rows).all())
+
     def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
         """An IN list expanded to one parameter per value: SQLite has no array type."""
         return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
@@ -312,3 +321,17 @@ def _naive_text(value: datetime | None) -> str | None:
 
 def _stored_time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def _booking() -> Any:
+    """``book_recipients``' statement: an existing recipient's time moves only past the cutoff."""
+    insert = sqlite.insert(outbox_recipient_pacing)
+    return insert.on_conflict_do_update(
+        index_elements=["recipient"],
+        set_={"sent_at": insert.excluded.sent_at},
+        where=outbox_recipient_pacing.c.sent_at
+        <= bindparam("cutoff", type_=outbox_recipient_pacing.c.sent_at.type),
+    ).returning(outbox_recipient_pacing.c.recipient)
+
+
+_BOOK = _booking()
