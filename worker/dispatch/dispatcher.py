@@ -259,7 +259,10 @@ def _with_policy(dispatcher: Dispatcher, screened: Screened, summary: BatchSumma
         return screened
     with dispatcher.engine.connect() as connection:
         now = dispatcher.clock()
-        verdict = policy_rules.apply(dispatcher.settings.policy, connection, screened.outgoing, now)
+        unsent = [item.row.id for item in screened.unsendable]
+        verdict = policy_rules.apply(
+            dispatcher.settings.policy, connection, screened.outgoing, now, unsent
+        )
     summary.note_policy(verdict)
     return Screened(verdict.outgoing, screened.unsendable + verdict.failed)
 

@@ -114,7 +114,10 @@ class BatchSummary:
 
     def count(self, written: list[RowResult]) -> None:
         """Tally the row results the record wrote."""
+        held = {result.id for result in self.policy_held}  # counted by the policy's counters
         for result in written:
+            if result.id in held:
+                continue
             if result.status is Status.ACCEPTED:
                 self.accepted += 1
             elif result.status is Status.FAILED:

@@ -181,6 +181,18 @@ def test_a_raw_sql_copy_of_a_message_fails_as_its_duplicate(outbox: Outbox) -> N
     assert outbox.row("next-week").status == Status.ACCEPTED
 
 
+def test_an_expired_copy_in_the_same_claim_is_no_earlier_copy(outbox: Outbox) -> None:
+    to = recipient(8)
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    add(outbox, to, "expiring", expires_at=soon)
+    add(outbox, to, "twin")
+    outbox.clock.move_to(soon + timedelta(seconds=1))
+    outbox.drain(outbox.dispatcher(OUTBOX_DEDUPE_WINDOW_SECONDS=600))
+    assert outbox.row("expiring").last_error is not None
+    assert outbox.row("expiring").last_error.startswith("expired:")
+    assert outbox.row("twin").status == Status.ACCEPTED
+
+
 def test_pacing_lets_one_message_per_recipient_go_per_interval_in_order(outbox: Outbox) -> None:
     to = recipient(3)
     for n in range(3):
@@ -188,7 +200,9 @@ def test_pacing_lets_one_message_per_recipient_go_per_interval_in_order(outbox: 
     add(outbox, recipient(4), "other")
     dispatcher = outbox.dispatcher(OUTBOX_RECIPIENT_MIN_INTERVAL_SECONDS=6)
 
-    outbox.drain(dispatcher)
+    [summary] = outbox.drain(dispatcher)
+    assert (summary.accepted, summary.retried, summary.released) == (2, 0, 0)
+    assert summary.policy == {"paced": 2}  # counted as held by pacing, not as retries
     rows = outbox.rows()
     assert [rows[f"m{n}"].status for n in range(3)] == [
         Status.ACCEPTED,

@@ -43,13 +43,20 @@ class Verdict:
     segments: Counter[tuple[str, str]] = field(default_factory=Counter)  # (lane, encoding)
 
 
-def apply(policy: Policy, connection: Connection, batch: list[Outgoing], now: datetime) -> Verdict:
-    """The policy's verdict on ``batch`` at ``now`` (the outbox's clock)."""
+def apply(
+    policy: Policy,
+    connection: Connection,
+    batch: list[Outgoing],
+    now: datetime,
+    unsent: Collection[int] = (),
+) -> Verdict:
+    """The policy's verdict on ``batch`` at ``now`` (the outbox's clock); ``unsent`` are the
+    claim's other rows, which the screen failed (no earlier copy of anything)."""
     verdict = Verdict(outgoing=[])
     failed: dict[int, str] = {}
     held: dict[int, tuple[datetime, str]] = {}
     _opt_outs(policy, connection, batch, now, failed)
-    _duplicates(policy, connection, batch, now, failed)
+    _duplicates(policy, connection, batch, now, failed, unsent)
     _quiet_hours(policy, batch, now, failed, held)
     _pacing(policy, connection, batch, now, failed, held)
     for item in batch:
@@ -101,13 +108,15 @@ def _duplicates(
     batch: list[Outgoing],
     now: datetime,
     failed: dict[int, str],
+    unsent: Collection[int],
 ) -> None:
     if not policy.dedupe_window or not batch:
         return
     recipients = _recipients(batch, failed)
     ids = [item.id for item in batch]
     since = now - policy.dedupe_window
-    copies = duplicates.earlier_copies(connection, recipients, ids, max(ids), since)
+    claimed = [*ids, *unsent]
+    copies = duplicates.earlier_copies(connection, recipients, claimed, max(ids), since)
     for item in sorted(batch, key=lambda item: item.id):  # a batch's own copies count too
         copies.setdefault(item.communication.recipient, []).append(
             (item.id, item.communication.client_message_id, dict(item.communication.content))
