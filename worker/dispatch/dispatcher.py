@@ -207,7 +207,8 @@ class Dispatcher:
         now: datetime,
         summary: BatchSummary,
     ) -> None:
-        screened = _with_policy(self, self._screen(rows, permit, token, now, summary), summary)
+        screened = self._screen(rows, permit, token, now, summary)
+        screened = _with_policy(self, screened, summary, lease_end=now + self.settings.lease)
         results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
         results += summary.policy_held
         if screened.outgoing:
@@ -251,17 +252,19 @@ class Dispatcher:
         return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
 
 
-def _with_policy(dispatcher: Dispatcher, screened: Screened, summary: BatchSummary) -> Screened:
+def _with_policy(
+    dispatcher: Dispatcher, screened: Screened, summary: BatchSummary, *, lease_end: datetime
+) -> Screened:
     """The sending policy on a screened batch (docs/sending-policy.md), at the outbox's time
     now: the held are released unsent with the batch's record, the refused fail with the
-    screen's failures."""
+    screen's failures. No request of the batch starts after ``lease_end``."""
     if not screened.outgoing:
         return screened
     with dispatcher.engine.connect() as connection:
         now = dispatcher.clock()
         unsent = [item.row.id for item in screened.unsendable]
         verdict = policy_rules.apply(
-            dispatcher.settings.policy, connection, screened.outgoing, now, unsent
+            dispatcher.settings.policy, connection, screened.outgoing, now, unsent, lease_end
         )
     summary.note_policy(verdict)
     return Screened(verdict.outgoing, screened.unsendable + verdict.failed)

@@ -78,6 +78,21 @@ def test_quiet_hours_hold_bulk_in_the_recipients_own_time_and_release_it_after(
     assert outbox.row("stockholm-bulk").attempts == 1
 
 
+def test_no_request_starts_inside_the_window_the_lease_looks_ahead(outbox: Outbox) -> None:
+    nine = next_local(21, "Europe/Stockholm", outbox.clock.now)
+    outbox.clock.move_to(nine - timedelta(seconds=45))  # the lease (30 s) ends before 21:00
+    add(outbox, STOCKHOLM, "before", priority=Priority.BULK)
+    dispatcher = outbox.dispatcher(**QUIET)
+    outbox.drain(dispatcher)
+    assert outbox.row("before").status == Status.ACCEPTED
+
+    outbox.clock.move_to(nine - timedelta(seconds=15))  # a request could start at 21:00:10
+    add(outbox, STOCKHOLM, "too-close", priority=Priority.BULK)
+    outbox.drain(dispatcher)
+    held = outbox.row("too-close")
+    assert (held.status, held.next_attempt_at) == (Status.PENDING, nine + timedelta(hours=11))
+
+
 def test_quiet_hours_apply_to_the_named_lanes(outbox: Outbox) -> None:
     outbox.clock.move_to(next_local(23, "Europe/Stockholm", outbox.clock.now))
     add(outbox, STOCKHOLM, "code", priority=Priority.URGENT)

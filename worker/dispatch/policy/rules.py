@@ -26,9 +26,6 @@ from worker.dispatch.record import RowResult
 from worker.dispatch.screen import Outgoing, Unsendable
 from worker.policy import Policy
 
-# No request starts later than this after the screen (a request inside quiet hours would):
-# the check looks this far ahead.
-QUIET_MARGIN = timedelta(seconds=60)
 TIME = "%Y-%m-%d %H:%M UTC"
 
 
@@ -49,15 +46,17 @@ def apply(
     batch: list[Outgoing],
     now: datetime,
     unsent: Collection[int] = (),
+    lease_end: datetime | None = None,
 ) -> Verdict:
     """The policy's verdict on ``batch`` at ``now`` (the outbox's clock); ``unsent`` are the
-    claim's other rows, which the screen failed (no earlier copy of anything)."""
+    claim's other rows, which the screen failed (no earlier copy of anything); no request of
+    the batch starts after ``lease_end`` (quiet hours look that far ahead)."""
     verdict = Verdict(outgoing=[])
     failed: dict[int, str] = {}
     held: dict[int, tuple[datetime, str]] = {}
     _opt_outs(policy, connection, batch, now, failed)
     _duplicates(policy, connection, batch, now, failed, unsent)
-    _quiet_hours(policy, batch, now, failed, held)
+    _quiet_hours(policy, batch, now, (lease_end or now) - now, failed, held)
     _pacing(policy, connection, batch, now, failed, held)
     for item in batch:
         if item.id in failed:
@@ -136,6 +135,7 @@ def _quiet_hours(
     policy: Policy,
     batch: list[Outgoing],
     now: datetime,
+    ahead: timedelta,
     failed: dict[int, str],
     held: dict[int, tuple[datetime, str]],
 ) -> None:
@@ -145,7 +145,7 @@ def _quiet_hours(
     for item in batch:
         if item.id in failed or item.row.priority not in policy.quiet_lanes:
             continue
-        until = quiet_until(window, item.communication.recipient, now, QUIET_MARGIN)
+        until = quiet_until(window, item.communication.recipient, now, ahead)
         if until is None:
             continue
         if item.expires_at is not None and item.expires_at <= until:
