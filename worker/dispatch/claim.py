@@ -55,6 +55,7 @@ class ClaimedRow:
     first_due_at: object
     last_error: object  # why the last attempt did not succeed
     suspicion: object = 0  # requests holding it that failed without an answer (screened)
+    trace_context: object = None  # the producer's, raw: the batch's span links to it if valid
 
 
 def new_token() -> int:
@@ -158,6 +159,9 @@ def _returned(dialect: str) -> list[Any]:
         raw = [outbox.c.client_message_id, outbox.c.recipient, cast_(outbox.c.content, Text)]
         times = [outbox.c.expires_at, outbox.c.first_due_at]
     error = cast_(outbox.c.last_error, LargeBinary) if dialect == "sqlite" else outbox.c.last_error
+    trace: Any = outbox.c.trace_context
+    if dialect == "sqlite":
+        trace = cast_(trace, LargeBinary).label("trace_context")
     return [
         outbox.c.id,
         *raw,
@@ -166,6 +170,7 @@ def _returned(dialect: str) -> list[Any]:
         *times,
         error.label("error"),
         outbox.c.suspicion,
+        trace,
     ]
 
 

@@ -40,7 +40,8 @@ from models.text import escaped
 from worker.clock import Clock, utc_now
 from worker.receipts.counters import CounterQueue, Figures
 from worker.receipts.reports import Batch, BodyError, parse_body
-from worker.receipts.storage import Stored, store_reports
+from worker.receipts.storage import Stored
+from worker.receipts.traces import store_traced
 from worker.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Receiver:
             reasons = [rejected.reason for rejected in batch.rejected[:REASONS_SHOWN]]
             refusal = {"error": "no report in the body is well-formed", "rejected": reasons}
             return _json(400, refusal)
-        stored = store_reports(self.engine, batch.reports, received_at=received_at)
+        stored = store_traced(self.engine, batch.reports, received_at=received_at)
         self.counters.record(Figures(200, stored, len(batch.rejected)))
         log.info(
             "received %d reports: %d stored (%d matched, %d unmatched), %d repeats, %d refused",
