@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from worker.clock import Clock, DatabaseClock, utc_now
+from worker.pooler_hint import note_error
 
 POOLER_OPTION = "pooler"
 TRANSACTION_POOLER = "transaction"
@@ -69,11 +70,15 @@ def make_engine(url: str | URL, **options: Any) -> Engine:
         engine = create_engine(url, poolclass=NullPool, **options)
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    if behind_transaction_pooler(url):
+    pooled = behind_transaction_pooler(url)
+    if pooled:
         options["connect_args"] = {"prepare_threshold": None, **options.get("connect_args", {})}
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_size", 5)
-    return create_engine(driver_url(url), **options)
+    engine = create_engine(driver_url(url), **options)
+    if not pooled:  # a pooler the URL does not name: said once, in the outbox's words
+        event.listen(engine, "handle_error", note_error)
+    return engine
 
 
 def engine_for(url: str) -> Engine:

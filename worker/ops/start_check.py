@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, text
 
 from worker.errors import OutboxError
+from worker.ops.hints import require_schema
 from worker.ops.privileges import REPORTS, Duty, Need, Right, TriggerRuns
 
 
@@ -101,8 +102,10 @@ def missing_right(connection: Connection, process: str, duties: Iterable[Duty]) 
 
 
 def require_rights(engine: Engine, process: str, duties: Iterable[Duty]) -> None:
-    """Raise MissingRight (one line) unless ``process`` can do every one of ``duties``."""
+    """Raise MissingRight (one line) unless ``process`` can do every one of ``duties``; first,
+    SchemaBehind when a migration it needs has not run (its rights' columns would not exist)."""
     with engine.connect() as connection:
+        require_schema(connection)
         line = missing_right(connection, process, duties)
     if line is not None:
         raise MissingRight(line)

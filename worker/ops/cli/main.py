@@ -15,6 +15,7 @@ from worker.ops import migrate as migration
 from worker.ops.access import OperatorError
 from worker.ops.cli import changing, reading
 from worker.ops.grants import GrantsError, grants_sql
+from worker.ops.hints import SchemaBehind, clock_line
 from worker.ops.privileges import ROLES, receiver_duties
 from worker.ops.start_check import MissingRight, require_rights
 from worker.settings import OperatorSettings, ReceiverSettings, SettingsError
@@ -254,8 +255,10 @@ def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
         try:
             require_rights(engine, "receiver", receiver_duties())
-        except MissingRight as error:
+        except (MissingRight, SchemaBehind) as error:
             raise OperatorError(str(error), 3) from None
+        if (skew := clock_line(engine)) is not None:
+            print(f"outbox receiver: {skew}", file=sys.stderr)
         try:
             sock = listen(args.host, args.port)
         except OSError as error:
