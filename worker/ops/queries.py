@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import ColumnElement, Connection, Select, func, select, text
+from sqlalchemy.dialects import postgresql
 
 from models import Priority, Status
 from models.outbox import outbox_messages as outbox
@@ -74,7 +75,7 @@ def lane_name(priority: int) -> str:
 def queue_figures(
     connection: Connection, *, now: datetime, exact_below: int | None = EXACT_BELOW
 ) -> QueueFigures:
-    due = outbox.c.next_attempt_at <= now
+    due = pending_is_due(now)
     pending = (
         select(
             outbox.c.priority,
@@ -87,7 +88,7 @@ def queue_figures(
         .where(outbox.c.status == Status.PENDING)
         .group_by(outbox.c.priority)
     )
-    ended = outbox.c.locked_until <= now
+    ended = lease_has_ended(now)
     sending = (
         select(
             outbox.c.priority,
@@ -129,6 +130,34 @@ def queue_figures(
         leases_in_flight=sum(running for running, _, _ in leases.values()),
         expired_leases=sum(expired for _, expired, _ in leases.values()),
     )
+
+
+def pending_is_due(now: Any) -> ColumnElement[bool]:
+    """Among pending rows: due (what `outbox stats` and the autoscaler call due)."""
+    return outbox.c.next_attempt_at <= now
+
+
+def lease_has_ended(now: Any) -> ColumnElement[bool]:
+    """Among sending rows: the lease ended, so the row is due again."""
+    return outbox.c.locked_until <= now
+
+
+# -- due_count -- What `outbox stats` counts as due, as one number: pending rows due and
+# sending rows whose lease ended, each through its partial index. KEDA's PostgreSQL scaler
+# runs it as due_count_sql() renders it (deploy/kubernetes/base/autoscaling.yaml holds that
+# text; a test keeps the two equal).
+def due_count(now: Any) -> Select[Any]:
+    pending = select(func.count()).where(outbox.c.status == Status.PENDING, pending_is_due(now))
+    sending = select(func.count()).where(outbox.c.status == Status.SENDING, lease_has_ended(now))
+    return select((pending.scalar_subquery() + sending.scalar_subquery()).label("due"))
+
+
+def due_count_sql() -> str:
+    """due_count on the database's clock, as PostgreSQL text with its values inlined."""
+    compiled = due_count(func.now()).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    return " ".join(str(compiled).split())
 
 
 def _with_expired_leases(lane: Lane, expired: int, since: datetime | None) -> Lane:
