@@ -134,12 +134,14 @@ def queue_figures(
 
 def pending_is_due(now: Any) -> ColumnElement[bool]:
     """Among pending rows: due (what `outbox stats` and the autoscaler call due)."""
-    return outbox.c.next_attempt_at <= now
+    due: ColumnElement[bool] = outbox.c.next_attempt_at <= now
+    return due
 
 
 def lease_has_ended(now: Any) -> ColumnElement[bool]:
     """Among sending rows: the lease ended, so the row is due again."""
-    return outbox.c.locked_until <= now
+    ended: ColumnElement[bool] = outbox.c.locked_until <= now
+    return ended
 
 
 # -- due_count -- What `outbox stats` counts as due, as one number: pending rows due and
@@ -154,8 +156,9 @@ def due_count(now: Any) -> Select[Any]:
 
 def due_count_sql() -> str:
     """due_count on the database's clock, as PostgreSQL text with its values inlined."""
+    dialect: Any = postgresql.dialect()
     compiled = due_count(func.now()).compile(
-        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        dialect=dialect, compile_kwargs={"literal_binds": True}
     )
     return " ".join(str(compiled).split())
 
