@@ -156,7 +156,7 @@ def due_count(now: Any) -> Select[Any]:
 
 def due_count_sql() -> str:
     """due_count on the database's clock, as PostgreSQL text with its values inlined."""
-    dialect: Any = postgresql.dialect()
+    dialect: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
     compiled = due_count(func.now()).compile(
         dialect=dialect, compile_kwargs={"literal_binds": True}
     )
