@@ -24,6 +24,12 @@ from worker.errors import OutboxError
 # Beyond this apart, a host's clock is worth a line at start (NTP keeps hosts within ms).
 CLOCK_TOLERANCE = timedelta(seconds=30)
 _VERSION = text("SELECT version_num FROM alembic_version")
+# -- catalogue_columns -- The live columns of the named tables in the current schema.
+_CATALOGUE_COLUMNS = text(
+    "SELECT c.relname, a.attname FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid "
+    "WHERE c.relnamespace = to_regnamespace(current_schema()) AND c.relname = ANY(:tables) "
+    "AND a.attnum > 0 AND NOT a.attisdropped"
+)
 
 
 class SchemaBehind(OutboxError):
@@ -35,13 +41,13 @@ def missing_column(connection: Connection, metadata: MetaData = Base.metadata) -
 
     A table that does not exist at all is left to the other checks: a database never
     migrated says so in its own words."""
-    inspector = inspect(connection)
-    existing = set(inspector.get_table_names())
+    existing = _columns(connection, [table.name for table in metadata.sorted_tables])
     for table in metadata.sorted_tables:
         if table.name not in existing:
             continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        absent = [column.name for column in table.columns if column.name not in present]
+        absent = [
+            column.name for column in table.columns if column.name not in existing[table.name]
+        ]
         if absent:
             return (
                 f"{table.name} lacks the column {absent[0]}: the database is behind this "
@@ -49,6 +55,23 @@ def missing_column(connection: Connection, metadata: MetaData = Base.metadata) -
                 "(or the migration Job) before starting the outbox's processes"
             )
     return None
+
+
+def _columns(connection: Connection, tables: list[str]) -> dict[str, set[str]]:
+    """The columns of each of ``tables`` that exists (on PostgreSQL in one catalogue query:
+    every process makes this check at start)."""
+    if connection.dialect.name != "postgresql":
+        inspector = inspect(connection)
+        present = set(inspector.get_table_names())
+        return {
+            name: {column["name"] for column in inspector.get_columns(name)}
+            for name in tables
+            if name in present
+        }
+    found: dict[str, set[str]] = {}
+    for table, column in connection.execute(_CATALOGUE_COLUMNS, {"tables": tables}):
+        found.setdefault(table, set()).add(column)
+    return found
 
 
 def require_schema(connection: Connection) -> None:
