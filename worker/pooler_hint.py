@@ -24,7 +24,7 @@ SIGNS = re.compile(
 )
 HINT = (
     "looks like PgBouncer in transaction mode: add ?pooler=transaction to the database URL "
-    "(README, Behind PgBouncer (transaction pooling))"
+    "(docs/deployment.md#behind-pgbouncer-transaction-pooling)"
 )
 _told = threading.Event()
 
