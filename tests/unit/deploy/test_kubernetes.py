@@ -40,84 +40,87 @@ DATABASE_KEYS = {
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
 _METADATA = {"type": "object", "required": ["name"], "properties": {"name": _NAME}}
-# KEDA's ScaledObject and TriggerAuthentication (keda.sh/v1alpha1), the fields used here.
+
+
+def _keda(spec: dict[str, Any]) -> dict[str, Any]:
+    """A KEDA object (keda.sh/v1alpha1) whose spec follows ``spec``."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+    }
+
+
+# KEDA's ScaledObject and TriggerAuthentication, the fields used here.
 KEDA_SCHEMAS = {
-    "ScaledObject": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "required": ["scaleTargetRef", "triggers"],
-                "additionalProperties": False,
-                "properties": {
-                    "scaleTargetRef": {
+    "ScaledObject": _keda(
+        {
+            "type": "object",
+            "required": ["scaleTargetRef", "triggers"],
+            "additionalProperties": False,
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {"name": _NAME, "kind": {"type": "string"}},
+                },
+                **{
+                    name: {"type": "integer", "minimum": 0}
+                    for name in (
+                        "pollingInterval",
+                        "cooldownPeriod",
+                        "minReplicaCount",
+                        "maxReplicaCount",
+                    )
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
                         "type": "object",
-                        "required": ["name"],
+                        "required": ["type", "metadata"],
                         "additionalProperties": False,
-                        "properties": {"name": _NAME, "kind": {"type": "string"}},
-                    },
-                    **{
-                        name: {"type": "integer", "minimum": 0}
-                        for name in (
-                            "pollingInterval",
-                            "cooldownPeriod",
-                            "minReplicaCount",
-                            "maxReplicaCount",
-                        )
-                    },
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "metadata"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "type": {"enum": ["postgresql", "prometheus"]},
-                                "metadata": _STRING_MAP,
-                                "authenticationRef": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "additionalProperties": False,
-                                    "properties": {"name": _NAME},
-                                },
+                        "properties": {
+                            "type": {"enum": ["postgresql", "prometheus"]},
+                            "metadata": _STRING_MAP,
+                            "authenticationRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "additionalProperties": False,
+                                "properties": {"name": _NAME},
                             },
                         },
                     },
                 },
             },
-        },
-    },
-    "TriggerAuthentication": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "secretTargetRef": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["parameter", "name", "key"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "parameter": {"type": "string"},
-                                "name": _NAME,
-                                "key": {"type": "string"},
-                            },
+        }
+    ),
+    "TriggerAuthentication": _keda(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["parameter", "name", "key"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "parameter": {"type": "string"},
+                            "name": _NAME,
+                            "key": {"type": "string"},
                         },
-                    }
-                },
+                    },
+                }
             },
-        },
-    },
+        }
+    ),
 }
 
 
