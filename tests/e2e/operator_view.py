@@ -128,12 +128,13 @@ def _scratch_file(text: str) -> Iterator[str]:
 
 
 def runbook_section(title: str) -> str:
-    """The runbook's section under a heading containing ``title`` (README or docs/runbook.md)."""
+    """The runbook's entry whose bold lead names ``title`` (README or docs/runbook.md)."""
     runbook = README.parent / "docs" / "runbook.md"
     text = runbook.read_text() if runbook.exists() else README.read_text()
-    match = re.search(rf"^#+ [^\n]*{re.escape(title)}[^\n]*\n(.*?)(?=^#+ |\Z)", text, re.M | re.S)
-    assert match, f"the runbook has no section about {title!r}"
-    return match.group(1)
+    entry = rf"^\*\*[^*\n]*{re.escape(title)}[^*]*\*\*.*?(?=\n\n\*\*|\n#|\Z)"
+    match = re.search(entry, text, re.M | re.S | re.I)
+    assert match, f"the runbook has no entry about {title!r}"
+    return " ".join(match.group(0).split())
 
 
 @dataclass
