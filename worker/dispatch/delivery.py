@@ -338,17 +338,14 @@ class _Run:
         middle = len(batch) // 2
         first, second = batch[:middle], batch[middle:]
         first_request = len(self.delivery.requests)
-        if self.send_and_settle(first) is Flow.STOP:
-            return self.stop(second)
+        stopped = self.send_and_settle(first) is Flow.STOP
         second_request = len(self.delivery.requests)
         halved_again = isinstance(result, BatchTooLarge) and second_request > first_request + 1
-        if halved_again and urgent_due_now(self.courier.connect, self.courier.clock):
-            return self.stop(second)  # urgent rows go first; the rest goes back unspent
+        if stopped or (halved_again and urgent_due_now(self.courier.connect, self.courier.clock)):
+            return self.stop(second)  # also for urgent rows due: the rest goes back unspent
         flow = self.send_and_settle(second)
-        requests = self.delivery.requests
-        if isinstance(result, BatchTooLarge) and _both_taken(
-            requests, (first_request, first), (second_request, second)
-        ):
+        halves = (first_request, first), (second_request, second)
+        if isinstance(result, BatchTooLarge) and _both_taken(self.delivery.requests, *halves):
             with self.courier.connect() as connection:
                 self.courier.gate.batches.too_large_for_its_size(
                     connection, halves=len(second), now=self.courier.clock()
