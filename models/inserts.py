@@ -22,7 +22,8 @@ ROWS_PER_STATEMENT = 1_000  # 7 parameters a row stays under SQLite's and Postgr
 # Where the outbox lives when a session has several binds.
 OUTBOX_BIND: dict[str, Any] = {"mapper": OutboxMessage}
 # What the producer reads back: the id, the key and what the database fills in. Its role may
-# read no other column (README, Security): other messages' recipients and contents stay hidden.
+# read no other column (docs/security.md#a-role-per-process): other messages' recipients and
+# contents stay hidden.
 READ_BACK: tuple[Column[Any], ...] = tuple(
     column
     for column in outbox_messages.columns

@@ -192,7 +192,7 @@ class ApiSettings(_Concern):
 
 
 # Batches grow to this size unless OUTBOX_BATCH_SIZE_MAX says otherwise: past it a drain's
-# CPU per message hardly falls (README, Performance), and an API that takes fewer says so
+# CPU per message hardly falls (docs/performance.md), and an API that takes fewer says so
 # with a too-large answer, which splits that batch and caps the growth for every worker.
 DEFAULT_BATCH_SIZE_MAX = 500
 # A refused key is tried again at least this often: a brake's exit never waits for an operator.

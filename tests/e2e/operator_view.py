@@ -29,7 +29,7 @@ from worker.ops.processes import free_port
 
 OUTBOX = str(Path(sys.executable).with_name("outbox"))
 ALERT_RULES = Path(__file__).parents[2] / "deploy" / "prometheus" / "alerts.yml"
-README = Path(__file__).parents[2] / "README.md"
+RUNBOOK = Path(__file__).parents[2] / "docs" / "runbook.md"
 
 
 def outbox(stack: Stack, *args: str, answer: str | None = None) -> str:
@@ -128,12 +128,11 @@ def _scratch_file(text: str) -> Iterator[str]:
 
 
 def runbook_section(title: str) -> str:
-    """The runbook's entry whose bold lead names ``title`` (README or docs/runbook.md)."""
-    runbook = README.parent / "docs" / "runbook.md"
-    text = runbook.read_text() if runbook.exists() else README.read_text()
-    entry = rf"^\*\*[^*\n]*{re.escape(title)}[^*]*\*\*.*?(?=\n\n\*\*|\n#|\Z)"
-    match = re.search(entry, text, re.M | re.S | re.I)
-    assert match, f"the runbook has no entry about {title!r}"
+    """The runbook's section whose heading names ``title``, its lines joined (docs/runbook.md)."""
+    text = RUNBOOK.read_text()
+    section = rf"^## [^\n]*{re.escape(title)}[^\n]*\n.*?(?=^## |\Z)"
+    match = re.search(section, text, re.M | re.S | re.I)
+    assert match, f"the runbook has no section about {title!r}"
     return " ".join(match.group(0).split())
 
 

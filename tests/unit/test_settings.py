@@ -55,7 +55,7 @@ def test_defaults_are_the_contracts() -> None:
     assert settings.backoff_max == timedelta(seconds=900)
     assert settings.lease == timedelta(seconds=120)
     assert settings.poll_interval == timedelta(seconds=1)
-    # The README's additions.
+    # Added since design.md's first table.
     assert settings.max_parallel == 4
     assert settings.circuit_failures == 5
     assert settings.notify is NotifyMode.AUTO
