@@ -8,6 +8,8 @@ out: its writes are serialized by the database lock).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -222,3 +224,20 @@ COUNT_DUE = _count_due_statement()
 
 def count_due(connection: Connection, *, now: datetime, cap: int) -> int:
     return int(connection.scalar(COUNT_DUE, {"now": now, "cap": cap}) or 0)
+
+
+# -- urgent_due -- Whether an urgent row is due now (the claim's urgent source, unlocked, one
+# row read): a batch halving its way down to the API's limit gives way to it.
+URGENT_DUE = select(exists(_lane(Priority.URGENT, bindparam("now")).limit(1).subquery()))
+
+
+def urgent_due(connection: Connection, *, now: datetime) -> bool:
+    return bool(connection.scalar(URGENT_DUE, {"now": now}))
+
+
+def urgent_due_now(
+    connect: Callable[[], AbstractContextManager[Connection]], clock: Callable[[], datetime]
+) -> bool:
+    """`urgent_due` on a connection of its own, at the clock's time."""
+    with connect() as connection:
+        return urgent_due(connection, now=clock())

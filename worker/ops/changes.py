@@ -9,12 +9,12 @@ moment it was counted: rows that arrive or fail again meanwhile are not swept al
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from models import Status
+from models import Priority, Status
 from worker.dispatch import gate as gates
 from worker.errors import OperatorError
 from worker.ops import queries, retention, writes
@@ -31,6 +31,8 @@ class Plan:
     matched: int
     too_old: int = 0  # retry: of those, created more than OUTBOX_MAX_AGE_SECONDS ago
     maybe_sent: int = 0  # cancel: of those, pending rows that may already have reached Wiraya
+    by_lane: dict[Priority, int] = field(default_factory=dict)  # cancel: matched, by lane
+    sending: int = 0  # cancel: rows of the selection being sent now, which it leaves alone
 
 
 def check_ids(connection: Connection, selection: Selection, status: Status) -> None:
@@ -83,16 +85,31 @@ def plan_cancel(engine: Engine, selection: Selection, *, now: datetime) -> Plan:
         matched, _, maybe_sent = writes.count_selected(
             connection, bounded, status=Status.PENDING, time_column="created_at"
         )
-    return Plan(bounded, matched, maybe_sent=maybe_sent)
+        by_lane = writes.count_by_lane(
+            connection, bounded, status=Status.PENDING, time_column="created_at"
+        )
+        sending, _, _ = writes.count_selected(
+            connection, bounded, status=Status.SENDING, time_column="created_at"
+        )
+    return Plan(bounded, matched, maybe_sent=maybe_sent, by_lane=by_lane, sending=sending)
 
 
-def cancel(engine: Engine, plan: Plan, *, now: datetime, include_sent: bool) -> int:
-    """Pending → cancelled (only never-sent rows unless ``include_sent``); returns how many."""
+def cancel(
+    engine: Engine,
+    plan: Plan,
+    *,
+    now: datetime,
+    include_sent: bool,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Pending → cancelled (only never-sent rows unless ``include_sent``); returns how many.
+    ``progress`` hears the running total after each chunk."""
     return _in_chunks(
         engine,
         lambda connection: writes.cancel_pending(
             connection, plan.selection, now=now, include_sent=include_sent, chunk=writes.CHUNK
         ),
+        progress,
     )
 
 
@@ -121,7 +138,11 @@ def prune_unmatched_reports(engine: Engine, *, cutoff: datetime) -> int:
     )
 
 
-def _in_chunks(engine: Engine, chunk: Callable[[Connection], int]) -> int:
+def _in_chunks(
+    engine: Engine,
+    chunk: Callable[[Connection], int],
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Run ``chunk`` in a transaction of its own until one changes fewer than CHUNK rows.
 
     A changed row leaves the selection (it is no longer failed, pending or there), so each
@@ -135,6 +156,8 @@ def _in_chunks(engine: Engine, chunk: Callable[[Connection], int]) -> int:
         changed += count
         if count < writes.CHUNK:
             return changed
+        if progress is not None:
+            progress(changed)
 
 
 def resume(engine: Engine, *, now: datetime) -> None:

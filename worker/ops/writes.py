@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import CTE, Connection, and_, delete, func, literal, select, update
 
-from models import Status
+from models import Priority, Status
 from models.outbox import outbox_messages as outbox
 from worker.ops import retention
 from worker.ops.selection import Selection, may_have_reached_wiraya, retried_error, selected
@@ -69,6 +69,15 @@ def count_selected(
         select(func.count(), old, sent).where(where)
     ).one()
     return int(matched), int(older or 0), int(maybe_sent or 0)
+
+
+def count_by_lane(
+    connection: Connection, selection: Selection, *, status: Status, time_column: str
+) -> dict[Priority, int]:
+    """How many rows of ``status`` an operator's selection matches, by lane."""
+    where = selected(connection, selection, status, time_column)
+    statement = select(outbox.c.priority, func.count()).where(where).group_by(outbox.c.priority)
+    return {Priority(lane): int(count) for lane, count in connection.execute(statement)}
 
 
 def retry_failed(

@@ -321,7 +321,9 @@ def _describe(exc: Exception) -> str:
 def _log_result(batch: Sequence[Communication], result: SendResult, elapsed: float) -> None:
     milliseconds = elapsed * 1000
     if isinstance(result, RequestFailure):
-        log.warning(
+        # INFO: the batch's summary warns once per change of state (worker.dispatch.summary);
+        # a warning per request would be one per probe through a whole outage.
+        log.info(
             "EnqueueCommunications: %d messages not sent (%s) after %.0f ms: %s",
             len(batch),
             type(result).__name__,
