@@ -3,8 +3,9 @@
 Workers run the real `Dispatcher` (claim, screen, gate, send, record) with the simulated
 clock, sleep, monotonic clock, random generator and API injected; beat runs the real
 ``Dispatcher.due_batches`` (the gate's ``dispatches_wanted``) to decide how many dispatches to
-queue; operators run the real `worker.ops.changes` commands. A statement hook hands the baton
-over before every statement, so the scheduler may interleave workers between any two.
+queue; operators run the real `worker.ops.changes` and `worker.ops.retry` commands. A
+statement hook hands the baton over before every statement, so the scheduler may interleave
+workers between any two.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from worker.dispatch import claim as claims
 from worker.dispatch import record as record_module
 from worker.dispatch.dispatcher import Dispatcher
 from worker.errors import OperatorError
-from worker.ops import changes
+from worker.ops import changes, retry
 from worker.ops.selection import Selection
 from worker.settings import Settings
 from worker.wiraya.results import Communication, SendResult
@@ -277,9 +278,9 @@ class World:
     def _command(self, command: Command) -> None:
         now, settings = self.clock.now(), self.settings
         if command is Command.RETRY:
-            plan = changes.plan_retry(self.engine, Selection(), now=now, max_age=settings.max_age)
+            plan = retry.plan_retry(self.engine, Selection(), now=now, max_age=settings.max_age)
             self.checker.on_retry([cmid for cmid, _ in self._rows_of(Status.FAILED)])
-            changes.retry(self.engine, plan, now=now, renew_age=False)
+            retry.retry(self.engine, plan, now=now, renew_age=False)
         elif command is Command.CANCEL:
             pending = [cmid for cmid, _ in self._rows_of(Status.PENDING)]
             if pending:

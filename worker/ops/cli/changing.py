@@ -8,7 +8,7 @@ from models import Status
 from worker.clock import utc_now
 from worker.database import database_now
 from worker.errors import OperatorError
-from worker.ops import access, changes
+from worker.ops import access, changes, retry
 from worker.ops.cli.times import human_duration, parse_duration, parse_moment
 from worker.ops.selection import Selection
 from worker.settings import OperatorSettings
@@ -18,7 +18,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "retry")
     with access.open_outbox(settings.database_url) as engine:
         now = database_now(engine)  # the outbox's time, which the rows' times are in
-        plan = changes.plan_retry(engine, selection, now=now, max_age=settings.max_age)
+        plan = retry.plan_retry(engine, selection, now=now, max_age=settings.max_age)
         if plan.matched == 0:
             print("no failed messages match: nothing to retry")
             return 0
@@ -30,7 +30,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
                 "unless you add --renew-age)"
             )
         _confirm(question, args.yes)
-        moved = changes.retry(engine, plan, now=database_now(engine), renew_age=args.renew_age)
+        moved = retry.retry(engine, plan, now=database_now(engine), renew_age=args.renew_age)
     print(f"retried {moved:,} messages: pending and due now")
     return 0
 
