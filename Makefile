@@ -8,7 +8,7 @@ UV := $(BIN)/uv
 EXPORT := $(UV) export --quiet --frozen --no-emit-project --format requirements-txt
 LOCK_FLAGS ?=
 
-.PHONY: help install lock test lint demo bench simulate
+.PHONY: help install lock test lint demo bench simulate docs
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_reports.py
 	$(BIN)/python bench/bench_receiver_limits.py
 	$(BIN)/python bench/bench_migrate.py
+
+docs: $(STAMP)  ## build the documentation site into site/ (strict: a broken link or anchor fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)  ## ruff, mypy and the import boundaries
 	$(BIN)/ruff check .

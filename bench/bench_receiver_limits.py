@@ -2,8 +2,9 @@
 
 1. Memory: Python's allocations (tracemalloc, peak above the start) while the receiver parses,
    stores and answers one body on PostgreSQL, per MiB of body; bodies of 1 and 4 MiB made of
-   small reports (the worst case: the most reports per byte) and of reports as the README's
-   template writes them. The body's own bytes are not counted (the request holds them).
+   small reports (the worst case: the most reports per byte) and of reports as the template of
+   docs/delivery-reports.md#wirayas-side-the-callback-template writes them. The body's own
+   bytes are not counted (the request holds them).
 2. A connection that sends half its headers: seconds until the receiver closes it, as
    `outbox receiver` configures uvicorn (given up after 45 s).
 

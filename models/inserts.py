@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Column, Dialect, Insert, Row, Select, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Column, Dialect, Insert, Row, Select, select
 from sqlalchemy.orm import make_transient_to_detached
 
+from models.databases import database_of
 from models.errors import DuplicateMessage
 from models.message import NewMessage
 from models.outbox import OutboxMessage, outbox_messages
@@ -22,7 +22,8 @@ ROWS_PER_STATEMENT = 1_000  # 7 parameters a row stays under SQLite's and Postgr
 # Where the outbox lives when a session has several binds.
 OUTBOX_BIND: dict[str, Any] = {"mapper": OutboxMessage}
 # What the producer reads back: the id, the key and what the database fills in. Its role may
-# read no other column (README, Security): other messages' recipients and contents stay hidden.
+# read no other column (docs/security.md#a-role-per-process): other messages' recipients and
+# contents stay hidden.
 READ_BACK: tuple[Column[Any], ...] = tuple(
     column
     for column in outbox_messages.columns
@@ -30,10 +31,10 @@ READ_BACK: tuple[Column[Any], ...] = tuple(
 )
 
 
-# -- insert_one -- One row, ON CONFLICT (client_message_id) DO NOTHING, returning what the
-# database filled in (nothing when the id was already there, and the caller's transaction
-# stays healthy); ``loaded`` makes the row of it.
 def insert_one(dialect: Dialect, message: NewMessage) -> Insert:
+    """One row, ON CONFLICT (client_message_id) DO NOTHING, returning what the database filled
+    in (nothing when the id was already there, and the caller's transaction stays healthy);
+    ``loaded`` makes the row of it."""
     return _insert_ignoring_duplicates(dialect).values(message.row()).returning(*READ_BACK)
 
 
@@ -48,9 +49,9 @@ def loaded(message: NewMessage, returned: Row[Any]) -> OutboxMessage:
     return row
 
 
-# -- insert_many -- The same for many rows: given one parameter set per row, SQLAlchemy's
-# "insertmanyvalues" sends multi-row INSERT ... RETURNING statements of up to 1,000 rows.
 def insert_many(dialect: Dialect) -> Insert:
+    """The same for many rows: given one parameter set per row, SQLAlchemy's "insertmanyvalues"
+    sends multi-row INSERT ... RETURNING statements of up to 1,000 rows."""
     return (
         _insert_ignoring_duplicates(dialect)
         .returning(OutboxMessage.client_message_id)
@@ -58,20 +59,13 @@ def insert_many(dialect: Dialect) -> Insert:
     )
 
 
-# -- existing -- The row holding the message's client_message_id (for if_exists="return"):
-# what the producer may read of it, and whether it holds the same recipient and content. On
-# PostgreSQL outbox_message_is (migration 0012) answers that with the owner's rights, so the
-# producer reads neither; SQLite has no roles, and the two are compared by same_message.
 def existing(dialect: Dialect, message: NewMessage) -> Select[Any]:
+    """The row holding the message's client_message_id (for if_exists="return"): what the
+    producer may read of it, and what tells whether it holds the same recipient and content
+    (judged by ``same_message``)."""
     where = outbox_messages.c.client_message_id == message.client_message_id
-    if dialect.name == "postgresql":
-        same = func.outbox_message_is(
-            message.client_message_id,
-            message.recipient,
-            bindparam("content", message.content.to_api(), type_=postgresql.JSONB()),
-        )
-        return select(*READ_BACK, same.label("same")).where(where)
-    return select(*READ_BACK, outbox_messages.c.recipient, outbox_messages.c.content).where(where)
+    same = database_of(dialect).same_message_columns(outbox_messages, message)
+    return select(*READ_BACK, *same).where(where)
 
 
 def refuse_duplicate(message: NewMessage, if_exists: IfExists) -> None:
@@ -133,12 +127,5 @@ def in_given_order(batch: Iterable[NewMessage], inserted: Iterable[str]) -> list
 
 def _insert_ignoring_duplicates(dialect: Dialect) -> Insert:
     """INSERT ... ON CONFLICT (client_message_id) DO NOTHING for the session's database."""
-    if dialect.name == "postgresql":
-        return postgresql.insert(OutboxMessage).on_conflict_do_nothing(
-            index_elements=["client_message_id"]
-        )
-    if dialect.name == "sqlite":
-        return sqlite.insert(OutboxMessage).on_conflict_do_nothing(
-            index_elements=["client_message_id"]
-        )
-    raise NotImplementedError(f"the outbox supports PostgreSQL and SQLite, not {dialect.name}")
+    insert = database_of(dialect).insert(OutboxMessage)
+    return insert.on_conflict_do_nothing(index_elements=["client_message_id"])

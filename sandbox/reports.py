@@ -1,11 +1,12 @@
 """Delivery reports pushed like Wiraya's communication callbacks: batched, with basic auth.
 
 Every message the sandbox accepts gets a report, DELIVERED, or NOT_DELIVERED for the test
-recipient ending in 0000007 (`sandbox.recipients`). Reports are queued and POSTed as one JSON
-array every ``interval`` to ``url``, in the body the project's README template gives
-(``trackingId``, ``status``, ``recipient``, ``doneAt``, plus ``clientMessageId``). What is not
-answered 2xx (refused, an error, no answer) is pushed again in the next round. Like Wiraya,
-whose ordering and retries are not documented, it also pushes some reports twice
+recipient ending in 0000007 (`sandbox.recipients`). Reports are queued and POSTed as one JSON array
+every ``interval`` to ``url``, in the body of Wiraya's template
+(docs/delivery-reports.md#wirayas-side-the-callback-template: ``trackingId``, ``status``,
+``recipient``, ``doneAt``, plus ``clientMessageId``). What is not answered 2xx (refused, an error,
+no answer) is pushed again in the next round. Like Wiraya, whose ordering and retries are not
+documented, it also pushes some reports twice
 (``p_repeat``) and some before it answers the send they belong to (``p_early``: the request
 that enqueued the message waits until that push is answered).
 """

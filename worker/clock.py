@@ -1,9 +1,10 @@
 """The clocks of the outbox: the host's wall clock, and the outbox's time every process shares.
 
-No host's clock is the outbox's clock (README, "The sending gate"): the times workers share
-(the gate's pause, probe times and slot cursor, the rows' due times and leases) are in the
-database's clock, which every process reads now and then and advances in between by its own
-monotonic clock, so a host whose wall clock steps back or runs ahead keeps the outbox's time.
+No host's clock is the outbox's clock (docs/sending-gate.md#no-hosts-clock-is-the-outboxs-clock):
+the times workers share (the gate's pause, probe times and slot cursor, the rows' due times and
+leases) are in the database's clock, which every process reads now and then and advances in
+between by its own monotonic clock, so a host whose wall clock steps back or runs ahead keeps the
+outbox's time.
 Everything that compares with those times takes a ``Clock``: tests and the simulator inject
 their own.
 """

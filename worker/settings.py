@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from models import DEFAULT_LIMITS, MessageLimits
+from models.databases import Database, database_at
 from worker.api_keys import fingerprint_salt
 from worker.database import behind_transaction_pooler
 from worker.errors import SettingsError
@@ -96,9 +97,9 @@ class DatabaseSettings(_Concern):
         _behind_pooler("OUTBOX_DATABASE_URL", self.database_url)
         if self.listen_url is None:
             return self
-        if not self.is_postgres:
+        if not _listens(self.database_url):
             raise ValueError("OUTBOX_LISTEN_URL: only a PostgreSQL outbox listens for inserts")
-        if not self.listen_url.startswith("postgresql"):
+        if not _listens(self.listen_url):
             raise ValueError("OUTBOX_LISTEN_URL: must be a PostgreSQL URL")
         if _behind_pooler("OUTBOX_LISTEN_URL", self.listen_url):
             raise ValueError(
@@ -108,9 +109,9 @@ class DatabaseSettings(_Concern):
         return self
 
     @property
-    def is_postgres(self) -> bool:
-        """True when the outbox lives in PostgreSQL (SKIP LOCKED, NOTIFY, partial indexes)."""
-        return self.database_url.startswith("postgresql")
+    def database(self) -> Database:
+        """The database the outbox lives in (``models.databases``)."""
+        return database_at(self.database_url)
 
     @property
     def behind_transaction_pooler(self) -> bool:
@@ -189,7 +190,7 @@ class ApiSettings(_Concern):
 
 
 # Batches grow to this size unless OUTBOX_BATCH_SIZE_MAX says otherwise: past it a drain's
-# CPU per message hardly falls (README, Performance), and an API that takes fewer says so
+# CPU per message hardly falls (docs/performance.md), and an API that takes fewer says so
 # with a too-large answer, which splits that batch and caps the growth for every worker.
 DEFAULT_BATCH_SIZE_MAX = 500
 # A refused key is tried again at least this often: a brake's exit never waits for an operator.
@@ -361,6 +362,14 @@ def _behind_pooler(variable: str, url: str) -> bool:
         return behind_transaction_pooler(parsed)
     except ArgumentError as error:
         raise ValueError(f"{variable}: {error}") from None
+
+
+def _listens(url: str) -> bool:
+    """Whether the database at ``url`` can LISTEN for inserts (not one the outbox runs on: no)."""
+    try:
+        return database_at(url).listens_for_inserts
+    except ArgumentError:
+        return False
 
 
 def _describe(exc: ValidationError) -> str:

@@ -1,6 +1,6 @@
 #!/bin/sh
 # docker-compose's PostgreSQL, at its first start (an empty volume): the outbox's owner and one
-# login role per process, each with its own password (README, Security). Run once, by the image's
+# login role per process, each with its own password (docs/security.md#in-docker-compose). Run once, by the image's
 # entrypoint, as the superuser; no outbox service connects as the superuser afterwards.
 #
 # - outbox_owner owns the database and its public schema: it runs the migrations (the `migrate`

@@ -39,7 +39,7 @@ depends_on: str | Sequence[str] | None = None
 
 timestamp = sa.DateTime(timezone=True)
 identity = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-# worker/reports/storage.py takes the same key (a test checks that they agree).
+# models/databases/postgresql.py takes the same key (a test checks that they agree).
 MATCH_LOCK = 122550254464888
 FINAL = "status <> 'NEXTATTEMPT'"
 BEST_REPORT = f"""

@@ -10,7 +10,7 @@ spent about a third of its time there, though a report arrives before its tracki
 recorded only now and then. This statement-level trigger sees the statement's rows as
 transition tables: when no row got a new tracking id it does nothing; otherwise it takes the
 same shared advisory lock once (the receiver's exclusive one still orders the two, see
-worker/reports/storage.py) and matches the rows with a report waiting, one by one through
+worker/receipts/storage.py) and matches the rows with a report waiting, one by one through
 the indexes (a set-based join let the planner scan whole tables for a handful of rows). The
 rule is 0006's: a message shows its best report (final beats NEXTATTEMPT, then the later
 event, then the first stored). Its own update of the delivery status sets no tracking id, so the trigger
@@ -35,7 +35,7 @@ down_revision: str | None = "0006_delivery_reports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# worker/reports/storage.py takes the same key (a test checks that they agree).
+# models/databases/postgresql.py takes the same key (a test checks that they agree).
 MATCH_LOCK = 122550254464888
 CHANGED = """
     FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id

@@ -10,7 +10,7 @@ Create Date: 2026-12-07
   On PostgreSQL each is built CONCURRENTLY (worker/ops/online_ddl.py), so neither the receiver
   nor a record waits; one an interrupted build left INVALID is built again.
 - The early-report trigger ranks reports as the receiver does: only the statuses Wiraya
-  documents as final (models.reports.FINAL_DELIVERY_STATUSES) beat the others. A status it never
+  documents as final (models.delivery.FINAL_DELIVERY_STATUSES) beat the others. A status it never
   named is kept as seen but is not final, so a made-up one cannot pin a message's status.
   On PostgreSQL the function is replaced in place, in a short transaction that waits for its
   lock a moment at a time (CREATE OR REPLACE also resets how it runs: migration 0012, after
@@ -32,7 +32,7 @@ down_revision: str | None = "0010_raw_sql_rows"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The statuses Wiraya documents as final (models.reports.FINAL_DELIVERY_STATUSES; a test checks that
+# The statuses Wiraya documents as final (models.delivery.FINAL_DELIVERY_STATUSES; a test checks that
 # they agree). Written out: a migration keeps the rule of its day.
 FINAL_DELIVERY_STATUSES = (
     "DELIVERED",
@@ -46,7 +46,7 @@ FINAL_DELIVERY_STATUSES = (
     "TEST",
     "UNKNOWN",
 )
-# worker/reports/storage.py takes the same key (a test checks that they agree).
+# models/databases/postgresql.py takes the same key (a test checks that they agree).
 MATCH_LOCK = 122550254464888
 FINAL = "status IN (" + ", ".join(f"'{status}'" for status in FINAL_DELIVERY_STATUSES) + ")"
 INDEXES = {

@@ -4,7 +4,7 @@ Revision ID: 0012_definer_triggers
 Revises: 0011_report_retention
 Create Date: 2026-12-07
 
-A role per process (README, Security; `outbox grants`) gives the worker no right on
+A role per process (docs/security.md#a-role-per-process; `outbox grants`) gives the worker no right on
 outbox_delivery_reports, yet every record that sets a tracking id fires the trigger of
 migrations 0006/0007, which reads and updates that table. Run with the worker's rights, the
 record failed after the API had accepted the batch. The trigger's function now runs

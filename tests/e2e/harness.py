@@ -42,7 +42,8 @@ OUTBOX_CELERY = str(VENV_BIN / "outbox-celery")  # worker/runtime/launch.py
 TRACKING_ID = re.compile(r"[0-9a-f]{32}")
 FINAL_SQL = "status IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)))
 
-# Flower's Tasks page with each task's result (the dispatch summary), as README configures it.
+# Flower's Tasks page with each task's result (the dispatch summary), as
+# docs/operations.md#flower configures it.
 TASKS_COLUMNS = "name,uuid,state,result,received,runtime,worker"
 
 CONCURRENCY = 2  # pool processes per worker: one worker process drives two batches at once
@@ -158,8 +159,9 @@ class Stack:
         return self.admin
 
     def start_flower(self, basic_auth: str) -> str:
-        """`celery -A worker flower` as README runs it (FLOWER_BASIC_AUTH, the Tasks page's
-        columns with the results) on a free port; returns its URL once it answers."""
+        """`celery -A worker flower` as docs/deployment.md#plain-processes runs it
+        (FLOWER_BASIC_AUTH, the Tasks page's columns with the results) on a free port; returns
+        its URL once it answers."""
         port = free_port()
         argv = [CELERY, "-A", "worker", "flower", "--address=127.0.0.1", f"--port={port}"]
         env = self.worker_env(FLOWER_BASIC_AUTH=basic_auth, FLOWER_TASKS_COLUMNS=TASKS_COLUMNS)

@@ -1,8 +1,8 @@
 """Flower, the ops alarm: `celery -A worker flower` shows each batch's summary and failing tasks.
 
-Runs Flower as README says (basic auth from FLOWER_BASIC_AUTH), against the stack's private
-Redis, with a real worker and beat: first with the key the sandbox accepts, then with a wrong
-one, whose dispatches must show up as failed tasks.
+Runs Flower as docs/operations.md#flower says (basic auth from FLOWER_BASIC_AUTH), against the
+stack's private Redis, with a real worker and beat: first with the key the sandbox accepts,
+then with a wrong one, whose dispatches must show up as failed tasks.
 """
 
 from __future__ import annotations

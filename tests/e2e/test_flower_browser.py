@@ -3,8 +3,8 @@
 Real worker, beat and Flower processes dispatch messages from the sandbox; Debian's
 `chromium`, driven by Playwright (never a downloaded browser), opens the Tasks page with basic
 auth and reads the `outbox.dispatch` rows. The screenshot it takes is kept in the test's
-folder, and copied to OUTBOX_SCREENSHOTS when set (`OUTBOX_SCREENSHOTS=docs` refreshes the
-README's picture).
+folder, and copied to OUTBOX_SCREENSHOTS when set (`OUTBOX_SCREENSHOTS=docs` refreshes
+the picture in docs/operations.md#flower).
 """
 
 from __future__ import annotations

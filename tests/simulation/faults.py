@@ -79,7 +79,8 @@ KNOWN_DEFECTS_ON: dict[str, dict[str, str]] = {
     "sqlite": {
         # Exempt by design: on SQLite the database's clock is the one host's, so a step back
         # moves every due time of the rows already written into the future, and nothing can
-        # tell them from rows scheduled for then (README, "The sending gate").
+        # tell them from rows scheduled for then
+        # (docs/sending-gate.md#no-hosts-clock-is-the-outboxs-clock).
         "clock-step": "on SQLite the outbox's time is the one host's clock: a step is its own",
     },
     "postgresql": {},
@@ -150,7 +151,8 @@ class FaultPlan:
     def calm_at(self, elapsed: float) -> bool:
         """Whether no window of trouble was on within a probe interval before ``elapsed``: a
         lone failure then is the message's own (before, the outbox cannot tell it from the
-        outage it just saw, and the message waits unspent: README, "The sending gate")."""
+        outage it just saw, and the message waits unspent:
+        docs/sending-gate.md#one-bad-message-holds-nothing-back)."""
         since = elapsed - float(str(self.settings["OUTBOX_PROBE_INTERVAL_SECONDS"]))
         return all(window.end <= since or window.start > elapsed for window in self.windows)
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import Engine, create_engine, event, text
 
+from models.databases.sqlite import tune as tune_sqlite
 from tests.conftest import POSTGRES_URL, alembic_config, with_database
 from tests.conftest import _admin as admin
 from tests.simulation.faults import FaultPlan, known_defects, random_plan
 from tests.simulation.properties import Violation, check_limits, finish
 from tests.simulation.world import World
-from worker.database import _tune_sqlite as tune_sqlite
 from worker.database import make_engine
 from worker.settings import Settings
 

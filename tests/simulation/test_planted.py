@@ -44,7 +44,7 @@ def claim_rows_under_lease(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
     monkeypatch.setattr(claim, "_expired_leases", every_sending_row)
-    rebuilt = {dialect: claim._claim_statement(dialect) for dialect in claim.CLAIMS}
+    rebuilt = {database: claim._claim_statement(database) for database in claim.CLAIMS}
     monkeypatch.setattr(claim, "CLAIMS", rebuilt)
 
 

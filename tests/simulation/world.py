@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, event, insert, select
 
 from models import Status
+from models.databases import database_of
 from models.outbox import outbox_messages as outbox
 from tests.simulation.api_model import ApiModel, SimSender
 from tests.simulation.clock import HostClock, SimClock
@@ -29,7 +30,6 @@ from worker import database
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.dispatch import claim as claims
-from worker.dispatch import record as record_module
 from worker.dispatch.dispatcher import Dispatcher
 from worker.errors import OperatorError
 from worker.ops import changes, retry
@@ -149,10 +149,10 @@ class World:
         compiled = getattr(context, "compiled", None)
         if actor is None or actor.quiet or compiled is None:
             return
-        dialect = conn.dialect.name
-        if compiled.statement is claims.CLAIMS[dialect]:  # looked up now: a test may swap it
+        seam = database_of(conn)
+        if compiled.statement is claims.CLAIMS[seam]:  # looked up now: a test may swap it
             self.checker.on_claim(actor.name, context.compiled_parameters[0]["version"])
-        elif compiled.statement is record_module._STATEMENTS[dialect]:
+        elif compiled.statement is seam.record_statement():
             self.checker.on_record(actor.name)
 
     # -- actors ---------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_defaults_are_the_contracts() -> None:
     assert settings.backoff_max == timedelta(seconds=900)
     assert settings.lease == timedelta(seconds=120)
     assert settings.poll_interval == timedelta(seconds=1)
-    # The README's additions.
+    # Added since design.md's first table.
     assert settings.max_parallel == 4
     assert settings.circuit_failures == 5
     assert settings.notify is NotifyMode.AUTO
@@ -80,7 +80,7 @@ def test_every_variable_is_read() -> None:
         }
     )
     assert settings.database_url == "postgresql+psycopg://postgres@127.0.0.1:5432/app"
-    assert settings.is_postgres
+    assert settings.database.listens_for_inserts
     assert not settings.notify_enabled
     assert settings.broker_url == "redis://127.0.0.1:6379/3"
     assert settings.wiraya_base_url == "https://api.example.test"

@@ -160,4 +160,5 @@ def _next_steps(out: TextIO, root: Path, expected: Expected) -> None:
             print(f"  {prefix} {outbox} inspect {examples[kind]}", file=out)
     print(f"  {prefix} {outbox} retry --error 'gave up' --yes   # back to pending", file=out)
     print(f"  {prefix} {outbox} metrics --port 9808             # Prometheus figures", file=out)
-    print("  README.md: producing messages, deployment (docker compose), Flower, runbook", file=out)
+    print("  the manual (make docs builds it into site/): docs/producing.md,", file=out)
+    print("  docs/deployment.md, docs/operations.md, docs/runbook.md", file=out)

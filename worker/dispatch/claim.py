@@ -1,8 +1,8 @@
 """The claim: take a batch of due rows under a lease, in one statement, and count them due.
 
 Statements take a Connection and an explicit ``now`` so that tests move time instead of
-sleeping. PostgreSQL gets ``FOR UPDATE SKIP LOCKED``; SQLite (one worker) gets the same
-statements without row locks, its writes being serialized by the database lock.
+sleeping. Every source is locked ``FOR UPDATE SKIP LOCKED`` (which SQLite, one worker, leaves
+out: its writes are serialized by the database lock).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Integer,
-    LargeBinary,
     Select,
-    Text,
     bindparam,
     exists,
     func,
@@ -29,9 +27,9 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy import cast as cast_
 
 from models import Priority, Status
+from models.databases import DATABASES, Database, database_of
 from models.outbox import outbox_messages as outbox
 from worker.dispatch.gate.state import GATE_NAME, gate
 
@@ -96,19 +94,22 @@ def _sources(now: Any, limit: Any, *, lock: bool) -> list[Select[Any]]:
     return limited
 
 
-# -- claim -- Take up to ``limit`` due rows in one statement: mark them sending under a lease
-# and a fresh claim token, count the attempt and remember when each first fell due. Urgent
-# rows come first, then expired leases, then normal and bulk rows, each lane oldest due first;
-# every source is read through a partial index (each lane is one range of
-# ix_outbox_messages_due) and locked with SKIP LOCKED, and read only as far as the batch still
-# needs rows. Urgent rows go without normal and bulk rows: when any is due those lanes are
-# skipped by a one-time filter, so a code's request and record take a few rows' time, not a
-# full bulk batch's. Expired leases still come with them: a dead worker's rows (its urgent ones
-# among them) would otherwise wait for a claim that finds no urgent row, for ever under a
-# steady urgent flow. With ``urgent_alone`` false (a request rate in force) urgent rows fill
-# their batch from every lane. Guarded by the gate's version: when any brake changed since the
-# worker read the gate, nothing is claimed (a one-time filter skips the sources altogether).
-def _claim_statement(dialect: str) -> Any:
+def _claim_statement(database: Database) -> Any:
+    """Take up to ``limit`` due rows in one statement: mark them sending under a lease and a
+    fresh claim token, count the attempt and remember when each first fell due.
+
+    Urgent rows come first, then expired leases, then normal and bulk rows, each lane oldest
+    due first; every source is read through a partial index (each lane is one range of
+    ix_outbox_messages_due) and locked with SKIP LOCKED, and read only as far as the batch
+    still needs rows. Urgent rows go without normal and bulk rows: when any is due those lanes
+    are skipped by a one-time filter, so a code's request and record take a few rows' time,
+    not a full bulk batch's. Expired leases still come with them: a dead worker's rows (its
+    urgent ones among them) would otherwise wait for a claim that finds no urgent row, for
+    ever under a steady urgent flow. With ``urgent_alone`` false (a request rate in force)
+    urgent rows fill their batch from every lane. Guarded by the gate's version: when any brake
+    changed since the worker read the gate, nothing is claimed (a one-time filter skips the
+    sources altogether).
+    """
     limit = bindparam("limit", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
     sources = [
@@ -140,38 +141,33 @@ def _claim_statement(dialect: str) -> Any:
             first_due_at=func.coalesce(outbox.c.first_due_at, outbox.c.next_attempt_at),
             updated_at=now,
         )
-        .returning(*_returned(dialect))
+        .returning(*_returned(database))
     )
 
 
-def _returned(dialect: str) -> list[Any]:
-    """The claimed columns; on SQLite, text and times as raw bytes and text (screened later)."""
-    raw: list[Any]
-    times: list[Any]
-    if dialect == "sqlite":
-        raw = [
-            cast_(outbox.c[name], LargeBinary).label(name)
-            for name in ("client_message_id", "recipient", "content")
-        ]
-        times = [cast_(outbox.c[name], Text).label(name) for name in ("expires_at", "first_due_at")]
-    else:
-        raw = [outbox.c.client_message_id, outbox.c.recipient, cast_(outbox.c.content, Text)]
-        times = [outbox.c.expires_at, outbox.c.first_due_at]
-    error = cast_(outbox.c.last_error, LargeBinary) if dialect == "sqlite" else outbox.c.last_error
+def _returned(database: Database) -> list[Any]:
+    """The claimed columns, text and times raw as the database hands them (screened later)."""
+    raw = [
+        database.raw_text(outbox.c[name]).label(name)
+        for name in ("client_message_id", "recipient", "content")
+    ]
+    times = [
+        database.raw_time(outbox.c[name]).label(name) for name in ("expires_at", "first_due_at")
+    ]
     return [
         outbox.c.id,
         *raw,
         outbox.c.attempts,
         outbox.c.priority,
         *times,
-        error.label("error"),
+        database.raw_text(outbox.c.last_error).label("error"),
         outbox.c.suspicion,
     ]
 
 
-# Built once per dialect: the claim runs for every batch, and building it costs more than
+# Built once per database: the claim runs for every batch, and building it costs more than
 # running it.
-CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sqlite")}
+CLAIMS = {database: _claim_statement(database) for database in DATABASES}
 
 
 def claim(
@@ -196,7 +192,7 @@ def claim(
         "version": version,
         "token": token,
     }
-    statement = CLAIMS[connection.dialect.name]
+    statement = CLAIMS[database_of(connection)]
     # fetchall: iterating a result fetches one row per driver call
     fetched = connection.execute(statement, parameters).fetchall()
     rows = [ClaimedRow(*row) for row in fetched]
@@ -204,9 +200,9 @@ def claim(
     return rows
 
 
-# -- count_due -- How many rows are due now, counting no further than ``cap``: the claim's own
-# sources, unlocked, each stopped at the cap (cheap on any backlog, scheduled rows unread).
 def _count_due_statement() -> Any:
+    """How many rows are due now, counting no further than ``cap``: the claim's own sources,
+    unlocked, each stopped at the cap (cheap on any backlog, scheduled rows unread)."""
     limit = bindparam("cap", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
     due = union_all(

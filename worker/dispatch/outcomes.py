@@ -1,4 +1,4 @@
-"""What each claimed row becomes after its batch: README's outcome table, row by row."""
+"""What each claimed row becomes after its batch, row by row."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from models import (
 from worker.dispatch.claim import ClaimedRow
 from worker.wiraya.results import Communication
 
-# The reason a message draws when it alone fails every request it is in (README, "How it works").
+# The reason a message draws when it alone fails every request it is in
+# (docs/sending-gate.md#one-bad-message-holds-nothing-back).
 ISOLATED = "isolated: every request holding this message failed while others were answered"
 
 

@@ -4,7 +4,7 @@
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
   reaches the API after its expiry). A request that cannot get a useful deadline is not made.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
-  message is alone (README, "How it works").
+  message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back).
 - A failure that says the API is unavailable (a 502 or 503, no connection made) is never a
   message's: the gate counts it, and no attempt is spent nor suspicion raised.
 - Another request-level failure (500, timeout) while the API answers other requests is a

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 
 from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from models.databases import database_at
 from worker.database import make_engine
 from worker.errors import OperatorError
 from worker.settings import OperatorSettings
@@ -48,7 +48,7 @@ def open_outbox(url: str, *, must_exist: bool = True) -> Iterator[Engine]:
     """An engine on the outbox database; unreachable or unmigrated databases raise one line."""
     shown = shown_url(url)
     if must_exist:
-        _check_sqlite_file(url, shown)
+        _check_database_file(url, shown)
     try:
         engine = make_engine(url)
     except (ArgumentError, NoSuchModuleError) as error:
@@ -77,15 +77,13 @@ def open_outbox(url: str, *, must_exist: bool = True) -> Iterator[Engine]:
         engine.dispose()
 
 
-def _check_sqlite_file(url: str, shown: str) -> None:
+def _check_database_file(url: str, shown: str) -> None:
     """SQLite would create a missing file; refuse instead, naming it."""
     try:
-        parsed = make_url(url)
+        path = database_at(url).database_file(make_url(url))
     except ArgumentError:
         return
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return
-    if not Path(str(parsed.database)).exists():
+    if path is not None and not path.exists():
         raise OperatorError(
             f"no database file at {shown}: set OUTBOX_DATABASE_URL, or run `outbox migrate`"
         )

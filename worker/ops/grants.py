@@ -39,7 +39,8 @@ def grants_sql(roles: Mapping[Role, str], *, schema: str = "public", create: boo
     if len(set(names)) < len(names):
         raise GrantsError("each process needs a role of its own: a name is given twice")
     lines = [
-        "-- wiraya-outbox: a role per process (README, Security). Run as the outbox's owner,",
+        "-- wiraya-outbox: a role per process (docs/security.md#a-role-per-process).",
+        "-- Run as the outbox's owner,"
         "-- after every migration; it revokes what each role held and grants what it needs.",
         "BEGIN;",
     ]

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, select
 
 from models import Priority, Status
+from models.databases import database_of
 from models.outbox import outbox_messages as outbox
 from worker.ops.selection import retrying
 from worker.ops.writes import prune_finished as prune_finished  # the prune tests use it here
@@ -69,11 +70,11 @@ def lane_name(priority: int) -> str:
     return Priority(priority).name.lower()
 
 
-# -- queue_figures -- One pass over pending rows and one over sending rows, each through its
-# partial index and grouped by lane, then the finished counts (see finished_counts).
 def queue_figures(
     connection: Connection, *, now: datetime, exact_below: int | None = EXACT_BELOW
 ) -> QueueFigures:
+    """One pass over pending rows and one over sending rows, each through its partial index and
+    grouped by lane, then the finished counts (see finished_counts)."""
     due = outbox.c.next_attempt_at <= now
     pending = (
         select(
@@ -144,16 +145,20 @@ def _with_expired_leases(lane: Lane, expired: int, since: datetime | None) -> La
     )
 
 
-# -- finished_counts -- Each final status counted through its partial index while the
-# planner expects fewer than ``exact_below`` rows of it (None: always counted); otherwise the
-# planner's estimate (PostgreSQL only), marked as such.
 def finished_counts(
     connection: Connection, *, exact_below: int | None
 ) -> tuple[dict[str, int], frozenset[str]]:
+    """Each final status counted through its partial index while the planner expects fewer than
+    ``exact_below`` rows of it (None: always counted); otherwise the planner's estimate (PostgreSQL
+    only), marked as such."""
     counts: dict[str, int] = {}
     estimated: set[str] = set()
     for status in (Status.ACCEPTED, Status.FAILED, Status.CANCELLED):
-        estimate = _planner_estimate(connection, status) if exact_below is not None else None
+        estimate = (
+            database_of(connection).planner_estimate(connection, status.value)
+            if exact_below is not None
+            else None
+        )
         if estimate is not None and exact_below is not None and estimate >= exact_below:
             counts[status.value] = estimate
             estimated.add(status.value)
@@ -161,18 +166,6 @@ def finished_counts(
             statement = select(func.count()).where(outbox.c.status == status)
             counts[status.value] = int(connection.scalar(statement) or 0)
     return counts, frozenset(estimated)
-
-
-# -- planner_estimate -- How many rows of a status the planner expects (from the statistics
-# ANALYZE keeps, scaled to the table's current size); None on SQLite, which keeps none.
-ESTIMATE = text("EXPLAIN (FORMAT JSON) SELECT 1 FROM outbox_messages WHERE status = :status")
-
-
-def _planner_estimate(connection: Connection, status: Status) -> int | None:
-    if connection.dialect.name != "postgresql":
-        return None
-    plan = connection.execute(ESTIMATE, {"status": status.value}).scalar_one()
-    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _aware(value: Any) -> datetime | None:
@@ -183,9 +176,9 @@ def _aware(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# -- status_counts -- How many rows hold each status, every status listed (zeros included).
-# A full GROUP BY: for the demo's small outbox, not for a scrape.
 def status_counts(connection: Connection) -> dict[str, int]:
+    """How many rows hold each status, every status listed (zeros included). A full GROUP BY: for
+    the demo's small outbox, not for a scrape."""
     counts = {status.value: 0 for status in Status}
     statement = select(outbox.c.status, func.count()).group_by(outbox.c.status)
     for status, count in connection.execute(statement):
@@ -193,12 +186,12 @@ def status_counts(connection: Connection) -> dict[str, int]:
     return counts
 
 
-# -- failure_reasons -- The commonest last_error texts among failed rows, most frequent first;
-# with ``among``, among the latest ``among`` failures only (read newest first through the
-# failed rows' index, so its cost does not grow with the failures kept).
 def failure_reasons(
     connection: Connection, *, limit: int, among: int | None = None
 ) -> list[tuple[str, int]]:
+    """The commonest last_error texts among failed rows, most frequent first; with ``among``, among
+    the latest ``among`` failures only (read newest first through the failed rows' index, so its
+    cost does not grow with the failures kept)."""
     failed = select(outbox.c.last_error).where(outbox.c.status == Status.FAILED)
     if among is not None:
         failed = failed.order_by(outbox.c.updated_at.desc(), outbox.c.id.desc()).limit(among)
@@ -213,15 +206,15 @@ def failure_reasons(
     return [(str(reason), int(number)) for reason, number in connection.execute(statement)]
 
 
-# -- find_message -- One row by client_message_id, every column, or None.
 def find_message(connection: Connection, client_message_id: str) -> dict[str, Any] | None:
+    """One row by client_message_id, every column, or None."""
     statement = select(outbox).where(outbox.c.client_message_id == client_message_id)
     row = connection.execute(statement).one_or_none()
     return None if row is None else dict(row._mapping)
 
 
-# -- unknown_ids -- Which of the given client_message_ids are not in the outbox, in order.
 def unknown_ids(connection: Connection, client_message_ids: Sequence[str]) -> list[str]:
+    """Which of the given client_message_ids are not in the outbox, in order."""
     statement = select(outbox.c.client_message_id).where(
         outbox.c.client_message_id.in_(client_message_ids)
     )
@@ -229,8 +222,8 @@ def unknown_ids(connection: Connection, client_message_ids: Sequence[str]) -> li
     return [value for value in client_message_ids if value not in known]
 
 
-# -- content_type_counts -- Rows by content $type and status (the demo's summary table).
 def content_type_counts(connection: Connection) -> dict[tuple[str, str], int]:
+    """Rows by content $type and status (the demo's summary table)."""
     content_type = outbox.c.content["$type"].as_string()
     statement = select(content_type, outbox.c.status, func.count()).group_by(
         content_type, outbox.c.status
@@ -241,15 +234,15 @@ def content_type_counts(connection: Connection) -> dict[tuple[str, str], int]:
     }
 
 
-# -- accepted_tracking_ids -- client_message_id -> tracking_id of every accepted row (the
-# demo checks them against the sandbox's ledger).
 def accepted_tracking_ids(connection: Connection) -> dict[str, str | None]:
+    """client_message_id -> tracking_id of every accepted row (the demo checks them against the
+    sandbox's ledger)."""
     statement = select(outbox.c.client_message_id, outbox.c.tracking_id).where(
         outbox.c.status == Status.ACCEPTED
     )
     return {str(cid): tracking for cid, tracking in connection.execute(statement)}
 
 
-# -- total_attempts -- Sends to the API over all rows (the sum of attempts).
 def total_attempts(connection: Connection) -> int:
+    """Sends to the API over all rows (the sum of attempts)."""
     return int(connection.scalar(select(func.coalesce(func.sum(outbox.c.attempts), 0))) or 0)

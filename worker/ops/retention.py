@@ -18,17 +18,17 @@ from sqlalchemy import Connection, delete, select
 from models import outbox_delivery_reports as reports
 
 
-# -- delete_reports_of -- Every report of these messages (the prune's chunk deleting them).
 def delete_reports_of(connection: Connection, message_ids: Sequence[int]) -> int:
+    """Delete every report of these messages (the prune's chunk deleting them)."""
     if not message_ids:
         return 0
     statement = delete(reports).where(reports.c.message_id.in_(message_ids))
     return len(connection.execute(statement.returning(reports.c.id)).all())
 
 
-# -- prune_unmatched -- Up to ``chunk`` unmatched reports received before ``cutoff``, oldest
-# first; callers repeat until fewer than ``chunk`` go.
 def prune_unmatched(connection: Connection, *, cutoff: datetime, chunk: int) -> int:
+    """Delete up to ``chunk`` unmatched reports received before ``cutoff``, oldest first; callers
+    repeat until fewer than ``chunk`` go."""
     stale = (reports.c.message_id.is_(None), reports.c.received_at < cutoff)
     chosen = (
         select(reports.c.id)

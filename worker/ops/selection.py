@@ -4,9 +4,7 @@ The selection is what `outbox retry` and `outbox cancel` take from the command l
 row is *retrying* after a worker's failed try, and *may have reached Wiraya* when a request
 holding it may have got through (see `may_have_reached_wiraya`).
 
-Text matching ignores case beyond ASCII on both databases: PostgreSQL's lower() follows the
-database's locale, and SQLite's built-in lower() folds ASCII only, so on SQLite the column is
-folded by Python's str.casefold, registered on the connection as ``outbox_casefold``.
+Text matching ignores case beyond ASCII on both databases (``Database.contains_any_case``).
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, not_, or_
 
 from models import Priority, Status
+from models.databases import database_of
 from models.outbox import outbox_messages as outbox
 
-CASEFOLD = "outbox_casefold"
 # `outbox retry` starts the last error with this, so the row reads as retried by hand, not as
 # a worker's retry, and still says how it failed.
 RETRIED = "retried by an operator"
@@ -71,18 +69,7 @@ def selected(connection: Connection, selection: Selection, status: Status, time_
 
 
 def _contains_any_case(connection: Connection, needle: str) -> Any:
-    if connection.dialect.name == "sqlite":
-        connection.connection.driver_connection.create_function(  # type: ignore[union-attr]
-            CASEFOLD, 1, _casefold, deterministic=True
-        )
-        return func.outbox_casefold(outbox.c.last_error).contains(
-            needle.casefold(), autoescape=True
-        )
-    return func.lower(outbox.c.last_error).contains(needle.lower(), autoescape=True)
-
-
-def _casefold(value: str | None) -> str | None:
-    return None if value is None else value.casefold()
+    return database_of(connection).contains_any_case(connection, outbox.c.last_error, needle)
 
 
 def retried_error() -> Any:

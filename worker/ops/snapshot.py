@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from models.databases import database_of
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import GateState
 from worker.errors import OperatorError
@@ -96,18 +97,7 @@ def _seconds(age: timedelta | None) -> float | None:
 @contextmanager
 def one_reading(engine: Engine) -> Iterator[Connection]:
     """A connection whose statements all see the same moment of the database."""
-    if engine.dialect.name == "sqlite":
-        with engine.connect() as connection:
-            connection.exec_driver_sql("BEGIN")  # pysqlite begins only before writes
-            yield connection
-            connection.commit()  # keeps the gate's row if this reading created it
-        return
-    repeatable = engine.connect().execution_options(isolation_level="REPEATABLE READ")
-    with repeatable as connection, connection.begin():
-        # The planner costs an estimate over a large history high enough to JIT-compile it,
-        # and loading the JIT provider costs a fresh connection 40-100 ms: none of these
-        # small statements gains from it.
-        connection.execute(text("SET LOCAL jit = off"))
+    with database_of(engine).one_reading(engine) as connection:
         yield connection
 
 

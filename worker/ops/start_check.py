@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
+from models.databases import database_of
 from worker.errors import MissingRight
 from worker.ops.privileges import REPORTS, Duty, Need, Right, TriggerRuns
 
@@ -77,7 +78,7 @@ def _asks(right: Right) -> list[tuple[str, str]]:
 
 def missing_right(connection: Connection, process: str, duties: Iterable[Duty]) -> str | None:
     """The line naming the first right ``process`` lacks for ``duties``; None when it has all."""
-    if connection.dialect.name != "postgresql":
+    if not database_of(connection).has_roles:
         return None
     questions: list[_Question] = []
     asked: set[str] = set()

@@ -52,8 +52,6 @@ def chosen_rows(where: Any, status: Status, chunk: int) -> CTE:
     )
 
 
-# -- count_selected -- How many rows of ``status`` an operator's selection matches, how many
-# of those first fell due before ``due_before``, and how many may have reached Wiraya.
 def count_selected(
     connection: Connection,
     selection: Selection,
@@ -62,6 +60,8 @@ def count_selected(
     time_column: str,
     due_before: datetime | None = None,
 ) -> tuple[int, int, int]:
+    """How many rows of ``status`` an operator's selection matches, how many of those first fell
+    due before ``due_before``, and how many may have reached Wiraya."""
     first_due = func.coalesce(outbox.c.first_due_at, outbox.c.next_attempt_at)
     old = func.count().filter(first_due < due_before) if due_before is not None else literal(0)
     sent = func.count().filter(may_have_reached_wiraya())
@@ -72,9 +72,6 @@ def count_selected(
     return int(matched), int(older or 0), int(maybe_sent or 0)
 
 
-# -- cancel_pending -- Up to ``chunk`` pending rows of the selection (time range on
-# created_at) become cancelled; unless ``include_sent``, only rows that cannot have reached
-# Wiraya. Sending rows are never touched: their API call may be under way.
 def cancel_pending(
     connection: Connection,
     selection: Selection,
@@ -83,6 +80,9 @@ def cancel_pending(
     include_sent: bool,
     chunk: int,
 ) -> int:
+    """Up to ``chunk`` pending rows of the selection (time range on created_at) become cancelled;
+    unless ``include_sent``, only rows that cannot have reached Wiraya. Sending rows are never
+    touched: their API call may be under way."""
     where = selected(connection, selection, Status.PENDING, "created_at")
     if not include_sent:
         where = and_(where, ~may_have_reached_wiraya())
@@ -95,16 +95,16 @@ def cancel_pending(
     return changed_count(connection, statement)
 
 
-# -- count_finished -- How many rows of a final status finished before ``cutoff`` (accepted
-# rows by accepted_at, failed and cancelled ones by updated_at): what prune_finished removes.
 def count_finished(connection: Connection, *, status: Status, cutoff: datetime) -> int:
+    """How many rows of a final status finished before ``cutoff`` (accepted rows by accepted_at,
+    failed and cancelled ones by updated_at): what prune_finished removes."""
     statement = select(func.count()).where(finished_before(status, cutoff))
     return int(connection.scalar(statement) or 0)
 
 
-# -- prune_finished -- Delete up to ``chunk`` of those rows, oldest first, and their delivery
-# reports; callers repeat until fewer than ``chunk`` go, so no statement runs long.
 def prune_finished(connection: Connection, *, status: Status, cutoff: datetime, chunk: int) -> int:
+    """Delete up to ``chunk`` of those rows, oldest first, and their delivery reports; callers
+    repeat until fewer than ``chunk`` go, so no statement runs long."""
     where = finished_before(status, cutoff)
     chosen = chosen_rows(where, status, chunk)
     statement = delete(outbox).where(outbox.c.id.in_(select(chosen.c.id)), where)

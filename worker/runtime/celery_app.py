@@ -117,9 +117,9 @@ def create_app(settings: Settings) -> Celery:
         # someone else's by then. That batch was claimed within the budget.
         task_time_limit=int((settings.lease + DISPATCH_BUDGET).total_seconds()),
         # A pool process per dispatch allowed at once (unless --concurrency says otherwise):
-        # a dispatch mostly waits for the API, so the CPU count is the wrong default.
-        # SQLite takes one writer at a time: one process.
-        worker_concurrency=settings.max_parallel if settings.is_postgres else 1,
+        # a dispatch mostly waits for the API, so the CPU count is the wrong default; the
+        # database may allow fewer (SQLite takes one writer at a time).
+        worker_concurrency=settings.database.worker_processes(settings.max_parallel),
         worker_hijack_root_logger=True,
         # Beat runs no periodic task: it counts due rows and queues dispatches itself
         # (worker/runtime/beat.py), so an idle outbox adds nothing to Flower's history.

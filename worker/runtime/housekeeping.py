@@ -15,10 +15,10 @@ import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import Column, Connection, Engine, Table, Text, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Status
+from models.databases import database_of
 from models.outbox import Base
 from models.types import UtcDateTime
 from worker.clock import Clock, utc_now
@@ -98,8 +98,8 @@ class Housekeeping:
 def _create_row(connection: Connection, job: str, now: datetime) -> None:
     """A job never run is due now."""
     values = {"job": job, "next_run_at": now}
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(housekeeping).values(values).on_conflict_do_nothing())
+    insert = database_of(connection).insert(housekeeping)
+    connection.execute(insert.values(values).on_conflict_do_nothing())
 
 
 class PruneSchedule:

@@ -41,7 +41,7 @@ def insert_watcher(settings: Settings) -> InsertWatcher | None:
     """
     if not settings.notify_enabled:
         return None
-    if not settings.is_postgres:
+    if not settings.database.listens_for_inserts:
         return NewestRowWatcher(settings.database_url)
     listen_on = settings.listen_on
     if listen_on is None:

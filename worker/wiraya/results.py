@@ -1,7 +1,7 @@
 """What a request to EnqueueCommunications can come to: one typed result per batch.
 
 `WirayaClient.send` never raises for HTTP or network trouble; it returns one of these, which the
-dispatcher maps onto the README's outcome table:
+dispatcher maps onto each message's outcome (docs/how-it-works.md#the-api-client):
 
     SendResult
     ├── Answered(outcomes)           2xx with a results object; for every clientMessageId sent:

@@ -1,4 +1,4 @@
-"""The gate's invariants (README, "The sending gate") under any interleaving of three workers.
+"""The gate's invariants (docs/sending-gate.md) under any interleaving of three workers.
 
 A Hypothesis state machine drives three workers (two sharing an API key, one with another) on
 PostgreSQL and on SQLite: each reads the gate, asks for a permit and claims under it (the real

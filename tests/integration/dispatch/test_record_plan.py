@@ -14,8 +14,10 @@ from typing import Any
 from sqlalchemy import text
 
 from models import Status
+from models.databases import POSTGRESQL
+from models.databases.postgresql import RECORD
 from tests.integration.dispatch.harness import Outbox
-from worker.dispatch.record import RECORD_POSTGRES, RowResult, record_parameters
+from worker.dispatch.record import RowResult, record_parameters
 
 TOKEN = 4242
 BATCH = 200
@@ -38,14 +40,12 @@ def test_the_record_reads_its_results_once_whatever_the_plan(pg_outbox: Outbox) 
         connection.execute(text("ANALYZE outbox_messages"))
         ids = list(connection.scalars(text("SELECT id FROM outbox_messages")))
     results = [RowResult(id, Status.ACCEPTED, 1, tracking_id=f"{id:032x}") for id in ids]
-    parameters = record_parameters("postgresql", results, token=TOKEN, now=pg_outbox.clock())
+    parameters = record_parameters(POSTGRESQL, results, token=TOKEN, now=pg_outbox.clock())
 
     with pg_outbox.engine.connect() as connection:
         for setting in ("hashjoin", "mergejoin", "indexscan", "bitmapscan"):
             connection.execute(text(f"SET LOCAL enable_{setting} = off"))
-        explained = connection.scalar(
-            text(f"EXPLAIN (ANALYZE, FORMAT JSON) {RECORD_POSTGRES}"), parameters
-        )
+        explained = connection.scalar(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {RECORD}"), parameters)
         connection.rollback()
 
     nodes = _nodes(explained[0]["Plan"])

@@ -20,6 +20,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 
+from models.databases.postgresql import MATCH_LOCK
 from tests.conftest import alembic_config
 from tests.integration.migrations.live import dsn_of, fill
 from tests.integration.migrations.watch import (
@@ -32,7 +33,6 @@ from tests.integration.migrations.watch import (
 from worker.errors import OperatorError
 from worker.ops import online_ddl
 from worker.ops.migrate import MIGRATION_LOCK, migrate
-from worker.reports.storage import MATCH_LOCK
 
 ROWS = 300  # enough for every index and scan to have rows to read
 SCHEMA = {

@@ -16,9 +16,9 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from models import FINAL_DELIVERY_STATUSES
+from models.databases.postgresql import MATCH_LOCK
 from tests.conftest import ROOT, alembic_config
 from worker.database import make_engine
-from worker.reports.storage import MATCH_LOCK
 
 OUTBOX_TABLES = {
     "outbox_messages",

@@ -5,6 +5,7 @@ tracking id) is refused at insert, naming the rule (both databases)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -116,11 +117,15 @@ def test_a_row_the_worker_could_never_move_is_refused_at_insert(
     assert sorted(stored(engine, "next_attempt_at")) == ["leased", "tracked"]
 
 
-def readme_example(dialect: str) -> str:
-    """The README's plain-SQL example for ``dialect`` (the statement after its comment)."""
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def documented_example(dialect: str) -> str:
+    """The plain-SQL example of docs/producing.md#from-any-language-in-plain-sql for
+    ``dialect`` (the statement after its comment)."""
+    page = (ROOT / "docs" / "producing.md").read_text()
     name = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}[dialect]
-    block = readme.split("-- PostgreSQL: an urgent code", 1)[1].split("```", 1)[0]
+    block = page.split("-- PostgreSQL: an urgent code", 1)[1].split("```", 1)[0]
     statements = {
         "PostgreSQL": block.split("-- SQLite:", 1)[0],
         "SQLite": block.split("-- SQLite:", 1)[1],
@@ -128,9 +133,9 @@ def readme_example(dialect: str) -> str:
     return statements[name].split("\n", 1)[1].strip().rstrip(";")
 
 
-def test_the_readme_example_for_each_database_runs_as_documented(engine: Engine) -> None:
+def test_the_documented_example_for_each_database_runs_as_documented(engine: Engine) -> None:
     with engine.begin() as connection:
-        connection.exec_driver_sql(readme_example(engine.dialect.name))
+        connection.exec_driver_sql(documented_example(engine.dialect.name))
     with Session(engine) as session:
         row = session.scalars(select(OutboxMessage)).one()
     if engine.dialect.name == "postgresql":
@@ -139,3 +144,14 @@ def test_the_readme_example_for_each_database_runs_as_documented(engine: Engine)
     else:
         assert (row.client_message_id, row.priority) == ("reminder-17", 2)
         assert row.next_attempt_at == datetime(2026, 12, 8, 13, tzinfo=UTC)
+
+
+def test_the_readme_insert_runs_on_each_database(engine: Engine) -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"```sql\n(.*?)```", readme, re.DOTALL)
+    assert match is not None, "README has no SQL example"
+    with engine.begin() as connection:
+        connection.exec_driver_sql(match.group(1).strip().rstrip(";"))
+    with Session(engine) as session:
+        row = session.scalars(select(OutboxMessage)).one()
+    assert (row.status, row.priority, row.attempts) == ("pending", 1, 0)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
+from models.databases.postgresql import MATCH_LOCK
 from tests.integration.reports.harness import (
     T0,
     accept,
@@ -24,7 +25,7 @@ from tests.integration.reports.harness import (
     unmatched_count,
 )
 from worker.ops.processes import wait_for
-from worker.reports.storage import MATCH_LOCK, store_reports
+from worker.reports.storage import store_reports
 
 RECEIVED = at(3600)
 

@@ -1,7 +1,7 @@
 """The idempotency window: a client_message_id is refused as long as its row exists.
 
 Beat's prune deletes accepted rows OUTBOX_RETENTION_SECONDS after they were accepted; from
-then on the same id is a new message. README states the window and how to lengthen it.
+then on the same id is a new message. docs/producing.md states the window and how to lengthen it.
 """
 
 from __future__ import annotations

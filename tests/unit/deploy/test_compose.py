@@ -2,12 +2,12 @@
 
 The file is parsed as Compose reads it (YAML merge keys included) and validated against the
 Compose Specification's JSON schema (compose-spec.json beside this file; where it comes from:
-compose-spec.md). The checks: the services README promises exist; each runs one of the entry
-points the test suite runs; one service builds the image and the others run it; every
-dependency waits on health or completion; beat is never scaled; the sandbox and Prometheus
-are opt-in profiles and the API's URL has no default; workers get a stop grace period
-covering a request in flight; and no secret is written in the file (passwords and keys come
-from ${VAR} substitutions without a default).
+compose-spec.md). The checks: the services docs/deployment.md#docker-compose promises exist; each
+runs one of the entry points the test suite runs; one service builds the image and the others run
+it; every dependency waits on health or completion; beat is never scaled; the sandbox and Prometheus
+are opt-in profiles and the API's URL has no default; workers get a stop grace period covering a
+request in flight; and no secret is written in the file (passwords and keys come from ${VAR}
+substitutions without a default).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""docker-compose.yml's least privilege, checked without a Docker engine (README, Security).
+"""docker-compose.yml's least privilege (docs/security.md#in-docker-compose), without Docker.
 
 Each service's environment is held to what it needs; the API key reaches only the services that
 load the worker's settings, as a compose secret; each password only the services that use it;

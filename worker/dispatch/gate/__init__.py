@@ -11,7 +11,7 @@ open, that message is the circuit's probe), the learnt rate and batch limit cree
 
 Every transition is one statement whose WHERE (or CASE) compares the row with what the worker
 knows: the version it read, or the moment its own request started. A stale worker's write is
-refused, not applied (README, "The sending gate"):
+refused, not applied (docs/sending-gate.md):
 
 - ``close_circuit_unless_failed_since(started)``: a success closes the circuit and lifts the
   pause only when no failure was noted after that request started;

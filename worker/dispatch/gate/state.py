@@ -20,8 +20,8 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
+from models.databases import database_of
 from models.outbox import Base
 from models.types import UtcDateTime
 
@@ -113,8 +113,8 @@ class GateView:
         return self.last_failure_at is None or self.last_success_at > self.last_failure_at
 
 
-# -- read -- The gate and this worker's key in one round trip; creates the row the first time.
 def read(connection: Connection, fingerprint: str) -> GateView:
+    """The gate and this worker's key in one round trip; creates the row the first time."""
     row = connection.execute(_READ, {"fingerprint": fingerprint}).one_or_none()
     if row is None:
         create(connection)
@@ -175,8 +175,8 @@ def _view(row: Any) -> GateView:
 
 
 def create(connection: Connection) -> None:
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    connection.execute(insert(gate).values(name=GATE_NAME).on_conflict_do_nothing())
+    insert = database_of(connection).insert(gate)
+    connection.execute(insert.values(name=GATE_NAME).on_conflict_do_nothing())
 
 
 def key_still_refused(connection: Connection, fingerprint: str) -> bool:

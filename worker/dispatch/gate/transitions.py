@@ -16,17 +16,17 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
+from models.databases import database_of
 from worker.dispatch.gate.state import GATE_NAME, create, gate, keys
 
 
 def _later(connection: Connection) -> Callable[..., Any]:
-    return func.max if connection.dialect.name == "sqlite" else func.greatest
+    return database_of(connection).greatest
 
 
 def _sooner(connection: Connection) -> Callable[..., Any]:
-    return func.min if connection.dialect.name == "sqlite" else func.least
+    return database_of(connection).least
 
 
 def _execute(connection: Connection, statement: Any) -> bool:
@@ -38,20 +38,20 @@ def _this_gate() -> ColumnElement[bool]:
     return gate.c.name == GATE_NAME
 
 
-# -- note_answered -- Evidence that the API answers: the time of the latest answer, moved
-# forward only (concurrent notes commute). Written at most about once a second per worker.
 def note_answered(connection: Connection, *, now: datetime) -> None:
+    """Evidence that the API answers: the time of the latest answer, moved forward only (concurrent
+    notes commute). Written at most about once a second per worker."""
     later = _later(connection)
     value = later(func.coalesce(gate.c.last_success_at, now), now)
     connection.execute(update(gate).where(_this_gate()).values(last_success_at=value))
 
 
-# -- close_circuit_unless_failed_since -- A request that started at ``started`` was answered:
-# close the circuit, end a pause and a probe, forget the reason, unless a failure (a 5xx, a
-# 429, a timeout) was noted after it started: that newer news wins.
 def close_circuit_unless_failed_since(
     connection: Connection, *, started: datetime, now: datetime
 ) -> bool:
+    """A request that started at ``started`` was answered: close the circuit, end a pause and a
+    probe, forget the reason, unless a failure (a 5xx, a 429, a timeout) was noted after it
+    started: that newer news wins."""
     statement = (
         update(gate)
         .where(
@@ -77,11 +77,6 @@ def close_circuit_unless_failed_since(
     return _execute(connection, statement)
 
 
-# -- count_failure_unless_answered_since -- A request-level failure of a request that started
-# at ``started``: count it, pause every worker until ``pause_until`` (never shortening a pause)
-# and, at the threshold, open the circuit with its first probe after ``probe_at``; a probe's own
-# failure also ends its lease. Refused when a request was answered after ``started``: the API
-# answers others, so the failure belongs to a message of that request.
 def count_failure_unless_answered_since(
     connection: Connection,
     *,
@@ -93,6 +88,11 @@ def count_failure_unless_answered_since(
     probe_at: datetime,
     was_probe: bool,
 ) -> bool:
+    """A request-level failure of a request that started at ``started``: count it, pause every
+    worker until ``pause_until`` (never shortening a pause) and, at the threshold, open the circuit
+    with its first probe after ``probe_at``; a probe's own failure also ends its lease. Refused
+    when a request was answered after ``started``: the API answers others, so the failure belongs
+    to a message of that request."""
     later = _later(connection)
     opens = gate.c.failures + 1 >= threshold
     values: dict[str, Any] = {
@@ -120,12 +120,12 @@ def count_failure_unless_answered_since(
     return _execute(connection, statement)
 
 
-# -- note_rate_limited -- A 429: pause every worker at least until ``pause_until`` (Retry-After
-# is the floor, a pause is never shortened) and note it as a failure for the evidence above;
-# the circuit does not count it (the API is up; we are too fast).
 def note_rate_limited(
     connection: Connection, *, now: datetime, reason: str, pause_until: datetime
 ) -> None:
+    """A 429: pause every worker at least until ``pause_until`` (Retry-After is the floor, a pause
+    is never shortened) and note it as a failure for the evidence above; the circuit does not count
+    it (the API is up; we are too fast)."""
     later = _later(connection)
     statement = (
         update(gate)
@@ -141,13 +141,12 @@ def note_rate_limited(
     connection.execute(statement)
 
 
-# -- lower_rate -- A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew
-# it), whatever answers raised it since that rate was read, and the ceiling becomes the rate
-# that drew it. Only ever down: two workers never compound one 429, and a lower rate set
-# meanwhile stays.
 def lower_rate(
     connection: Connection, *, rate: float, ceiling: float | None, now: datetime
 ) -> bool:
+    """A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew it), whatever
+    answers raised it since that rate was read, and the ceiling becomes the rate that drew it. Only
+    ever down: two workers never compound one 429, and a lower rate set meanwhile stays."""
     statement = (
         update(gate)
         .where(_this_gate(), or_(gate.c.rate.is_(None), gate.c.rate > rate))
@@ -156,8 +155,6 @@ def lower_rate(
     return _execute(connection, statement)
 
 
-# -- change_rate_if_unchanged -- Raise the learnt request rate from the value this worker read,
-# after an answer: a concurrent change wins (a 429's decrease is never undone by growth).
 def change_rate_if_unchanged(
     connection: Connection,
     *,
@@ -166,6 +163,8 @@ def change_rate_if_unchanged(
     ceiling: float | None,
     now: datetime,
 ) -> bool:
+    """Raise the learnt request rate from the value this worker read, after an answer: a concurrent
+    change wins (a 429's decrease is never undone by growth)."""
     current = gate.c.rate.is_(None) if read_rate is None else gate.c.rate == read_rate
     statement = (
         update(gate)
@@ -175,28 +174,28 @@ def change_rate_if_unchanged(
     return _execute(connection, statement)
 
 
-# -- book_slot_if_unchanged -- Take the next request slot: from the cursor this worker read to
-# ``booked_next`` (its slot plus the spacing). Refused when another worker moved the cursor.
 def book_slot_if_unchanged(
     connection: Connection, *, read_next_send_at: datetime | None, booked_next: datetime
 ) -> bool:
+    """Take the next request slot: from the cursor this worker read to ``booked_next`` (its slot
+    plus the spacing). Refused when another worker moved the cursor."""
     cursor = gate.c.next_send_at
     current = cursor.is_(None) if read_next_send_at is None else cursor == read_next_send_at
     statement = update(gate).where(_this_gate(), current).values(next_send_at=booked_next)
     return _execute(connection, statement)
 
 
-# -- read_slot_cursor -- Where the slot cursor stands now (after a refused booking).
 def read_slot_cursor(connection: Connection) -> datetime | None:
+    """Where the slot cursor stands now (after a refused booking)."""
     value: datetime | None = connection.scalar(select(gate.c.next_send_at).where(_this_gate()))
     return value
 
 
-# -- take_probe_if_free -- While the circuit is open, one worker at a time sends one message:
-# the first to set the probe's lease wins, once the cadence allows and no pause is in force.
 def take_probe_if_free(
     connection: Connection, *, now: datetime, until: datetime, threshold: int
 ) -> bool:
+    """While the circuit is open, one worker at a time sends one message: the first to set the
+    probe's lease wins, once the cadence allows and no pause is in force."""
     statement = (
         update(gate)
         .where(
@@ -211,17 +210,14 @@ def take_probe_if_free(
     return _execute(connection, statement)
 
 
-# -- release_probe_if_mine -- Give back a probe that sent nothing (no row could be sent).
 def release_probe_if_mine(connection: Connection, *, until: datetime) -> None:
+    """Give back a probe that sent nothing (no row could be sent)."""
     statement = (
         update(gate).where(_this_gate(), gate.c.probe_until == until).values(probe_until=None)
     )
     connection.execute(statement)
 
 
-# -- refuse_key_unless_cleared_since -- The API refused this key (401/403): it sends no more
-# but one probe per ``probe_at``. Refused when the key was cleared after the request started
-# (an answer with that key, or an operator's resume, is newer news).
 def refuse_key_unless_cleared_since(
     connection: Connection,
     *,
@@ -232,7 +228,10 @@ def refuse_key_unless_cleared_since(
     now: datetime,
     probe_at: datetime,
 ) -> bool:
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    """The API refused this key (401/403): it sends no more but one probe per ``probe_at``. Refused
+    when the key was cleared after the request started (an answer with that key, or an operator's
+    resume, is newer news)."""
+    insert = database_of(connection).insert
     values = {
         "fingerprint": fingerprint,
         "status": status,
@@ -253,10 +252,10 @@ def refuse_key_unless_cleared_since(
     return connection.execute(statement.returning(keys.c.fingerprint)).first() is not None
 
 
-# -- take_key_probe_if_free -- A refused key's one message per cadence, one worker at a time.
 def take_key_probe_if_free(
     connection: Connection, *, fingerprint: str, now: datetime, until: datetime
 ) -> bool:
+    """A refused key's one message per cadence, one worker at a time."""
     statement = (
         update(keys)
         .where(
@@ -270,11 +269,11 @@ def take_key_probe_if_free(
     return _execute(connection, statement)
 
 
-# -- release_key_probe_if_mine -- End this worker's key probe: at once when it sent nothing,
-# or with the key's next probe at ``next_probe`` when its answer said nothing of the key.
 def release_key_probe_if_mine(
     connection: Connection, *, fingerprint: str, until: datetime, next_probe: datetime | None
 ) -> None:
+    """End this worker's key probe: at once when it sent nothing, or with the key's next probe at
+    ``next_probe`` when its answer said nothing of the key."""
     values: dict[str, Any] = {"probe_until": None}
     if next_probe is not None:
         values["next_probe_at"] = next_probe
@@ -286,11 +285,11 @@ def release_key_probe_if_mine(
     connection.execute(statement)
 
 
-# -- clear_key_unless_refused_since -- A request with this key was answered: the key works
-# again, unless it was refused after that request started.
 def clear_key_unless_refused_since(
     connection: Connection, *, fingerprint: str, started: datetime, now: datetime
 ) -> bool:
+    """A request with this key was answered: the key works again, unless it was refused after that
+    request started."""
     statement = (
         update(keys)
         .where(
@@ -303,9 +302,9 @@ def clear_key_unless_refused_since(
     return _execute(connection, statement)
 
 
-# -- limit_batch_size_to_proven -- The API said ``size`` items are too many: no batch above
-# half of it from now on, but never below the largest batch the API answered.
 def limit_batch_size_to_proven(connection: Connection, *, size: int, now: datetime) -> None:
+    """The API said ``size`` items are too many: no batch above half of it from now on, but never
+    below the largest batch the API answered."""
     later, sooner = _later(connection), _sooner(connection)
     proven = func.coalesce(gate.c.batch_proven, 1)
     halved = later(literal(max(1, size // 2)), proven)
@@ -318,10 +317,10 @@ def limit_batch_size_to_proven(connection: Connection, *, size: int, now: dateti
     connection.execute(statement)
 
 
-# -- lower_batch_size_to -- The API refused a batch as too large and took both its halves: the
-# size was too large, not a message. The limit and the proven size come down to ``size`` (the
-# larger half), only ever down, so two workers' notes commute and the lower one stays.
 def lower_batch_size_to(connection: Connection, *, size: int, now: datetime) -> bool:
+    """The API refused a batch as too large and took both its halves: the size was too large, not a
+    message. The limit and the proven size come down to ``size`` (the larger half), only ever down,
+    so two workers' notes commute and the lower one stays."""
     sooner = _sooner(connection)
     statement = (
         update(gate)
@@ -341,11 +340,11 @@ def lower_batch_size_to(connection: Connection, *, size: int, now: datetime) -> 
     return _execute(connection, statement)
 
 
-# -- raise_batch_limit_if_unchanged -- The learnt batch limit creeps back up (to ``limit``;
-# None lifts it) from the value this worker read: a too-large answer noted meanwhile wins.
 def raise_batch_limit_if_unchanged(
     connection: Connection, *, read_limit: int, limit: int | None, now: datetime
 ) -> bool:
+    """The learnt batch limit creeps back up (to ``limit``; None lifts it) from the value this
+    worker read: a too-large answer noted meanwhile wins."""
     statement = (
         update(gate)
         .where(_this_gate(), gate.c.batch_limit == read_limit)
@@ -354,8 +353,8 @@ def raise_batch_limit_if_unchanged(
     return _execute(connection, statement)
 
 
-# -- prove_batch_size -- The API answered a batch of ``size``: it takes at least that many.
 def prove_batch_size(connection: Connection, *, size: int) -> None:
+    """The API answered a batch of ``size``: it takes at least that many."""
     statement = (
         update(gate)
         .where(_this_gate(), func.coalesce(gate.c.batch_proven, 0) < size)
@@ -364,9 +363,9 @@ def prove_batch_size(connection: Connection, *, size: int) -> None:
     connection.execute(statement)
 
 
-# -- reset -- An operator's resume: clear every brake and every refused key at once; requests
-# already in flight cannot undo it (their failures started before it, their keys' too).
 def reset(connection: Connection, *, now: datetime) -> None:
+    """An operator's resume: clear every brake and every refused key at once; requests already in
+    flight cannot undo it (their failures started before it, their keys' too)."""
     create(connection)
     statement = (
         update(gate)

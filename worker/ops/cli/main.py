@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import FINAL_STATUSES, Priority, Status
+from models.databases import database_of
 from worker.errors import GrantsError, MissingRight, OperatorError, SettingsError
 from worker.ops import access
 from worker.ops import migrate as migration
@@ -277,7 +278,7 @@ def cmd_grants(args: argparse.Namespace, settings: OperatorSettings) -> int:
         sys.stdout.write(script)
         return 0
     with access.open_outbox(settings.database_url) as engine:
-        if engine.dialect.name != "postgresql":
+        if not database_of(engine).has_roles:
             raise OperatorError("grants: SQLite has no roles: nothing to grant", 2)
         access.run_script(engine, script)
     names = ", ".join(f"{process} {name}" for process, name in roles.items())

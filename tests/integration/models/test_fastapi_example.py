@@ -1,4 +1,5 @@
-"""README's FastAPI example, run for real: an order and its confirmation in one transaction."""
+"""The FastAPI example of docs/producing.md#from-an-async-application-fastapi, run for real: an
+order and its confirmation in one transaction."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from sqlalchemy import Engine, inspect, text
 
 from tests.conftest import ROOT
 
-HEADING = "### From an async application (FastAPI)"
+PAGE = ROOT / "docs" / "producing.md"
+HEADING = "## From an async application (FastAPI)"
 
 
-def readme_example() -> str:
-    """The first Python block under the README's FastAPI heading."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index(HEADING) :]
+def documented_example() -> str:
+    """The first Python block under the page's FastAPI heading."""
+    page = PAGE.read_text()
+    section = page[page.index(HEADING) :]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert match is not None, "no python block under the FastAPI heading"
     return match.group(1)
@@ -40,10 +42,10 @@ def async_url(engine: Engine) -> str:
 def example(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ModuleType]:
-    """README's example as a module of its own, on the test's outbox database."""
+    """The example as a module of its own, on the test's outbox database."""
     monkeypatch.setenv("APP_DATABASE_URL", async_url(engine))
     path = tmp_path / "shop_app.py"
-    path.write_text(readme_example())
+    path.write_text(documented_example())
     spec = importlib.util.spec_from_file_location("shop_app", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
