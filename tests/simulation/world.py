@@ -3,7 +3,7 @@
 Workers run the real `Dispatcher` (claim, screen, gate, send, record) with the simulated
 clock, sleep, monotonic clock, random generator and API injected; beat runs the real
 ``Dispatcher.due_batches`` (the gate's ``dispatches_wanted``) to decide how many dispatches to
-queue; operators run the real `worker.ops.changes` and `worker.ops.retry` commands. A
+queue; operators run the real `worker.ops` commands (retry, cancel, prune, resume). A
 statement hook hands the baton over before every statement, so the scheduler may interleave
 workers between any two.
 """
@@ -32,7 +32,7 @@ from worker.clock import Clock
 from worker.dispatch import claim as claims
 from worker.dispatch.dispatcher import Dispatcher
 from worker.errors import OperatorError
-from worker.ops import changes, retry
+from worker.ops import cancel, changes, retry
 from worker.ops.selection import Selection
 from worker.settings import Settings
 from worker.wiraya.results import Communication, SendResult
@@ -286,8 +286,8 @@ class World:
             if pending:
                 chosen = Selection(client_message_ids=(self.rng.choice(pending),))
                 try:
-                    plan = changes.plan_cancel(self.engine, chosen, now=now)
-                    changes.cancel(self.engine, plan, now=now, include_sent=False)
+                    plan = cancel.plan_cancel(self.engine, chosen, now=now)
+                    cancel.cancel(self.engine, plan, now=now, include_sent=False)
                 except OperatorError as error:
                     self.scheduler.note(f"operator: {error}")
         elif command is Command.PRUNE:

@@ -1,5 +1,6 @@
-"""What operators change: cancel, prune and resume, each counted before it is done, and the
-plan and chunked loop every change shares (`outbox retry` is `worker.ops.retry`).
+"""What operators change: prune and resume, each counted before it is done, and the plan and
+chunked loop every change shares (`outbox retry` is `worker.ops.retry`, `outbox cancel`
+`worker.ops.cancel`).
 
 A command first counts what its selection matches (the plan the operator confirms), then
 changes those rows in chunks of `writes.CHUNK`, one short transaction each, so it never holds
@@ -49,27 +50,6 @@ def check_ids(connection: Connection, selection: Selection, status: Status) -> N
             raise OperatorError(
                 f"message {client_message_id!r} is {row['status']}, not {status.value}"
             )
-
-
-def plan_cancel(engine: Engine, selection: Selection, *, now: datetime) -> Plan:
-    """How many pending messages the selection matches, and how many may have been sent."""
-    bounded = selection.up_to(now)
-    with engine.begin() as connection:
-        check_ids(connection, selection, Status.PENDING)
-        matched, _, maybe_sent = writes.count_selected(
-            connection, bounded, status=Status.PENDING, time_column="created_at"
-        )
-    return Plan(bounded, matched, maybe_sent=maybe_sent)
-
-
-def cancel(engine: Engine, plan: Plan, *, now: datetime, include_sent: bool) -> int:
-    """Pending → cancelled (only never-sent rows unless ``include_sent``); returns how many."""
-    return in_chunks(
-        engine,
-        lambda connection: writes.cancel_pending(
-            connection, plan.selection, now=now, include_sent=include_sent, chunk=writes.CHUNK
-        ),
-    )
 
 
 def plan_prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:

@@ -1,5 +1,5 @@
-"""The operators' writes as SQL: cancel and prune, and what every chunked write shares
-(`worker.ops.retry` holds its own), each one bounded chunk per statement.
+"""The operators' writes as SQL: prune, and what every chunked write shares (`worker.ops.retry`
+and `worker.ops.cancel` hold their own), each one bounded chunk per statement.
 
 Every statement is safe beside running workers and beside the other operator commands:
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CTE, Connection, and_, delete, func, literal, select, update
+from sqlalchemy import CTE, Connection, and_, delete, func, literal, select
 
 from models import Status
 from models.outbox import outbox_messages as outbox
@@ -70,29 +70,6 @@ def count_selected(
         select(func.count(), old, sent).where(where)
     ).one()
     return int(matched), int(older or 0), int(maybe_sent or 0)
-
-
-def cancel_pending(
-    connection: Connection,
-    selection: Selection,
-    *,
-    now: datetime,
-    include_sent: bool,
-    chunk: int,
-) -> int:
-    """Up to ``chunk`` pending rows of the selection (time range on created_at) become cancelled;
-    unless ``include_sent``, only rows that cannot have reached Wiraya. Sending rows are never
-    touched: their API call may be under way."""
-    where = selected(connection, selection, Status.PENDING, "created_at")
-    if not include_sent:
-        where = and_(where, ~may_have_reached_wiraya())
-    chosen = chosen_rows(where, Status.PENDING, chunk)
-    statement = (
-        update(outbox)
-        .where(outbox.c.id.in_(select(chosen.c.id)), where)
-        .values(status=Status.CANCELLED, updated_at=now)
-    )
-    return changed_count(connection, statement)
 
 
 def count_finished(connection: Connection, *, status: Status, cutoff: datetime) -> int:

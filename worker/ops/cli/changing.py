@@ -8,7 +8,7 @@ from models import Status
 from worker.clock import utc_now
 from worker.database import database_now
 from worker.errors import OperatorError
-from worker.ops import access, changes, retry
+from worker.ops import access, cancel, changes, retry
 from worker.ops.cli.times import human_duration, parse_duration, parse_moment
 from worker.ops.selection import Selection
 from worker.settings import OperatorSettings
@@ -38,7 +38,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "cancel")
     with access.open_outbox(settings.database_url) as engine:
-        plan = changes.plan_cancel(engine, selection, now=database_now(engine))
+        plan = cancel.plan_cancel(engine, selection, now=database_now(engine))
         if plan.matched == 0:
             print("no pending messages match: nothing to cancel")
             return 0
@@ -63,7 +63,7 @@ def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
             question = f"cancel {plan.matched:,} pending messages"
         _confirm(question, args.yes)
         now = database_now(engine)
-        moved = changes.cancel(engine, plan, now=now, include_sent=args.include_sent)
+        moved = cancel.cancel(engine, plan, now=now, include_sent=args.include_sent)
     print(f"cancelled {moved:,} messages")
     return 0
 
