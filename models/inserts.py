@@ -18,7 +18,7 @@ from models.message import NewMessage
 from models.outbox import OutboxMessage, outbox_messages
 
 IfExists = Literal["raise", "return"]
-ROWS_PER_STATEMENT = 1_000  # 7 parameters a row stays under SQLite's and PostgreSQL's limits
+ROWS_PER_STATEMENT = 1_000  # 8 parameters a row stays under SQLite's and PostgreSQL's limits
 # Where the outbox lives when a session has several binds.
 OUTBOX_BIND: dict[str, Any] = {"mapper": OutboxMessage}
 # What the producer reads back: the id, the key and what the database fills in. Its role may

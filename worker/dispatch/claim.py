@@ -53,6 +53,7 @@ class ClaimedRow:
     first_due_at: object
     last_error: object  # why the last attempt did not succeed
     suspicion: object = 0  # requests holding it that failed without an answer (screened)
+    trace_context: object = None  # the producer's, raw: the batch's span links to it if valid
 
 
 def new_token() -> int:
@@ -154,6 +155,7 @@ def _returned(database: Database) -> list[Any]:
     times = [
         database.raw_time(outbox.c[name]).label(name) for name in ("expires_at", "first_due_at")
     ]
+    trace = database.raw_text(outbox.c.trace_context).label("trace_context")
     return [
         outbox.c.id,
         *raw,
@@ -162,6 +164,7 @@ def _returned(database: Database) -> list[Any]:
         *times,
         database.raw_text(outbox.c.last_error).label("error"),
         outbox.c.suspicion,
+        trace,
     ]
 
 

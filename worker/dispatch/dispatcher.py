@@ -41,6 +41,7 @@ from worker.dispatch.screen import Outgoing, Screened, screen
 from worker.dispatch.sending import BatchSend, BatchSender, Sender
 from worker.dispatch.summary import BatchState, BatchSummary
 from worker.settings import Settings
+from worker.tracing import batch_span
 
 # How long one dispatch keeps sending full batches back to back before it hands over.
 DISPATCH_BUDGET = timedelta(seconds=2)
@@ -161,7 +162,8 @@ class Dispatcher:
             self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
             return summary
-        self._process(rows, permit, token, now, summary)
+        with batch_span(rows, summary):  # nothing at all unless tracing is on
+            self._process(rows, permit, token, now, summary)
         return summary
 
     def _claim(

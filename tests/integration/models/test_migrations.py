@@ -27,7 +27,7 @@ OUTBOX_TABLES = {
     "outbox_housekeeping",
     "outbox_delivery_reports",
 }
-HEAD = "0012_definer_triggers"
+HEAD = "0013_trace_context"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
@@ -125,6 +125,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "delivery_status_at",
         "suspicion",
         "reach_evidence",
+        "trace_context",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
