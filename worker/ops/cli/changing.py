@@ -9,7 +9,7 @@ from models import Priority, Status
 from worker.clock import utc_now
 from worker.database import database_now
 from worker.errors import OperatorError
-from worker.ops import access, changes
+from worker.ops import access, cancel, changes, retry
 from worker.ops.cli.times import human_duration, parse_duration, parse_moment
 from worker.ops.selection import Selection
 from worker.settings import OperatorSettings
@@ -19,7 +19,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "retry")
     with access.open_outbox(settings.database_url) as engine:
         now = database_now(engine)  # the outbox's time, which the rows' times are in
-        plan = changes.plan_retry(engine, selection, now=now, max_age=settings.max_age)
+        plan = retry.plan_retry(engine, selection, now=now, max_age=settings.max_age)
         if plan.matched == 0:
             print("no failed messages match: nothing to retry")
             return 0
@@ -31,7 +31,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
                 "unless you add --renew-age)"
             )
         _confirm(question, args.yes)
-        moved = changes.retry(engine, plan, now=database_now(engine), renew_age=args.renew_age)
+        moved = retry.retry(engine, plan, now=database_now(engine), renew_age=args.renew_age)
     print(f"retried {moved:,} messages: pending and due now")
     return 0
 
@@ -39,7 +39,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "cancel")
     with access.open_outbox(settings.database_url) as engine:
-        plan = changes.plan_cancel(engine, selection, now=database_now(engine))
+        plan = cancel.plan_cancel(engine, selection, now=database_now(engine))
         if plan.matched == 0:
             print("no pending messages match: nothing to cancel")
             if plan.sending:
@@ -74,7 +74,7 @@ def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
             print(_being_sent(plan))
         _confirm(question, args.yes)
         now = database_now(engine)
-        moved = changes.cancel(
+        moved = cancel.cancel(
             engine, plan, now=now, include_sent=args.include_sent, progress=_progress(plan)
         )
     print(f"cancelled {moved:,} messages")
