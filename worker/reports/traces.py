@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, select
 
+from models.databases import Database, database_of
 from models.outbox import outbox_messages as outbox
 from worker.reports.parsing import Report
 from worker.reports.storage import Stored, store_reports
@@ -15,9 +16,12 @@ from worker.tracing import reports_span
 
 
 # -- traced_messages -- The id and trace context of each message holding one of the tracking
-# ids (through the tracking id's partial index); messages without a context are left out.
-def traced_messages(tracking_ids: Sequence[str]) -> Select[Any]:
-    return select(outbox.c.id, outbox.c.trace_context).where(
+# ids (through the tracking id's partial index); messages without a context are left out. The
+# context comes raw, as the claim reads it: on SQLite, plain SQL may have stored text that is
+# not UTF-8, which must be left out of the links, not fail the body of reports.
+def traced_messages(database: Database, tracking_ids: Sequence[str]) -> Select[Any]:
+    trace = database.raw_text(outbox.c.trace_context).label("trace_context")
+    return select(outbox.c.id, trace).where(
         outbox.c.tracking_id.in_(tracking_ids), outbox.c.trace_context.is_not(None)
     )
 
@@ -30,5 +34,6 @@ def store_traced(engine: Engine, reports: Sequence[Report], *, received_at: date
         if link is not None and stored.matched:
             tracking_ids = sorted({report.tracking_id for report in reports})
             with engine.connect() as connection:
-                link(connection.execute(traced_messages(tracking_ids)).all())
+                statement = traced_messages(database_of(connection), tracking_ids)
+                link(connection.execute(statement).all())
     return stored

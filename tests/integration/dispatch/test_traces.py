@@ -106,3 +106,24 @@ def test_tracing_off_makes_no_span_and_loads_nothing(outbox: Outbox) -> None:
         tracing._decided[tracing.NAME] = None
         assert outbox.dispatcher().dispatch_once().accepted == 1
         assert spans.all() == []
+
+
+def test_a_context_that_is_not_utf8_on_sqlite_neither_stalls_a_batch_nor_its_reports(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    if outbox.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's text holds UTF-8 only")
+    outbox.insert_raw("raw-1", recipient(1), ALPHA)
+    with outbox.engine.begin() as connection:  # plain SQL can store any bytes as text
+        connection.execute(
+            text("UPDATE outbox_messages SET trace_context = CAST(X'FF00' AS TEXT)")
+        )
+    with recorded_spans() as spans, caplog.at_level(logging.WARNING, "worker.tracing"):
+        assert outbox.dispatcher().dispatch_once().accepted == 1
+        with outbox.engine.connect() as connection:
+            tracking_id = connection.scalar(text("SELECT tracking_id FROM outbox_messages"))
+        report = Report(tracking_id, "DELIVERED", None, "{}")
+        stored = store_traced(outbox.engine, [report], received_at=datetime.now(UTC))
+        assert stored.matched == 1  # stored, and answered: Wiraya does not send it again
+        assert spans.one("outbox.delivery_reports").links == ()
+    assert "trace contexts not linked (message" in caplog.text
