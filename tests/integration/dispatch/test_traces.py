@@ -115,9 +115,7 @@ def test_a_context_that_is_not_utf8_on_sqlite_neither_stalls_a_batch_nor_its_rep
         pytest.skip("PostgreSQL's text holds UTF-8 only")
     outbox.insert_raw("raw-1", recipient(1), ALPHA)
     with outbox.engine.begin() as connection:  # plain SQL can store any bytes as text
-        connection.execute(
-            text("UPDATE outbox_messages SET trace_context = CAST(X'FF00' AS TEXT)")
-        )
+        connection.execute(text("UPDATE outbox_messages SET trace_context = CAST(X'FF00' AS TEXT)"))
     with recorded_spans() as spans, caplog.at_level(logging.WARNING, "worker.tracing"):
         assert outbox.dispatcher().dispatch_once().accepted == 1
         with outbox.engine.connect() as connection:
