@@ -19,8 +19,11 @@ RUN apt-get update \
 
 # The locked dependency versions first (checked against their hashes): this layer is
 # rebuilt only when the lock changes, not on every change of the code.
-COPY requirements.txt requirements-build.txt ./
+COPY requirements.txt requirements-build.txt requirements-tracing.txt ./
 RUN pip install --require-hashes -r requirements.txt -r requirements-build.txt
+# --build-arg EXTRAS=tracing adds OpenTelemetry's SDK and exporter (docs/tracing.md), locked too.
+ARG EXTRAS=""
+RUN if [ -n "$EXTRAS" ]; then pip install --require-hashes -r "requirements-$EXTRAS.txt"; fi
 
 # The project itself (non-editable, nothing more resolved), run as an unprivileged user: a
 # fixed uid above the system range (so no --system), without a home or a lastlog entry.

@@ -27,6 +27,7 @@ lock: $(STAMP)  ## re-lock after editing pyproject.toml (LOCK_FLAGS=--upgrade: n
 	$(UV) lock --quiet $(LOCK_FLAGS)
 	$(EXPORT) --no-default-groups -o requirements.txt
 	$(EXPORT) --no-default-groups --extra dev -o requirements-dev.txt
+	$(EXPORT) --no-default-groups --extra tracing -o requirements-tracing.txt
 	$(EXPORT) --only-group build -o requirements-build.txt
 
 demo: $(STAMP)  ## the outbox end to end on SQLite, a filesystem broker and the sandbox (no servers)

@@ -15,6 +15,7 @@ from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.priority import Priority
 from models.recipient import normalize_recipient
 from models.text import identifier_problem, shown
+from models.trace_context import checked as checked_trace_context
 
 MAX_CLIENT_MESSAGE_ID = 200
 _CHECKED = "_checked"  # set on a NewMessage by NewMessage.create
@@ -33,6 +34,9 @@ class MessageOptions(TypedDict, total=False):
     """An aware datetime: never sent at or after it (failed as expired)."""
     ttl: timedelta | None
     """Instead of expires_at: how long after it is due the message stays worth sending."""
+    trace_context: str | None
+    """A W3C ``traceparent`` (a space, then a ``tracestate``, optional) to link the message's
+    spans to; by default the active OpenTelemetry span's, and none without one."""
     max_segments: int | None
     """An SMSFromAlpha text longer than this many SMS parts is refused, with its count."""
     transliterate: bool
@@ -49,6 +53,7 @@ class NewMessage:
     send_at: datetime | None = None
     priority: Priority = Priority.NORMAL
     expires_at: datetime | None = None
+    trace_context: str | None = None
 
     @classmethod
     def create(
@@ -61,6 +66,7 @@ class NewMessage:
         priority: object = Priority.NORMAL,
         expires_at: object = None,
         ttl: object = None,
+        trace_context: object = None,
         max_segments: object = None,
         transliterate: bool = False,
         limits: MessageLimits = DEFAULT_LIMITS,
@@ -82,6 +88,7 @@ class NewMessage:
             send_at=due,
             priority=_priority(priority),
             expires_at=_expiry(expires_at, ttl, due),
+            trace_context=checked_trace_context(trace_context),
         )
         # Marks what went through these checks: the constructor is public, and enqueue_many
         # validates a message built with it before writing it (see validated_batch).
@@ -100,6 +107,8 @@ class NewMessage:
         }
         if self.send_at is not None:
             values["next_attempt_at"] = self.send_at
+        if self.trace_context is not None:  # written only while a span is active
+            values["trace_context"] = self.trace_context
         return values
 
 

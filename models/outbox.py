@@ -75,6 +75,9 @@ class OutboxMessage(Base):
     # timeout, a dropped connection, an unreadable answer). Set by the record, never cleared:
     # `outbox cancel` leaves such a message alone, whatever its later attempts met.
     reach_evidence: Mapped[str | None] = mapped_column(Text)
+    # The producer's W3C trace context (models/trace_context.py), set only while a span was
+    # active: what the batch's and the delivery report's spans link to.
+    trace_context: Mapped[str | None] = mapped_column(Text)
     # SMS parts of a text the outbox knows (SMSFromAlpha), set at enqueue and by the screen;
     # None where the text lives in a Wiraya template.
     segments: Mapped[int | None] = mapped_column(SmallInteger)

@@ -1,4 +1,4 @@
-"""The sandbox's admin endpoints under /_sandbox/: faults, ledger, stats and reset, as JSON.
+"""The sandbox's admin endpoints under /_sandbox/: faults, key, ledger, stats and reset, as JSON.
 
 | method and path                    | what it does                                             |
 |------------------------------------|----------------------------------------------------------|
@@ -6,6 +6,7 @@
 | GET  /_sandbox/faults              | the faults in force (durations as *_ms)                  |
 | POST /_sandbox/faults              | change the given faults, keep the others; answers all    |
 | PUT  /_sandbox/faults              | replace all faults (those not given go back to healthy)  |
+| PUT  /_sandbox/api-key             | {"api_key": K}: accept only K from now on (null: any key) |
 | GET  /_sandbox/ledger              | every received message: {"count", "accepted", "entries"} |
 | GET  /_sandbox/ledger?client_message_id=X | one entry, or 404                                 |
 | GET  /_sandbox/stats               | request and message counters, answers by status, rates   |
@@ -40,6 +41,8 @@ def handle_admin(service: EnqueueService, method: str, target: str, body: bytes)
                 return json_reply(200, service.faults.to_json())
             case ("POST" | "PUT", "faults"):
                 return _change_faults(service, replace_all=method == "PUT", body=body)
+            case ("PUT", "api-key"):
+                return _change_api_key(service, body)
             case ("GET", "ledger"):
                 return _ledger(service, query)
             case ("GET", "stats"):
@@ -59,6 +62,15 @@ def _change_faults(service: EnqueueService, *, replace_all: bool, body: bytes) -
     base = Faults() if replace_all else service.faults
     service.set_faults(base.updated(changes))
     return json_reply(200, service.faults.to_json())
+
+
+def _change_api_key(service: EnqueueService, body: bytes) -> Reply:
+    change = orjson.loads(body or b"{}")
+    key = change.get("api_key", "") if isinstance(change, Mapping) else ""
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise ValueError('api_key: the key to accept, or null to accept any: {"api_key": "..."}')
+    service.set_api_key(key)
+    return json_reply(200, {"api_key_required": service.api_key_required})
 
 
 def _ledger(service: EnqueueService, query: Mapping[str, str]) -> Reply:

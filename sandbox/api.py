@@ -92,6 +92,15 @@ class EnqueueService:
         """Switch faults at run time; requests in progress keep the ones they started with."""
         self._faults = faults
 
+    @property
+    def api_key_required(self) -> bool:
+        """Whether one X-ApiKey only is accepted (else any non-empty one)."""
+        return self._api_key is not None
+
+    def set_api_key(self, api_key: str | None) -> None:
+        """Accept only this X-ApiKey from now on (None: any non-empty one): a rotated key."""
+        self._api_key = api_key
+
     def reset(self) -> None:
         """Empty the ledger and stats and restart the dice and rate limiter; faults stay."""
         self.ledger.reset()

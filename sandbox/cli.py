@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 
 from sandbox.api import API_PATH, EnqueueService
@@ -22,13 +23,23 @@ def build_parser(prog: str = "outbox sandbox") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="A local stand-in for Wiraya's EnqueueCommunications API, with faults. "
-        "Change faults while it runs: POST /_sandbox/faults (see sandbox/admin.py).",
+        "Change faults while it runs: POST /_sandbox/faults with a JSON object of the fault "
+        "settings below (durations as *_ms); GET /_sandbox/faults, /_sandbox/ledger and "
+        "/_sandbox/stats show them (README, Sandbox).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice (default 0)")
     parser.add_argument(
-        "--api-key", help="the only X-ApiKey accepted (default: any non-empty key is accepted)"
+        "--api-key",
+        help="the only X-ApiKey accepted (default: any non-empty key is accepted); "
+        "PUT /_sandbox/api-key changes it at run time, as a key rotation at Wiraya",
+    )
+    parser.add_argument(
+        "--ledger-file",
+        type=Path,
+        help="keep the ledger in this JSON file: read at start, written at a clean stop, so "
+        "that a restart remembers every tracking id given",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     faults = parser.add_argument_group("faults (all off by default)")
@@ -145,6 +156,8 @@ def main(argv: list[str] | None = None, *, prog: str = "outbox sandbox") -> int:
     )
     pusher = ReportPusher(pushing, seed=args.seed).start() if pushing else None
     service = EnqueueService(faults, seed=args.seed, api_key=args.api_key, reports=pusher)
+    if args.ledger_file is not None:
+        service.ledger.load(args.ledger_file)
     try:
         server = SandboxServer(args.host, args.port, service)
     except OSError as exc:
@@ -161,6 +174,8 @@ def main(argv: list[str] | None = None, *, prog: str = "outbox sandbox") -> int:
     finally:
         server.service.stop()
         server.server_close()
+        if args.ledger_file is not None:
+            server.service.ledger.save(args.ledger_file)
     return 0
 
 

@@ -68,6 +68,11 @@ class Faults:
             value = out.pop(name)
             out[f"{name}_ms"] = None if value is None else value / timedelta(milliseconds=1)
         out["validation"] = self.validation.value
+        # A chance of a fault that is off is none: shown as null while its duration is 0 (a
+        # null given back leaves the setting as it is, for when the duration is set).
+        for chance, duration in _CHANCES:
+            if not getattr(self, duration):
+                out[chance] = None
         return out
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
@@ -78,7 +83,8 @@ class Faults:
             name = key.removesuffix("_ms") if key.endswith("_ms") else key
             if name not in known or (name in _DURATIONS) != key.endswith("_ms"):
                 raise ValueError(f"{key}: not a fault setting")
-            values[name] = _coerce(name, value)
+            if not (value is None and name in dict(_CHANCES)):
+                values[name] = _coerce(name, value)
         return replace(self, **values)
 
 
@@ -92,6 +98,7 @@ _PROBABILITIES = (
     "p_bad_json",
     "p_trickle",
 )
+_CHANCES = (("p_slow", "slow_after_work"), ("p_trickle", "trickle"))  # chance, its duration
 _DURATIONS = ("latency", "slow_after_work", "retry_after", "trickle")
 _FLAGS = ("outage", "forbidden", "camel_case_keys")
 _LIMITS = ("max_batch", "max_body_bytes")

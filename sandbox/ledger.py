@@ -8,7 +8,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 
 @dataclass(slots=True)
@@ -97,11 +100,44 @@ class Ledger:
             self._entries.clear()
             self._answering.clear()
 
+    def save(self, path: Path) -> None:
+        """Write every entry to ``path`` (JSON), replacing it whole: a restart reads it back."""
+        entries = [entry.to_json() for entry in self.snapshot().values()]
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(orjson.dumps(entries))
+        partial.replace(path)
+
+    def load(self, path: Path) -> int:
+        """Read the entries ``save`` wrote (none when there is no file); how many."""
+        if not path.exists():
+            return 0
+        loaded = [_entry(item) for item in orjson.loads(path.read_bytes())]
+        with self._lock:
+            self._entries.update((entry.client_message_id, entry) for entry in loaded)
+        return len(loaded)
+
 
 def new_tracking_ids(count: int) -> Iterator[str]:
     """`count` unique 32-character hexadecimal tracking ids, as Wiraya issues them."""
     hexes = os.urandom(16 * count).hex()  # one system call for the whole batch
     return (hexes[start : start + 32] for start in range(0, 32 * count, 32))
+
+
+def _entry(item: dict[str, Any]) -> Entry:
+    accepted_at = item["accepted_at"]
+    return Entry(
+        item["client_message_id"],
+        item["recipient"],
+        _moment(item["first_received"]),
+        _moment(item["last_received"]),
+        item["times_received"],
+        item["tracking_id"],
+        _moment(accepted_at) if accepted_at else None,
+    )
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _iso(moment: datetime) -> str:

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import URL, Engine
+from sqlalchemy import URL, Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from models.databases import database_at, database_of
 from worker.clock import Clock, DatabaseClock, utc_now
+from worker.pooler_hint import note_error
 
 POOLER_OPTION = "pooler"
 TRANSACTION_POOLER = "transaction"
@@ -58,9 +59,13 @@ def driver_url(url: str | URL) -> URL:
 
 
 def make_engine(url: str | URL, **options: Any) -> Engine:
-    """A new engine for the outbox database, tuned for it (``Database.make_engine``)."""
+    """A new engine for the outbox database, tuned for it (``Database.make_engine``); one behind
+    a pooler the URL does not name reports the pooler's sign once, in the outbox's words."""
     pooled = behind_transaction_pooler(url)
-    return database_at(url).make_engine(driver_url(url), pooled=pooled, options=options)
+    engine = database_at(url).make_engine(driver_url(url), pooled=pooled, options=options)
+    if not pooled:
+        event.listen(engine, "handle_error", note_error)
+    return engine
 
 
 def engine_for(url: str) -> Engine:

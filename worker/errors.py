@@ -4,6 +4,8 @@
     ├── SettingsError            a setting is missing or invalid (names the variable); a ValueError
     ├── OperatorError            an operator command cannot go on (one line, an exit code)
     ├── MissingRight             the process's role lacks a right one of its duties needs
+    ├── SchemaBehind             the database lacks a column this version reads: a migration
+    │                            has not run
     ├── DispatchAlarm            a batch met a request-level failure: a failed task in Flower;
     │                            a RuntimeError
     ├── InputError               input from outside cannot be read (the message says where and
@@ -44,6 +46,10 @@ class OperatorError(OutboxError):
 
 class MissingRight(OutboxError):
     """The process's role lacks a right one of its duties needs (the message says which)."""
+
+
+class SchemaBehind(OutboxError):
+    """The database lacks a column this version reads: a migration has not run."""
 
 
 class DispatchAlarm(OutboxError, RuntimeError):

@@ -312,7 +312,12 @@ class Settings(
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
         if self.lease <= self.wiraya_timeout:
-            raise ValueError("OUTBOX_LEASE_SECONDS: must exceed WIRAYA_TIMEOUT_SECONDS")
+            lease, timeout = self.lease.total_seconds(), self.wiraya_timeout.total_seconds()
+            raise ValueError(
+                f"OUTBOX_LEASE_SECONDS: {lease:g} must exceed WIRAYA_TIMEOUT_SECONDS "
+                f"({timeout:g}): a batch still waiting for its answer when its lease ends is "
+                "claimed again by another worker and sent twice"
+            )
         return self
 
 

@@ -17,7 +17,6 @@ does nothing.
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 
 from worker.ops import online_ddl
 
@@ -30,29 +29,9 @@ TABLE = "outbox_messages"
 COLUMN = "reach_evidence"
 
 
-def _postgresql() -> bool:
-    return bool(op.get_context().dialect.name == "postgresql")
-
-
-def _has_column() -> bool:
-    """SQLite's ALTER TABLE takes no IF [NOT] EXISTS: look first."""
-    return COLUMN in {column["name"] for column in sa.inspect(op.get_bind()).get_columns(TABLE)}
-
-
 def upgrade() -> None:
-    if _postgresql():  # a statement that renders offline too (`alembic upgrade head --sql`)
-        with online_ddl.steps():
-            online_ddl.short_transaction(
-                f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {COLUMN} text"
-            )
-    elif not _has_column():
-        op.add_column(TABLE, sa.Column(COLUMN, sa.Text(), nullable=True))
+    online_ddl.add_nullable_column(TABLE, sa.Column(COLUMN, sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    if _postgresql():
-        op.execute(f"ALTER TABLE {TABLE} DROP COLUMN IF EXISTS {COLUMN}")
-    elif _has_column():
-        # A plain DROP COLUMN (SQLite 3.35 and later): a batch copy of the table would lose
-        # its triggers on SQLite.
-        op.drop_column(TABLE, COLUMN)
+    online_ddl.drop_column(TABLE, COLUMN)

@@ -1,7 +1,7 @@
 """The sending policy's tables and columns: opt-outs, per-recipient pacing, SMS segments.
 
 Revision ID: 0014_sending_policy
-Revises: 0012_definer_triggers
+Revises: 0013_trace_context
 Create Date: 2026-12-07
 
 - ``outbox_suppressions``: the opt-out list the screen reads (docs/sending-policy.md).
@@ -23,7 +23,7 @@ from alembic import op
 from worker.ops import online_ddl
 
 revision: str = "0014_sending_policy"
-down_revision: str | None = "0012_definer_triggers"
+down_revision: str | None = "0013_trace_context"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

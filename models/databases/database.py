@@ -54,6 +54,10 @@ class Database(ABC):
     has_roles: bool  # whether the database grants rights to roles (start checks, grants)
     listens_for_inserts: bool  # whether beat can LISTEN for inserts instead of polling
     keeps_its_own_clock: bool  # whether the outbox's time is read from the database server
+    has_session_locks: bool  # whether a session can hold an advisory lock (one beat at a time)
+    # Whether a live table's columns change by short catalogue steps that wait for readers
+    # (migrations' online DDL), rather than by the database's own ALTER TABLE.
+    changes_columns_online: bool
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -61,6 +65,10 @@ class Database(ABC):
     def make_engine(self, url: URL, *, pooled: bool, options: dict[str, Any]) -> Engine:
         """A new engine for the outbox database, tuned for it (``pooled``: behind a
         transaction pooler)."""
+
+    @abstractmethod
+    def table_columns(self, connection: Connection, tables: list[str]) -> dict[str, set[str]]:
+        """The live columns of each of ``tables`` that exists (a start check: keep it cheap)."""
 
     @abstractmethod
     def supports_transaction_pooler(self, url: URL) -> bool:

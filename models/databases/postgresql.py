@@ -42,6 +42,12 @@ MATCH_LOCK = 122550254464888
 _SNAPSHOT_LEVELS = frozenset({"REPEATABLE_READ", "SERIALIZABLE"})
 # Where the server's default isolation level is kept, per driver connection.
 _DEFAULT_LEVEL = "outbox_default_isolation_level"
+# The live columns of the named tables in the current schema (the start check's schema question).
+CATALOGUE_COLUMNS = text(
+    "SELECT c.relname, a.attname FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid "
+    "WHERE c.relnamespace = to_regnamespace(current_schema()) AND c.relname = ANY(:tables) "
+    "AND a.attnum > 0 AND NOT a.attisdropped"
+)
 _FINAL = ", ".join(f"'{status}'" for status in sorted(FINAL_DELIVERY_STATUSES))
 
 # clock_timestamp(), not now(): the time of the read itself, also inside a transaction.
@@ -165,6 +171,8 @@ class PostgreSQL(Database):
     has_roles = True
     listens_for_inserts = True
     keeps_its_own_clock = True
+    has_session_locks = True
+    changes_columns_online = True
 
     def make_engine(self, url: URL, *, pooled: bool, options: dict[str, Any]) -> Engine:
         """Connections checked before use, five kept; behind a transaction pooler, no
@@ -175,6 +183,13 @@ class PostgreSQL(Database):
         options.setdefault("pool_pre_ping", True)
         options.setdefault("pool_size", 5)
         return create_engine(url, **options)
+
+    def table_columns(self, connection: Connection, tables: list[str]) -> dict[str, set[str]]:
+        """One catalogue query, in the current schema: every process asks it at start."""
+        found: dict[str, set[str]] = {}
+        for table, column in connection.execute(CATALOGUE_COLUMNS, {"tables": tables}):
+            found.setdefault(table, set()).add(column)
+        return found
 
     def supports_transaction_pooler(self, url: URL) -> bool:
         """Through psycopg only, whose prepared statements can be turned off."""

@@ -24,6 +24,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     text,
 )
 from sqlalchemy.dialects import sqlite
@@ -136,12 +137,24 @@ class SQLite(Database):
     has_roles = False
     listens_for_inserts = False
     keeps_its_own_clock = False
+    has_session_locks = False
+    changes_columns_online = False
 
     def make_engine(self, url: URL, *, pooled: bool, options: dict[str, Any]) -> Engine:
         """No pool (a connection is a file handle), every connection tuned (``tune``)."""
         engine = create_engine(url, poolclass=NullPool, **options)
         event.listen(engine, "connect", tune)
         return engine
+
+    def table_columns(self, connection: Connection, tables: list[str]) -> dict[str, set[str]]:
+        """Through SQLAlchemy's inspector: the file's own schema, no catalogue to join."""
+        inspector = inspect(connection)
+        present = set(inspector.get_table_names())
+        return {
+            name: {column["name"] for column in inspector.get_columns(name)}
+            for name in tables
+            if name in present
+        }
 
     def supports_transaction_pooler(self, url: URL) -> bool:
         """Never: a file has no pooler in front of it."""

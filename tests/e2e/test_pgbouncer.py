@@ -52,11 +52,12 @@ def _direct_url(stack: Stack) -> str:
 
 
 def _server_backends(stack: Stack) -> int:
-    """Server connections to the stack's database, besides the listening one and this one."""
+    """Server connections to the stack's database, besides beat's direct ones and this one."""
     with psycopg.connect(psycopg_dsn(_direct_url(stack)), autocommit=True) as connection:
         row = connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND query NOT LIKE 'LISTEN%'"
+            "AND pid <> pg_backend_pid() AND query NOT LIKE 'LISTEN%' "
+            "AND application_name NOT LIKE 'outbox beat %'"  # beat's lock: direct, as LISTEN
         ).fetchone()
     return int(row[0]) if row else 0
 

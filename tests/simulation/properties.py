@@ -16,7 +16,9 @@ Liveness (§5a, 6-8), checked at the end (``finish``):
 - ``innocent-failed``: a message that never failed on its own does not end `failed`;
 - ``tracking``: one tracking id per message, the API's, never shared;
 - ``too-large``: once the API's item limit has been met, batches come down to it: at most a
-  few too-many-items answers a minute afterwards.
+  few too-many-items answers a minute afterwards;
+- ``alarm-stuck``: once the API took a message after the last fault, the operators' read-out
+  shows no refused key and no open circuit (every alarm ends by itself).
 """
 
 from __future__ import annotations
@@ -253,3 +255,16 @@ def check_limits(checker: Checker, *, settle: float, ended: float) -> None:
             "too-large",
             f"{len(late)} too-many-items answers after {since:.0f}s (at most {allowed:.0f})",
         )
+
+
+def check_alarms_cleared(checker: Checker, *, api_back: float) -> None:
+    """Every alarm ends by itself: once the API took a message after the last fault, the
+    operators' read-out shows no refused key and no open circuit (`outbox resume` never ran)."""
+    if not any((e.accepted_at or -1.0) >= api_back for e in checker.api.ledger.values()):
+        return
+    with checker.quiet(), checker.engine.connect() as connection:
+        view = read(connection, "")
+    if view.refused_key_count:
+        checker.fail("alarm-stuck", f"{view.refused_key_count} refused key(s) still shown")
+    if view.circuit_open(checker.threshold):
+        checker.fail("alarm-stuck", f"the circuit still shows open ({view.failures} failures)")

@@ -22,7 +22,7 @@ from models.databases.sqlite import tune as tune_sqlite
 from tests.conftest import POSTGRES_URL, alembic_config, with_database
 from tests.conftest import _admin as admin
 from tests.simulation.faults import FaultPlan, known_defects, random_plan
-from tests.simulation.properties import Violation, check_limits, finish
+from tests.simulation.properties import Violation, check_alarms_cleared, check_limits, finish
 from tests.simulation.world import World
 from worker.database import make_engine
 from worker.settings import Settings
@@ -111,6 +111,7 @@ def run(
         poison_within=within,
     )
     check_limits(world.checker, settle=LIMIT_SETTLE, ended=world.clock.elapsed)
+    check_alarms_cleared(world.checker, api_back=plan.fault_end)
     result = RunResult(seed, engine.dialect.name, plan, world.checker.violations)
     result.scenario = scenario
     result.trace = world.scheduler.lines()

@@ -3,8 +3,9 @@
 Workers run the real `Dispatcher` (claim, screen, gate, send, record) with the simulated
 clock, sleep, monotonic clock, random generator and API injected; beat runs the real
 ``Dispatcher.due_batches`` (the gate's ``dispatches_wanted``) to decide how many dispatches to
-queue; operators run the real `worker.ops.changes` commands. A statement hook hands the baton
-over before every statement, so the scheduler may interleave workers between any two.
+queue; operators run the real `worker.ops` commands (retry, cancel, prune, resume). A
+statement hook hands the baton over before every statement, so the scheduler may interleave
+workers between any two.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from worker.clock import Clock
 from worker.dispatch import claim as claims
 from worker.dispatch.dispatcher import Dispatcher
 from worker.errors import OperatorError
-from worker.ops import changes
+from worker.ops import cancel, changes, retry
 from worker.ops.selection import Selection
 from worker.settings import Settings
 from worker.wiraya.results import Communication, SendResult
@@ -277,16 +278,16 @@ class World:
     def _command(self, command: Command) -> None:
         now, settings = self.clock.now(), self.settings
         if command is Command.RETRY:
-            plan = changes.plan_retry(self.engine, Selection(), now=now, max_age=settings.max_age)
+            plan = retry.plan_retry(self.engine, Selection(), now=now, max_age=settings.max_age)
             self.checker.on_retry([cmid for cmid, _ in self._rows_of(Status.FAILED)])
-            changes.retry(self.engine, plan, now=now, renew_age=False)
+            retry.retry(self.engine, plan, now=now, renew_age=False)
         elif command is Command.CANCEL:
             pending = [cmid for cmid, _ in self._rows_of(Status.PENDING)]
             if pending:
                 chosen = Selection(client_message_ids=(self.rng.choice(pending),))
                 try:
-                    plan = changes.plan_cancel(self.engine, chosen, now=now)
-                    changes.cancel(self.engine, plan, now=now, include_sent=False)
+                    plan = cancel.plan_cancel(self.engine, chosen, now=now)
+                    cancel.cancel(self.engine, plan, now=now, include_sent=False)
                 except OperatorError as error:
                     self.scheduler.note(f"operator: {error}")
         elif command is Command.PRUNE:

@@ -8,6 +8,8 @@ out: its writes are serialized by the database lock).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +55,7 @@ class ClaimedRow:
     first_due_at: object
     last_error: object  # why the last attempt did not succeed
     suspicion: object = 0  # requests holding it that failed without an answer (screened)
+    trace_context: object = None  # the producer's, raw: the batch's span links to it if valid
     segments: object = None  # SMS parts as stored: None for a raw-SQL row or a template
 
 
@@ -155,6 +158,7 @@ def _returned(database: Database) -> list[Any]:
     times = [
         database.raw_time(outbox.c[name]).label(name) for name in ("expires_at", "first_due_at")
     ]
+    trace = database.raw_text(outbox.c.trace_context).label("trace_context")
     return [
         outbox.c.id,
         *raw,
@@ -163,6 +167,7 @@ def _returned(database: Database) -> list[Any]:
         *times,
         database.raw_text(outbox.c.last_error).label("error"),
         outbox.c.suspicion,
+        trace,
         outbox.c.segments,
     ]
 
@@ -221,3 +226,20 @@ COUNT_DUE = _count_due_statement()
 
 def count_due(connection: Connection, *, now: datetime, cap: int) -> int:
     return int(connection.scalar(COUNT_DUE, {"now": now, "cap": cap}) or 0)
+
+
+# -- urgent_due -- Whether an urgent row is due now (the claim's urgent source, unlocked, one
+# row read): a batch halving its way down to the API's limit gives way to it.
+URGENT_DUE = select(exists(_lane(Priority.URGENT, bindparam("now")).limit(1).subquery()))
+
+
+def urgent_due(connection: Connection, *, now: datetime) -> bool:
+    return bool(connection.scalar(URGENT_DUE, {"now": now}))
+
+
+def urgent_due_now(
+    connect: Callable[[], AbstractContextManager[Connection]], clock: Callable[[], datetime]
+) -> bool:
+    """`urgent_due` on a connection of its own, at the clock's time."""
+    with connect() as connection:
+        return urgent_due(connection, now=clock())

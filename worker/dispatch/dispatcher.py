@@ -42,6 +42,7 @@ from worker.dispatch.screen import Outgoing, Screened, screen
 from worker.dispatch.sending import BatchSend, BatchSender, Sender
 from worker.dispatch.summary import BatchState, BatchSummary
 from worker.settings import Settings
+from worker.tracing import batch_span
 
 # How long one dispatch keeps sending full batches back to back before it hands over.
 DISPATCH_BUDGET = timedelta(seconds=2)
@@ -162,7 +163,8 @@ class Dispatcher:
             self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
             return summary
-        self._process(rows, permit, token, now, summary)
+        with batch_span(rows, summary):  # nothing at all unless tracing is on
+            self._process(rows, permit, token, now, summary)
         return summary
 
     def _claim(
@@ -207,10 +209,8 @@ class Dispatcher:
         now: datetime,
         summary: BatchSummary,
     ) -> None:
-        screened = self._screen(rows, permit, token, now, summary)
-        screened = _with_policy(self, screened, summary, lease_end=now + self.settings.lease)
-        results = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
-        results += summary.policy_held
+        screened = _with_policy(self, self._screen(rows, permit, token, now, summary), now, summary)
+        results = _unsent(screened, summary)
         if screened.outgoing:
             early = _record_first(self, screened.outgoing, results, summary, token, now)
             sent = self.batch_sender.send(
@@ -253,11 +253,12 @@ class Dispatcher:
 
 
 def _with_policy(
-    dispatcher: Dispatcher, screened: Screened, summary: BatchSummary, *, lease_end: datetime
+    dispatcher: Dispatcher, screened: Screened, claimed_at: datetime, summary: BatchSummary
 ) -> Screened:
     """The sending policy on a screened batch (docs/sending-policy.md), at the outbox's time
     now: the held are released unsent with the batch's record, the refused fail with the
-    screen's failures. No request of the batch starts after ``lease_end``."""
+    screen's failures. No request of the batch starts after its lease ends."""
+    lease_end = claimed_at + dispatcher.settings.lease
     if not screened.outgoing:
         return screened
     with dispatcher.engine.connect() as connection:
@@ -268,6 +269,13 @@ def _with_policy(
         )
     summary.note_policy(verdict)
     return Screened(verdict.outgoing, screened.unsendable + verdict.failed)
+
+
+def _unsent(screened: Screened, summary: BatchSummary) -> list[RowResult]:
+    """The rows that go nowhere this time: the screen's and the policy's failures, and the
+    messages the policy holds (back to pending, no attempt spent)."""
+    failed = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
+    return failed + summary.policy_held
 
 
 def _record_first(

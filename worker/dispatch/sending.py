@@ -4,7 +4,8 @@
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
   reaches the API after its expiry). A request that cannot get a useful deadline is not made.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
-  message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back).
+  message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back); a too-large
+  batch halving its way down gives way to urgent rows due (the rest goes back unspent).
 - A failure that says the API is unavailable (a 502 or 503, no connection made) is never a
   message's: the gate counts it, and no attempt is spent nor suspicion raised.
 - Another request-level failure (500, timeout) while the API answers other requests is a
@@ -35,7 +36,7 @@ from sqlalchemy import Connection
 
 from worker.clock import Clock
 from worker.dispatch import reach
-from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.claim import ClaimedRow, urgent_due_now
 from worker.dispatch.gate import GateView
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.screen import ISOLATED, MIN_REQUEST_WINDOW, Outgoing, drop_expiring
@@ -337,14 +338,14 @@ class _Run:
         middle = len(batch) // 2
         first, second = batch[:middle], batch[middle:]
         first_request = len(self.sent.requests)
-        if self.send_and_settle(first) is Flow.STOP:
-            return self.stop(second)
+        stopped = self.send_and_settle(first) is Flow.STOP
         second_request = len(self.sent.requests)
+        halved_again = isinstance(result, BatchTooLarge) and second_request > first_request + 1
+        if stopped or (halved_again and urgent_due_now(self.sending.connect, self.sending.clock)):
+            return self.stop(second)  # also for urgent rows due: the rest goes back unspent
         flow = self.send_and_settle(second)
-        requests = self.sent.requests
-        if isinstance(result, BatchTooLarge) and _both_taken(
-            requests, (first_request, first), (second_request, second)
-        ):
+        halves = (first_request, first), (second_request, second)
+        if isinstance(result, BatchTooLarge) and _both_taken(self.sent.requests, *halves):
             with self.sending.connect() as connection:
                 self.sending.gate.batches.too_large_for_its_size(
                     connection, halves=len(second), now=self.sending.clock()
@@ -381,11 +382,7 @@ def _both_taken(
     second: tuple[int, list[Outgoing]],
 ) -> bool:
     """Whether both halves of a too-large batch went whole and were answered: its size's fault."""
-    return (
-        _answered_whole(requests, *first)
-        and _answered_whole(requests, *second)
-        and second[0] > first[0]
-    )
+    return second[0] > first[0] and all(_answered_whole(requests, *h) for h in (first, second))
 
 
 def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:

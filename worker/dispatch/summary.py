@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from worker.dispatch.policy.rules import Verdict
 
 log = logging.getLogger("worker.dispatch")
+_brake_logged: list[str | None] = [None]  # the brake this process last warned of
 
 
 class BatchState(StrEnum):
@@ -128,10 +129,12 @@ class BatchSummary:
                 self.retried += 1
 
     def log(self) -> None:
-        """One line per batch that did something; a warning when it raised an alarm."""
+        """One line per batch that did something: a warning when the brake it met changed
+        (an outage began, a key was refused, sending resumed), INFO otherwise, so that a long
+        outage logs a line when it starts and one when it ends, not one per probe."""
         if self.state is BatchState.IDLE:
             return
-        level = logging.WARNING if self.alarm else logging.INFO
+        level = logging.WARNING if _brake_changed(self) else logging.INFO
         log.log(
             level,
             "batch %s: claimed=%d accepted=%d retried=%d failed=%d released=%d requests=%d %.3fs%s",
@@ -145,3 +148,21 @@ class BatchSummary:
             self.seconds,
             f" ({self.alarm})" if self.alarm else "",
         )
+
+
+def _brake(summary: BatchSummary) -> str | None:
+    """The kind of brake a dispatch met (the failure's name: ServerError, Unauthorized, ...)."""
+    if summary.state is BatchState.SENT and summary.alarm is None:
+        return None
+    return (summary.alarm or "").split(":", 1)[0] or None
+
+
+def _brake_changed(summary: BatchSummary) -> bool:
+    """Whether this dispatch met another brake than the last one this process warned of."""
+    if summary.state not in {BatchState.SENT, BatchState.ALARM, BatchState.PAUSED}:
+        return False
+    brake = _brake(summary)
+    if brake == _brake_logged[0]:
+        return False
+    _brake_logged[0] = brake
+    return True

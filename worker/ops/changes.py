@@ -1,4 +1,6 @@
-"""What operators change: retry, cancel, prune and resume, each counted before it is done.
+"""What operators change: prune and resume, each counted before it is done, and the plan and
+chunked loop every change shares (`outbox retry` is `worker.ops.retry`, `outbox cancel`
+`worker.ops.cancel`).
 
 A command first counts what its selection matches (the plan the operator confirms), then
 changes those rows in chunks of `writes.CHUNK`, one short transaction each, so it never holds
@@ -9,12 +11,12 @@ moment it was counted: rows that arrive or fail again meanwhile are not swept al
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from models import Status
+from models import Priority, Status
 from worker.dispatch import gate as gates
 from worker.errors import OperatorError
 from worker.ops import queries, retention, writes
@@ -29,8 +31,10 @@ class Plan:
 
     selection: Selection  # bounded by the moment it was counted
     matched: int
-    too_old: int = 0  # retry: of those, created more than OUTBOX_MAX_AGE_SECONDS ago
+    too_old: int = 0  # retry: of those, first due more than OUTBOX_MAX_AGE_SECONDS ago
     maybe_sent: int = 0  # cancel: of those, pending rows that may already have reached Wiraya
+    by_lane: dict[Priority, int] = field(default_factory=dict)  # cancel: matched, by lane
+    sending: int = 0  # cancel: rows of the selection being sent now, which it leaves alone
 
 
 def check_ids(connection: Connection, selection: Selection, status: Status) -> None:
@@ -50,52 +54,6 @@ def check_ids(connection: Connection, selection: Selection, status: Status) -> N
             )
 
 
-def plan_retry(engine: Engine, selection: Selection, *, now: datetime, max_age: timedelta) -> Plan:
-    """How many failed messages the selection matches, and how many of them are too old."""
-    bounded = selection.up_to(now)
-    with engine.begin() as connection:
-        check_ids(connection, selection, Status.FAILED)
-        matched, too_old, _ = writes.count_selected(
-            connection,
-            bounded,
-            status=Status.FAILED,
-            time_column="updated_at",
-            due_before=now - max_age,
-        )
-    return Plan(bounded, matched, too_old=too_old)
-
-
-def retry(engine: Engine, plan: Plan, *, now: datetime, renew_age: bool) -> int:
-    """Failed → pending, due now, with fresh attempts; returns how many rows moved."""
-    return _in_chunks(
-        engine,
-        lambda connection: writes.retry_failed(
-            connection, plan.selection, now=now, renew_age=renew_age, chunk=writes.CHUNK
-        ),
-    )
-
-
-def plan_cancel(engine: Engine, selection: Selection, *, now: datetime) -> Plan:
-    """How many pending messages the selection matches, and how many may have been sent."""
-    bounded = selection.up_to(now)
-    with engine.begin() as connection:
-        check_ids(connection, selection, Status.PENDING)
-        matched, _, maybe_sent = writes.count_selected(
-            connection, bounded, status=Status.PENDING, time_column="created_at"
-        )
-    return Plan(bounded, matched, maybe_sent=maybe_sent)
-
-
-def cancel(engine: Engine, plan: Plan, *, now: datetime, include_sent: bool) -> int:
-    """Pending → cancelled (only never-sent rows unless ``include_sent``); returns how many."""
-    return _in_chunks(
-        engine,
-        lambda connection: writes.cancel_pending(
-            connection, plan.selection, now=now, include_sent=include_sent, chunk=writes.CHUNK
-        ),
-    )
-
-
 def plan_prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
     """How many rows of a final status finished before ``cutoff``."""
     with engine.begin() as connection:
@@ -105,7 +63,7 @@ def plan_prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
 def prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
     """Delete them and their delivery reports in chunks, oldest first, one short transaction
     each; returns how many messages."""
-    return _in_chunks(
+    return in_chunks(
         engine,
         lambda connection: writes.prune_finished(
             connection, status=status, cutoff=cutoff, chunk=writes.CHUNK
@@ -115,13 +73,17 @@ def prune(engine: Engine, *, status: Status, cutoff: datetime) -> int:
 
 def prune_unmatched_reports(engine: Engine, *, cutoff: datetime) -> int:
     """Delete reports no message holds received before ``cutoff``, in chunks; returns how many."""
-    return _in_chunks(
+    return in_chunks(
         engine,
         lambda connection: retention.prune_unmatched(connection, cutoff=cutoff, chunk=writes.CHUNK),
     )
 
 
-def _in_chunks(engine: Engine, chunk: Callable[[Connection], int]) -> int:
+def in_chunks(
+    engine: Engine,
+    chunk: Callable[[Connection], int],
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Run ``chunk`` in a transaction of its own until one changes fewer than CHUNK rows.
 
     A changed row leaves the selection (it is no longer failed, pending or there), so each
@@ -135,6 +97,8 @@ def _in_chunks(engine: Engine, chunk: Callable[[Connection], int]) -> int:
         changed += count
         if count < writes.CHUNK:
             return changed
+        if progress is not None:
+            progress(changed)
 
 
 def resume(engine: Engine, *, now: datetime) -> None:

@@ -14,6 +14,9 @@ of Alembic's is open) and is made of these steps, each safe to run again after a
   reads the table under a lock that lets reads and writes through. Its two halves apart
   (`add_check_constraint_not_valid`, `validate_constraint`) let existing rows be repaired
   between them, while the constraint already checks every new write.
+- `add_nullable_column` / `drop_column`: a nullable column without a default, which PostgreSQL
+  adds or drops as a catalogue change (a short transaction, IF [NOT] EXISTS); SQLite, which
+  takes no IF [NOT] EXISTS there, is asked first.
 - `update_in_batches`: a backfill or repair of existing rows, BATCH_ROWS rows per short
   transaction in id order, so a writer waits for at most one batch's row locks.
 
@@ -31,10 +34,11 @@ from functools import partial
 from typing import Any, TypeVar
 
 from alembic import op
-from sqlalchemy import Connection, CursorResult, MetaData, Table, text
+from sqlalchemy import Column, Connection, CursorResult, MetaData, Table, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable, SchemaItem
 
+from models.databases import database_of
 from worker.errors import LockNotTaken
 
 # How long one catalogue change may wait for its lock before giving way to the application.
@@ -187,6 +191,30 @@ def validate_constraint(table: str, name: str) -> None:
     """VALIDATE CONSTRAINT unless done: reads the table under a lock letting writers through."""
     if offline() or not _constraint_validated(table, name):
         op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+
+
+def add_nullable_column(table: str, column: Column[Any]) -> None:
+    """Add ``column`` (nullable, no default) to ``table`` unless it is there."""
+    if database_of(op.get_context().dialect).changes_columns_online:  # offline too (`--sql`)
+        kind = column.type.compile(dialect=op.get_context().dialect)
+        with steps():
+            short_transaction(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.name} {kind}")
+    elif column.name not in _sqlite_columns(table):
+        op.add_column(table, column)
+
+
+def drop_column(table: str, name: str) -> None:
+    """Drop column ``name`` of ``table`` if it is there."""
+    if database_of(op.get_context().dialect).changes_columns_online:
+        op.execute(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {name}")
+    elif name in _sqlite_columns(table):
+        # A plain DROP COLUMN (SQLite 3.35 and later): a batch copy of the table would lose
+        # its triggers on SQLite.
+        op.drop_column(table, name)
+
+
+def _sqlite_columns(table: str) -> set[str]:
+    return {column["name"] for column in inspect(op.get_bind()).get_columns(table)}
 
 
 def column_exists(table: str, column: str) -> bool:

@@ -39,6 +39,7 @@ PRODUCER_SETS = (
     "expires_at",
     "next_attempt_at",
     "tenant",
+    "trace_context",
     "segments",
 )
 # What a claim writes (worker/dispatch/claim.py); the record writes every lifecycle column.
@@ -72,7 +73,7 @@ def producer_reads() -> tuple[str, ...]:
 
 def lifecycle_columns() -> tuple[str, ...]:
     """What the worker and the operator write: every column but the message and its reports."""
-    kept = {*FIXED_COLUMNS, "priority", "expires_at", "tenant", *REPORT_COLUMNS}
+    kept = {*FIXED_COLUMNS, "priority", "expires_at", "tenant", "trace_context", *REPORT_COLUMNS}
     return tuple(column.name for column in outbox_messages.columns if column.name not in kept)
 
 
@@ -169,7 +170,8 @@ def beat_duties() -> tuple[Duty, ...]:
 
 def receiver_duties() -> tuple[Duty, ...]:
     """The receiver: store reports, match them to messages, move delivery statuses."""
-    found = _present(("id", "tracking_id", "accepted_at", *REPORT_COLUMNS))
+    # trace_context: what the handling of a report links to (docs/tracing.md).
+    found = _present(("id", "tracking_id", "accepted_at", "trace_context", *REPORT_COLUMNS))
     return (
         Duty(
             "store reports",

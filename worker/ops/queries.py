@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, Select, func, select
+from sqlalchemy.dialects import postgresql
 
 from models import Priority, Status
 from models.databases import database_of
@@ -75,7 +76,7 @@ def queue_figures(
 ) -> QueueFigures:
     """One pass over pending rows and one over sending rows, each through its partial index and
     grouped by lane, then the finished counts (see finished_counts)."""
-    due = outbox.c.next_attempt_at <= now
+    due = pending_is_due(now)
     pending = (
         select(
             outbox.c.priority,
@@ -88,7 +89,7 @@ def queue_figures(
         .where(outbox.c.status == Status.PENDING)
         .group_by(outbox.c.priority)
     )
-    ended = outbox.c.locked_until <= now
+    ended = lease_has_ended(now)
     sending = (
         select(
             outbox.c.priority,
@@ -130,6 +131,37 @@ def queue_figures(
         leases_in_flight=sum(running for running, _, _ in leases.values()),
         expired_leases=sum(expired for _, expired, _ in leases.values()),
     )
+
+
+def pending_is_due(now: Any) -> ColumnElement[bool]:
+    """Among pending rows: due (what `outbox stats` and the autoscaler call due)."""
+    due: ColumnElement[bool] = outbox.c.next_attempt_at <= now
+    return due
+
+
+def lease_has_ended(now: Any) -> ColumnElement[bool]:
+    """Among sending rows: the lease ended, so the row is due again."""
+    ended: ColumnElement[bool] = outbox.c.locked_until <= now
+    return ended
+
+
+# -- due_count -- What `outbox stats` counts as due, as one number: pending rows due and
+# sending rows whose lease ended, each through its partial index. KEDA's PostgreSQL scaler
+# runs it as due_count_sql() renders it (deploy/kubernetes/base/autoscaling.yaml holds that
+# text; a test keeps the two equal).
+def due_count(now: Any) -> Select[Any]:
+    pending = select(func.count()).where(outbox.c.status == Status.PENDING, pending_is_due(now))
+    sending = select(func.count()).where(outbox.c.status == Status.SENDING, lease_has_ended(now))
+    return select((pending.scalar_subquery() + sending.scalar_subquery()).label("due"))
+
+
+def due_count_sql() -> str:
+    """due_count on the database's clock, as PostgreSQL text with its values inlined."""
+    dialect: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
+    compiled = due_count(func.now()).compile(
+        dialect=dialect, compile_kwargs={"literal_binds": True}
+    )
+    return " ".join(str(compiled).split())
 
 
 def _with_expired_leases(lane: Lane, expired: int, since: datetime | None) -> Lane:

@@ -1,8 +1,8 @@
 """Which rows an operator means, and what a pending row has been through, as SQL conditions.
 
 The selection is what `outbox retry` and `outbox cancel` take from the command line. A pending
-row is *retrying* after a worker's failed try, and *may have reached Wiraya* when a request
-holding it may have got through (see `may_have_reached_wiraya`).
+row is *retrying* after a worker's failed try that spent an attempt, and *may have reached
+Wiraya* when a request holding it may have got through (see `may_have_reached_wiraya`).
 
 Text matching ignores case beyond ASCII on both databases (``Database.contains_any_case``).
 """
@@ -79,9 +79,11 @@ def retried_error() -> Any:
 
 
 def retrying() -> Any:
-    """Pending after a failed try by a worker (not a row an operator has just retried)."""
+    """Pending after a try that spent an attempt (not a row an operator has just retried, nor
+    one an outage or a 429 sent back unspent: those wait for the API, not for their turn)."""
     error = outbox.c.last_error
-    return and_(error.is_not(None), not_(error.startswith(RETRIED, autoescape=True)))
+    tried = and_(outbox.c.attempts > 0, error.is_not(None))
+    return and_(tried, not_(error.startswith(RETRIED, autoescape=True)))
 
 
 def may_have_reached_wiraya() -> Any:

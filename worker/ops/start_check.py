@@ -16,8 +16,13 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, text
 
 from models.databases import database_of
+from models.outbox import Base
 from worker.errors import MissingRight
+from worker.ops.hints import require_schema
 from worker.ops.privileges import REPORTS, Duty, Need, Right, TriggerRuns
+
+# What a schema question's failure means: a migration has not run (require_schema says which).
+SCHEMA_BEHIND = "a column of the outbox's tables is missing: run the migrations"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,35 @@ def _literal(value: str) -> str:
 def _has(function: str, lookup: str, name: str, *args: str) -> str:
     quoted = ", ".join(_literal(arg) for arg in args)
     return f"coalesce({function}({lookup}({_literal(name)}), {quoted}), false)"
+
+
+def _column_is_there(table: str, column: str) -> str:
+    return (
+        f"EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass({_literal(table)}) "
+        f"AND attname = {_literal(column)} AND attnum > 0 AND NOT attisdropped)"
+    )
+
+
+def _has_column(table: str, column: str, privilege: str) -> str:
+    """The column right, asked only of a column that exists (a missing one is the schema's
+    question, asked first: PostgreSQL would otherwise fail the whole statement)."""
+    right = _has("has_column_privilege", "to_regclass", table, column, privilege)
+    return f"(CASE WHEN {_column_is_there(table, column)} THEN {right} ELSE false END)"
+
+
+def _schema_questions() -> list[_Question]:
+    """One per outbox table: it is absent (left to the rights), or has every column this
+    version reads (else a migration has not run)."""
+    return [
+        _Question(
+            "start",
+            f"(to_regclass({_literal(table.name)}) IS NULL OR ("
+            + " AND ".join(_column_is_there(table.name, column.name) for column in table.columns)
+            + "))",
+            SCHEMA_BEHIND,
+        )
+        for table in Base.metadata.sorted_tables
+    ]
 
 
 def _questions(duty: str, need: Need) -> list[_Question]:
@@ -68,19 +102,18 @@ def _asks(right: Right) -> list[tuple[str, str]]:
         sql = _has("has_table_privilege", "to_regclass", right.on, right.privilege)
         return [(sql, right.described())]
     return [
-        (
-            _has("has_column_privilege", "to_regclass", right.on, column, right.privilege),
-            right.described((column,)),
-        )
+        (_has_column(right.on, column, right.privilege), right.described((column,)))
         for column in right.columns
     ]
 
 
 def missing_right(connection: Connection, process: str, duties: Iterable[Duty]) -> str | None:
-    """The line naming the first right ``process`` lacks for ``duties``; None when it has all."""
+    """The line naming the first right ``process`` lacks for ``duties``; None when it has all.
+    SchemaBehind first, when a table lacks a column this version reads."""
     if not database_of(connection).has_roles:
+        require_schema(connection)  # no roles; the schema is read from SQLite's own file
         return None
-    questions: list[_Question] = []
+    questions = _schema_questions()
     asked: set[str] = set()
     for duty in duties:
         for need in duty.needs:
@@ -92,13 +125,16 @@ def missing_right(connection: Connection, process: str, duties: Iterable[Duty]) 
     row = connection.execute(text(f"SELECT current_user, ARRAY[{answers}]")).one()
     role, granted = row[0], row[1]
     for question, ok in zip(questions, granted, strict=True):
+        if not ok and question.missing == SCHEMA_BEHIND:
+            require_schema(connection)  # names the column and the revision
         if not ok:
             return f"{process} cannot {question.duty}: {question.missing.format(role=role)}"
     return None
 
 
 def require_rights(engine: Engine, process: str, duties: Iterable[Duty]) -> None:
-    """Raise MissingRight (one line) unless ``process`` can do every one of ``duties``."""
+    """Raise MissingRight (one line) unless ``process`` can do every one of ``duties``; first,
+    SchemaBehind when a migration it needs has not run. One statement when all is well."""
     with engine.connect() as connection:
         line = missing_right(connection, process, duties)
     if line is not None:

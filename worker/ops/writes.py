@@ -1,4 +1,5 @@
-"""The operators' writes as SQL: retry, cancel and prune, each one bounded chunk per statement.
+"""The operators' writes as SQL: prune, and what every chunked write shares (`worker.ops.retry`
+and `worker.ops.cancel` hold their own), each one bounded chunk per statement.
 
 Every statement is safe beside running workers and beside the other operator commands:
 
@@ -21,12 +22,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CTE, Connection, and_, delete, func, literal, select, update
+from sqlalchemy import CTE, Connection, and_, delete, func, literal, select
 
-from models import Status
+from models import Priority, Status
 from models.outbox import outbox_messages as outbox
 from worker.ops import retention
-from worker.ops.selection import Selection, may_have_reached_wiraya, retried_error, selected
+from worker.ops.selection import Selection, may_have_reached_wiraya, selected
 
 CHUNK = 5_000
 
@@ -39,7 +40,7 @@ LOCK_ORDER = {
 }
 
 
-def _chosen(where: Any, status: Status, chunk: int) -> CTE:
+def chosen_rows(where: Any, status: Status, chunk: int) -> CTE:
     """Up to ``chunk`` rows matching ``where``, locked one by one in LOCK_ORDER."""
     return (
         select(outbox.c.id)
@@ -71,50 +72,13 @@ def count_selected(
     return int(matched), int(older or 0), int(maybe_sent or 0)
 
 
-def retry_failed(
-    connection: Connection, selection: Selection, *, now: datetime, renew_age: bool, chunk: int
-) -> int:
-    """Up to ``chunk`` failed rows of the selection (time range on updated_at, when they failed)
-    become pending and due now with a fresh count of attempts; last_error keeps how they failed
-    behind the RETRIED mark. With ``renew_age`` their age (OUTBOX_MAX_AGE_SECONDS) counts from now:
-    the next claim notes their first due time anew."""
-    values: dict[str, Any] = {
-        "status": Status.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "locked_until": None,
-        "last_error": retried_error(),
-        "updated_at": now,
-    }
-    if renew_age:
-        values["first_due_at"] = None
-    where = selected(connection, selection, Status.FAILED, "updated_at")
-    chosen = _chosen(where, Status.FAILED, chunk)
-    statement = update(outbox).where(outbox.c.id.in_(select(chosen.c.id)), where).values(values)
-    return _changed(connection, statement)
-
-
-def cancel_pending(
-    connection: Connection,
-    selection: Selection,
-    *,
-    now: datetime,
-    include_sent: bool,
-    chunk: int,
-) -> int:
-    """Up to ``chunk`` pending rows of the selection (time range on created_at) become cancelled;
-    unless ``include_sent``, only rows that cannot have reached Wiraya. Sending rows are never
-    touched: their API call may be under way."""
-    where = selected(connection, selection, Status.PENDING, "created_at")
-    if not include_sent:
-        where = and_(where, ~may_have_reached_wiraya())
-    chosen = _chosen(where, Status.PENDING, chunk)
-    statement = (
-        update(outbox)
-        .where(outbox.c.id.in_(select(chosen.c.id)), where)
-        .values(status=Status.CANCELLED, updated_at=now)
-    )
-    return _changed(connection, statement)
+def count_by_lane(
+    connection: Connection, selection: Selection, *, status: Status, time_column: str
+) -> dict[Priority, int]:
+    """How many rows of ``status`` an operator's selection matches, by lane."""
+    where = selected(connection, selection, status, time_column)
+    statement = select(outbox.c.priority, func.count()).where(where).group_by(outbox.c.priority)
+    return {Priority(lane): int(count) for lane, count in connection.execute(statement)}
 
 
 def count_finished(connection: Connection, *, status: Status, cutoff: datetime) -> int:
@@ -128,14 +92,14 @@ def prune_finished(connection: Connection, *, status: Status, cutoff: datetime, 
     """Delete up to ``chunk`` of those rows, oldest first, and their delivery reports; callers
     repeat until fewer than ``chunk`` go, so no statement runs long."""
     where = finished_before(status, cutoff)
-    chosen = _chosen(where, status, chunk)
+    chosen = chosen_rows(where, status, chunk)
     statement = delete(outbox).where(outbox.c.id.in_(select(chosen.c.id)), where)
     deleted = list(connection.scalars(statement.returning(outbox.c.id)))
     retention.delete_reports_of(connection, deleted)
     return len(deleted)
 
 
-def _changed(connection: Connection, statement: Any) -> int:
+def changed_count(connection: Connection, statement: Any) -> int:
     """How many rows ``statement`` changed, counted from RETURNING: the driver's rowcount is
     -1 on SQLite for a statement that starts with WITH."""
     return len(connection.execute(statement.returning(outbox.c.id)).all())

@@ -41,7 +41,8 @@ from worker.clock import Clock, utc_now
 from worker.errors import BodyError
 from worker.reports.counters import CounterQueue, Figures
 from worker.reports.parsing import Batch, parse_body
-from worker.reports.storage import Stored, store_reports
+from worker.reports.storage import Stored
+from worker.reports.traces import store_traced
 from worker.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Receiver:
             reasons = [rejected.reason for rejected in batch.rejected[:REASONS_SHOWN]]
             refusal = {"error": "no report in the body is well-formed", "rejected": reasons}
             return _json(400, refusal)
-        stored = store_reports(self.engine, batch.reports, received_at=received_at)
+        stored = store_traced(self.engine, batch.reports, received_at=received_at)
         self.counters.record(Figures(200, stored, len(batch.rejected)))
         log.info(
             "received %d reports: %d stored (%d matched, %d unmatched), %d repeats, %d refused",

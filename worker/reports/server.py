@@ -52,11 +52,20 @@ def server_config(app: Starlette, settings: CallbackSettings, **options: object)
     )
 
 
+def quiet_health_checks(record: logging.LogRecord) -> bool:
+    """uvicorn's access log without the answered health checks (a container probes every few
+    seconds): a failing one, and every other request, is still logged."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    answered = len(args) == 5 and args[2] == HEALTH_PATH and int(str(args[4])) < 400
+    return not answered
+
+
 def serve(app: Starlette, sock: socket.socket, settings: CallbackSettings) -> int:
     """Serve ``app`` on ``sock`` until SIGTERM or Ctrl-C; returns the exit code."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("uvicorn.access").addFilter(quiet_health_checks)
     print(
         f"receiver listening on http://{shown}:{port} (POST {CALLBACK_PATH}, GET {HEALTH_PATH})",
         flush=True,

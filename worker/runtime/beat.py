@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from worker.database import engine_for
 from worker.dispatch.dispatcher import Dispatcher
+from worker.runtime.beat_lock import BeatLock
 from worker.runtime.celery_app import settings
 from worker.runtime.housekeeping import Housekeeping, PruneSchedule
 from worker.runtime.tasks import wake_dispatchers
@@ -41,6 +42,9 @@ class OutboxScheduler(Scheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         engine = engine_for(settings.database_url)
+        self.beat_lock = BeatLock(settings.listen_on)
+        if (second := self.beat_lock.take()) is not None:
+            log.warning(second)
         self.counter = Dispatcher(settings, engine, _CountsOnly())
         self.listener = insert_watcher(settings)
         if self.listener is not None:
@@ -90,4 +94,5 @@ class OutboxScheduler(Scheduler):
     def close(self) -> None:
         if self.listener is not None:
             self.listener.close()
+        self.beat_lock.release()
         super().close()

@@ -22,8 +22,9 @@ from sqlalchemy.exc import OperationalError
 
 from worker.database import dispose_engines, engine_for
 from worker.dispatch.dispatcher import DISPATCH_BUDGET
-from worker.errors import MissingRight, SettingsError
+from worker.errors import MissingRight, SchemaBehind, SettingsError
 from worker.ops import api_target
+from worker.ops.hints import clock_line
 from worker.ops.privileges import Duty, beat_duties, worker_duties
 from worker.ops.start_check import require_rights
 from worker.runtime.broker import transport_options
@@ -163,15 +164,20 @@ def require_rights_at_start(process: str, duties: tuple[Duty, ...]) -> None:
     """Stop the process with one line when its role lacks a right its duties need, before it
     sends anything it could not record. A database not reachable yet is no reason to stop:
     the process waits for it as it always has."""
+    engine = engine_for(settings.database_url)
     try:
-        require_rights(engine_for(settings.database_url), process, duties)
-    except MissingRight as error:
+        require_rights(engine, process, duties)
+        skew = clock_line(engine)
+    except (MissingRight, SchemaBehind) as error:
         print(f"outbox: {error}", file=sys.stderr)
         raise SystemExit(3) from None
     except OperationalError as error:
         log.warning(
             "%s: rights not checked, the database is not reachable: %s", process, error.orig
         )
+        return
+    if skew is not None:
+        log.warning("%s: %s", process, skew)
 
 
 @worker_init.connect

@@ -7,7 +7,7 @@ import gc
 import logging
 from typing import Any, cast
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
 from kombu.exceptions import KombuError
 
 from worker.database import engine_for
@@ -47,6 +47,13 @@ def _build_dispatcher_before_fork(**_: object) -> None:
     gc.freeze()
 
 
+@worker_ready.connect
+def _look_for_due_rows_at_start(**_: object) -> None:
+    # A worker (re)started with a corrected API key sends at once: beat holds back while the
+    # key it knows of is refused, and would wake nobody until that key's slow retry.
+    wake_dispatchers(1)
+
+
 def queued_tasks() -> int:
     """Tasks waiting in the outbox queue, as the broker counts them (0 if it cannot say)."""
     try:
@@ -74,7 +81,9 @@ def wake_dispatchers(wanted: int = 1) -> int:
     return max(count, 0)
 
 
-@app.task(name="outbox.dispatch", ignore_result=False)
+# DispatchAlarm is an expected state (an outage, a refused key): Flower still shows the task
+# failed, but Celery logs it in one INFO line, without a traceback per probe.
+@app.task(name="outbox.dispatch", ignore_result=False, throws=(DispatchAlarm,))
 def dispatch() -> dict[str, Any]:
     """Send due batches for up to two seconds; their summary is the result Flower shows.
 

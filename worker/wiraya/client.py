@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from worker import tracing
 from worker.setting_values import is_local_host
 from worker.wiraya.codec import MAX_ANSWER_BYTES, encode_request, interpret_response
 from worker.wiraya.deadline import (
@@ -53,6 +54,8 @@ from worker.wiraya.results import (
 )
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -146,7 +149,9 @@ class WirayaClient:
             return Answered({})
         started = time.monotonic()
         try:
-            result = self._send(batch, request_ends_at(started, self._timeout, deadline), started)
+            with tracing.request_span(self._url, len(batch)) as span:
+                ends_at = request_ends_at(started, self._timeout, deadline)
+                result = self._send(batch, ends_at, started, span)
         except Exception as exc:  # a defect, not an answer: the API may have the work
             trace = "".join(traceback.format_exception(exc))
             log.error(
@@ -171,7 +176,9 @@ class WirayaClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _send(self, batch: Sequence[Communication], ends_at: float, started: float) -> SendResult:
+    def _send(
+        self, batch: Sequence[Communication], ends_at: float, started: float, span: Span | None
+    ) -> SendResult:
         try:
             body = encode_request(batch)
         except (TypeError, ValueError) as exc:  # an integer beyond 64 bits, a content not a dict
@@ -186,9 +193,13 @@ class WirayaClient:
             try:
                 status, headers, answer = self._exchange(http, body, clock)
             except _NO_ANSWER as exc:
-                return _no_answer(exc, clock, started)
+                failed = _no_answer(exc, clock, started)
+                tracing.note_answer(span, None, type(failed).__name__)
+                return failed
         sent_ids = [message.client_message_id for message in batch]
-        return interpret_response(status, headers, answer, sent_ids)
+        result = interpret_response(status, headers, answer, sent_ids)
+        tracing.note_answer(span, status, type(result).__name__)
+        return result
 
     def _exchange(
         self, http: httpcore.ConnectionPool, body: bytes, clock: RequestClock
@@ -310,7 +321,9 @@ def _describe(exc: Exception) -> str:
 def _log_result(batch: Sequence[Communication], result: SendResult, elapsed: float) -> None:
     milliseconds = elapsed * 1000
     if isinstance(result, RequestFailure):
-        log.warning(
+        # INFO: the batch's summary warns once per change of state (worker.dispatch.summary);
+        # a warning per request would be one per probe through a whole outage.
+        log.info(
             "EnqueueCommunications: %d messages not sent (%s) after %.0f ms: %s",
             len(batch),
             type(result).__name__,

@@ -124,7 +124,8 @@ def test_the_evidence_outlives_a_clear_answer_and_an_operators_retry(
 
     out = cancel_all(outbox, capsys)
 
-    assert "Cancel 1 of 2 pending messages: 1 of them may already have reached Wiraya" in out
+    assert "Cancel 1 of 2 pending messages (by lane: urgent 0, normal 2, bulk 0): 1 of them " in out
+    assert "may already have reached Wiraya" in out
     assert (outbox.row(kept).status, outbox.row(rejected).status) == (
         Status.PENDING,
         Status.CANCELLED,

@@ -127,6 +127,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "delivery_status_at",
         "suspicion",
         "reach_evidence",
+        "trace_context",
         "segments",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}

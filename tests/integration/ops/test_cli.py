@@ -186,7 +186,7 @@ def test_stats_shows_a_paused_gate(outbox: Engine, capsys: pytest.CaptureFixture
         )
     code, out, _ = run(_url(outbox), "stats", capsys=capsys)
     assert code == 0
-    assert "PAUSED until" in out and "ServerError: HTTP 503" in out
+    assert "PAUSED after a failure until" in out and "ServerError: HTTP 503" in out
 
     code, out, _ = run(_url(outbox), "resume", capsys=capsys)
     assert code == 0

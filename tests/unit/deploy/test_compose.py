@@ -232,7 +232,11 @@ def test_the_api_url_has_no_default_and_the_sandbox_is_opt_in(
         {"WIRAYA_BASE_URL": "http://sandbox:8080", "WIRAYA_SANDBOX_HOSTS": "sandbox"}
     )
     assert settings.wiraya_is_local
-    assert services["sandbox"]["command"][-4:] == ["--host", "0.0.0.0", "--port", "8080"]
+    command = services["sandbox"]["command"]
+    assert command[2:6] == ["--host", "0.0.0.0", "--port", "8080"]
+    # It pushes delivery reports to the receiver, with the receiver's login.
+    assert command[6:] == ["--callback-url", "http://receiver:8090/wiraya/callbacks"]
+    assert "OUTBOX_CALLBACK_AUTH" in _environment(services["sandbox"])
 
 
 def _default(value: str) -> str:

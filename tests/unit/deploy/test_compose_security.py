@@ -39,7 +39,7 @@ NEEDS: dict[str, set[str]] = {
     "redis": {"REDIS_PASSWORD"},
     "migrate": {"OUTBOX_DATABASE_URL"},
     "grants": {"OUTBOX_DATABASE_URL"},
-    "sandbox": set(),
+    "sandbox": {"OUTBOX_CALLBACK_AUTH"},  # it pushes reports to the receiver, as Wiraya does
     "worker": API,
     "beat": API,
     "flower": API | {"FLOWER_BASIC_AUTH", "FLOWER_TASKS_COLUMNS"},
@@ -73,7 +73,7 @@ SECRET_USERS = {
     "DB_PRODUCER_PASSWORD": {"postgres"},
     "REDIS_PASSWORD": {"redis", "worker", "beat", "flower", "metrics", "receiver"},
     "WIRAYA_API_KEY": set(),  # a compose secret, never an environment variable
-    "OUTBOX_CALLBACK_AUTH": {"receiver"},
+    "OUTBOX_CALLBACK_AUTH": {"receiver", "sandbox"},
     "FLOWER_BASIC_AUTH": {"flower"},
     "FLOWER_PROMETHEUS_PASSWORD": {"flower"},
 }

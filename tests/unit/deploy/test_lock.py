@@ -2,7 +2,9 @@
 
 `make install`, CI (which runs make) and the image install the versions pinned, with hashes,
 in requirements.txt (what runs), requirements-dev.txt (that and the test tools) and
-requirements-build.txt (the build backend): all three exported from uv.lock by `make lock`.
+requirements-build.txt (the build backend), and requirements-tracing.txt (what runs, with the
+tracing extra, for `docker build --build-arg EXTRAS=tracing`): all exported from uv.lock by
+`make lock`.
 A dependency added to pyproject.toml without `make lock` fails here, with the command to run.
 """
 
@@ -20,7 +22,12 @@ import pytest
 from tests.conftest import ROOT
 
 UV = Path(sys.executable).parent / "uv"
-LOCKED = ("requirements.txt", "requirements-dev.txt", "requirements-build.txt")
+LOCKED = (
+    "requirements.txt",
+    "requirements-dev.txt",
+    "requirements-build.txt",
+    "requirements-tracing.txt",
+)
 RELOCK = "run `make lock` and commit uv.lock and requirements*.txt"
 
 

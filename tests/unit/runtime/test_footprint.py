@@ -3,7 +3,9 @@
 A fresh interpreter imports what `outbox-celery -A worker worker` and `beat` import before the
 pool forks: the launcher, the app, its tasks and beat's scheduler. None of Flower (and the
 Tornado server under it), the sandbox, the receiver's web stack, prometheus_client's HTTP
-server, the operator's command line or Celery's interactive shells may be among them.
+server, the operator's command line or Celery's interactive shells may be among them; nor, with
+tracing off, OpenTelemetry's trace SDK and exporters (redis-py itself loads OpenTelemetry's API
+and metrics SDK when they are installed: that is redis's, and the test says so).
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ NOT_FOR_DISPATCHING = (
     "worker.reports",
     "click_repl",
     "prompt_toolkit",
+    "worker.tracing_setup",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter",
+    "google.protobuf",
 )
 
 
 def loaded_after(code: str) -> set[str]:
     """The names in sys.modules of a fresh interpreter after running ``code``."""
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if not name.startswith("OTEL_")},
         "OUTBOX_DATABASE_URL": "postgresql+psycopg://h/db",
         "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
         "WIRAYA_BASE_URL": "http://localhost:8080",
@@ -67,6 +73,22 @@ def test_the_worker_and_beat_load_nothing_dispatching_does_not_need() -> None:
 @pytest.mark.parametrize("module", ["worker.runtime.tasks", "worker.runtime.celery_app"])
 def test_importing_the_app_loads_nothing_dispatching_does_not_need(module: str) -> None:
     assert unwanted(loaded_after(f"import {module}")) == []
+
+
+def test_without_opentelemetry_installed_the_worker_loads_none_of_it() -> None:
+    # As if the tracing extra were not installed: every import of it fails.
+    modules = loaded_after(
+        "import sys\nsys.modules['opentelemetry'] = None\n"
+        "import worker.runtime.tasks, worker.runtime.beat, worker.dispatch.dispatcher"
+    )
+    assert "worker.tracing" in modules
+    assert [name for name in modules if name.startswith("opentelemetry")] == ["opentelemetry"]
+
+
+def test_redis_is_what_loads_opentelemetry_when_it_is_installed() -> None:
+    # The footprint with the tracing extra installed and tracing off: redis-py's own metrics.
+    assert "opentelemetry.sdk.metrics" in loaded_after("import redis")
+    assert "opentelemetry.sdk.trace" not in loaded_after("import redis")
 
 
 def test_the_check_sees_flower_where_the_celery_command_loads_it() -> None:

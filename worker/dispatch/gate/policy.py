@@ -83,9 +83,12 @@ class Gate:
         threshold = self.settings.circuit_failures
         if view.paused(now) or not self.pacing.slot_reachable(view, now):
             return 0
-        if view.key_refused and not _free(view.key_next_probe_at, view.key_probe_until, now):
+        # Beat's key may be one the workers no longer hold: once the API answered since it was
+        # refused (a replaced key), its refusal holds back no dispatch.
+        key_holds = view.key_refused and not view.key_answered_since_refusal()
+        if key_holds and not _free(view.key_next_probe_at, view.key_probe_until, now):
             return 0
-        if view.key_refused and not view.circuit_open(threshold):
+        if key_holds and not view.circuit_open(threshold):
             return 1
         if view.circuit_open(threshold):
             return int(_free(view.next_probe_at, view.probe_until, now))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    or_,
     select,
     text,
 )
@@ -96,7 +97,9 @@ class GateView:
     key_reason: str | None = None
     key_probe_until: datetime | None = None
     key_next_probe_at: datetime | None = None
-    refused_key_count: int = 0
+    key_refused_at: datetime | None = None
+    refused_key_count: int = 0  # keys refused since the API last answered any key
+    forbidden_key_count: int = 0  # of those, refused with a 403 (Wiraya's side, not the key)
 
     def paused(self, now: datetime) -> bool:
         """True while a pause is in force for every worker."""
@@ -105,6 +108,15 @@ class GateView:
     def circuit_open(self, threshold: int) -> bool:
         """True from ``threshold`` counted failures in a row until a success."""
         return self.failures >= threshold
+
+    def key_answered_since_refusal(self) -> bool:
+        """True when the API answered a request (under any key) after it refused this one:
+        the key was replaced, or works again; the refusal no longer holds the outbox back."""
+        return (
+            self.key_refused_at is not None
+            and self.last_success_at is not None
+            and self.last_success_at > self.key_refused_at
+        )
 
     def answered_since_failure(self) -> bool:
         """True when the last thing noted of the API was an answer, not a failure."""
@@ -124,8 +136,15 @@ def read(connection: Connection, fingerprint: str) -> GateView:
 
 def _read_statement() -> Any:
     mine = keys.alias("mine")
-    refused = (
-        select(func.count()).select_from(keys).where(keys.c.cleared_at.is_(None))
+    # The alarm: keys refused since the API last answered. A key another one replaced stays
+    # refused for the workers still holding it, but an answer under the new key ends the alarm.
+    alarmed = and_(
+        keys.c.cleared_at.is_(None),
+        or_(gate.c.last_success_at.is_(None), keys.c.refused_at > gate.c.last_success_at),
+    )
+    refused = select(func.count()).select_from(keys).where(alarmed).scalar_subquery()
+    forbidden = (
+        select(func.count()).select_from(keys).where(alarmed, keys.c.status == 403)
     ).scalar_subquery()
     join = gate.outerjoin(
         mine,
@@ -141,7 +160,9 @@ def _read_statement() -> Any:
             mine.c.reason.label("key_reason"),
             mine.c.probe_until.label("key_probe_until"),
             mine.c.next_probe_at.label("key_next_probe_at"),
+            mine.c.refused_at.label("key_refused_at"),
             refused.label("refused_key_count"),
+            forbidden.label("forbidden_key_count"),
         )
         .select_from(join)
         .where(gate.c.name == GATE_NAME)
@@ -170,7 +191,9 @@ def _view(row: Any) -> GateView:
         key_reason=row.key_reason,
         key_probe_until=row.key_probe_until,
         key_next_probe_at=row.key_next_probe_at,
+        key_refused_at=row.key_refused_at,
         refused_key_count=int(row.refused_key_count or 0),
+        forbidden_key_count=int(row.forbidden_key_count or 0),
     )
 
 

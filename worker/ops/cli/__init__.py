@@ -1,7 +1,8 @@
 """`outbox`: the operator's command line (stats, inspect, retry, cancel, prune, migrate, ...).
 
-The package parses arguments and prints; what it reads and changes is in `worker.ops.snapshot`
-and `worker.ops.changes` (and the SQL in `worker.ops.queries` and `worker.ops.writes`). Errors
+The package parses arguments and prints; what it reads is in `worker.ops.snapshot` (SQL in
+`worker.ops.queries`), and each change in one module: `worker.ops.retry`, `worker.ops.cancel`,
+and `worker.ops.changes` for prune and resume (SQL in `worker.ops.writes`). Errors
 an operator can act on print one line, ``outbox: ...``, and exit non-zero: 1 for a problem with
 the data or the database, 2 for a wrong command line, 130 when interrupted.
 """

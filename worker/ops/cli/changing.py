@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
-from models import Status
+from models import Priority, Status
 from worker.clock import utc_now
 from worker.database import database_now
 from worker.errors import OperatorError
-from worker.ops import access, changes
+from worker.ops import access, cancel, changes, retry
 from worker.ops.cli.times import human_duration, parse_duration, parse_moment
 from worker.ops.selection import Selection
 from worker.settings import OperatorSettings
@@ -18,7 +19,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "retry")
     with access.open_outbox(settings.database_url) as engine:
         now = database_now(engine)  # the outbox's time, which the rows' times are in
-        plan = changes.plan_retry(engine, selection, now=now, max_age=settings.max_age)
+        plan = retry.plan_retry(engine, selection, now=now, max_age=settings.max_age)
         if plan.matched == 0:
             print("no failed messages match: nothing to retry")
             return 0
@@ -30,7 +31,7 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
                 "unless you add --renew-age)"
             )
         _confirm(question, args.yes)
-        moved = changes.retry(engine, plan, now=database_now(engine), renew_age=args.renew_age)
+        moved = retry.retry(engine, plan, now=database_now(engine), renew_age=args.renew_age)
     print(f"retried {moved:,} messages: pending and due now")
     return 0
 
@@ -38,13 +39,15 @@ def cmd_retry(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
     selection = _selection(args, "cancel")
     with access.open_outbox(settings.database_url) as engine:
-        plan = changes.plan_cancel(engine, selection, now=database_now(engine))
+        plan = cancel.plan_cancel(engine, selection, now=database_now(engine))
         if plan.matched == 0:
             print("no pending messages match: nothing to cancel")
+            if plan.sending:
+                print(_being_sent(plan))
             return 0
         sent = plan.maybe_sent
         if args.include_sent:
-            question = f"cancel {plan.matched:,} pending messages"
+            question = f"cancel {plan.matched:,} pending messages{_lanes(plan)}"
             if sent:
                 question += f" ({sent:,} of them may already have reached Wiraya)"
         elif sent == plan.matched:
@@ -55,17 +58,49 @@ def cmd_cancel(args: argparse.Namespace, settings: OperatorSettings) -> int:
             return 0
         elif sent:
             question = (
-                f"cancel {plan.matched - sent:,} of {plan.matched:,} pending messages: {sent:,} "
-                "of them may already have reached Wiraya and stay pending (add --include-sent "
-                "to cancel them too)"
+                f"cancel {plan.matched - sent:,} of {plan.matched:,} pending messages"
+                f"{_lanes(plan)}: {sent:,} of them may already have reached Wiraya and stay "
+                "pending (add --include-sent to cancel them too)"
             )
         else:
-            question = f"cancel {plan.matched:,} pending messages"
+            question = f"cancel {plan.matched:,} pending messages{_lanes(plan)}"
+        urgent = plan.by_lane.get(Priority.URGENT, 0)
+        if urgent and args.priority is not Priority.URGENT:
+            print(
+                f"WARNING: {urgent:,} urgent messages (codes, alerts) are among them; "
+                "add --priority bulk (or normal) to leave them out."
+            )
+        if plan.sending:
+            print(_being_sent(plan))
         _confirm(question, args.yes)
         now = database_now(engine)
-        moved = changes.cancel(engine, plan, now=now, include_sent=args.include_sent)
+        moved = cancel.cancel(
+            engine, plan, now=now, include_sent=args.include_sent, progress=_progress(plan)
+        )
     print(f"cancelled {moved:,} messages")
     return 0
+
+
+def _lanes(plan: changes.Plan) -> str:
+    """The selected pending messages by lane: ' (urgent 5, normal 0, bulk 100)'."""
+    shown = ", ".join(f"{lane.name.lower()} {plan.by_lane.get(lane, 0):,}" for lane in Priority)
+    return f" (by lane: {shown})"
+
+
+def _being_sent(plan: changes.Plan) -> str:
+    return (
+        f"{plan.sending:,} messages of the selection are being sent right now: they are not "
+        "cancelled, and will reach Wiraya"
+    )
+
+
+def _progress(plan: changes.Plan) -> Callable[[int], None]:
+    """Prints the running total of a long cancel, chunk by chunk."""
+
+    def show(done: int) -> None:
+        print(f"  ... cancelled {done:,} of {plan.matched:,} so far", flush=True)
+
+    return show
 
 
 def cmd_prune(args: argparse.Namespace, settings: OperatorSettings) -> int:

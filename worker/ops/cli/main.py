@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from models import FINAL_STATUSES, Priority, Status
 from models.databases import database_of
-from worker.errors import GrantsError, MissingRight, OperatorError, SettingsError
+from worker.errors import GrantsError, MissingRight, OperatorError, SchemaBehind, SettingsError
 from worker.ops import access
 from worker.ops import migrate as migration
 from worker.ops.cli import changing, reading, suppressing
 from worker.ops.grants import grants_sql
+from worker.ops.hints import clock_line
 from worker.ops.privileges import ROLES, receiver_duties
 from worker.ops.start_check import require_rights
 from worker.settings import OperatorSettings, ReceiverSettings
@@ -257,8 +258,10 @@ def cmd_receiver(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
         try:
             require_rights(engine, "receiver", receiver_duties())
-        except MissingRight as error:
+        except (MissingRight, SchemaBehind) as error:
             raise OperatorError(str(error), 3) from None
+        if (skew := clock_line(engine)) is not None:
+            print(f"outbox receiver: {skew}", file=sys.stderr)
         try:
             sock = listen(args.host, args.port)
         except OSError as error:
