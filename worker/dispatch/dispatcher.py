@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine
 
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
-from worker.database import outbox_clock
+from worker.database import connect_on_first_use, outbox_clock
 from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
@@ -81,7 +81,7 @@ class Dispatcher:
         self.batch_sender = BatchSender(
             sender,
             self.gate,
-            self.engine.connect,
+            connect_on_first_use(self.engine),  # most answers change nothing in the gate
             clock=self.clock,
             timeout=settings.wiraya_timeout,
             rng=self.rng,
@@ -190,7 +190,7 @@ class Dispatcher:
 
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
-        with self.engine.connect() as connection:
+        with connect_on_first_use(self.engine)() as connection:  # no statement without a rate
             wait = self.gate.pacing.book_slot(connection, permit.view, now)
         if wait is None or wait <= timedelta(0):
             return SLOT_TOO_FAR if wait is None else None
