@@ -1,0 +1,129 @@
+"""Bloat: a drain of a fresh backlog, then of as many messages again while a snapshot is held open.
+
+A long reader (an analytics query, a `psql` session left in a transaction, a replica with
+`hot_standby_feedback`) keeps vacuum from removing any row version that died after its
+snapshot was taken: every claim and record of the second drain leaves dead versions behind in
+the table and its indexes, and later claims walk past them. Both drains run the default worker
+(`outbox-celery -A worker worker`, beat beside it) on one database against the sandbox; the
+first on a fresh backlog, the second on a new backlog of the same size inserted after the
+first drained, with a REPEATABLE READ transaction that read the table held open from before it
+starts until it ends. Prints both rates, their ratio (target at least 0.8), and the dead row
+versions the held snapshot left in the table.
+
+Run: .venv/bin/python bench/bench_bloat.py [--messages 100000] [--latency-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import bench_drain
+import psycopg
+import support
+
+from sandbox.testing import SandboxAdmin
+
+RUN = "outbox_bench_bloat"
+TARGET = 0.8
+
+
+def add_backlog(url: str, messages: int, first: int) -> None:
+    """``messages`` more due rows, numbered from ``first``, analyzed as autovacuum would."""
+    with psycopg.connect(bench_drain._dsn(url), autocommit=True) as connection:
+        connection.execute(
+            """
+            INSERT INTO outbox_messages (client_message_id, recipient, content)
+            SELECT 'bloat-' || lpad(g::text, 8, '0'),
+                   '4670' || lpad((1000000 + g %% 8000000)::text, 7, '0'),
+                   jsonb_build_object('$type', 'SMSProject', 'projectId', 123,
+                                      'placeholders', jsonb_build_array('John', 'Order #' || g))
+            FROM generate_series(%s::bigint, %s::bigint) AS g
+            """,
+            (first, first + messages - 1),
+        )
+        connection.execute("ANALYZE outbox_messages")
+
+
+def hold_gate(url: str) -> None:
+    with psycopg.connect(bench_drain._dsn(url), autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO outbox_dispatch_gate (name, paused_until, reason) "
+            "VALUES ('wiraya', now() + interval '1 day', %s) ON CONFLICT (name) DO UPDATE "
+            "SET paused_until = excluded.paused_until, reason = excluded.reason",
+            (bench_drain.HOLD,),
+        )
+
+
+@contextmanager
+def snapshot_held(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A REPEATABLE READ transaction that has read the table, open for the block."""
+    with psycopg.connect(bench_drain._dsn(url)) as reader:
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT count(*) FROM outbox_messages").fetchone()
+        try:
+            yield reader
+        finally:
+            reader.rollback()
+
+
+def dead_versions(url: str) -> str:
+    with psycopg.connect(bench_drain._dsn(url), autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox_messages'"
+        ).fetchone()
+    return f"{row[0]:,} dead row versions in the table" if row else "dead row versions: ?"
+
+
+def drain_here(url: str, sandbox: support.Process, messages: int, done_before: int) -> float:
+    """Messages per second of one default worker draining ``messages`` due rows of ``url``."""
+    with ExitStack() as stack:
+        redis = stack.enter_context(support.redis_server())
+        env = support.outbox_env(url, redis.url, sandbox.url)
+        stack.enter_context(support.celery_worker(env, concurrency=None))
+        stack.enter_context(support.celery_beat(env))
+        bench_drain.release(url)
+        started = time.monotonic()
+        support.wait_for(
+            lambda: bench_drain.finished(url) >= done_before + messages,
+            timeout=900,
+            what="the backlog to drain",
+        )
+        return messages / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    n = args.messages
+    support.heading(
+        f"bloat: {n:,} messages drained fresh, then {n:,} more with a snapshot held open "
+        f"(sandbox latency {args.latency_ms:g} ms, default settings)"
+    )
+    print(support.load_average(), flush=True)
+    with (
+        support.scratch_database(RUN) as url,
+        support.sandbox("--latency-ms", str(args.latency_ms)) as sandbox,
+    ):
+        SandboxAdmin(sandbox.url).reset()
+        add_backlog(url, n, 1)
+        hold_gate(url)
+        fresh = drain_here(url, sandbox, n, 0)
+        print(f"fresh backlog: {fresh:,.0f} messages/s ({dead_versions(url)})", flush=True)
+        hold_gate(url)
+        add_backlog(url, n, n + 1)
+        with snapshot_held(url):
+            held = drain_here(url, sandbox, n, n)
+            left = dead_versions(url)
+        print(f"with a snapshot held open: {held:,.0f} messages/s ({left})", flush=True)
+        print(f"ratio {held / fresh:.2f} (target >= {TARGET:g})", flush=True)
+    print(support.load_average(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
