@@ -5,10 +5,10 @@ A long reader (an analytics query, a `psql` session left in a transaction, a rep
 snapshot was taken: every claim and record of the second drain leaves dead versions behind in
 the table and its indexes, and later claims walk past them. Both drains run the default worker
 (`outbox-celery -A worker worker`, beat beside it) on one database against the sandbox; the
-first on a fresh backlog, the second on a new backlog of the same size inserted after the
-first drained, with a REPEATABLE READ transaction that read the table held open from before it
-starts until it ends. Prints both rates, their ratio (target at least 0.8), and the dead row
-versions the held snapshot left in the table.
+first on a fresh backlog, the second on a new backlog of the same size inserted (and the table
+vacuumed) after the first drained, with a REPEATABLE READ transaction that read the table held
+open from before it starts until it ends. Prints both rates, their ratio (target at least
+0.8), the dead row versions left in the table and the size of the claim's index of due rows.
 
 Run: .venv/bin/python bench/bench_bloat.py [--messages 100000] [--latency-ms 20]
 """
@@ -45,7 +45,9 @@ def add_backlog(url: str, messages: int, first: int) -> None:
             """,
             (first, first + messages - 1),
         )
-        connection.execute("ANALYZE outbox_messages")
+        # Vacuumed, so that the second drain starts as clean as the first, but for the held
+        # snapshot and the finished rows of the first.
+        connection.execute("VACUUM ANALYZE outbox_messages")
 
 
 def hold_gate(url: str) -> None:
@@ -71,11 +73,31 @@ def snapshot_held(url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def dead_versions(url: str) -> str:
+    """Dead row versions in the table, and the size of the claim's index of due rows."""
     with psycopg.connect(bench_drain._dsn(url), autocommit=True) as connection:
         row = connection.execute(
-            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'outbox_messages'"
+            "SELECT n_dead_tup, pg_relation_size('ix_outbox_messages_due') / 8192 "
+            "FROM pg_stat_user_tables WHERE relname = 'outbox_messages'"
         ).fetchone()
-    return f"{row[0]:,} dead row versions in the table" if row else "dead row versions: ?"
+    if row is None:
+        return "dead row versions: ?"
+    return f"{row[0]:,} dead row versions in the table, index of due rows {row[1]:,} pages"
+
+
+def lane_walk(url: str) -> str:
+    """What finding the first due row of the normal lane reads now (none is due: the walk
+    through entries of rows claimed since the last vacuum is all there is)."""
+    with psycopg.connect(bench_drain._dsn(url), autocommit=True) as connection:
+        plan = connection.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id FROM outbox_messages "
+            "WHERE status = 'pending' AND priority = 1 AND next_attempt_at <= now() "
+            "ORDER BY next_attempt_at, id LIMIT 1"
+        ).fetchone()
+    top = plan[0][0] if plan else {}
+    buffers = top.get("Plan", {}).get("Shared Hit Blocks", 0) + top.get("Plan", {}).get(
+        "Shared Read Blocks", 0
+    )
+    return f"finding no due row reads {buffers:,} buffers in {top.get('Execution Time', 0):.1f} ms"
 
 
 def drain_here(url: str, sandbox: support.Process, messages: int, done_before: int) -> float:
@@ -115,12 +137,14 @@ def main() -> None:
         hold_gate(url)
         fresh = drain_here(url, sandbox, n, 0)
         print(f"fresh backlog: {fresh:,.0f} messages/s ({dead_versions(url)})", flush=True)
+        print(f"    then {lane_walk(url)}", flush=True)
         hold_gate(url)
         add_backlog(url, n, n + 1)
         with snapshot_held(url):
             held = drain_here(url, sandbox, n, n)
-            left = dead_versions(url)
+            left, walk = dead_versions(url), lane_walk(url)
         print(f"with a snapshot held open: {held:,.0f} messages/s ({left})", flush=True)
+        print(f"    then, the snapshot still held, {walk}", flush=True)
         print(f"ratio {held / fresh:.2f} (target >= {TARGET:g})", flush=True)
     print(support.load_average(), flush=True)
 
