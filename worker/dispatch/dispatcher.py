@@ -26,6 +26,7 @@ from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import connect_on_first_use, outbox_clock
 from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
+from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.outcomes import (
@@ -77,6 +78,7 @@ class Dispatcher:
         self.key = key_fingerprint(settings.api_key, settings.fingerprint_salt)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
+        self.floors = LaneFloors()  # where this process's claims of each lane ended
         self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
         self.batch_sender = BatchSender(
             sender,
@@ -173,20 +175,10 @@ class Dispatcher:
             permit = self.gate.permit(connection, view, now)
             if not permit.allowed:
                 return permit, []
-            rows = self._claim_under(connection, permit, now, token)
+            rows = _claim_under(self, connection, permit, now, token)
             if rows or self.gate.read(connection).version == view.version:
                 return permit, rows
         return permit, []
-
-    def _claim_under(
-        self, connection: Connection, permit: Permit, now: datetime, token: int
-    ) -> list[ClaimedRow]:
-        n, v, lease = permit.size, permit.view.version, self.settings.lease
-        n = self.recorder.claim_limit(n)  # one row while records are on trial
-        alone = self.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
-        return claim(
-            connection, limit=n, lease=lease, now=now, version=v, token=token, urgent_alone=alone
-        )
 
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
@@ -239,7 +231,7 @@ class Dispatcher:
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
             self.recorder.write_batch(summary, failures, token, now)
             with self.engine.connect() as connection:
-                rows = self._claim_under(connection, permit, now, token)
+                rows = _claim_under(self, connection, permit, now, token)
             summary.note_claimed(rows)
             screened = self._screen_rows(rows, now)
         return screened
@@ -266,3 +258,22 @@ def _record_first(
         unsent.clear()  # written: the batch's last record leaves them out
 
     return record
+
+
+def _claim_under(
+    dispatcher: Dispatcher, connection: Connection, permit: Permit, now: datetime, token: int
+) -> list[ClaimedRow]:
+    """The claim a permit allows: its size (one row while records are on trial), the lease,
+    the gate's version, and the process's lane floors."""
+    n = dispatcher.recorder.claim_limit(permit.size)
+    alone = dispatcher.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
+    return claim(
+        connection,
+        limit=n,
+        lease=dispatcher.settings.lease,
+        now=now,
+        version=permit.view.version,
+        token=token,
+        urgent_alone=alone,
+        floors=dispatcher.floors,
+    )
