@@ -9,6 +9,9 @@ first on a fresh backlog, the second on a new backlog of the same size inserted 
 vacuumed) after the first drained, with a REPEATABLE READ transaction that read the table held
 open from before it starts until it ends. Prints both rates, their ratio (target at least
 0.8), the dead row versions left in the table and the size of the claim's index of due rows.
+Last, in this process and so less at the mercy of the machine's load: the claims alone of up
+to 50,000 rows under a held snapshot, each from the head of its lane and past the lanes'
+floors (worker/dispatch/floors.py).
 
 Run: .venv/bin/python bench/bench_bloat.py [--messages 100000] [--latency-ms 20]
 """
@@ -19,16 +22,28 @@ import argparse
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bench_drain
 import psycopg
 import support
+from sqlalchemy import text
 
 from sandbox.testing import SandboxAdmin
+from worker.database import make_engine
+from worker.dispatch import claim as claims
+from worker.dispatch.floors import LaneFloors
 
 RUN = "outbox_bench_bloat"
 TARGET = 0.8
+BATCH = 500
+CLAIMS_ALONE = 50_000  # rows the claims-alone comparison drains, at most
+# What the record does to the claimed rows, as far as the next claim can tell.
+ACCEPT = text(
+    "UPDATE outbox_messages SET status = 'accepted', tracking_id = 'bench', "
+    "locked_until = NULL, claim_token = NULL WHERE id = ANY(:ids)"
+)
 
 
 def add_backlog(url: str, messages: int, first: int) -> None:
@@ -100,6 +115,35 @@ def lane_walk(url: str) -> str:
     return f"finding no due row reads {buffers:,} buffers in {top.get('Execution Time', 0):.1f} ms"
 
 
+def claims_alone(messages: int, floored: bool) -> float:
+    """Seconds the claims of ``messages`` rows take, in batches of 500 each marked accepted at
+    once, while a snapshot is held: past each lane's floor, or each from the head of its lane."""
+    with support.scratch_database(RUN + "_claims") as url:
+        add_backlog(url, messages, 1)
+        hold_gate(url)
+        engine = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+        floors, spent = LaneFloors(), 0.0
+        with snapshot_held(url), engine.connect() as connection:
+            version = int(connection.scalar(text("SELECT version FROM outbox_dispatch_gate")))
+            while True:
+                started = time.perf_counter()
+                rows = claims.claim(
+                    connection,
+                    limit=BATCH,
+                    lease=timedelta(minutes=2),
+                    now=datetime.now(UTC),
+                    version=version,
+                    token=claims.new_token(),
+                    floors=floors if floored else LaneFloors(),
+                )
+                spent += time.perf_counter() - started
+                if not rows:
+                    break
+                connection.execute(ACCEPT, {"ids": [row.id for row in rows]})
+        engine.dispose()
+    return spent
+
+
 def drain_here(url: str, sandbox: support.Process, messages: int, done_before: int) -> float:
     """Messages per second of one default worker draining ``messages`` due rows of ``url``."""
     with ExitStack() as stack:
@@ -146,6 +190,15 @@ def main() -> None:
         print(f"with a snapshot held open: {held:,.0f} messages/s ({left})", flush=True)
         print(f"    then, the snapshot still held, {walk}", flush=True)
         print(f"ratio {held / fresh:.2f} (target >= {TARGET:g})", flush=True)
+    alone = min(n, CLAIMS_ALONE)
+    head, floored = claims_alone(alone, floored=False), claims_alone(alone, floored=True)
+    print(
+        f"the claims alone, {alone:,} rows in batches of {BATCH} with a snapshot held, in "
+        f"this process: each from the head of its lane {head:.2f} s "
+        f"({1e6 * head / alone:.0f} µs per row), past the lanes' floors {floored:.2f} s "
+        f"({1e6 * floored / alone:.0f} µs per row)",
+        flush=True,
+    )
     print(support.load_average(), flush=True)
 
 
