@@ -8,10 +8,10 @@ UV := $(BIN)/uv
 EXPORT := $(UV) export --quiet --frozen --no-emit-project --format requirements-txt
 LOCK_FLAGS ?=
 
-.PHONY: help install lock test lint demo bench simulate docs
+.PHONY: help install lock test lint demo bench bench-smoke simulate docs
 
 help:  ## list the commands
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv with the project and its test tools, at the locked versions
 
@@ -49,6 +49,8 @@ bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_screen.py
 	$(BIN)/python bench/bench_drain.py
 	$(BIN)/python bench/bench_policy.py
+	$(BIN)/python bench/bench_bloat.py
+	$(BIN)/python bench/bench_peers.py
 	$(BIN)/python bench/bench_profile.py
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_gate.py
@@ -61,6 +63,9 @@ bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_reports.py
 	$(BIN)/python bench/bench_receiver_limits.py
 	$(BIN)/python bench/bench_migrate.py
+
+bench-smoke: $(STAMP)  ## every benchmark once at a tiny size: each runs and prints (no figure is checked)
+	$(BIN)/python bench/smoke.py
 
 docs: $(STAMP)  ## build the documentation site into site/ (strict: a broken link or anchor fails)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -10,7 +10,8 @@ copy of the backlog with the same batch size, and the outbox's rate is printed a
 Last, the naive approach (bench/naive_app.py: one Celery task and one API call per message) runs
 on the same backlog, and the ratio is printed.
 
-Run: .venv/bin/python bench/bench_drain.py [--messages 100000] [--latency-ms 20]
+Run: .venv/bin/python bench/bench_drain.py [--messages 100000] [--latency-ms 20] [--quick]
+[--naive-seconds 20]
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class Run:
     @property
     def rate(self) -> float:
         return self.messages / self.seconds
+
+    def micros(self, part: str) -> float:
+        """CPU microseconds per message spent by ``part`` (worker, relay, postgres, ...)."""
+        return 1e6 * self.cpu.get(part, 0.0) / self.messages
 
     def __str__(self) -> str:
         cpu = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.cpu.items())
@@ -242,42 +247,57 @@ async def _timed_relay(
 
 
 def ratio(outbox: Run, reference: Run, target: float | None = None) -> str:
-    """One line: the relay's rate, the outbox's, and the outbox's as a share of the relay's."""
+    """The relay's rate, the outbox's, the outbox's as a share of the relay's, and the CPU
+    per message of each side's own process and of PostgreSQL."""
     aim = "" if target is None else f" (target >= {target:g})"
     return (
         f"{reference.label}: {reference.rate:,.0f} msg/s; outbox {outbox.label}: "
-        f"{outbox.rate:,.0f} msg/s; ratio {outbox.rate / reference.rate:.2f}{aim}"
+        f"{outbox.rate:,.0f} msg/s; ratio {outbox.rate / reference.rate:.2f}{aim}\n"
+        f"    CPU per message: outbox worker {outbox.micros('worker'):.0f} µs, PostgreSQL "
+        f"{outbox.micros('postgres'):.0f} µs; relay {reference.micros('relay'):.0f} µs, "
+        f"PostgreSQL {reference.micros('postgres'):.0f} µs (target: PostgreSQL at most the relay's)"
     )
 
 
-def naive(api: str, drained: Run) -> str:
-    """The naive approach on the same backlog, with as many processes as ``drained``."""
+def naive_run(api: str, processes: int, seconds: float = NAIVE_SECONDS) -> Run:
+    """The naive approach for ``seconds`` on the backlog, with ``processes`` pool processes."""
     admin = SandboxAdmin(api)
     with ExitStack() as stack:
         url = stack.enter_context(support.scratch_database(RUN, template=TEMPLATE))
-        broker = stack.enter_context(support.redis_server()).url
-        env = support.outbox_env(url, broker, api)
+        redis = stack.enter_context(support.redis_server())
+        env = support.outbox_env(url, redis.url, api)
         app = "naive_app"
-        stack.enter_context(
-            support.celery_worker(env, concurrency=drained.processes, app=app, name="naive")
+        worker = stack.enter_context(
+            support.celery_worker(env, concurrency=processes, app=app, name="naive")
         )
         admin.reset()
-        publisher = Celery(broker=broker)
-        queued = 8_000  # more than the naive worker can send in the window
+        publisher = Celery(broker=redis.url)
+        queued = min(8_000, 400 * int(seconds) + 200)  # more than it can send in the window
+        cpu = support.CpuMeter(
+            worker=worker.tree,
+            redis=redis.tree,
+            postgres=lambda: support.postgres_backends(RUN),
+        )
         started = time.monotonic()
         for message_id in range(1, queued + 1):
             publisher.send_task(naive_app.TASK, args=[message_id], queue=naive_app.QUEUE)
-        time.sleep(max(0.0, NAIVE_SECONDS - (time.monotonic() - started)))
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         done = finished(url)
-        seconds = time.monotonic() - started
+        elapsed = time.monotonic() - started
+        used = cpu.used()
         publisher.close()
-    rate = done / seconds
-    ratio = drained.rate / rate
+    label = f"naive (one task and one API call per message, {processes} processes)"
+    return Run(label, processes, 1, done, elapsed, done, [], used)
+
+
+def naive(api: str, drained: Run, seconds: float = NAIVE_SECONDS) -> str:
+    """The naive approach on the same backlog, with as many processes as ``drained``."""
+    run = naive_run(api, drained.processes, seconds)
     return (
-        f"naive (one task and one API call per message, {drained.processes} processes): "
-        f"{rate:,.0f} messages/s ({done:,} in {seconds:.1f} s; the {drained.messages:,} backlog "
-        f"would take {drained.messages / rate / 60:.0f} min)\n"
-        f"outbox / naive: {ratio:.0f}x ({drained.label}: {drained.rate:,.0f} messages/s)"
+        f"{run.label}: {run.rate:,.0f} messages/s ({run.messages:,} in {run.seconds:.1f} s; "
+        f"the {drained.messages:,} backlog would take {drained.messages / run.rate / 60:.0f} "
+        f"min)\noutbox / naive: {drained.rate / run.rate:.0f}x ({drained.label}: "
+        f"{drained.rate:,.0f} messages/s)"
     )
 
 
@@ -289,6 +309,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--naive-seconds", type=float, default=NAIVE_SECONDS, help="0: no naive run"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="only the relay and the outbox at batches of 500"
+    )
     args = parser.parse_args()
     support.heading(
         f"drain: {args.messages:,} messages in PostgreSQL to the sandbox "
@@ -312,15 +338,19 @@ def main() -> None:
                 ),
                 lambda: drain("4 processes, fixed batches of 500", *backlog, None, 500),
             ]
+            if args.quick:
+                runs = runs[4:]
             results: list[Run] = []
             for run in runs:
                 results.append(run())
                 print(results[-1], flush=True)
-            relay_100, fixed_100, relay_500, default, large = results[2:]
-            print(ratio(fixed_100, relay_100), flush=True)
+            relay_500, default, large = results[-3:]
+            if not args.quick:
+                print(ratio(results[3], results[2]), flush=True)
             print(ratio(large, relay_500, 1.0), flush=True)
             print(ratio(default, relay_500, 0.8), flush=True)
-            print(naive(sandbox.url, default), flush=True)
+            if args.naive_seconds > 0:
+                print(naive(sandbox.url, default, args.naive_seconds), flush=True)
     finally:
         support.drop_database(TEMPLATE)
     print(f"(processes: celery pool processes of one worker; {os.cpu_count()} cores in all)")

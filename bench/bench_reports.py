@@ -163,10 +163,12 @@ def store_alone(label: str, engine: Engine, first: int, matched: bool) -> None:
 
 
 def sending_rows(engine: Engine, count: int) -> list[int]:
-    """``count`` rows as a claim leaves them (sending, attempt 1, under TOKEN); their ids."""
+    """``count`` rows as a claim leaves them (sending under a lease, attempt 1, under TOKEN);
+    their ids."""
     content = '{"$type": "SMSProject", "projectId": 1}'
     values = ", ".join(
-        f"('b-{n}', '46701234567', '{content}', 'sending', 1, {TOKEN})" for n in range(count)
+        f"('b-{n}', '46701234567', '{content}', 'sending', 1, {TOKEN}, CURRENT_TIMESTAMP)"
+        for n in range(count)
     )
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM outbox_messages WHERE client_message_id LIKE 'b-%'"))
@@ -174,7 +176,7 @@ def sending_rows(engine: Engine, count: int) -> list[int]:
         connection.execute(
             text(
                 "INSERT INTO outbox_messages (client_message_id, recipient, content, status, "
-                f"attempts, claim_token) VALUES {values}"
+                f"attempts, claim_token, locked_until) VALUES {values}"
             )
         )
         ids = connection.scalars(

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 import support
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, text
 
 from worker.database import make_engine
 from worker.dispatch import claim as claims
@@ -65,9 +65,18 @@ def timed(engine: Engine, work: Callable[[Connection], object]) -> float:
     return statistics.median(samples)
 
 
+def gate_version(connection: Connection) -> int:
+    """The gate's version, which the claim is guarded by (its row made if none is there)."""
+    connection.execute(
+        text("INSERT INTO outbox_dispatch_gate (name) VALUES ('wiraya') ON CONFLICT DO NOTHING")
+    )
+    return int(connection.scalar(text("SELECT version FROM outbox_dispatch_gate")) or 0)
+
+
 def claim(connection: Connection) -> object:
-    now = datetime.now(UTC)
-    rows = claims.claim(connection, limit=BATCH, lease=timedelta(seconds=120), now=now)
+    now, version, token = datetime.now(UTC), gate_version(connection), claims.new_token()
+    lease = timedelta(seconds=120)
+    rows = claims.claim(connection, limit=BATCH, lease=lease, now=now, version=version, token=token)
     assert len(rows) == BATCH, "the due rows must be there to claim"
     return rows
 

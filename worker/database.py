@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import URL, Engine, event
+from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -101,3 +102,31 @@ def outbox_clock(engine: Engine, monotonic: Callable[[], float] = time.monotonic
     if not database_of(engine).keeps_its_own_clock:
         return utc_now
     return DatabaseClock(lambda: database_now(engine), monotonic=monotonic)
+
+
+class OnFirstUse:
+    """A connection taken from the pool only when a statement needs it, returned at the end of
+    the ``with`` block: a gate note or slot booking that writes nothing costs no checkout
+    (on PostgreSQL, no pre-ping round trip)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        return getattr(self._connection, name)
+
+    def __enter__(self) -> Connection:
+        return cast(Connection, self)
+
+    def __exit__(self, *_: object) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def connect_on_first_use(engine: Engine) -> Callable[[], AbstractContextManager[Connection]]:
+    """What opens an ``OnFirstUse`` connection of ``engine``, for code that may write nothing."""
+    return lambda: OnFirstUse(engine)

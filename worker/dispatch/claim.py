@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     union_all,
     update,
 )
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from models import Priority, Status
 from models.databases import DATABASES, Database, database_of
 from models.outbox import outbox_messages as outbox
+from worker.dispatch.floors import FLOORED, LaneFloors
 from worker.dispatch.gate.state import GATE_NAME, gate
 
 
@@ -57,6 +59,7 @@ class ClaimedRow:
     suspicion: object = 0  # requests holding it that failed without an answer (screened)
     trace_context: object = None  # the producer's, raw: the batch's span links to it if valid
     segments: object = None  # SMS parts as stored: None for a raw-SQL row or a template
+    due_at: object = None  # when it fell due this time (next_attempt_at), raw
 
 
 def new_token() -> int:
@@ -64,16 +67,17 @@ def new_token() -> int:
     return secrets.randbits(63)
 
 
-def _lane(priority: Priority, now: Any) -> Select[Any]:
-    return (
-        select(outbox.c.id)
-        .where(
-            outbox.c.status == Status.PENDING,
-            outbox.c.priority == int(priority),
-            outbox.c.next_attempt_at <= now,
-        )
-        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+def _lane(priority: Priority, now: Any, *, floored: bool = False) -> Select[Any]:
+    query = select(outbox.c.id).where(
+        outbox.c.status == Status.PENDING,
+        outbox.c.priority == int(priority),
+        outbox.c.next_attempt_at <= now,
     )
+    if floored and priority in FLOORED:  # past the lane's floor (worker.dispatch.floors)
+        at = bindparam(f"floor_at_{int(priority)}", type_=outbox.c.next_attempt_at.type)
+        row_id = bindparam(f"floor_id_{int(priority)}", type_=BigInteger())
+        query = query.where(tuple_(outbox.c.next_attempt_at, outbox.c.id) > tuple_(at, row_id))
+    return query.order_by(outbox.c.next_attempt_at, outbox.c.id)
 
 
 def _expired_leases(now: Any) -> Select[Any]:
@@ -84,13 +88,14 @@ def _expired_leases(now: Any) -> Select[Any]:
     )
 
 
-def _sources(now: Any, limit: Any, *, lock: bool) -> list[Select[Any]]:
-    """Urgent rows first, then rows whose lease ended (a dead worker's), then normal and bulk."""
+def _sources(now: Any, limit: Any, *, lock: bool, floored: bool = False) -> list[Select[Any]]:
+    """Urgent rows first, then rows whose lease ended (a dead worker's), then normal and bulk
+    (each past its floor, when ``floored``)."""
     sources = [
         _lane(Priority.URGENT, now),
         _expired_leases(now),
-        _lane(Priority.NORMAL, now),
-        _lane(Priority.BULK, now),
+        _lane(Priority.NORMAL, now, floored=floored),
+        _lane(Priority.BULK, now, floored=floored),
     ]
     limited = [source.limit(limit) for source in sources]
     if lock:
@@ -117,7 +122,8 @@ def _claim_statement(database: Database) -> Any:
     limit = bindparam("limit", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
     sources = [
-        source.cte(f"source_{n}") for n, source in enumerate(_sources(now, limit, lock=True))
+        source.cte(f"source_{n}")
+        for n, source in enumerate(_sources(now, limit, lock=True, floored=True))
     ]
     unchanged = exists().where(
         gate.c.name == GATE_NAME, gate.c.version == bindparam("version", type_=BigInteger())
@@ -169,6 +175,7 @@ def _returned(database: Database) -> list[Any]:
         outbox.c.suspicion,
         trace,
         outbox.c.segments,
+        database.raw_time(outbox.c.next_attempt_at).label("due_at"),
     ]
 
 
@@ -186,11 +193,15 @@ def claim(
     version: int,
     token: int,
     urgent_alone: bool = True,
+    floors: LaneFloors | None = None,
 ) -> list[ClaimedRow]:
     """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version``.
 
-    Urgent rows go in a batch of their own unless ``urgent_alone`` is false.
+    Urgent rows go in a batch of their own unless ``urgent_alone`` is false. With ``floors``
+    (a process's own), the normal and bulk lanes are read past the rows its last claims took;
+    a claim that comes back short there takes the rest from the head of each lane.
     """
+    floors = floors if floors is not None else LaneFloors()
     parameters = {
         "urgent_alone": urgent_alone,
         "limit": limit,
@@ -199,12 +210,22 @@ def claim(
         "version": version,
         "token": token,
     }
-    statement = CLAIMS[database_of(connection)]
-    # fetchall: iterating a result fetches one row per driver call
-    fetched = connection.execute(statement, parameters).fetchall()
-    rows = [ClaimedRow(*row) for row in fetched]
+    bounded = floors.in_force()
+    rows = _claimed(connection, {**parameters, **floors.parameters()})
+    urgent = any(row.priority == int(Priority.URGENT) for row in rows)
+    if bounded and len(rows) < limit and not urgent:  # below a floor may lie a row due
+        floors.clear()
+        rest = {**parameters, "limit": limit - len(rows), **floors.parameters()}
+        rows += _claimed(connection, rest)
+    floors.advance([(row.priority, row.id, row.due_at) for row in rows])
     rows.sort(key=lambda row: row.id)
     return rows
+
+
+def _claimed(connection: Connection, parameters: dict[str, Any]) -> list[ClaimedRow]:
+    statement = CLAIMS[database_of(connection)]
+    # fetchall: iterating a result fetches one row per driver call
+    return [ClaimedRow(*row) for row in connection.execute(statement, parameters).fetchall()]
 
 
 def _count_due_statement() -> Any:

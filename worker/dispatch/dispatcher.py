@@ -24,8 +24,9 @@ from sqlalchemy import Connection, Engine
 
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
-from worker.database import outbox_clock
+from worker.database import connect_on_first_use, outbox_clock
 from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
+from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
 from worker.dispatch.outcomes import (
@@ -79,11 +80,12 @@ class Dispatcher:
         self.key = key_fingerprint(settings.api_key, settings.fingerprint_salt)
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
+        self.floors = LaneFloors()  # where this process's claims of each lane ended
         self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
         self.batch_sender = BatchSender(
             sender,
             self.gate,
-            self.engine.connect,
+            connect_on_first_use(self.engine),  # most answers change nothing in the gate
             clock=self.clock,
             timeout=settings.wiraya_timeout,
             rng=self.rng,
@@ -176,24 +178,14 @@ class Dispatcher:
             permit = self.gate.permit(connection, view, now)
             if not permit.allowed:
                 return permit, []
-            rows = self._claim_under(connection, permit, now, token)
+            rows = _claim_under(self, connection, permit, now, token)
             if rows or self.gate.read(connection).version == view.version:
                 return permit, rows
         return permit, []
 
-    def _claim_under(
-        self, connection: Connection, permit: Permit, now: datetime, token: int
-    ) -> list[ClaimedRow]:
-        n, v, lease = permit.size, permit.view.version, self.settings.lease
-        n = self.recorder.claim_limit(n)  # one row while records are on trial
-        alone = self.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
-        return claim(
-            connection, limit=n, lease=lease, now=now, version=v, token=token, urgent_alone=alone
-        )
-
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
-        with self.engine.connect() as connection:
+        with connect_on_first_use(self.engine)() as connection:  # no statement without a rate
             wait = self.gate.pacing.book_slot(connection, permit.view, now)
         if wait is None or wait <= timedelta(0):
             return SLOT_TOO_FAR if wait is None else None
@@ -242,7 +234,7 @@ class Dispatcher:
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
             self.recorder.write_batch(summary, failures, token, now)
             with self.engine.connect() as connection:
-                rows = self._claim_under(connection, permit, now, token)
+                rows = _claim_under(self, connection, permit, now, token)
             summary.note_claimed(rows)
             screened = self._screen_rows(rows, now)
         return screened
@@ -295,3 +287,22 @@ def _record_first(
         unsent.clear()  # written: the batch's last record leaves them out
 
     return record
+
+
+def _claim_under(
+    dispatcher: Dispatcher, connection: Connection, permit: Permit, now: datetime, token: int
+) -> list[ClaimedRow]:
+    """The claim a permit allows: its size (one row while records are on trial), the lease,
+    the gate's version, and the process's lane floors."""
+    n = dispatcher.recorder.claim_limit(permit.size)
+    alone = dispatcher.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
+    return claim(
+        connection,
+        limit=n,
+        lease=dispatcher.settings.lease,
+        now=now,
+        version=permit.view.version,
+        token=token,
+        urgent_alone=alone,
+        floors=dispatcher.floors,
+    )

@@ -7,7 +7,7 @@ import gc
 import logging
 from typing import Any, cast
 
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init
 from kombu.exceptions import KombuError
 
 from worker.database import engine_for
@@ -45,13 +45,6 @@ def _build_dispatcher_before_fork(**_: object) -> None:
     # in the main process and in every pool process, where walking it would also copy each
     # page the fork shares (what Python's gc.freeze documentation recommends before fork).
     gc.freeze()
-
-
-@worker_ready.connect
-def _look_for_due_rows_at_start(**_: object) -> None:
-    # A worker (re)started with a corrected API key sends at once: beat holds back while the
-    # key it knows of is refused, and would wake nobody until that key's slow retry.
-    wake_dispatchers(1)
 
 
 def queued_tasks() -> int:

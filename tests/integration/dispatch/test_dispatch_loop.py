@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from models import Status
 from tests.integration.dispatch.harness import (
@@ -142,3 +142,25 @@ def test_a_batch_takes_at_most_three_statements_whatever_its_size(
     assert summary.claimed == size
     assert (summary.accepted, summary.failed, summary.retried) == (size - 4, 2, 2)
     assert len(statements) <= 3, statements
+
+
+def test_a_batch_whose_answer_changes_no_brake_checks_out_three_connections(outbox: Outbox) -> None:
+    # Each checkout costs a pre-ping round trip on PostgreSQL: one for the gate read and the
+    # claim, one for the sending policy's look-ups (the opt-out list), one for the record; a
+    # gate note or slot booking that writes nothing takes none.
+    outbox.enqueue_ordinary(20)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10)
+    dispatcher.dispatch_once()  # the first answer is noted in the gate
+    checkouts: list[object] = []
+
+    def count(*_: object) -> None:
+        checkouts.append(None)
+
+    event.listen(outbox.engine.pool, "checkout", count)
+    try:
+        summary = dispatcher.dispatch_once()
+    finally:
+        event.remove(outbox.engine.pool, "checkout", count)
+
+    assert summary.accepted == 10
+    assert len(checkouts) == 3
