@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,9 +49,11 @@ def test_the_demo_runs_to_its_summary_and_exits_0(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     assert process.returncode == 0, out
     assert elapsed < 60, f"the demo took {elapsed:.1f}s\n{out}"
-    assert "expected        1,987 accepted, 22 failed" in out
-    assert "all 1,987 match the API's ledger" in out
-    assert "delivery        1,967 delivered, 20 not delivered (" in out
+    # The campaign and the codes, plus the sending policy's examples: four accepted (the two
+    # paced messages, the SMS, the original of the copy), two failed, one held.
+    assert "expected        1,991 accepted, 24 failed" in out
+    assert "all 1,991 match the API's ledger" in out
+    assert "delivery        1,971 delivered, 20 not delivered (" in out
     for content_type in ("SMSProject", "WhatsappProject", "VoiceProject", "SMSFromAlpha"):
         assert content_type in out
     # The urgent lane: codes enqueued mid-campaign are accepted without waiting for it.
@@ -60,6 +63,33 @@ def test_the_demo_runs_to_its_summary_and_exits_0(tmp_path: Path) -> None:
     assert "What to try next" in out
     assert not _processes_in(folder), "celery processes outlived the demo"
     assert "receiver stopped" in (folder / "receiver.log").read_text()
+
+
+@pytest.mark.timeout(90)
+def test_the_summary_shows_one_message_caught_by_each_policy_rule(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    process = _demo(folder, "--messages", "200")
+    out, _ = process.communicate(timeout=75)
+    assert process.returncode == 0, out
+    assert "opted out     demo-policy-opted-out failed unsent (0 attempts): suppressed: STOP" in out
+    assert (
+        "duplicate     demo-policy-copy failed unsent (0 attempts): "
+        "duplicate of demo-policy-original" in out
+    )
+    paced = re.search(
+        r"paced +demo-policy-paced-2 accepted (\d+\.\d)s after demo-policy-paced-1", out
+    )
+    assert paced is not None, out
+    assert float(paced.group(1)) >= 1.9  # the interval is 2 s; its clock rounds to milliseconds
+    assert "1 attempt: held without spending one" in out
+    assert "SMS segments  demo-policy-sms 2 parts, UCS-2: one curly quote" in out
+    assert "(with a straight one, 1 part in GSM-7)" in out
+    held = re.search(
+        r"held by quiet hours until \d\d:\d\d UTC \((\d\d:\d\d) \S+, window \S+-(\d\d:\d\d)\)", out
+    )
+    assert held is not None, out
+    assert held.group(1) == held.group(2), "held until the window's end in the recipient's zone"
+    assert ", pending, 0 attempts; not waited for" in out
 
 
 @pytest.mark.timeout(60)

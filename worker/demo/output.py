@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from models import Status
 from sandbox.testing import RunningSandbox
+from worker.demo import policy
 from worker.demo.messages import CODES, INVALID_SQL_ROWS, Expected, UrgentCodes, special_counts
 from worker.demo.reports import Delivery
 from worker.ops import queries
@@ -28,7 +29,8 @@ def introduce(
     print(
         f"  messages  a campaign of {messages:,} (bulk) of all four content types, "
         f"{INVALID_SQL_ROWS} invalid ones by plain SQL, {special} to test recipients that fail "
-        f"or answer oddly; {CODES} urgent codes sent while it drains",
+        f"or answer oddly; {CODES} urgent codes sent while it drains; one message for each "
+        "rule of the sending policy",
         file=out,
     )
     faster = [f"{key}={value}" for key, value in environment.items() if "NOTIFY" not in key]
@@ -61,6 +63,7 @@ def summary(
     root: Path,
     delivered: Delivery,
     codes: UrgentCodes,
+    quiet: policy.QuietHours,
 ) -> None:
     elapsed = time.monotonic() - started
     with engine.begin() as connection:
@@ -108,6 +111,7 @@ def summary(
     print(f"  delivery        {delivered.line(sandbox.service.reports)}", file=out)
     print(f"  urgent codes    {_codes_line(codes, elapsed)}", file=out)
     print(f"  time            {elapsed:.1f}s", file=out)
+    policy.summary(out, engine, quiet)
     if reasons:
         print("\n  why messages failed:", file=out)
         for reason, count in reasons:
@@ -158,6 +162,7 @@ def _next_steps(out: TextIO, root: Path, expected: Expected) -> None:
     for kind in ("blocked", "flaky"):
         if kind in examples:
             print(f"  {prefix} {outbox} inspect {examples[kind]}", file=out)
+    print(f"  {prefix} {outbox} inspect demo-policy-quiet   # held by quiet hours", file=out)
     print(f"  {prefix} {outbox} retry --error 'gave up' --yes   # back to pending", file=out)
     print(f"  {prefix} {outbox} metrics --port 9808             # Prometheus figures", file=out)
     print("  the manual (make docs builds it into site/): docs/producing.md,", file=out)

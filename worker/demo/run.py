@@ -12,7 +12,8 @@
   every message it accepts (`worker.demo.reports`), and the summary counts them.
 
 What it sends is in `worker.demo.messages`: a bulk campaign, and while it drains a few
-urgent verification codes that overtake it; what it prints is in `worker.demo.output`.
+urgent verification codes that overtake it; `worker.demo.policy` adds one message for each
+rule of the sending policy; what it prints is in `worker.demo.output`.
 
 It enqueues the messages (most through the Python producer API, a few invalid ones by plain
 SQL), shows a progress bar until every message is final, checks the outcome against what
@@ -40,6 +41,7 @@ from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
 from worker.clock import utc_now
 from worker.database import make_engine
+from worker.demo import policy
 from worker.demo.messages import (
     CODES,
     INVALID_SQL_ROWS,
@@ -90,22 +92,27 @@ def run_demo(*, messages: int = 2000, folder: str | Path = ".demo") -> int:
             sandbox = stack.enter_context(
                 running_sandbox(FAULTS, seed=7, reports=receiving.pushing())
             )
-            introduce(out, root, messages, sandbox.url, DEMO_ENVIRONMENT)
+            quiet = policy.quiet_hours(utc_now())
+            settings = {**DEMO_ENVIRONMENT, **policy.settings(quiet)}
+            introduce(out, root, messages, sandbox.url, settings)
             # Celery starts while the messages go in: the worker sends as soon as it is up.
-            environment = _environment(url, root, sandbox.url)
+            environment = _environment(url, root, sandbox.url, settings)
             children = stack.enter_context(_celery(root, environment))
             receiving.start(children, environment, root)
             expected = enqueue_campaign(engine, messages)
-            expected.accepted += CODES
+            policy.enqueue_examples(engine, quiet)
+            expected.accepted += CODES + policy.ACCEPTED
+            expected.failed += policy.FAILED
             codes = UrgentCodes(engine)
-            total = messages + INVALID_SQL_ROWS + CODES
+            # The quiet-hours example stays pending until its window ends: not waited for.
+            total = messages + INVALID_SQL_ROWS + CODES + policy.ACCEPTED + policy.FAILED
             finished = _watch(out, engine, started, total, children, codes)
             delivered = (
                 await_delivery(engine, lambda: _check(children)) if finished else delivery(engine)
             )
             for child in children:
                 child.terminate()  # their warm shutdown overlaps with the summary
-            summary(out, engine, sandbox, expected, started, root, delivered, codes)
+            summary(out, engine, sandbox, expected, started, root, delivered, codes, quiet)
             undelivered = special_counts(messages)["undelivered"]
             if finished and not delivered.as_expected(expected.accepted, undelivered):
                 print(
@@ -158,13 +165,15 @@ def _prepare(root: Path) -> str:
     return url
 
 
-def _environment(url: str, root: Path, sandbox_url: str) -> dict[str, str]:
+def _environment(
+    url: str, root: Path, sandbox_url: str, settings: dict[str, str]
+) -> dict[str, str]:
     environment = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("OUTBOX_", "WIRAYA_", "CELERY_"))
     }
-    environment.update(DEMO_ENVIRONMENT)
+    environment.update(settings)
     environment.update(
         OUTBOX_DATABASE_URL=url,
         CELERY_BROKER_URL="filesystem://",
