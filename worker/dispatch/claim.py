@@ -60,6 +60,7 @@ class ClaimedRow:
     trace_context: object = None  # the producer's, raw: the batch's span links to it if valid
     segments: object = None  # SMS parts as stored: None for a raw-SQL row or a template
     due_at: object = None  # when it fell due this time (next_attempt_at), raw
+    tenant: object = ""  # the sender it goes out for, raw (screened: models/tenant.py)
 
 
 def new_token() -> int:
@@ -176,6 +177,7 @@ def _returned(database: Database) -> list[Any]:
         trace,
         outbox.c.segments,
         database.raw_time(outbox.c.next_attempt_at).label("due_at"),
+        database.raw_text(outbox.c.tenant).label("tenant"),
     ]
 
 

@@ -29,7 +29,7 @@ OUTBOX_TABLES = {
     "outbox_suppressions",
     "outbox_recipient_pacing",
 }
-HEAD = "0014_sending_policy"
+HEAD = "0015_tenants"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
@@ -129,6 +129,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "reach_evidence",
         "trace_context",
         "segments",
+        "tenant",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
@@ -143,6 +144,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "updated_at",
         "priority",
         "suspicion",
+        "tenant",
     }
     if engine.dialect.name == "postgresql":
         types = {name: str(column["type"]) for name, column in columns.items()}
