@@ -39,9 +39,10 @@ from worker.dispatch.outcomes import (
 from worker.dispatch.policy import rules as policy_rules
 from worker.dispatch.record import RowResult
 from worker.dispatch.recorder import Recorder
-from worker.dispatch.screen import Outgoing, Screened, screen
+from worker.dispatch.screen import Outgoing, Screened, Unsendable, screen
 from worker.dispatch.sending import BatchSend, BatchSender, Sender
 from worker.dispatch.summary import BatchState, BatchSummary
+from worker.dispatch.tenant_senders import TenantSenders, no_key_reason
 from worker.settings import Settings
 from worker.tracing import batch_span
 
@@ -66,6 +67,7 @@ class Dispatcher:
         on_full_batch: Callable[[], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
+        sender_for_key: Callable[[str], Sender] | None = None,
     ) -> None:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
@@ -82,6 +84,8 @@ class Dispatcher:
         self.outcomes = Outcomes(settings, self.rng)
         self.floors = LaneFloors()  # where this process's claims of each lane ended
         self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
+        # Each tenant's batches go out under its own key (docs/tenants.md).
+        self.senders = TenantSenders(settings, sender_for_key)
         self.batch_sender = BatchSender(
             sender,
             self.gate,
@@ -202,11 +206,13 @@ class Dispatcher:
         summary: BatchSummary,
     ) -> None:
         screened = _with_policy(self, self._screen(rows, permit, token, now, summary), now, summary)
+        screened, sender = _tenant_sender(self.senders, screened)
         results = _unsent(screened, summary)
         if screened.outgoing:
             early = _record_first(self, screened.outgoing, results, summary, token, now)
+            lease_end = now + self.settings.lease
             sent = self.batch_sender.send(
-                screened.outgoing, permit, lease_end=now + self.settings.lease, on_settled=early
+                screened.outgoing, permit, lease_end=lease_end, on_settled=early, sender=sender
             )
         else:
             sent = BatchSend()
@@ -261,6 +267,18 @@ def _with_policy(
         )
     summary.note_policy(verdict)
     return Screened(verdict.outgoing, screened.unsendable + verdict.failed)
+
+
+def _tenant_sender(senders: TenantSenders, screened: Screened) -> tuple[Screened, Sender | None]:
+    """The batch's tenant's sender (a claim takes one tenant's rows; None: the default one);
+    without a key for the tenant its messages fail, the reason naming the tenant."""
+    if not screened.outgoing:
+        return screened, None
+    tenant = screened.outgoing[0].tenant
+    if senders.has_key(tenant):
+        return screened, senders.sender(tenant)
+    failed = [Unsendable(item.row, no_key_reason(tenant)) for item in screened.outgoing]
+    return Screened([], screened.unsendable + failed), None
 
 
 def _unsent(screened: Screened, summary: BatchSummary) -> list[RowResult]:
