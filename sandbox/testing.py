@@ -172,4 +172,5 @@ def _entry(data: dict[str, Any]) -> Entry:
         times_received=data["times_received"],
         tracking_id=data["tracking_id"],
         accepted_at=moment(data["accepted_at"]),
+        key=data.get("key", ""),
     )

@@ -32,10 +32,10 @@ def messages(tenant: str, count: int, start: int) -> list[NewMessage]:
     ]
 
 
-def waits(stack: Stack, tenant: str) -> list[float]:
-    """Each accepted message's seconds from insert to accepted."""
+def accepted_times(stack: Stack, tenant: str) -> list[float]:
+    """When each of the tenant's messages was accepted (epoch seconds), in order."""
     query = text(
-        "SELECT EXTRACT(EPOCH FROM accepted_at - created_at) FROM outbox_messages "
+        "SELECT EXTRACT(EPOCH FROM accepted_at) FROM outbox_messages "
         "WHERE tenant = :tenant AND status = 'accepted'"
     )
     with stack.engine.connect() as connection:
@@ -49,9 +49,9 @@ def percentile(values: list[float], share: float) -> float:
 def test_each_tenants_messages_go_out_under_its_own_key(stack: Stack) -> None:
     admin = stack.start_sandbox("--api-key", KEYS["big"], "--api-key", KEYS["small"])
     listed = ",".join(f"{tenant}={key}" for tenant, key in KEYS.items())
-    stack.enqueue(messages("big", BIG, 0))
-    stack.start_outbox(WIRAYA_API_KEYS=listed, OUTBOX_BATCH_SIZE="50")
+    stack.enqueue(messages("big", BIG, 0))  # the campaign first, then the small tenant's
     stack.enqueue(messages("small", SMALL, BIG))
+    stack.start_outbox(WIRAYA_API_KEYS=listed, OUTBOX_BATCH_SIZE="50")
 
     stack.wait_all_final(BIG + SMALL, timeout=180)
 
@@ -61,9 +61,11 @@ def test_each_tenants_messages_go_out_under_its_own_key(stack: Stack) -> None:
         keys = {entry.key for cmid, entry in ledger.items() if cmid.startswith(f"{tenant}-")}
         assert keys == {key_fingerprint(key)}, tenant
     assert not any(key in stack.outbox_logs() for key in KEYS.values())
-    small, big = waits(stack, "small"), waits(stack, "big")
+    small, big = accepted_times(stack, "small"), accepted_times(stack, "big")
+    start = min(small[0], big[0])  # the outbox's first acceptance: both were due before it
+    waited = [moment - start for moment in small]
     print(
-        f"\nsmall tenant ({SMALL} bulk) beside a {BIG:,} bulk backlog: insert to accepted "
-        f"p50 {statistics.median(small):.2f} s, p99 {percentile(small, 0.99):.2f} s; "
-        f"big tenant p50 {statistics.median(big):.2f} s, last {big[-1]:.2f} s"
+        f"\nsmall tenant ({SMALL} bulk, enqueued after a {BIG:,} bulk campaign of another): "
+        f"accepted p50 {statistics.median(waited):.2f} s, p99 {percentile(waited, 0.99):.2f} s "
+        f"after the first acceptance; the campaign drained in {big[-1] - start:.2f} s"
     )
