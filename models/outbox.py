@@ -106,6 +106,17 @@ class OutboxMessage(Base):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
+        # Each tenant's due rows, lane by lane in due order: which tenants have rows due, and
+        # one tenant's batch (worker/dispatch/turns.py).
+        Index(
+            "ix_outbox_messages_tenant_due",
+            "priority",
+            "tenant",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
         Index(
             "ix_outbox_messages_lease",
             "locked_until",

@@ -29,7 +29,7 @@ from worker.secrets import variable
 from worker.setting_concern import _Concern
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
 from worker.settings_policy import PolicySettings
-from worker.tenant_settings import per_tenant, tenant_key
+from worker.tenant_settings import per_tenant, tenant_key, tenant_weight
 
 
 class NotifyMode(StrEnum):
@@ -203,6 +203,10 @@ class DispatchSettings(_Concern):
     # longest a key the API takes again stays refused without an operator.
     refused_key_retry: Seconds = Field(
         timedelta(seconds=300), alias="OUTBOX_REFUSED_KEY_RETRY_SECONDS"
+    )
+    # Each tenant's share of the waiting-time turns, "clinic=2,shop=0.5" (others: 1).
+    tenant_weights: Annotated[dict[str, float], BeforeValidator(per_tenant(tenant_weight))] = Field(
+        default_factory=dict, alias="OUTBOX_TENANT_WEIGHTS"
     )
 
     @model_validator(mode="after")

@@ -59,3 +59,17 @@ def tenant_key(text: str, where: str) -> SecretStr:
             f"{where}: the key must be printable ASCII, not blank (it is sent as an HTTP header)"
         )
     return SecretStr(text)
+
+
+MAX_WEIGHT = 1_000.0
+
+
+def tenant_weight(text: str, where: str) -> float:
+    """A tenant's weight: a positive number, at most MAX_WEIGHT."""
+    try:
+        weight = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: the weight must be a number, got {text[:20]!r}") from None
+    if not 0 < weight <= MAX_WEIGHT:
+        raise ValueError(f"{where}: the weight must be above 0 and at most {MAX_WEIGHT:g}")
+    return weight

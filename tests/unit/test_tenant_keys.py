@@ -56,3 +56,15 @@ def test_a_bad_list_names_the_variable_and_the_tenant_never_the_key(value: str, 
     message = str(refused.value)
     assert message.startswith("WIRAYA_API_KEYS: ") and words in message
     assert "secret" not in message
+
+
+def test_tenant_weights_are_positive_numbers_named_by_tenant() -> None:
+    settings = Settings.from_environ(
+        {"OUTBOX_TENANT_WEIGHTS": "clinic=2, shop=0.5", "WIRAYA_API_KEY": "k"}
+    )
+    assert settings.tenant_weights == {"clinic": 2.0, "shop": 0.5}
+    for bad, words in (("clinic=0", "above 0"), ("clinic=lots", "must be a number")):
+        with pytest.raises(SettingsError) as refused:
+            Settings.from_environ({"OUTBOX_TENANT_WEIGHTS": bad, "WIRAYA_API_KEY": "k"})
+        assert str(refused.value).startswith("OUTBOX_TENANT_WEIGHTS: tenant 'clinic'")
+        assert words in str(refused.value)

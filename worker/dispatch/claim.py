@@ -211,12 +211,14 @@ def claim(
     token: int,
     urgent_alone: bool = True,
     floors: LaneFloors | None = None,
+    tenant: str | None = None,
 ) -> list[ClaimedRow]:
     """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version``.
 
     Urgent rows go in a batch of their own unless ``urgent_alone`` is false. With ``floors``
     (a process's own), the normal and bulk lanes are read past the rows its last claims took;
-    a claim that comes back short there takes the rest from the head of each lane.
+    a claim that comes back short there takes the rest from the head of each lane. With
+    ``tenant``, that tenant's rows only (else the tenant of the row that would come first).
     """
     floors = floors if floors is not None else LaneFloors()
     parameters = {
@@ -226,19 +228,18 @@ def claim(
         "locked_until": now + lease,
         "version": version,
         "token": token,
-        "batch_tenant": None,
+        "batch_tenant": tenant,
     }
     bounded = floors.in_force()
     rows = _claimed(connection, {**parameters, **floors.parameters()})
     urgent = any(row.priority == int(Priority.URGENT) for row in rows)
     if bounded and len(rows) < limit and not urgent:  # below a floor may lie a row due
         floors.clear()
-        tenant = _tenant_of(rows)
         rest = {
             **parameters,
             "limit": limit - len(rows),
             **floors.parameters(),
-            "batch_tenant": tenant,
+            "batch_tenant": tenant_of(rows) if rows else tenant,
         }
         rows += _claimed(connection, rest)
     floors.advance([(row.priority, row.id, row.due_at) for row in rows])
@@ -246,7 +247,7 @@ def claim(
     return rows
 
 
-def _tenant_of(rows: list[ClaimedRow]) -> str | None:
+def tenant_of(rows: list[ClaimedRow]) -> str | None:
     """The tenant the first pass took, as text (SQLite hands raw text back as bytes)."""
     if not rows:
         return None

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import connect_on_first_use, outbox_clock
-from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
+from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token, tenant_of
 from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
@@ -43,6 +43,7 @@ from worker.dispatch.screen import Outgoing, Screened, Unsendable, screen
 from worker.dispatch.sending import BatchSend, BatchSender, Sender
 from worker.dispatch.summary import BatchState, BatchSummary
 from worker.dispatch.tenant_senders import TenantSenders, no_key_reason
+from worker.dispatch.turns import TenantTurns
 from worker.settings import Settings
 from worker.tracing import batch_span
 
@@ -83,6 +84,8 @@ class Dispatcher:
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
         self.floors = LaneFloors()  # where this process's claims of each lane ended
+        named = bool(settings.tenant_weights or settings.wiraya_api_keys)
+        self.turns = TenantTurns(settings.tenant_weights, in_force=named)
         self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
         # Each tenant's batches go out under its own key (docs/tenants.md).
         self.senders = TenantSenders(settings, sender_for_key)
@@ -314,7 +317,8 @@ def _claim_under(
     the gate's version, and the process's lane floors."""
     n = dispatcher.recorder.claim_limit(permit.size)
     alone = dispatcher.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
-    return claim(
+    turn = dispatcher.turns.choose(connection, now)  # whose batch: waiting-time fairness
+    rows = claim(
         connection,
         limit=n,
         lease=dispatcher.settings.lease,
@@ -323,4 +327,9 @@ def _claim_under(
         token=token,
         urgent_alone=alone,
         floors=dispatcher.floors,
+        tenant=turn,
     )
+    served = tenant_of(rows)
+    if served is not None:
+        dispatcher.turns.served_now(served, now)
+    return rows

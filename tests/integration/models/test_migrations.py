@@ -177,8 +177,16 @@ def test_the_claim_indexes_are_partial(engine: Engine) -> None:
         if engine.dialect.name == "postgresql"
         else "WHERE tracking_id IS NOT NULL"
     )
+    tenant_due = indexes["ix_outbox_messages_tenant_due"]
+    assert "(priority, tenant, next_attempt_at, id)" in tenant_due
+    assert tenant_due.endswith(
+        "WHERE (status = 'pending'::text)"
+        if engine.dialect.name == "postgresql"
+        else "WHERE status = 'pending'"
+    )
     assert set(indexes) - {"uq_outbox_messages_client_message_id", "pk_outbox_messages"} == {
         "ix_outbox_messages_due",
+        "ix_outbox_messages_tenant_due",
         "ix_outbox_messages_lease",
         "ix_outbox_messages_recipient",
         "ix_outbox_messages_accepted",
