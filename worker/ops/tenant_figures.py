@@ -32,8 +32,11 @@ class TenantFigures:
         return {"tenant": self.tenant, **self.counts, "due": self.due, "oldest_due_at": oldest}
 
 
-def tenant_figures(connection: Connection, now: datetime) -> list[TenantFigures]:
-    """Every tenant with a pending, sending, failed or cancelled message, by name."""
+def tenant_figures(
+    connection: Connection, now: datetime, statuses: tuple[Status, ...] = COUNTED
+) -> list[TenantFigures]:
+    """Every tenant with a message of ``statuses`` (by default pending, sending, failed or
+    cancelled), by name."""
     due = (outbox.c.status == Status.PENDING) & (outbox.c.next_attempt_at <= now)
     query = (
         select(
@@ -43,7 +46,7 @@ def tenant_figures(connection: Connection, now: datetime) -> list[TenantFigures]
             func.sum(case((due, 1), else_=0)),
             func.min(case((due, outbox.c.next_attempt_at), else_=None)),
         )
-        .where(outbox.c.status.in_([status.value for status in COUNTED]))
+        .where(outbox.c.status.in_([status.value for status in statuses]))
         .group_by(outbox.c.tenant, outbox.c.status)
     )
     figures: dict[str, TenantFigures] = {}
@@ -56,6 +59,26 @@ def tenant_figures(connection: Connection, now: datetime) -> list[TenantFigures]
                 oldest if line.oldest_due_at is None else min(oldest, line.oldest_due_at)
             )
     for line in figures.values():
-        for status in COUNTED:
+        for status in statuses:
             line.counts.setdefault(status.value, 0)
     return [figures[name] for name in sorted(figures)]
+
+
+OTHER = "other"  # the label of every tenant settings do not name
+
+
+def labelled(lines: list[TenantFigures], named: set[str]) -> dict[str, TenantFigures]:
+    """The figures by metric label: a tenant named in settings (or the default tenant, "")
+    under its own name, every other one summed into ``other``: a bounded set of labels."""
+    by_label: dict[str, TenantFigures] = {}
+    for line in lines:
+        label = line.tenant if line.tenant in named or not line.tenant else OTHER
+        total = by_label.setdefault(label, TenantFigures(label))
+        for status, count in line.counts.items():
+            total.counts[status] = total.counts.get(status, 0) + count
+        total.due += line.due
+        if line.oldest_due_at is not None and (
+            total.oldest_due_at is None or line.oldest_due_at < total.oldest_due_at
+        ):
+            total.oldest_due_at = line.oldest_due_at
+    return by_label
