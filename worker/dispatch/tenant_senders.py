@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from worker.api_keys import key_fingerprint
 from worker.dispatch.sending import Sender
 
 
@@ -14,6 +15,9 @@ class TenantKeys(Protocol):
 
     @property
     def api_key(self) -> str: ...
+
+    @property
+    def fingerprint_salt(self) -> str: ...
 
     def tenant_api_key(self, tenant: str) -> str | None: ...
 
@@ -32,10 +36,23 @@ class TenantSenders:
         self.keys = keys
         self.for_key = for_key  # None: every key's batch goes through the default sender
         self._by_key: dict[str, Sender] = {}
+        self._fingerprints: dict[str, str] = {}
 
     def has_key(self, tenant: str) -> bool:
         """Whether ``tenant`` has a key to send with: its own or WIRAYA_API_KEY."""
         return self.keys.tenant_api_key(tenant) is not None
+
+    def key_of(self, tenant: str) -> str | None:
+        """The key ``tenant``'s batches go out under: its own or WIRAYA_API_KEY (None: neither)."""
+        return self.keys.tenant_api_key(tenant)
+
+    def fingerprint(self, tenant: str) -> str:
+        """The fingerprint of ``tenant``'s key, under which the gate notes its refusal
+        (WIRAYA_API_KEY's for a tenant with no key: its messages fail unsent)."""
+        key = self.key_of(tenant) or self.keys.api_key
+        if key not in self._fingerprints:
+            self._fingerprints[key] = key_fingerprint(key, self.keys.fingerprint_salt)
+        return self._fingerprints[key]
 
     def sender(self, tenant: str) -> Sender | None:
         """The sender of ``tenant``'s batches; None for the default one (WIRAYA_API_KEY's)."""

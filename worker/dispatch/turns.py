@@ -16,7 +16,7 @@ tenant is the one of the row the claim would take first, and a batch costs no st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,9 @@ from models import Priority, Status
 from models.outbox import outbox_messages as outbox
 
 LANES = (Priority.URGENT, Priority.NORMAL, Priority.BULK)
+# No tenant a claim may serve: every one due is held back by its refused key ("." starts no
+# tenant's name, so no row can be mistaken for it).
+ALL_HELD = ".held"
 MAX_TENANTS = 10_000  # read per lane at most: past it, the rest wait for the head rule
 
 
@@ -69,19 +72,25 @@ class TenantTurns:
         self.in_force = in_force  # tenants named in settings: else the claim's head rule alone
         self.served: dict[str, datetime] = {}
 
-    def choose(self, connection: Connection, now: datetime) -> str | None:
+    def choose(
+        self, connection: Connection, now: datetime, held: Callable[[str], bool] = lambda _: False
+    ) -> str | None:
         """The tenant the next claim serves; None leaves it to the claim's head row (a lapsed
-        lease is due, or no row is)."""
+        lease is due, or no row is); ALL_HELD when every tenant due is ``held`` (its key is
+        refused): the others' lanes are served as if its rows were not there."""
         if not self.in_force or connection.scalar(LAPSED, {"now": now}):
             return None
+        any_held = False
         for lane in LANES:
-            due = connection.execute(DUE_TENANTS, {"lane": int(lane), "now": now}).all()
+            rows = connection.execute(DUE_TENANTS, {"lane": int(lane), "now": now}).all()
+            due = [(tenant, oldest) for tenant, oldest in rows if not held(str(tenant))]
+            any_held = any_held or len(due) < len(rows)
             if due:
                 waits = {
                     str(tenant): self._weighted_wait(tenant, oldest, now) for tenant, oldest in due
                 }
                 return max(sorted(waits), key=waits.__getitem__)
-        return None
+        return ALL_HELD if any_held else None
 
     def served_now(self, tenant: str, now: datetime) -> None:
         """A batch of ``tenant``'s was claimed at ``now``."""
