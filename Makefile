@@ -49,6 +49,7 @@ bench: $(STAMP)  ## the benchmarks (~30 min; needs PostgreSQL and redis-server),
 	$(BIN)/python bench/bench_screen.py
 	$(BIN)/python bench/bench_drain.py
 	$(BIN)/python bench/bench_policy.py
+	$(BIN)/python bench/bench_tenants.py
 	$(BIN)/python bench/bench_bloat.py
 	$(BIN)/python bench/bench_peers.py
 	$(BIN)/python bench/bench_profile.py

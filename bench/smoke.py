@@ -39,6 +39,7 @@ TINY: dict[str, list[str]] = {
     "bench_poison": [],
     "bench_policy": ["--messages", "1000"],
     "bench_tracing": ["--messages", "500", "--rounds", "1"],
+    "bench_tenants": ["--big", "500", "--small", "10", "--backlog", "500"],
 }
 # Each run's bound: a tiny run that takes this long is stuck.
 TIMEOUT = 240

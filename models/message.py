@@ -14,6 +14,7 @@ from models.errors import InvalidMessage
 from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.priority import Priority
 from models.recipient import normalize_recipient
+from models.tenant import checked as checked_tenant
 from models.text import identifier_problem, shown
 from models.trace_context import checked as checked_trace_context
 
@@ -37,6 +38,8 @@ class MessageOptions(TypedDict, total=False):
     trace_context: str | None
     """A W3C ``traceparent`` (a space, then a ``tracestate``, optional) to link the message's
     spans to; by default the active OpenTelemetry span's, and none without one."""
+    tenant: str
+    """The sender the message goes out for (its key, rate and share); "" is the default tenant."""
     max_segments: int | None
     """An SMSFromAlpha text longer than this many SMS parts is refused, with its count."""
     transliterate: bool
@@ -54,6 +57,7 @@ class NewMessage:
     priority: Priority = Priority.NORMAL
     expires_at: datetime | None = None
     trace_context: str | None = None
+    tenant: str = ""
 
     @classmethod
     def create(
@@ -67,6 +71,7 @@ class NewMessage:
         expires_at: object = None,
         ttl: object = None,
         trace_context: object = None,
+        tenant: object = "",
         max_segments: object = None,
         transliterate: bool = False,
         limits: MessageLimits = DEFAULT_LIMITS,
@@ -89,6 +94,7 @@ class NewMessage:
             priority=_priority(priority),
             expires_at=_expiry(expires_at, ttl, due),
             trace_context=checked_trace_context(trace_context),
+            tenant=checked_tenant(tenant),
         )
         # Marks what went through these checks: the constructor is public, and enqueue_many
         # validates a message built with it before writing it (see validated_batch).
@@ -109,6 +115,8 @@ class NewMessage:
             values["next_attempt_at"] = self.send_at
         if self.trace_context is not None:  # written only while a span is active
             values["trace_context"] = self.trace_context
+        if self.tenant:  # the default tenant is the column's default
+            values["tenant"] = self.tenant
         return values
 
 

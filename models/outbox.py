@@ -81,6 +81,9 @@ class OutboxMessage(Base):
     # SMS parts of a text the outbox knows (SMSFromAlpha), set at enqueue and by the screen;
     # None where the text lives in a Wiraya template.
     segments: Mapped[int | None] = mapped_column(SmallInteger)
+    # The sender the message goes out for (models/tenant.py): its API key, rate and share.
+    # "" is the default tenant, what a plain-SQL insert naming none gets.
+    tenant: Mapped[str] = mapped_column(Text, server_default=text("''"))
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
@@ -98,6 +101,17 @@ class OutboxMessage(Base):
         Index(
             "ix_outbox_messages_due",
             "priority",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # Each tenant's due rows, lane by lane in due order: which tenants have rows due, and
+        # one tenant's batch (worker/dispatch/turns.py).
+        Index(
+            "ix_outbox_messages_tenant_due",
+            "priority",
+            "tenant",
             "next_attempt_at",
             "id",
             postgresql_where=text("status = 'pending'"),

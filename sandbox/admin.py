@@ -6,7 +6,7 @@
 | GET  /_sandbox/faults              | the faults in force (durations as *_ms)                  |
 | POST /_sandbox/faults              | change the given faults, keep the others; answers all    |
 | PUT  /_sandbox/faults              | replace all faults (those not given go back to healthy)  |
-| PUT  /_sandbox/api-key             | {"api_key": K}: accept only K from now on (null: any key) |
+| PUT  /_sandbox/api-key             | {"api_key": K or [K1, K2]}: accept only these (null: any) |
 | GET  /_sandbox/ledger              | every received message: {"count", "accepted", "entries"} |
 | GET  /_sandbox/ledger?client_message_id=X | one entry, or 404                                 |
 | GET  /_sandbox/stats               | request and message counters, answers by status, rates   |
@@ -67,9 +67,12 @@ def _change_faults(service: EnqueueService, *, replace_all: bool, body: bytes) -
 def _change_api_key(service: EnqueueService, body: bytes) -> Reply:
     change = orjson.loads(body or b"{}")
     key = change.get("api_key", "") if isinstance(change, Mapping) else ""
-    if key is not None and (not isinstance(key, str) or not key.strip()):
-        raise ValueError('api_key: the key to accept, or null to accept any: {"api_key": "..."}')
-    service.set_api_key(key)
+    keys = key if isinstance(key, list) else [key]
+    if key is not None and (not keys or not all(isinstance(k, str) and k.strip() for k in keys)):
+        raise ValueError(
+            'api_key: the key to accept, a list of keys, or null to accept any: {"api_key": "..."}'
+        )
+    service.set_api_key(None if key is None else keys)
     return json_reply(200, {"api_key_required": service.api_key_required})
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from sandbox.faults import Dice, Faults, RateLimiter, retry_after_seconds
-from sandbox.ledger import Ledger
+from sandbox.ledger import Ledger, key_fingerprint
 from sandbox.recipients import draws_no_answer, draws_server_error
 from sandbox.replies import (
     BAD_GATEWAY,
@@ -61,12 +61,12 @@ class EnqueueService:
         faults: Faults | None = None,
         *,
         seed: int | None = 0,
-        api_key: str | None = None,
+        api_key: str | Iterable[str] | None = None,
         reports: ReportPusher | None = None,
     ) -> None:
         self._faults = faults or Faults()
         self.reports = reports  # delivery reports of accepted messages, when configured
-        self._api_key = api_key
+        self._api_keys = _keys(api_key)
         self.ledger = Ledger()
         self.stats = Stats()
         self.dice = Dice(seed)
@@ -94,12 +94,12 @@ class EnqueueService:
 
     @property
     def api_key_required(self) -> bool:
-        """Whether one X-ApiKey only is accepted (else any non-empty one)."""
-        return self._api_key is not None
+        """Whether only the given X-ApiKeys are accepted (else any non-empty one)."""
+        return self._api_keys is not None
 
-    def set_api_key(self, api_key: str | None) -> None:
-        """Accept only this X-ApiKey from now on (None: any non-empty one): a rotated key."""
-        self._api_key = api_key
+    def set_api_key(self, api_key: str | Iterable[str] | None) -> None:
+        """Accept only this X-ApiKey (or these) from now on (None: any): a rotated key."""
+        self._api_keys = _keys(api_key)
 
     def reset(self) -> None:
         """Empty the ledger and stats and restart the dice and rate limiter; faults stay."""
@@ -177,11 +177,9 @@ class EnqueueService:
         key = request.api_key
         if not key:
             return INVALID_KEY
-        if self._api_key is not None and not hmac.compare_digest(
-            key.encode(), self._api_key.encode()
-        ):
-            return INVALID_KEY
-        return None
+        known = self._api_keys or (key,)
+        found = any(hmac.compare_digest(key.encode(), one.encode()) for one in known)
+        return None if found else INVALID_KEY
 
     def _media_type(self, request: Request, _: Faults) -> Reply | None:
         media_type = (request.content_type or "").split(";", 1)[0].strip().lower()
@@ -208,7 +206,8 @@ class EnqueueService:
             self._pause(HANG)  # the client gives up long before, or the server stops
             return replace(UNAVAILABLE, drop=True)
         accepted: list[tuple[str, str, str]] = []
-        results.update(record(valid, self.ledger, self.stats, accepted))
+        key = key_fingerprint(request.api_key)
+        results.update(record(valid, self.ledger, self.stats, accepted, key))
         if self.reports is not None and accepted:
             # Before the answer goes out: some reports reach the receiver first, as Wiraya's may.
             self.reports.accepted(accepted, datetime.now(UTC))
@@ -253,3 +252,10 @@ class EnqueueService:
     def _pause(self, duration: timedelta) -> None:
         if duration > timedelta(0):
             self._stopping.wait(duration.total_seconds())
+
+
+def _keys(api_key: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """The X-ApiKeys accepted: one, several (one per account), or None for any."""
+    if api_key is None:
+        return None
+    return (api_key,) if isinstance(api_key, str) else tuple(api_key)

@@ -32,8 +32,10 @@ def build_parser(prog: str = "outbox sandbox") -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice (default 0)")
     parser.add_argument(
         "--api-key",
-        help="the only X-ApiKey accepted (default: any non-empty key is accepted); "
-        "PUT /_sandbox/api-key changes it at run time, as a key rotation at Wiraya",
+        action="append",
+        help="an X-ApiKey accepted, the only one unless repeated or given as a comma-separated "
+        "list (one per account; default: any non-empty key is accepted); PUT "
+        "/_sandbox/api-key changes them at run time, as a key rotation at Wiraya",
     )
     parser.add_argument(
         "--ledger-file",
@@ -155,7 +157,9 @@ def main(argv: list[str] | None = None, *, prog: str = "outbox sandbox") -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     pusher = ReportPusher(pushing, seed=args.seed).start() if pushing else None
-    service = EnqueueService(faults, seed=args.seed, api_key=args.api_key, reports=pusher)
+    service = EnqueueService(
+        faults, seed=args.seed, api_key=_accepted_keys(args.api_key), reports=pusher
+    )
     if args.ledger_file is not None:
         service.ledger.load(args.ledger_file)
     try:
@@ -188,3 +192,10 @@ def _stop_on_sigterm(server: SandboxServer) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
+
+
+def _accepted_keys(given: list[str] | None) -> list[str] | None:
+    """Every --api-key, each possibly a comma-separated list; None: any key is accepted."""
+    if not given:
+        return None
+    return [key.strip() for item in given for key in item.split(",") if key.strip()]

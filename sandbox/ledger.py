@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import Counter
@@ -25,6 +26,7 @@ class Entry:
     times_received: int = 1
     tracking_id: str | None = None
     accepted_at: datetime | None = None
+    key: str = ""  # the fingerprint of the X-ApiKey it last came with (key_fingerprint)
 
     def to_json(self) -> dict[str, Any]:
         """The entry as the admin endpoint shows it, times in ISO 8601 UTC."""
@@ -36,6 +38,7 @@ class Entry:
             "first_received": _iso(self.first_received),
             "last_received": _iso(self.last_received),
             "accepted_at": _iso(self.accepted_at) if self.accepted_at else None,
+            "key": self.key,
         }
 
 
@@ -48,7 +51,11 @@ class Ledger:
     _answering: Counter[str] = field(default_factory=Counter)  # ids of answers being written
 
     def receive(
-        self, batch: Iterable[tuple[str, str]], now: datetime, visit: Callable[[Entry], None]
+        self,
+        batch: Iterable[tuple[str, str]],
+        now: datetime,
+        visit: Callable[[Entry], None],
+        key: str = "",
     ) -> int:
         """Count one receipt of each (clientMessageId, recipient) and let `visit` answer it.
 
@@ -68,6 +75,7 @@ class Ledger:
                 else:
                     entry.times_received += 1
                     entry.last_received = now
+                entry.key = key
                 visit(entry)
         return overlapping
 
@@ -117,6 +125,11 @@ class Ledger:
         return len(loaded)
 
 
+def key_fingerprint(api_key: str | None) -> str:
+    """A key as the ledger names it: the first 16 hex digits of its SHA-256, never the key."""
+    return hashlib.sha256((api_key or "").encode()).hexdigest()[:16]
+
+
 def new_tracking_ids(count: int) -> Iterator[str]:
     """`count` unique 32-character hexadecimal tracking ids, as Wiraya issues them."""
     hexes = os.urandom(16 * count).hex()  # one system call for the whole batch
@@ -133,6 +146,7 @@ def _entry(item: dict[str, Any]) -> Entry:
         item["times_received"],
         item["tracking_id"],
         _moment(accepted_at) if accepted_at else None,
+        item.get("key", ""),
     )
 
 

@@ -89,7 +89,7 @@ def running_sandbox(
     host: str = "127.0.0.1",
     port: int = 0,
     seed: int | None = 0,
-    api_key: str | None = None,
+    api_key: str | list[str] | None = None,
     reports: Pushing | None = None,
 ) -> Iterator[RunningSandbox]:
     """Serve a sandbox (on a free port by default) for the duration of the block; with
@@ -172,4 +172,5 @@ def _entry(data: dict[str, Any]) -> Entry:
         times_received=data["times_received"],
         tracking_id=data["tracking_id"],
         accepted_at=moment(data["accepted_at"]),
+        key=data.get("key", ""),
     )

@@ -45,9 +45,11 @@ def record(
     ledger: Ledger,
     stats: Stats,
     accepted: list[tuple[str, str, str]] | None = None,
+    key: str = "",
 ) -> dict[str, Any]:
-    """Receive the valid messages in the ledger and decide each one's result; the messages
-    accepted for the first time go to ``accepted`` as (clientMessageId, recipient, tracking id)."""
+    """Receive the valid messages in the ledger (each noted with ``key``, the fingerprint of
+    the key they came with) and decide each one's result; the messages accepted for the first
+    time go to ``accepted`` as (clientMessageId, recipient, tracking id)."""
     now = datetime.now(UTC)
     fresh = new_tracking_ids(len(valid))
     results: dict[str, Any] = {}
@@ -78,7 +80,7 @@ def record(
             "isTransientError": False,
         }
 
-    overlapping = ledger.receive(valid, now, answer_and_note)
+    overlapping = ledger.receive(valid, now, answer_and_note, key)
     counts[Behaviour.ACCEPT.value] = len(valid) - sum(counts.values())
     counts["received_while_answering"] = overlapping
     stats.add(**counts)

@@ -29,6 +29,7 @@ from worker.secrets import variable
 from worker.setting_concern import _Concern
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
 from worker.settings_policy import PolicySettings
+from worker.tenant_settings import per_tenant, tenant_key, tenant_weight
 
 
 class NotifyMode(StrEnum):
@@ -108,6 +109,11 @@ class ApiSettings(_Concern):
 
     wiraya_base_url: str = Field("https://api.wiraya.com", alias="WIRAYA_BASE_URL")
     wiraya_api_key: SecretStr | None = Field(None, alias="WIRAYA_API_KEY")
+    # Each tenant's own key (docs/tenants.md): "clinic=key1,shop=key2"; a tenant not named
+    # here sends with WIRAYA_API_KEY.
+    wiraya_api_keys: Annotated[dict[str, SecretStr], BeforeValidator(per_tenant(tenant_key))] = (
+        Field(default_factory=dict, alias="WIRAYA_API_KEYS")
+    )
     wiraya_timeout: Seconds = Field(timedelta(seconds=30), alias="WIRAYA_TIMEOUT_SECONDS")
     # Host names that count as a local sandbox besides localhost (plain http allowed, no key
     # needed): an explicit opt-in, e.g. "sandbox" for docker-compose's sandbox service.
@@ -136,8 +142,11 @@ class ApiSettings(_Concern):
                 "WIRAYA_API_KEY: must be printable ASCII with no space or tab before or after it "
                 "(it is sent as an HTTP header): check the .env file or the secret's file"
             )
-        if key is None and not self.wiraya_is_local:
-            raise ValueError("WIRAYA_API_KEY: required unless WIRAYA_BASE_URL is a local sandbox")
+        if key is None and not self.wiraya_api_keys and not self.wiraya_is_local:
+            raise ValueError(
+                "WIRAYA_API_KEY: required unless WIRAYA_API_KEYS names tenants' keys "
+                "or WIRAYA_BASE_URL is a local sandbox"
+            )
         return self
 
     @property
@@ -150,6 +159,16 @@ class ApiSettings(_Concern):
     def api_key(self) -> str:
         """The API key in clear, for the one header that needs it; the sandbox accepts any."""
         return self.wiraya_api_key.get_secret_value() if self.wiraya_api_key else "sandbox"
+
+    def tenant_api_key(self, tenant: str) -> str | None:
+        """The key ``tenant``'s messages go out under: its own, else WIRAYA_API_KEY (else, on a
+        local sandbox with no tenant's key set, the sandbox's stand-in); None when it has none."""
+        own = self.wiraya_api_keys.get(tenant)
+        if own is not None:
+            return own.get_secret_value()
+        if self.wiraya_api_key is None and (self.wiraya_api_keys or not self.wiraya_is_local):
+            return None
+        return self.api_key
 
 
 # Batches grow to this size unless OUTBOX_BATCH_SIZE_MAX says otherwise: past it a drain's
@@ -184,6 +203,10 @@ class DispatchSettings(_Concern):
     # longest a key the API takes again stays refused without an operator.
     refused_key_retry: Seconds = Field(
         timedelta(seconds=300), alias="OUTBOX_REFUSED_KEY_RETRY_SECONDS"
+    )
+    # Each tenant's share of the waiting-time turns, "clinic=2,shop=0.5" (others: 1).
+    tenant_weights: Annotated[dict[str, float], BeforeValidator(per_tenant(tenant_weight))] = Field(
+        default_factory=dict, alias="OUTBOX_TENANT_WEIGHTS"
     )
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from models.errors import InvalidMessage
 from models.priority import Priority
+from models.tenant import problem as tenant_problem
 from models.trace_context import TraceContext, parse
 
 if TYPE_CHECKING:
@@ -98,6 +99,13 @@ def _decide() -> Tracer | None:
     return install(NAME)
 
 
+def _tenant(raw: object) -> str:
+    """The batch's tenant as a span attribute: its name when valid (a claimed row's is raw)."""
+    if isinstance(raw, bytes | bytearray | memoryview):  # SQLite hands back bytes
+        raw = bytes(raw).decode("utf-8", "replace")
+    return raw if isinstance(raw, str) and tenant_problem(raw) is None else "invalid"
+
+
 @contextmanager
 def batch_span(rows: Sequence[TracedRow], outcome: BatchOutcome) -> Iterator[None]:
     """The span of one batch: linked to its messages' producers, its outcomes noted at the end."""
@@ -109,7 +117,7 @@ def batch_span(rows: Sequence[TracedRow], outcome: BatchOutcome) -> Iterator[Non
 
     lane = Priority(min(row.priority for row in rows)).name.lower()
     attributes: Attributes = {
-        "outbox.tenant": str(getattr(rows[0], "tenant", "")),
+        "outbox.tenant": _tenant(getattr(rows[0], "tenant", "")),
         "outbox.lane": lane,
         "messaging.system": "wiraya-outbox",
         "messaging.batch.message_count": len(rows),

@@ -60,6 +60,7 @@ class ClaimedRow:
     trace_context: object = None  # the producer's, raw: the batch's span links to it if valid
     segments: object = None  # SMS parts as stored: None for a raw-SQL row or a template
     due_at: object = None  # when it fell due this time (next_attempt_at), raw
+    tenant: object = ""  # the sender it goes out for, raw (screened: models/tenant.py)
 
 
 def new_token() -> int:
@@ -103,11 +104,23 @@ def _sources(now: Any, limit: Any, *, lock: bool, floored: bool = False) -> list
     return limited
 
 
+def _head_tenant(now: Any) -> Any:
+    """The tenant of the row the claim would take first (urgent, a lapsed lease, normal,
+    bulk; each lane past its floor): the batch is that tenant's alone, sent under its key.
+    Read with SKIP LOCKED, so a row another claim holds names no tenant."""
+    heads = [
+        source.with_only_columns(outbox.c.tenant).cte(f"head_{n}")
+        for n, source in enumerate(_sources(now, 1, lock=True, floored=True))
+    ]
+    return union_all(*(select(head.c.tenant) for head in heads)).limit(1).scalar_subquery()
+
+
 def _claim_statement(database: Database) -> Any:
     """Take up to ``limit`` due rows in one statement: mark them sending under a lease and a
     fresh claim token, count the attempt and remember when each first fell due.
 
-    Urgent rows come first, then expired leases, then normal and bulk rows, each lane oldest
+    A batch holds one tenant's rows: the tenant of the row that would come first. Urgent
+    rows come first, then expired leases, then normal and bulk rows, each lane oldest
     due first; every source is read through a partial index (each lane is one range of
     ix_outbox_messages_due) and locked with SKIP LOCKED, and read only as far as the batch
     still needs rows. Urgent rows go without normal and bulk rows: when any is due those lanes
@@ -121,8 +134,11 @@ def _claim_statement(database: Database) -> Any:
     """
     limit = bindparam("limit", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
+    # The first pass names no tenant (the head row's is taken); a second one, past no floor,
+    # keeps the first's tenant.
+    tenant = func.coalesce(bindparam("batch_tenant", type_=outbox.c.tenant.type), _head_tenant(now))
     sources = [
-        source.cte(f"source_{n}")
+        source.where(outbox.c.tenant == tenant).cte(f"source_{n}")
         for n, source in enumerate(_sources(now, limit, lock=True, floored=True))
     ]
     unchanged = exists().where(
@@ -176,6 +192,7 @@ def _returned(database: Database) -> list[Any]:
         trace,
         outbox.c.segments,
         database.raw_time(outbox.c.next_attempt_at).label("due_at"),
+        database.raw_text(outbox.c.tenant).label("tenant"),
     ]
 
 
@@ -194,12 +211,14 @@ def claim(
     token: int,
     urgent_alone: bool = True,
     floors: LaneFloors | None = None,
+    tenant: str | None = None,
 ) -> list[ClaimedRow]:
     """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version``.
 
     Urgent rows go in a batch of their own unless ``urgent_alone`` is false. With ``floors``
     (a process's own), the normal and bulk lanes are read past the rows its last claims took;
-    a claim that comes back short there takes the rest from the head of each lane.
+    a claim that comes back short there takes the rest from the head of each lane. With
+    ``tenant``, that tenant's rows only (else the tenant of the row that would come first).
     """
     floors = floors if floors is not None else LaneFloors()
     parameters = {
@@ -209,17 +228,33 @@ def claim(
         "locked_until": now + lease,
         "version": version,
         "token": token,
+        "batch_tenant": tenant,
     }
     bounded = floors.in_force()
     rows = _claimed(connection, {**parameters, **floors.parameters()})
     urgent = any(row.priority == int(Priority.URGENT) for row in rows)
     if bounded and len(rows) < limit and not urgent:  # below a floor may lie a row due
         floors.clear()
-        rest = {**parameters, "limit": limit - len(rows), **floors.parameters()}
+        rest = {
+            **parameters,
+            "limit": limit - len(rows),
+            **floors.parameters(),
+            "batch_tenant": tenant_of(rows) if rows else tenant,
+        }
         rows += _claimed(connection, rest)
     floors.advance([(row.priority, row.id, row.due_at) for row in rows])
     rows.sort(key=lambda row: row.id)
     return rows
+
+
+def tenant_of(rows: list[ClaimedRow]) -> str | None:
+    """The tenant the first pass took, as text (SQLite hands raw text back as bytes)."""
+    if not rows:
+        return None
+    raw = rows[0].tenant
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raw = bytes(raw).decode("utf-8", "replace")
+    return raw if isinstance(raw, str) else None
 
 
 def _claimed(connection: Connection, parameters: dict[str, Any]) -> list[ClaimedRow]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
@@ -25,10 +26,11 @@ from sqlalchemy import Connection, Engine
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import connect_on_first_use, outbox_clock
-from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token
+from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token, tenant_of
 from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
+from worker.dispatch.gate.state import GateView, held_keys
 from worker.dispatch.outcomes import (
     Outcomes,
     released,
@@ -39,9 +41,11 @@ from worker.dispatch.outcomes import (
 from worker.dispatch.policy import rules as policy_rules
 from worker.dispatch.record import RowResult
 from worker.dispatch.recorder import Recorder
-from worker.dispatch.screen import Outgoing, Screened, screen
+from worker.dispatch.screen import Outgoing, Screened, Unsendable, screen
 from worker.dispatch.sending import BatchSend, BatchSender, Sender
 from worker.dispatch.summary import BatchState, BatchSummary
+from worker.dispatch.tenant_senders import TenantSenders, no_key_reason
+from worker.dispatch.turns import ALL_HELD, TenantTurns
 from worker.settings import Settings
 from worker.tracing import batch_span
 
@@ -66,6 +70,7 @@ class Dispatcher:
         on_full_batch: Callable[[], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
+        sender_for_key: Callable[[str], Sender] | None = None,
     ) -> None:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
@@ -81,7 +86,11 @@ class Dispatcher:
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
         self.floors = LaneFloors()  # where this process's claims of each lane ended
+        named = bool(settings.tenant_weights or settings.wiraya_api_keys)
+        self.turns = TenantTurns(settings.tenant_weights, in_force=named)
         self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
+        # Each tenant's batches go out under its own key (docs/tenants.md).
+        self.senders = TenantSenders(settings, sender_for_key)
         self.batch_sender = BatchSender(
             sender,
             self.gate,
@@ -133,7 +142,7 @@ class Dispatcher:
     def due_batches(self, now: datetime) -> int:
         """How many dispatches the due rows call for (capped at the parallel limit)."""
         with self.engine.connect() as connection:
-            view = self.gate.read(connection)
+            view = _beat_view(self, connection)
             wanted = self.gate.dispatches_wanted(view, now)
             if not wanted:
                 return 0
@@ -174,12 +183,12 @@ class Dispatcher:
     ) -> tuple[Permit, list[ClaimedRow]]:
         """The gate's permit and the rows claimed under it (a changed gate is read again once)."""
         for _ in range(2):
-            view = self.gate.read(connection)
-            permit = self.gate.permit(connection, view, now)
-            if not permit.allowed:
+            turn, permit = _turn_and_permit(self, connection, now)
+            if not permit.allowed or turn == ALL_HELD:
                 return permit, []
-            rows = _claim_under(self, connection, permit, now, token)
-            if rows or self.gate.read(connection).version == view.version:
+            rows = _claim_under(self, connection, permit, now, token, turn)
+            permit = _under_rows_key(self, permit, rows) if turn is None else permit
+            if rows or self.gate.read(connection, permit.view.key).version == permit.view.version:
                 return permit, rows
         return permit, []
 
@@ -191,7 +200,8 @@ class Dispatcher:
             return SLOT_TOO_FAR if wait is None else None
         self.sleep(wait.total_seconds())
         with self.engine.connect() as connection:
-            return self.gate.held_after_wait(self.gate.read(connection), permit, self.clock())
+            view = self.gate.read(connection, permit.view.key)
+            return self.gate.held_after_wait(view, permit, self.clock())
 
     def _process(
         self,
@@ -202,11 +212,13 @@ class Dispatcher:
         summary: BatchSummary,
     ) -> None:
         screened = _with_policy(self, self._screen(rows, permit, token, now, summary), now, summary)
+        screened, sender = _tenant_sender(self.senders, screened)
         results = _unsent(screened, summary)
         if screened.outgoing:
             early = _record_first(self, screened.outgoing, results, summary, token, now)
+            lease_end = now + self.settings.lease
             sent = self.batch_sender.send(
-                screened.outgoing, permit, lease_end=now + self.settings.lease, on_settled=early
+                screened.outgoing, permit, lease_end=lease_end, on_settled=early, sender=sender
             )
         else:
             sent = BatchSend()
@@ -234,7 +246,7 @@ class Dispatcher:
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
             self.recorder.write_batch(summary, failures, token, now)
             with self.engine.connect() as connection:
-                rows = _claim_under(self, connection, permit, now, token)
+                rows = _claim_under(self, connection, permit, now, token, tenant_of(rows))
             summary.note_claimed(rows)
             screened = self._screen_rows(rows, now)
         return screened
@@ -263,6 +275,18 @@ def _with_policy(
     return Screened(verdict.outgoing, screened.unsendable + verdict.failed)
 
 
+def _tenant_sender(senders: TenantSenders, screened: Screened) -> tuple[Screened, Sender | None]:
+    """The batch's tenant's sender (a claim takes one tenant's rows; None: the default one);
+    without a key for the tenant its messages fail, the reason naming the tenant."""
+    if not screened.outgoing:
+        return screened, None
+    tenant = screened.outgoing[0].tenant
+    if senders.has_key(tenant):
+        return screened, senders.sender(tenant)
+    failed = [Unsendable(item.row, no_key_reason(tenant)) for item in screened.outgoing]
+    return Screened([], screened.unsendable + failed), None
+
+
 def _unsent(screened: Screened, summary: BatchSummary) -> list[RowResult]:
     """The rows that go nowhere this time: the screen's and the policy's failures, and the
     messages the policy holds (back to pending, no attempt spent)."""
@@ -289,14 +313,55 @@ def _record_first(
     return record
 
 
+def _beat_view(dispatcher: Dispatcher, connection: Connection) -> GateView:
+    """The gate as beat counts dispatches by: with tenants' keys, a refused one holds back no
+    dispatch (each passes over the tenants it holds), else the worker's own key's refusal."""
+    view = dispatcher.gate.read(connection)
+    return replace(view, key_refused=False) if dispatcher.turns.in_force else view
+
+
+def _under_rows_key(dispatcher: Dispatcher, permit: Permit, rows: list[ClaimedRow]) -> Permit:
+    """A head row's batch (no turn chosen) goes out under its tenant's key: a refusal it draws
+    is noted under that key's fingerprint."""
+    if not rows:
+        return permit
+    key = dispatcher.senders.fingerprint(tenant_of(rows) or "")
+    return replace(permit, view=replace(permit.view, key=key))
+
+
+def _turn_and_permit(
+    dispatcher: Dispatcher, connection: Connection, now: datetime
+) -> tuple[str | None, Permit]:
+    """Whose batch comes next (None: the head row's) and the gate's permit read with the
+    refusal of that tenant's key. Tenants whose refused key is not due a retry are passed
+    over: a refused key stops its own tenants only (ALL_HELD: every tenant due is held)."""
+    gate, senders = dispatcher.gate, dispatcher.senders
+    turn = None
+    if dispatcher.turns.in_force:
+        held = held_keys(connection, now)
+        turn = dispatcher.turns.choose(
+            connection, now, held=lambda tenant: senders.fingerprint(tenant) in held
+        )
+    if turn == ALL_HELD:  # nothing this dispatch may send until a key's retry is due
+        view = replace(gate.read(connection), key_refused=False)
+        return turn, Permit(view, gate.batch_size(view))
+    view = gate.read(connection, senders.fingerprint(turn) if turn is not None else None)
+    return turn, gate.permit(connection, view, now)
+
+
 def _claim_under(
-    dispatcher: Dispatcher, connection: Connection, permit: Permit, now: datetime, token: int
+    dispatcher: Dispatcher,
+    connection: Connection,
+    permit: Permit,
+    now: datetime,
+    token: int,
+    turn: str | None,
 ) -> list[ClaimedRow]:
     """The claim a permit allows: its size (one row while records are on trial), the lease,
-    the gate's version, and the process's lane floors."""
+    the gate's version, the process's lane floors, and whose batch it is (``turn``)."""
     n = dispatcher.recorder.claim_limit(permit.size)
     alone = dispatcher.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
-    return claim(
+    rows = claim(
         connection,
         limit=n,
         lease=dispatcher.settings.lease,
@@ -305,4 +370,9 @@ def _claim_under(
         token=token,
         urgent_alone=alone,
         floors=dispatcher.floors,
+        tenant=turn,
     )
+    served = tenant_of(rows)
+    if served is not None:
+        dispatcher.turns.served_now(served, now)
+    return rows

@@ -17,6 +17,7 @@ from models import (
     decode_stored_content,
     screen_stored,
 )
+from models.tenant import checked as checked_tenant
 from worker.dispatch.claim import ClaimedRow
 from worker.wiraya.results import Communication
 
@@ -33,6 +34,7 @@ class Outgoing:
     communication: Communication
     expires_at: datetime | None
     suspicion: int  # requests holding it that failed without an answer: above 0, a suspect
+    tenant: str = ""  # the sender it goes out for (its key): the default tenant when ""
 
     @property
     def id(self) -> int:
@@ -97,11 +99,12 @@ def _screen_row(
         )
         communication = Communication(*stored)
         suspicion = _count(row.suspicion, "suspicion")
+        tenant = checked_tenant(_text(row.tenant, "tenant"))
     except InvalidMessage as problem:
         return f"invalid: {problem}"
     except Exception as error:  # whatever else a raw row can make a parser do: it fails alone
         return f"invalid: the row cannot be read ({type(error).__name__})"
-    return Outgoing(row, communication, expires_at, suspicion)
+    return Outgoing(row, communication, expires_at, suspicion, tenant)
 
 
 def _count(value: object, field: str) -> int:

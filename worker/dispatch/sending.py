@@ -132,12 +132,14 @@ class BatchSender:
         *,
         lease_end: datetime,
         on_settled: Callable[[BatchSend], None] = lambda sent: None,
+        sender: Sender | None = None,  # the batch's tenant's (its key); else the default one
     ) -> BatchSend:
         """Send ``batch`` (a probe sends one message first); return every answer gathered.
 
         ``on_settled`` is shown the answers so far once the clean messages are settled and
         before any suspect is sent (a suspect may hang for a whole timeout)."""
         run = _Run(self, permit, lease_end)
+        run.sender = sender or self.sender
         batch = sorted(batch, key=lambda outgoing: outgoing.order)
         if permit.probe is not None and batch:
             # The probe asks whether the API answers: the least suspected message, alone.
@@ -157,6 +159,7 @@ class _Run:
 
     def __init__(self, sending: BatchSender, permit: Permit, lease_end: datetime) -> None:
         self.sending = sending
+        self.sender = sending.sender  # the batch's tenant's may replace it
         self.permit = permit
         self.lease_end = lease_end
         self.sent = BatchSend()
@@ -274,7 +277,7 @@ class _Run:
         clock_started = self.sending.monotonic()
         deadline = clock_started + (bound - now).total_seconds()
         communications = [outgoing.communication for outgoing in batch]
-        result = self.sending.sender.send(communications, deadline=deadline)
+        result = self.sender.send(communications, deadline=deadline)
         seconds = self.sending.monotonic() - clock_started
         record = RequestRecord(now, len(batch), seconds, type(result).__name__)
         self.sent.requests.append(record)

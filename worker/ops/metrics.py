@@ -53,6 +53,7 @@ from worker.ops.counters import (
     counters_redis,
 )
 from worker.ops.snapshot import Snapshot, take_snapshot
+from worker.ops.tenant_figures import labelled, tenant_figures
 from worker.reports.metrics import DeliveryCollector
 from worker.settings import OperatorSettings
 
@@ -98,6 +99,35 @@ class OutboxCollector(Collector):
         yield up
         yield from _backlog(snapshot)
         yield from _gate(snapshot.gate)
+        yield from self._tenants(snapshot.taken_at)
+
+    def _tenants(self, now: datetime) -> Iterator[Metric]:
+        """Pending messages by tenant: the tenants OUTBOX_TENANT_WEIGHTS names (and the
+        default one, "") by name, the others as ``other``."""
+        try:
+            with self.engine.connect() as connection:
+                lines = tenant_figures(connection, now, (Status.PENDING,))
+        except SQLAlchemyError as error:
+            log.warning("metrics: cannot read the tenants' figures: %s", error)
+            return
+        by_label = labelled(lines, set(self.settings.tenant_weights))
+        pending = GaugeMetricFamily(
+            "outbox_tenant_pending", "Pending messages by tenant.", labels=["tenant"]
+        )
+        due = GaugeMetricFamily(
+            "outbox_tenant_due", "Pending messages due now by tenant.", labels=["tenant"]
+        )
+        oldest = GaugeMetricFamily(
+            "outbox_tenant_oldest_due_seconds",
+            "How long the tenant's oldest due message has waited (0: none due).",
+            labels=["tenant"],
+        )
+        for label, figures in sorted(by_label.items()):
+            pending.add_metric([label], figures.counts.get(Status.PENDING.value, 0))
+            due.add_metric([label], figures.due)
+            waited = None if figures.oldest_due_at is None else now - figures.oldest_due_at
+            oldest.add_metric([label], _seconds(waited))
+        yield from (pending, due, oldest)
 
     def _counters(self, client: redis.Redis) -> Iterator[Metric]:
         up = GaugeMetricFamily(

@@ -203,6 +203,25 @@ def add_nullable_column(table: str, column: Column[Any]) -> None:
         op.add_column(table, column)
 
 
+def add_column_with_constant_default(table: str, column: Column[Any], default: str) -> None:
+    """Add ``column`` NOT NULL DEFAULT ``default`` (a constant, as SQL) unless it is there.
+
+    PostgreSQL keeps a constant default in the catalogue: existing rows are neither rewritten
+    nor read, so this is the same short catalogue change as a nullable column.
+    """
+    dialect = op.get_context().dialect
+    if database_of(dialect).changes_columns_online:  # offline too (`--sql`)
+        kind = column.type.compile(dialect=dialect)
+        with steps():
+            short_transaction(
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.name} {kind} "
+                f"NOT NULL DEFAULT {default}"
+            )
+    elif column.name not in _sqlite_columns(table):
+        added = Column(column.name, column.type, nullable=False, server_default=text(default))
+        op.add_column(table, added)
+
+
 def drop_column(table: str, name: str) -> None:
     """Drop column ``name`` of ``table`` if it is there."""
     if database_of(op.get_context().dialect).changes_columns_online:

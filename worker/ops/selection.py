@@ -9,7 +9,7 @@ Text matching ignores case beyond ASCII on both databases (``Database.contains_a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ class Selection:
     since: datetime | None = None
     until: datetime | None = None
     priority: Priority | None = None
+    tenant: str | None = None  # one tenant's messages ("" the default tenant's)
 
     def up_to(self, moment: datetime) -> Selection:
         """The same rows, but only those whose time column is before ``moment``.
@@ -48,7 +49,7 @@ class Selection:
         while it runs (a message enqueued, a message failing again) are not swept along.
         """
         until = moment if self.until is None else min(self.until, moment)
-        return Selection(self.client_message_ids, self.error, self.since, until, self.priority)
+        return replace(self, until=until)
 
 
 def selected(connection: Connection, selection: Selection, status: Status, time_column: str) -> Any:
@@ -60,6 +61,8 @@ def selected(connection: Connection, selection: Selection, status: Status, time_
         conditions.append(_contains_any_case(connection, selection.error))
     if selection.priority is not None:
         conditions.append(outbox.c.priority == int(selection.priority))
+    if selection.tenant is not None:
+        conditions.append(outbox.c.tenant == selection.tenant)
     column = outbox.c[time_column]
     if selection.since is not None:
         conditions.append(column >= selection.since)

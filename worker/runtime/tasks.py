@@ -31,6 +31,7 @@ def dispatcher() -> Dispatcher:
         WirayaClient.from_settings(settings),
         on_full_batch=wake_dispatchers,
         should_stop=shutdown.stopping,
+        sender_for_key=functools.partial(WirayaClient.for_key, settings),
     )
 
 

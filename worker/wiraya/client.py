@@ -133,6 +133,16 @@ class WirayaClient:
             secret=settings.wiraya_api_key is not None,
         )
 
+    @classmethod
+    def for_key(cls, settings: Settings, api_key: str) -> WirayaClient:
+        """A client like ``from_settings``'s, under another key (a tenant's own)."""
+        return cls(
+            settings.wiraya_base_url,
+            api_key,
+            settings.wiraya_timeout,
+            sandbox_hosts=settings.sandbox_hosts,
+        )
+
     @property
     def max_request_duration(self) -> timedelta:
         """The longest one `send` may be in flight (WIRAYA_TIMEOUT_SECONDS); a lease covers it."""

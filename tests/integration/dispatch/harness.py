@@ -127,7 +127,13 @@ class Outbox:
             clock=self.clock,
             rng=random.Random(7),
             sleep=self.sleeps.append,
+            sender_for_key=lambda key: self.keyed_client(settings, key),
         )
+
+    def keyed_client(self, settings: Settings, api_key: str) -> WirayaClient:
+        client = WirayaClient.for_key(settings, api_key)
+        self.clients.append(client)
+        return client
 
     def close(self) -> None:
         for client in self.clients:

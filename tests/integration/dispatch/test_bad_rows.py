@@ -220,3 +220,28 @@ def test_a_suspicion_that_is_not_a_count_fails_alone(outbox: Outbox) -> None:
         "not-a-number": f"invalid: suspicion: {wrong_type}",
     }
     assert_only_bad_rows_failed(outbox, good, bad)
+
+
+HOSTILE_TENANTS = {
+    "hostile-tab": "a\tb",
+    "hostile-comma": "shop,other=key",
+    "hostile-long": "x" * 65,
+}
+
+
+def test_a_raw_tenant_no_producer_would_write_fails_alone(outbox: Outbox) -> None:
+    good = outbox.enqueue_ordinary(2)
+    for number, (cmid, tenant) in enumerate(HOSTILE_TENANTS.items()):
+        outbox.insert_raw(cmid, recipient(930 + number), ALPHA)
+        with outbox.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE outbox_messages SET tenant = :tenant WHERE client_message_id = :id"),
+                {"tenant": tenant, "id": cmid},
+            )
+
+    dispatcher = outbox.dispatcher()
+    summaries = [dispatcher.dispatch_once() for _ in range(5)]  # a batch holds one tenant's rows
+
+    assert sum(summary.accepted for summary in summaries) == 2
+    assert sum(summary.failed for summary in summaries) == 3
+    assert_only_bad_rows_failed(outbox, good, dict.fromkeys(HOSTILE_TENANTS, "invalid: tenant"))

@@ -29,7 +29,7 @@ OUTBOX_TABLES = {
     "outbox_suppressions",
     "outbox_recipient_pacing",
 }
-HEAD = "0014_sending_policy"
+HEAD = "0015_tenants"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
@@ -129,6 +129,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "reach_evidence",
         "trace_context",
         "segments",
+        "tenant",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {
@@ -143,6 +144,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "updated_at",
         "priority",
         "suspicion",
+        "tenant",
     }
     if engine.dialect.name == "postgresql":
         types = {name: str(column["type"]) for name, column in columns.items()}
@@ -175,8 +177,16 @@ def test_the_claim_indexes_are_partial(engine: Engine) -> None:
         if engine.dialect.name == "postgresql"
         else "WHERE tracking_id IS NOT NULL"
     )
+    tenant_due = indexes["ix_outbox_messages_tenant_due"]
+    assert "(priority, tenant, next_attempt_at, id)" in tenant_due
+    assert tenant_due.endswith(
+        "WHERE (status = 'pending'::text)"
+        if engine.dialect.name == "postgresql"
+        else "WHERE status = 'pending'"
+    )
     assert set(indexes) - {"uq_outbox_messages_client_message_id", "pk_outbox_messages"} == {
         "ix_outbox_messages_due",
+        "ix_outbox_messages_tenant_due",
         "ix_outbox_messages_lease",
         "ix_outbox_messages_recipient",
         "ix_outbox_messages_accepted",

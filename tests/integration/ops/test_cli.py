@@ -430,6 +430,51 @@ def test_cancel_and_retry_by_priority(outbox: Engine, capsys: pytest.CaptureFixt
     assert "--priority: 'high' is not a lane: urgent, normal, bulk" in err
 
 
+def test_cancel_and_retry_by_tenant(outbox: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    _set("m1", outbox, tenant="shop")
+    _set("m8", outbox, tenant="shop")
+    code, out, _ = run(_url(outbox), "cancel", "--tenant", "shop", "--yes", capsys=capsys)
+    assert code == 0
+    assert "cancelled 1 messages" in out
+    assert (_row(outbox, "m1").status, _row(outbox, "m2").status) == ("cancelled", "pending")
+
+    code, out, _ = run(_url(outbox), "retry", "--tenant", "shop", "--yes", capsys=capsys)
+    assert code == 0
+    assert "retried 1 messages" in out
+    assert (_row(outbox, "m8").status, _row(outbox, "m7").status) == ("pending", "failed")
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses it, naming the option
+        main(["--database-url", _url(outbox), "retry", "--tenant", "a,b", "--yes"])
+    assert exit_info.value.code == 2
+    assert "--tenant: tenant 'a,b' must be letters" in capsys.readouterr().err
+
+
+def test_stats_by_tenant(outbox: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    _set("m1", outbox, tenant="shop")
+    _set("m8", outbox, tenant="shop")
+    code, out, _ = run(_url(outbox), "stats", "--tenant", "--json", capsys=capsys)
+    assert code == 0
+    lines = {line["tenant"]: line for line in json.loads(out)}
+    assert set(lines) == {"", "shop"}
+    assert (lines["shop"]["pending"], lines["shop"]["failed"], lines["shop"]["due"]) == (1, 1, 1)
+    assert (lines[""]["pending"], lines[""]["sending"], lines[""]["failed"]) == (1, 2, 1)
+    assert lines["shop"]["oldest_due_at"] is not None
+
+    code, out, _ = run(_url(outbox), "stats", "--tenant", capsys=capsys)
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "tenant",
+        "pending",
+        "sending",
+        "failed",
+        "cancelled",
+        "due",
+        "oldest",
+        "due",
+    ]
+    assert any(line.split()[:2] == ["shop", "1"] for line in out.splitlines())
+
+
 def test_prune_deletes_finished_messages_older_than_asked(
     outbox: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import generate_latest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
-from models import OutboxMessage
+from models import OutboxMessage, SMSProject, enqueue
 from tests.integration.ops.endpoint import samples, scrape_endpoint
 from worker.database import make_engine
 from worker.dispatch.summary import BatchSummary
@@ -146,3 +147,31 @@ def test_the_sending_policy_counters_add_up_by_rule_lane_and_encoding(
     segments = "outbox_sms_segments_total"
     assert got[(segments, (("encoding", "gsm7"), ("priority", "bulk")))] == 4
     assert got[(segments, (("encoding", "ucs2"), ("priority", "normal")))] == 2
+
+
+def test_pending_messages_by_tenant_with_bounded_labels(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    with Session(engine) as session, session.begin():
+        for number, tenant in enumerate(["clinic", "clinic", "shop", "town", ""]):
+            enqueue(
+                session,
+                recipient=f"4670123456{number}",
+                content=SMSProject(project_id=1, placeholders=[]),
+                tenant=tenant,
+            )
+    settings = operator_settings(
+        {
+            "OUTBOX_DATABASE_URL": sqlite_url,
+            "CELERY_BROKER_URL": "filesystem://",
+            "OUTBOX_TENANT_WEIGHTS": "clinic=1",
+        }
+    )
+    got = samples(generate_latest(metrics.registry_for(engine, settings)).decode())
+    engine.dispose()
+    pending = {
+        dict(labels)["tenant"]: value
+        for (name, labels), value in got.items()
+        if name == "outbox_tenant_pending"
+    }
+    assert pending == {"clinic": 2, "other": 2, "": 1}  # shop and town are not named
+    assert got[("outbox_tenant_due", (("tenant", "clinic"),))] == 2

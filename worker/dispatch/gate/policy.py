@@ -60,8 +60,11 @@ class Gate:
         self.pacing = Pacing(settings.configured_rate)
         self.batches = Batches(settings, rng)
 
-    def read(self, connection: Connection) -> GateView:
-        return read(connection, self.fingerprint)
+    def read(self, connection: Connection, key: str | None = None) -> GateView:
+        return read(connection, key or self.fingerprint)  # key: a fingerprint; None, its own
+
+    def _key(self, permit: Permit) -> str:
+        return permit.view.key or self.fingerprint  # the key the permit's batch goes out under
 
     # -- may I send, how much -------------------------------------------------------------
 
@@ -126,9 +129,10 @@ class Gate:
 
     def _key_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
-        if t.take_key_probe_if_free(connection, fingerprint=self.fingerprint, now=now, until=until):
+        key = view.key or self.fingerprint
+        if t.take_key_probe_if_free(connection, fingerprint=key, now=now, until=until):
             return Permit(view, self.batch_size(view), ProbeKind.KEY, until)
-        if not key_still_refused(connection, self.fingerprint):
+        if not key_still_refused(connection, key):
             # Another worker's request cleared the key after this view was read.
             return Permit(view, self.batch_size(view))
         later = [moment for moment in (view.key_next_probe_at, view.key_probe_until) if moment]
@@ -140,7 +144,7 @@ class Gate:
             t.release_probe_if_mine(connection, until=permit.probe_until)
         elif permit.probe is ProbeKind.KEY and permit.probe_until is not None:
             t.release_key_probe_if_mine(
-                connection, fingerprint=self.fingerprint, until=permit.probe_until, next_probe=None
+                connection, fingerprint=self._key(permit), until=permit.probe_until, next_probe=None
             )
 
     # -- what an answer changes --------------------------------------------------------------
@@ -157,7 +161,7 @@ class Gate:
             t.close_circuit_unless_failed_since(connection, started=started, now=now)
         if view.key_refused or permit.probe is ProbeKind.KEY:
             t.clear_key_unless_refused_since(
-                connection, fingerprint=self.fingerprint, started=started, now=now
+                connection, fingerprint=self._key(permit), started=started, now=now
             )
         if view.rate is not None:
             grown = rate_after_answer(view.rate, view.rate_ceiling)
@@ -200,7 +204,7 @@ class Gate:
         """A 401/403: this key sends no more, but one message per refused-key retry interval."""
         t.refuse_key_unless_cleared_since(
             connection,
-            fingerprint=self.fingerprint,
+            fingerprint=self._key(permit),
             status=status,
             reason=reason,
             started=started,
@@ -239,7 +243,7 @@ class Gate:
         if permit.probe is ProbeKind.KEY and permit.probe_until is not None:
             t.release_key_probe_if_mine(
                 connection,
-                fingerprint=self.fingerprint,
+                fingerprint=self._key(permit),
                 until=permit.probe_until,
                 next_probe=now + self.settings.probe_interval,
             )

@@ -100,6 +100,7 @@ class GateView:
     key_refused_at: datetime | None = None
     refused_key_count: int = 0  # keys refused since the API last answered any key
     forbidden_key_count: int = 0  # of those, refused with a 403 (Wiraya's side, not the key)
+    key: str = ""  # the fingerprint of the key this view was read for (its refusal above)
 
     def paused(self, now: datetime) -> bool:
         """True while a pause is in force for every worker."""
@@ -126,12 +127,12 @@ class GateView:
 
 
 def read(connection: Connection, fingerprint: str) -> GateView:
-    """The gate and this worker's key in one round trip; creates the row the first time."""
+    """The gate and one key's refusal in one round trip; creates the row the first time."""
     row = connection.execute(_READ, {"fingerprint": fingerprint}).one_or_none()
     if row is None:
         create(connection)
         row = connection.execute(_READ, {"fingerprint": fingerprint}).one()
-    return _view(row)
+    return _view(row, fingerprint)
 
 
 def _read_statement() -> Any:
@@ -172,7 +173,7 @@ def _read_statement() -> Any:
 _READ = _read_statement()
 
 
-def _view(row: Any) -> GateView:
+def _view(row: Any, fingerprint: str) -> GateView:
     return GateView(
         version=row.version,
         paused_until=row.paused_until,
@@ -194,6 +195,7 @@ def _view(row: Any) -> GateView:
         key_refused_at=row.key_refused_at,
         refused_key_count=int(row.refused_key_count or 0),
         forbidden_key_count=int(row.forbidden_key_count or 0),
+        key=fingerprint,
     )
 
 
@@ -208,3 +210,16 @@ def key_still_refused(connection: Connection, fingerprint: str) -> bool:
         keys.c.fingerprint == fingerprint, keys.c.cleared_at.is_(None)
     )
     return connection.execute(statement).first() is not None
+
+
+def held_keys(connection: Connection, now: datetime) -> set[str]:
+    """The refused keys that may send nothing now: not cleared, and their retry not yet due
+    (or in flight). A refused key whose retry is due is not held: its retry is its permit's."""
+    statement = select(keys.c.fingerprint).where(
+        keys.c.cleared_at.is_(None),
+        or_(
+            and_(keys.c.next_probe_at.is_not(None), keys.c.next_probe_at > now),
+            and_(keys.c.probe_until.is_not(None), keys.c.probe_until > now),
+        ),
+    )
+    return {str(fingerprint) for fingerprint in connection.scalars(statement)}

@@ -151,11 +151,12 @@ def _selection(args: argparse.Namespace, verb: str) -> Selection:
         since=since,
         until=until,
         priority=args.priority,
+        tenant=args.tenant,
     )
     if selection == Selection() and not args.all:
         raise OperatorError(
             f"say which messages to {verb}: CLIENT_MESSAGE_IDs, --error, --since/--until, "
-            "--priority, or --all",
+            "--priority, --tenant, or --all",
             2,
         )
     return selection

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import FINAL_STATUSES, Priority, Status
+from models import tenant as tenant_names
 from models.databases import database_of
+from models.text import shown
 from worker.errors import GrantsError, MissingRight, OperatorError, SchemaBehind, SettingsError
 from worker.ops import access
 from worker.ops import migrate as migration
@@ -100,6 +102,11 @@ def _add_reading(commands: Commands) -> None:
         "--exact",
         action="store_true",
         help="count accepted rows exactly however many there are (reads the whole history)",
+    )
+    stats.add_argument(
+        "--tenant",
+        action="store_true",
+        help="each tenant's pending, sending, failed and cancelled messages, and oldest due",
     )
     stats.set_defaults(handler=reading.cmd_stats)
 
@@ -217,6 +224,12 @@ def _add_selection(parser: argparse.ArgumentParser, status: Status, time_meaning
     parser.add_argument(
         "--priority", type=_priority, metavar="LANE", help=f"only messages of one lane: {LANES}"
     )
+    parser.add_argument(
+        "--tenant",
+        type=_tenant,
+        metavar="NAME",
+        help='only one tenant\'s messages ("" for the default tenant)',
+    )
     parser.add_argument("--all", action="store_true", help=f"every {status} message")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask")
 
@@ -227,6 +240,13 @@ def _url_in_file(path: str) -> str:
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or type(error).__name__
         raise argparse.ArgumentTypeError(f"cannot read {path}: {reason}") from None
+
+
+def _tenant(text: str) -> str:
+    problem = tenant_names.problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"tenant {shown(text)} {problem}")
+    return text
 
 
 def _priority(text: str) -> Priority:

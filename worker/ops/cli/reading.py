@@ -15,11 +15,14 @@ from worker.ops import snapshot as snapshots
 from worker.ops.cli.times import human_duration
 from worker.ops.policy_figures import policy_figures, rule_of
 from worker.ops.snapshot import Snapshot
+from worker.ops.tenant_figures import COUNTED, tenant_figures
 from worker.reports import figures as report_figures
 from worker.settings import OperatorSettings
 
 
 def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    if getattr(args, "tenant", False):
+        return _tenant_stats(args, settings)
     with access.open_outbox(settings.database_url) as engine:
         snapshot = snapshots.take_snapshot(
             engine,
@@ -52,6 +55,24 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
         print(f"top failure reasons (of the latest {snapshots.REASONS_AMONG:,} failures)")
         for reason, count in snapshot.failure_reasons:
             print(f"  {count:>8,}  {escaped(reason)}")
+    return 0
+
+
+def _tenant_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    """`outbox stats --tenant`: one line a tenant ("" is the default tenant)."""
+    with access.open_outbox(settings.database_url) as engine, engine.connect() as connection:
+        now = database_now(engine)
+        lines = tenant_figures(connection, now)
+    if args.json:
+        print(json.dumps([line.to_json() for line in lines], indent=2))
+        return 0
+    heads = "".join(f"{status.value:>10}" for status in COUNTED)
+    print(f"  {'tenant':<20}{heads}{'due':>10}  oldest due")
+    for line in lines:
+        counts = "".join(f"{line.counts[status.value]:>10,}" for status in COUNTED)
+        age = "-" if line.oldest_due_at is None else human_duration(now - line.oldest_due_at)
+        name = escaped(line.tenant) or "''"  # the default tenant
+        print(f"  {name:<20}{counts}{line.due:>10,}  {age}")
     return 0
 
 

@@ -1,0 +1,84 @@
+"""`outbox stats --tenant`: each tenant's unfinished and failed messages, and its oldest due one.
+
+Accepted messages are left out: counting them by tenant reads the whole history. The figures
+come from one grouped read of the pending, sending, failed and cancelled rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from models import Status
+from models.outbox import outbox_messages as outbox
+
+COUNTED = (Status.PENDING, Status.SENDING, Status.FAILED, Status.CANCELLED)
+
+
+@dataclass
+class TenantFigures:
+    """One tenant's counts by status, how many are due now, and its oldest due time."""
+
+    tenant: str
+    counts: dict[str, int] = field(default_factory=dict)
+    due: int = 0
+    oldest_due_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        oldest = self.oldest_due_at.isoformat() if self.oldest_due_at else None
+        return {"tenant": self.tenant, **self.counts, "due": self.due, "oldest_due_at": oldest}
+
+
+def tenant_figures(
+    connection: Connection, now: datetime, statuses: tuple[Status, ...] = COUNTED
+) -> list[TenantFigures]:
+    """Every tenant with a message of ``statuses`` (by default pending, sending, failed or
+    cancelled), by name."""
+    due = (outbox.c.status == Status.PENDING) & (outbox.c.next_attempt_at <= now)
+    query = (
+        select(
+            outbox.c.tenant,
+            outbox.c.status,
+            func.count(),
+            func.sum(case((due, 1), else_=0)),
+            func.min(case((due, outbox.c.next_attempt_at), else_=None)),
+        )
+        .where(outbox.c.status.in_([status.value for status in statuses]))
+        .group_by(outbox.c.tenant, outbox.c.status)
+    )
+    figures: dict[str, TenantFigures] = {}
+    for tenant, status, count, due_count, oldest in connection.execute(query):
+        line = figures.setdefault(str(tenant), TenantFigures(str(tenant)))
+        line.counts[str(status)] = int(count)
+        line.due += int(due_count or 0)
+        if oldest is not None:
+            line.oldest_due_at = (
+                oldest if line.oldest_due_at is None else min(oldest, line.oldest_due_at)
+            )
+    for line in figures.values():
+        for status in statuses:
+            line.counts.setdefault(status.value, 0)
+    return [figures[name] for name in sorted(figures)]
+
+
+OTHER = "other"  # the label of every tenant settings do not name
+
+
+def labelled(lines: list[TenantFigures], named: set[str]) -> dict[str, TenantFigures]:
+    """The figures by metric label: a tenant named in settings (or the default tenant, "")
+    under its own name, every other one summed into ``other``: a bounded set of labels."""
+    by_label: dict[str, TenantFigures] = {}
+    for line in lines:
+        label = line.tenant if line.tenant in named or not line.tenant else OTHER
+        total = by_label.setdefault(label, TenantFigures(label))
+        for status, count in line.counts.items():
+            total.counts[status] = total.counts.get(status, 0) + count
+        total.due += line.due
+        if line.oldest_due_at is not None and (
+            total.oldest_due_at is None or line.oldest_due_at < total.oldest_due_at
+        ):
+            total.oldest_due_at = line.oldest_due_at
+    return by_label
