@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -51,6 +51,8 @@ class Request:
     api_key: str | None
     content_type: str | None
     body: bytes
+    # Whether the client still waits for this request's answer (has not closed its connection).
+    client_waiting: Callable[[], bool] = field(default=lambda: True)
 
 
 class EnqueueService:
@@ -212,13 +214,16 @@ class EnqueueService:
             # Before the answer goes out: some reports reach the receiver first, as Wiraya's may.
             self.reports.accepted(accepted, datetime.now(UTC))
         reply = results_reply(results, camel_case_keys=faults.camel_case_keys)
-        return self._after_work(reply, faults, tuple(cmid for cmid, _ in valid))
+        return self._after_work(reply, faults, request, tuple(cmid for cmid, _ in valid))
 
-    def _after_work(self, reply: Reply, faults: Faults, ids: tuple[str, ...]) -> Reply:
+    def _after_work(
+        self, reply: Reply, faults: Faults, request: Request, ids: tuple[str, ...]
+    ) -> Reply:
         """Faults that strike once the messages are accepted: the client cannot know they were.
 
         A slow or trickling answer's ids are held in the ledger as being answered until the
-        server has written it (`answered`), so that a resend meanwhile is counted.
+        server has written it (`answered`), so that a resend meanwhile is counted, unless the
+        client had already closed the connection that answer is written to.
         """
         if self.dice.chance(faults.p_drop):
             self.stats.add(dropped=1)
@@ -227,8 +232,8 @@ class EnqueueService:
         bad_json = self.dice.chance(faults.p_bad_json)
         trickle = faults.trickle > timedelta(0) and self.dice.chance(faults.p_trickle)
         if slow or trickle:
-            self.ledger.answering(ids)
-            reply = replace(reply, answering=ids)
+            self.ledger.answering(ids, request.client_waiting)
+            reply = replace(reply, answering=ids, client_waiting=request.client_waiting)
         if slow:
             self.stats.add(slow=1)
             self._pause(faults.slow_after_work)
@@ -243,7 +248,7 @@ class EnqueueService:
     def answered(self, reply: Reply) -> None:
         """The server wrote `reply`, or gave up writing it."""
         if reply.answering:
-            self.ledger.answered(reply.answering)
+            self.ledger.answered(reply.answering, reply.client_waiting)
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds` (a trickling answer's pauses); True when the server is stopping."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -48,7 +48,8 @@ class Ledger:
 
     _entries: dict[str, Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _answering: Counter[str] = field(default_factory=Counter)  # ids of answers being written
+    # For each id of an answer being written, whether the client of that answer still waits.
+    _answering: dict[str, list[Callable[[], bool]]] = field(default_factory=dict)
 
     def receive(
         self,
@@ -61,13 +62,14 @@ class Ledger:
 
         `visit` runs under the ledger's lock, so two concurrent resends of one message cannot
         both give it a tracking id. Returns how many of them arrived while an earlier answer
-        holding them was still being written (see `answering`).
+        holding them was still being written to a client still waiting for it (see `answering`).
         """
         entries = self._entries
         overlapping = 0
         with self._lock:
             for client_message_id, recipient in batch:
-                overlapping += client_message_id in self._answering
+                waiting = self._answering.get(client_message_id, ())
+                overlapping += any(client_waiting() for client_waiting in waiting)
                 entry = entries.get(client_message_id)
                 if entry is None:
                     entry = Entry(client_message_id, recipient, now, now, 1)
@@ -79,17 +81,30 @@ class Ledger:
                 visit(entry)
         return overlapping
 
-    def answering(self, client_message_ids: Iterable[str]) -> None:
-        """A slow or trickling answer holding these ids is on its way (until `answered`)."""
-        with self._lock:
-            self._answering.update(client_message_ids)
+    def answering(
+        self, client_message_ids: Iterable[str], client_waiting: Callable[[], bool]
+    ) -> None:
+        """A slow or trickling answer holding these ids is on its way (until `answered`).
 
-    def answered(self, client_message_ids: Iterable[str]) -> None:
+        `client_waiting` says whether its client still waits for it: one that closed its
+        connection has given the answer up, and a resend after that is no overlap, however
+        late the server's thread notices the close.
+        """
+        with self._lock:
+            for client_message_id in client_message_ids:
+                self._answering.setdefault(client_message_id, []).append(client_waiting)
+
+    def answered(
+        self, client_message_ids: Iterable[str], client_waiting: Callable[[], bool]
+    ) -> None:
         """That answer was written, or the client hung up on it."""
         with self._lock:
-            self._answering.subtract(client_message_ids)
-            for client_message_id in [k for k, n in self._answering.items() if n <= 0]:
-                del self._answering[client_message_id]
+            for client_message_id in client_message_ids:
+                waiting = self._answering.get(client_message_id, [])
+                with contextlib.suppress(ValueError):
+                    waiting.remove(client_waiting)
+                if not waiting:
+                    self._answering.pop(client_message_id, None)
 
     def snapshot(self) -> dict[str, Entry]:
         """A copy of every entry, keyed by clientMessageId."""

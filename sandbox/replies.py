@@ -6,7 +6,7 @@ proxy's HTML pages, and `results` keyed as a Newtonsoft.Json server spells them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +30,7 @@ class Reply:
     drop: bool = False
     trickle: timedelta = timedelta(0)
     answering: tuple[str, ...] = ()  # ids the ledger holds as being answered until it is written
+    client_waiting: Callable[[], bool] | None = None  # the request's, while `answering`
 
 
 def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:

@@ -104,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
             return handle_admin(self.server.service, method, self.path, body)
         if path == API_PATH and method == "POST":
             api_key = next((v for k, v in self.headers.items() if k == API_KEY_HEADER), None)
-            request = Request(api_key, self.headers.get("Content-Type"), body)
+            request = Request(api_key, self.headers.get("Content-Type"), body, self._client_waiting)
             return self.server.service.handle(request)
         return json_reply(404, {"message": f"No HTTP resource was found for {method} {path}"})
 
@@ -175,6 +175,21 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return True
         return self.server.service.wait(seconds)  # bytes of another request: just wait
+
+    def _client_waiting(self) -> bool:
+        """Whether the client still holds this connection open: it has neither closed nor reset it.
+
+        Asked from other threads (a resend's): it peeks without waiting and reads nothing.
+        """
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return True
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except (OSError, ValueError):  # reset, or already closed on this side
+            return False
 
     def version_string(self) -> str:
         return "wiraya-sandbox"

@@ -632,3 +632,23 @@ def test_a_resend_while_a_slow_answer_is_on_its_way_is_counted(
     assert [r.status_code for r in (first[0], resent, after)] == [200, 200, 200]
     assert sandbox.stats()["received_while_answering"] == 1
     assert sandbox.ledger()["r"].times_received == 3
+
+
+def test_a_resend_after_the_client_closed_on_a_trickling_answer_is_not_counted(
+    http: httpx.Client, sandbox: RunningSandbox
+) -> None:
+    """The resend comes at once after the close, before the trickling thread may notice it."""
+    sandbox.set_faults(trickle=timedelta(seconds=30))
+    body = json.dumps({"communications": [message("closed")]}).encode()
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", sandbox.url + PATH, content=body, headers=JSON_KEY) as response,
+    ):
+        next(response.iter_raw())  # the answer has begun; the client hangs up on it
+    sandbox.set_faults(Faults())
+
+    resent = post(http, sandbox, [message("closed")])
+
+    assert resent.status_code == 200
+    assert sandbox.stats()["received_while_answering"] == 0
+    assert sandbox.ledger()["closed"].times_received == 2
