@@ -247,7 +247,7 @@ class EnqueueService:
 
     def answered(self, reply: Reply) -> None:
         """The server wrote `reply`, or gave up writing it."""
-        if reply.answering:
+        if reply.answering and reply.client_waiting is not None:
             self.ledger.answered(reply.answering, reply.client_waiting)
 
     def wait(self, seconds: float) -> bool:
