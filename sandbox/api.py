@@ -40,6 +40,7 @@ from sandbox.work import record, validate
 
 API_PATH = "/api/EnqueueCommunications"
 ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/json"})
+Ids = tuple[str, ...]  # clientMessageIds
 # How long a request holding a hanging recipient is held before its connection is closed.
 HANG = timedelta(minutes=5)
 
@@ -216,14 +217,11 @@ class EnqueueService:
         reply = results_reply(results, camel_case_keys=faults.camel_case_keys)
         return self._after_work(reply, faults, request, tuple(cmid for cmid, _ in valid))
 
-    def _after_work(
-        self, reply: Reply, faults: Faults, request: Request, ids: tuple[str, ...]
-    ) -> Reply:
+    def _after_work(self, reply: Reply, faults: Faults, request: Request, ids: Ids) -> Reply:
         """Faults that strike once the messages are accepted: the client cannot know they were.
 
-        A slow or trickling answer's ids are held in the ledger as being answered until the
-        server has written it (`answered`), so that a resend meanwhile is counted, unless the
-        client had already closed the connection that answer is written to.
+        A slow or trickling answer's ids are held in the ledger as being answered until it is
+        written (`answered`): a resend meanwhile, while its client still waits, is counted.
         """
         if self.dice.chance(faults.p_drop):
             self.stats.add(dropped=1)
