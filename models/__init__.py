@@ -15,6 +15,7 @@ from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.message import MessageOptions, NewMessage
 from models.outbox import Base, OutboxMessage
 from models.priority import Priority
+from models.quotas import outbox_tenant_quotas
 from models.producer import enqueue, enqueue_many
 from models.recipient import normalize_recipient
 from models.reports import (
@@ -66,6 +67,7 @@ __all__ = [
     "normalize_recipient",
     "outbox_delivery_reports",
     "outbox_recipient_pacing",
+    "outbox_tenant_quotas",
     "outbox_suppressions",
     "parse_content",
     "screen_stored",
