@@ -15,8 +15,8 @@ from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.message import MessageOptions, NewMessage
 from models.outbox import Base, OutboxMessage
 from models.priority import Priority
-from models.quotas import outbox_tenant_quotas
 from models.producer import enqueue, enqueue_many
+from models.quotas import outbox_tenant_quotas
 from models.recipient import normalize_recipient
 from models.reports import (
     FINAL_DELIVERY_STATUSES,
@@ -67,8 +67,8 @@ __all__ = [
     "normalize_recipient",
     "outbox_delivery_reports",
     "outbox_recipient_pacing",
-    "outbox_tenant_quotas",
     "outbox_suppressions",
+    "outbox_tenant_quotas",
     "parse_content",
     "screen_stored",
     "segments_of",

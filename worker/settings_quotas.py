@@ -1,4 +1,4 @@
-"""The daily quotas' settings: each tenant's limits, the quota day's time zone, urgent's exemption."""
+"""The daily quotas' settings: each tenant's limits, the quota day's time zone, the exempt lane."""
 
 from __future__ import annotations
 

@@ -85,7 +85,5 @@ def tenant_quota(text: str, where: str) -> int:
     except ValueError:
         quota = 0
     if not 1 <= quota <= MAX_QUOTA:
-        raise ValueError(
-            f"{where}: the quota must be a whole number from 1 to {MAX_QUOTA:,}"
-        )
+        raise ValueError(f"{where}: the quota must be a whole number from 1 to {MAX_QUOTA:,}")
     return quota

@@ -1,0 +1,83 @@
+"""The quota's counter under concurrent workers: a booking is one conditional statement on what
+the worker read, so of two workers booking one tenant at once neither passes the limit, and
+together they never do (an interleaving stepped by hand on both databases, and real threads
+racing on PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+from sqlalchemy import Engine
+
+from worker.dispatch.policy.quotas import (
+    Limits,
+    Usage,
+    Wanted,
+    book,
+    book_if_unchanged,
+    fitting,
+    usage,
+)
+
+DAY = date(2026, 12, 7)
+
+
+def wanted(first: int, count: int, segments: int = 1) -> list[Wanted]:
+    return [Wanted(first + n, segments) for n in range(count)]
+
+
+def test_a_stale_read_books_nothing_and_the_next_read_books_what_is_left(engine: Engine) -> None:
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    limits = Limits(messages=4)
+    with autocommit.connect() as first, autocommit.connect() as second:
+        read = usage(first, "clinic", DAY)  # the first worker reads 0 of 4 ...
+        assert fitting(read, limits, wanted(0, 3)) == wanted(0, 3)
+        assert book(second, "clinic", DAY, limits, wanted(10, 3)).granted == {10, 11, 12}
+        # ... and its booking of 3 on that read is refused: 6 would pass the limit.
+        assert not book_if_unchanged(first, "clinic", DAY, read, Usage(3, 3))
+        again = book(first, "clinic", DAY, limits, wanted(0, 3))
+        assert (again.granted, again.usage) == (frozenset({0}), Usage(4, 4))
+        assert book(second, "clinic", DAY, limits, wanted(20, 1)).granted == frozenset()
+        assert usage(second, "clinic", DAY) == Usage(4, 4)
+
+
+def test_two_limits_hold_together(engine: Engine) -> None:
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    limits = Limits(messages=10, segments=5)
+    with autocommit.connect() as connection:
+        booked = book(connection, "shop", DAY, limits, [*wanted(0, 2, 2), *wanted(5, 3, 1)])
+        # 2 + 2 parts, then one of 1: five parts used up, the rest wait.
+        assert (booked.granted, booked.usage) == (frozenset({0, 1, 5}), Usage(3, 5))
+        exempt = book(connection, "shop", DAY, limits, [Wanted(9, 1, exempt=True)])
+        assert (exempt.granted, exempt.usage) == (frozenset({9}), Usage(4, 6))
+
+
+def test_racing_workers_never_pass_the_quota_together(postgres_engine: Engine) -> None:
+    autocommit = postgres_engine.execution_options(isolation_level="AUTOCOMMIT")
+    workers, batches, size, limit = 6, 4, 5, 37
+    start = threading.Barrier(workers)
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def work(worker: int) -> None:
+        with autocommit.connect() as connection:
+            start.wait()
+            for batch in range(batches):
+                first = (worker * batches + batch) * size
+                booked = book(
+                    connection, "clinic", DAY, Limits(messages=limit), wanted(first, size)
+                )
+                assert booked.usage is not None  # never gave up: someone always progresses
+                with lock:
+                    granted.extend(booked.granted)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(granted) == len(set(granted)) == limit  # 120 asked for: exactly 37 went
+    with autocommit.connect() as connection:
+        assert usage(connection, "clinic", DAY) == Usage(limit, limit)
