@@ -82,37 +82,56 @@ def test_over_its_quota_a_tenant_waits_for_the_next_day_and_others_go_on(outbox:
     assert counts(outbox)[(tomorrow.date(), "clinic")] == (2, 2)
 
 
-def test_a_used_up_tenants_backlog_is_passed_over_at_claim(outbox: Outbox) -> None:
+def test_a_used_up_tenants_backlog_waits_for_the_next_day_unclaimed(outbox: Outbox) -> None:
     enqueue(outbox, "clinic", 40, 100, priority=Priority.BULK)
     enqueue(outbox, "shop", 12, 200, priority=Priority.BULK)
+    tomorrow = midnight_after(outbox.clock.now)
+    before = outbox.clock.now + (tomorrow - outbox.clock.now) / 2
+    expiring = add(outbox, "clinic", "expiring", ALPHA, priority=Priority.BULK, expires_at=before)
     dispatcher = outbox.dispatcher(OUTBOX_DAILY_QUOTAS="clinic=5", OUTBOX_BATCH_SIZE=5)
 
     summaries = outbox.drain(dispatcher)
 
-    # The clinic's first batch uses its quota up; its 35 others are never claimed today, and
-    # the shop's batches go on beside them.
-    assert sum(summary.claimed for summary in summaries) == 5 + 12
+    # The clinic's first batch uses its quota up; its 35 others (but one) move to the next quota day unclaimed, and the shop's batches go on beside them.
     rows = outbox.rows()
-    waiting = [row for key, row in rows.items() if key.startswith("clinic")]
-    assert sum(row.status == Status.ACCEPTED for row in waiting) == 5
-    assert {(row.status, row.attempts, row.last_error) for row in waiting[5:]} == {
-        (Status.PENDING, 0, None)
+    clinic = [row for key, row in rows.items() if key.startswith("clinic")]
+    assert sum(row.status == Status.ACCEPTED for row in clinic) == 5
+    waiting = {
+        (row.status, row.attempts, row.next_attempt_at, row.last_error)
+        for row in clinic
+        if row.status != Status.ACCEPTED
     }
+    reason = f"held: daily quota used up until {tomorrow:%Y-%m-%d %H:%M} UTC"
+    assert waiting == {(Status.PENDING, 0, tomorrow, reason)}
     assert {row.status for key, row in rows.items() if key.startswith("shop")} == {Status.ACCEPTED}
+    assert sum(summary.claimed for summary in summaries) == 5 + 12
+    assert rows[expiring].status == Status.PENDING  # it would expire first: left due
+    # A minute on the process claims the tenant's due rows again: the one left fails unsent.
+    outbox.clock.advance(61)
+    assert sum(summary.claimed for summary in outbox.drain(dispatcher)) == 1
+    failed = outbox.row(expiring)
+    assert (failed.status, failed.attempts) == (Status.FAILED, 0)
+    assert failed.last_error == reason.replace("held:", "expired:")
     assert dispatcher.dispatch_once().claimed == 0
 
 
 def test_another_workers_booking_tells_a_process_the_quota_is_used_up(outbox: Outbox) -> None:
-    enqueue(outbox, "clinic", 12, 100, priority=Priority.BULK)
+    enqueue(outbox, "clinic", 4, 100, priority=Priority.BULK)
     first = outbox.dispatcher(OUTBOX_DAILY_QUOTAS="clinic=4", OUTBOX_BATCH_SIZE=4)
     second = outbox.dispatcher(OUTBOX_DAILY_QUOTAS="clinic=4", OUTBOX_BATCH_SIZE=4)
-
     assert first.dispatch_once().accepted == 4
+    outbox.clock.advance(1)
+    for n in range(6):
+        add(outbox, "clinic", f"later-{n}", ALPHA, priority=Priority.BULK)
+
     learnt = second.dispatch_once()  # one batch, held: it learns from the counter
+
     assert (learnt.claimed, learnt.accepted, learnt.policy["over_quota"]) == (4, 0, 4)
-    assert second.dispatch_once().claimed == 0
-    statuses = [row.status for row in outbox.rows().values()]
-    assert statuses.count(Status.ACCEPTED) == 4
+    assert second.dispatch_once().claimed == 0  # the other two moved to the next day with them
+    assert first.dispatch_once().claimed == 0
+    rows = outbox.rows()
+    assert {rows[f"later-{n}"].status for n in range(6)} == {Status.PENDING}
+    assert {rows[f"later-{n}"].attempts for n in range(6)} == {0}
 
 
 def test_urgent_messages_go_over_the_quota_and_count(outbox: Outbox) -> None:

@@ -12,8 +12,10 @@ lets one through uncounted.
 
 A message that does not fit waits, unsent, until the next quota day begins; one of an exempt
 lane (urgent, unless OUTBOX_QUOTA_EXEMPT_URGENT is false) goes whatever the counts and counts
-too. A process remembers the tenants whose quota it saw used up today and passes over them at
-claim (``TenantQuotas.held``): their backlog is not claimed again and again until tomorrow.
+too. When a booking finds the quota used up, the tenant's other due rows of the lanes it holds
+are moved to the next quota day at once, unclaimed (``defer_due``), and the process passes over
+the tenant at claim for a while (``TenantQuotas.held``): its backlog is neither claimed again
+and again nor left due (an old due backlog is what the backlog-age alert pages for).
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
-from models import Status, segments_of
+from models import Priority, Status, segments_of
 from models.databases import database_of
 from models.outbox import outbox_messages as outbox
 from models.quotas import outbox_tenant_quotas as quotas
 from worker.dispatch.screen import Outgoing
 from worker.quotas import Quotas
 
+QUOTA_HELD = "held: daily quota"  # how the reason of a message the quota holds begins
 # A booking refused this many times in a row (other workers booking the same tenant at each
 # try) gives up for now: its messages wait a moment, uncounted (never past the quota).
 MAX_TRIES = 20
@@ -68,6 +71,32 @@ MARK_COUNTED = (
     )
     .values(quota_day=bindparam("on_day"))
 )
+
+
+# -- defer_due -- Move up to ``chunk`` of a tenant's due pending rows of some lanes to when its
+# next quota day begins, unclaimed, the reason stored (rows a claim holds are passed over).
+_DUE = (
+    select(outbox.c.id)
+    .where(
+        outbox.c.status == Status.PENDING,
+        outbox.c.tenant == bindparam("of_tenant"),
+        outbox.c.priority.in_(bindparam("lanes", expanding=True)),
+        outbox.c.next_attempt_at <= bindparam("now", type_=outbox.c.next_attempt_at.type),
+        # One expiring before then is left due: claimed, the policy fails it as expired.
+        or_(outbox.c.expires_at.is_(None), outbox.c.expires_at > bindparam("until")),
+    )
+    .limit(bindparam("chunk"))
+    .with_for_update(skip_locked=True)
+)
+DEFER_DUE = (
+    update(outbox)
+    .where(outbox.c.id.in_(_DUE.scalar_subquery()), outbox.c.status == Status.PENDING)
+    .values(
+        next_attempt_at=bindparam("until", type_=outbox.c.next_attempt_at.type),
+        last_error=bindparam("reason"),
+    )
+)
+DEFER_CHUNK = 5_000
 
 
 @dataclass(frozen=True)
@@ -181,6 +210,30 @@ def mark_counted(connection: Connection, ids: Collection[int], day: date) -> Non
         connection.execute(MARK_COUNTED, {"ids": sorted(ids), "on_day": day})
 
 
+def defer_due(
+    connection: Connection,
+    tenant: str,
+    lanes: Collection[int],
+    now: datetime,
+    until: datetime,
+    reason: str,
+) -> int:
+    """Move ``tenant``'s due pending rows of ``lanes`` to ``until`` with ``reason``, a chunk a
+    statement (short locks; a claim's rows passed over); how many moved."""
+    moved, parameters = 0, {"of_tenant": tenant, "lanes": sorted(lanes), "now": now}
+    while True:
+        chunk = {**parameters, "chunk": DEFER_CHUNK, "until": until, "reason": reason}
+        count = connection.execute(DEFER_DUE, chunk).rowcount
+        moved += count
+        if count < DEFER_CHUNK:
+            return moved
+
+
+def quota_reason(why: str, until: datetime) -> str:
+    """Why a message waits for its tenant's quota (``why``: used up, counter busy)."""
+    return f"{QUOTA_HELD} {why} until {until:%Y-%m-%d %H:%M} UTC"
+
+
 def segments_counted(item: Outgoing) -> int:
     """The SMS parts a message counts as: its stored count, else its text's (SMSFromAlpha);
     0 where the text is a Wiraya template, unknown to the outbox."""
@@ -244,4 +297,7 @@ class TenantQuotas:
         mark_counted(connection, booking.granted, day)
         if booking.usage is not None and limits.used_up(booking.usage):
             self.used_up[tenant] = (day, now)
+            until = self.quotas.next_day(now)
+            held = [lane for lane in Priority if not self.quotas.exempt(lane)]
+            defer_due(connection, tenant, held, now, until, quota_reason("used up", until))
         return again | booking.granted, booking.usage is not None

@@ -22,13 +22,12 @@ from models.segments import segments_of
 from worker.dispatch.outcomes import released
 from worker.dispatch.policy import duplicates, opt_outs, pacing
 from worker.dispatch.policy.quiet_hours import quiet_until
-from worker.dispatch.policy.quotas import TenantQuotas
+from worker.dispatch.policy.quotas import QUOTA_HELD, TenantQuotas, quota_reason
 from worker.dispatch.record import RowResult
 from worker.dispatch.screen import Outgoing, Unsendable
 from worker.policy import Policy
 
 TIME = "%Y-%m-%d %H:%M UTC"
-QUOTA_HELD = "held: daily quota"
 # A booking the quota's counter kept refusing (every other worker booking the tenant at once):
 # its messages wait this long, uncounted, and book again.
 QUOTA_BUSY_WAIT = timedelta(seconds=1)
@@ -190,10 +189,11 @@ def _quotas(
     for item in going:
         if item.id in granted:
             continue
+        reason = quota_reason(why, until)
         if item.expires_at is not None and item.expires_at <= until:
-            failed[item.id] = f"expired: daily quota {why} until {until:{TIME}}"
+            failed[item.id] = reason.replace("held:", "expired:", 1)
         else:
-            held[item.id] = (until, f"{QUOTA_HELD} {why} until {until:{TIME}}")
+            held[item.id] = (until, reason)
 
 
 def _pacing(
