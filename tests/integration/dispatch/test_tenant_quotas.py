@@ -92,7 +92,8 @@ def test_a_used_up_tenants_backlog_waits_for_the_next_day_unclaimed(outbox: Outb
 
     summaries = outbox.drain(dispatcher)
 
-    # The clinic's first batch uses its quota up; its 35 others (but one) move to the next quota day unclaimed, and the shop's batches go on beside them.
+    # The clinic's first batch uses its quota up; its 35 others (but one) move to the next
+    # quota day unclaimed, and the shop's batches go on beside them.
     rows = outbox.rows()
     clinic = [row for key, row in rows.items() if key.startswith("clinic")]
     assert sum(row.status == Status.ACCEPTED for row in clinic) == 5
