@@ -35,10 +35,13 @@ class TenantFigures:
 
 
 def tenant_figures(
-    connection: Connection, now: datetime, statuses: tuple[Status, ...] = COUNTED
+    connection: Connection,
+    now: datetime,
+    statuses: tuple[Status, ...] = COUNTED,
+    tenant: str | None = None,
 ) -> list[TenantFigures]:
     """Every tenant with a message of ``statuses`` (by default pending, sending, failed or
-    cancelled), by name."""
+    cancelled), by name (``tenant`` alone, when given)."""
     due = (outbox.c.status == Status.PENDING) & (outbox.c.next_attempt_at <= now)
     query = (
         select(
@@ -51,6 +54,8 @@ def tenant_figures(
         .where(outbox.c.status.in_([status.value for status in statuses]))
         .group_by(outbox.c.tenant, outbox.c.status)
     )
+    if tenant is not None:
+        query = query.where(outbox.c.tenant == tenant)
     figures: dict[str, TenantFigures] = {}
     for tenant, status, count, due_count, oldest in connection.execute(query):
         line = figures.setdefault(str(tenant), TenantFigures(str(tenant)))
@@ -117,3 +122,20 @@ def quota_figures(connection: Connection, quotas: Quotas, now: datetime) -> list
         for tenant, limit in sorted(limits.items()):
             lines.append(QuotaFigures(tenant, unit, used.get(tenant, (0, 0))[column], limit))
     return lines
+
+
+WAITING_SHOWN = 20  # a tenant's pending messages `outbox inspect --tenant` lists
+
+
+def waiting_messages(
+    connection: Connection, tenant: str, limit: int = WAITING_SHOWN
+) -> list[dict[str, Any]]:
+    """``tenant``'s pending messages in the order they fall due, the first ``limit``."""
+    columns = ("client_message_id", "priority", "attempts", "next_attempt_at", "last_error")
+    query = (
+        select(*(outbox.c[name] for name in columns))
+        .where(outbox.c.status == Status.PENDING, outbox.c.tenant == tenant)
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in connection.execute(query)]
