@@ -167,6 +167,7 @@ def beat_duties() -> tuple[Duty, ...]:
             "prune",
             _rights("SELECT DELETE", MESSAGES)
             + _rights("SELECT DELETE", REPORTS)
+            + _rights("DELETE", QUOTAS)
             + (Right("UPDATE", REPORTS, ("message_id",)),),
         ),
     )

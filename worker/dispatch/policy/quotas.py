@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
 
 from models import Priority, Status, segments_of
 from models.databases import database_of
@@ -232,6 +232,11 @@ def defer_due(
 def quota_reason(why: str, until: datetime) -> str:
     """Why a message waits for its tenant's quota (``why``: used up, counter busy)."""
     return f"{QUOTA_HELD} {why} until {until:%Y-%m-%d %H:%M} UTC"
+
+
+def prune_counters(connection: Connection, before: date) -> int:
+    """Delete the counters of quota days before ``before`` (beat's prune); how many went."""
+    return connection.execute(delete(quotas).where(quotas.c.day < before)).rowcount
 
 
 def segments_counted(item: Outgoing) -> int:
