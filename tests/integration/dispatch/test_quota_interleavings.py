@@ -1,21 +1,26 @@
 """The quota's counter under concurrent workers: a booking is one conditional statement on what
 the worker read, so of two workers booking one tenant at once neither passes the limit, and
 together they never do (an interleaving stepped by hand on both databases, and real threads
-racing on PostgreSQL)."""
+racing on PostgreSQL); and the deferral of a used-up tenant's backlog, which leaves alone what
+counted already, what an exempt lane holds and what would expire first."""
 
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
+from models import OutboxMessage, Priority
+from tests.integration.dispatch.harness import ALPHA
 from worker.dispatch.policy.quotas import (
     Limits,
     Usage,
     Wanted,
     book,
     book_if_unchanged,
+    defer_due,
     fitting,
     usage,
 )
@@ -81,3 +86,44 @@ def test_racing_workers_never_pass_the_quota_together(postgres_engine: Engine) -
     assert len(granted) == len(set(granted)) == limit  # 120 asked for: exactly 37 went
     with autocommit.connect() as connection:
         assert usage(connection, "clinic", DAY) == Usage(limit, limit)
+
+
+def test_deferring_a_backlog_moves_only_what_has_not_counted(engine: Engine) -> None:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    tomorrow = datetime(2026, 12, 8, tzinfo=UTC)
+    with Session(engine) as session, session.begin():
+        rows = {
+            key: OutboxMessage(
+                client_message_id=key,
+                recipient="46701234567",
+                content=ALPHA,
+                tenant=tenant,
+                priority=priority,
+                next_attempt_at=now - timedelta(minutes=1),
+                **extra,
+            )
+            for key, tenant, priority, extra in (
+                ("waiting", "clinic", Priority.BULK, {}),
+                ("counted", "clinic", Priority.BULK, {"quota_day": DAY}),  # a resend
+                ("code", "clinic", Priority.URGENT, {}),  # an exempt lane
+                ("expiring", "clinic", Priority.BULK, {"expires_at": now + timedelta(hours=1)}),
+                ("other", "shop", Priority.BULK, {}),
+            )
+        }
+        session.add_all(rows.values())
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as connection:
+        lanes = [Priority.NORMAL, Priority.BULK]
+        assert defer_due(connection, "clinic", lanes, now, tomorrow, "held: test") == 1
+    with Session(engine) as session:
+        moved = {
+            row.client_message_id: row.next_attempt_at == tomorrow
+            for row in session.scalars(select(OutboxMessage))
+        }
+    assert moved == {
+        "waiting": True,
+        "counted": False,
+        "code": False,
+        "expiring": False,
+        "other": False,
+    }

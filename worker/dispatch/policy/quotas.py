@@ -82,6 +82,7 @@ _DUE = (
         outbox.c.tenant == bindparam("of_tenant"),
         outbox.c.priority.in_(bindparam("lanes", expanding=True)),
         outbox.c.next_attempt_at <= bindparam("now", type_=outbox.c.next_attempt_at.type),
+        outbox.c.quota_day.is_(None),  # one that counted already goes whatever the quota
         # One expiring before then is left due: claimed, the policy fails it as expired.
         or_(outbox.c.expires_at.is_(None), outbox.c.expires_at > bindparam("until")),
     )

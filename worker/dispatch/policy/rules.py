@@ -182,7 +182,7 @@ def _quotas(
     going = [item for item in batch if item.id not in failed and item.id not in held]
     if not going:
         return
-    going.sort(key=lambda item: (item.row.priority, item.row.id))  # urgent first, then oldest
+    going.sort(key=lambda item: (item.row.priority, item.row.id))  # urgent first, then by id
     granted, for_the_day = quotas.book(connection, going[0].tenant, going, now)
     until = quotas.quotas.next_day(now) if for_the_day else now + QUOTA_BUSY_WAIT
     why = "used up" if for_the_day else "counter busy"
