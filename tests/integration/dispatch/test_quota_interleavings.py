@@ -7,13 +7,16 @@ counted already, what an exempt lane holds and what would expire first."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from models import OutboxMessage, Priority
-from tests.integration.dispatch.harness import ALPHA
+from models import OutboxMessage, Priority, Status
+from tests.integration.dispatch.harness import ALPHA, Outbox
+from tests.integration.dispatch.test_tenant_keys import enqueue
+from worker.dispatch.dispatcher import Dispatcher
 from worker.dispatch.policy.quotas import (
     Limits,
     Usage,
@@ -127,3 +130,27 @@ def test_deferring_a_backlog_moves_only_what_has_not_counted(engine: Engine) -> 
         "expiring": False,
         "other": False,
     }
+
+
+def test_workers_draining_one_tenant_at_once_send_exactly_its_quota(pg_outbox: Outbox) -> None:
+    enqueue(pg_outbox, "clinic", 120, 100, priority=Priority.BULK)
+    settings = {"OUTBOX_DAILY_QUOTAS": "clinic=37", "OUTBOX_BATCH_SIZE": 5}
+    workers = [pg_outbox.dispatcher(**settings) for _ in range(4)]
+    start = threading.Barrier(len(workers))
+
+    def drain(dispatcher: Dispatcher) -> None:
+        start.wait()
+        while dispatcher.dispatch_once().claimed:
+            pass
+
+    threads = [threading.Thread(target=drain, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    statuses = Counter(row.status for row in pg_outbox.rows().values())
+    assert statuses == {Status.ACCEPTED: 37, Status.PENDING: 120 - 37}
+    assert len(pg_outbox.sandbox.ledger()) == 37  # none sent beyond it, not even once
+    with pg_outbox.engine.connect() as connection:
+        assert usage(connection, "clinic", pg_outbox.clock.now.date()) == Usage(37, 37)
