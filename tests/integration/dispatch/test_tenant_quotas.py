@@ -13,12 +13,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from models import NewMessage, Priority, Status, enqueue_many, outbox_tenant_quotas
 from tests.integration.dispatch.harness import ALPHA, Outbox, recipient
 from tests.integration.dispatch.test_tenant_keys import enqueue
+from worker.dispatch.policy import quotas
 
 TEMPLATE = {"$type": "SMSProject", "projectId": 4711}
 
@@ -228,3 +230,24 @@ def test_the_quota_day_follows_its_time_zone_and_an_expiring_message_fails(outbo
     assert rows[soon].last_error == "expired: daily quota used up until 2026-12-07 23:00 UTC"
     assert (rows[later].status, rows[later].next_attempt_at) == (Status.PENDING, midnight)
     assert counts(outbox) == {(date(2026, 12, 7), "clinic"): (1, 1)}
+
+
+def test_a_booking_refused_again_and_again_waits_a_moment_uncounted(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = enqueue(outbox, "clinic", 2, 100)
+    dispatcher = outbox.dispatcher(OUTBOX_DAILY_QUOTAS="clinic=10")
+    monkeypatch.setattr(quotas, "MAX_TRIES", 0)  # as if other workers won every try
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.claimed, summary.accepted, summary.policy["over_quota"]) == (2, 0, 2)
+    soon = outbox.clock.now + timedelta(seconds=1)
+    for key in keys:
+        row = outbox.row(key)
+        assert (row.status, row.attempts, row.next_attempt_at) == (Status.PENDING, 0, soon)
+        assert row.last_error.startswith("held: daily quota counter busy until ")
+    monkeypatch.undo()
+    outbox.settle(dispatcher)
+    assert {outbox.row(key).status for key in keys} == {Status.ACCEPTED}
+    assert list(counts(outbox).values()) == [(2, 2)]
