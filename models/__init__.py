@@ -16,6 +16,7 @@ from models.message import MessageOptions, NewMessage
 from models.outbox import Base, OutboxMessage
 from models.priority import Priority
 from models.producer import enqueue, enqueue_many
+from models.quotas import outbox_tenant_quotas
 from models.recipient import normalize_recipient
 from models.reports import (
     FINAL_DELIVERY_STATUSES,
@@ -67,6 +68,7 @@ __all__ = [
     "outbox_delivery_reports",
     "outbox_recipient_pacing",
     "outbox_suppressions",
+    "outbox_tenant_quotas",
     "parse_content",
     "screen_stored",
     "segments_of",

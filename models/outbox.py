@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     Identity,
     Index,
     Integer,
@@ -84,6 +85,9 @@ class OutboxMessage(Base):
     # The sender the message goes out for (models/tenant.py): its API key, rate and share.
     # "" is the default tenant, what a plain-SQL insert naming none gets.
     tenant: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    # The worker's: the quota day the message counted on against its tenant's daily quota
+    # (models/quotas.py), set the first time it went past the quota; it never counts again.
+    quota_day: Mapped[date | None] = mapped_column(Date)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),

@@ -29,6 +29,7 @@ from worker.secrets import variable
 from worker.setting_concern import _Concern
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
 from worker.settings_policy import PolicySettings
+from worker.settings_quotas import QuotaSettings
 from worker.tenant_settings import per_tenant, tenant_key, tenant_weight
 
 
@@ -314,7 +315,7 @@ class CallbackSettings(_Concern):
         return self.callback_auth.get_secret_value().encode()
 
 
-class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings):
+class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings, QuotaSettings):
     """What operator commands (the CLI, the metrics) need: never the API's address or key."""
 
 
@@ -323,7 +324,13 @@ class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):
 
 
 class Settings(
-    DatabaseSettings, BrokerSettings, ApiSettings, DispatchSettings, LimitSettings, PolicySettings
+    DatabaseSettings,
+    BrokerSettings,
+    ApiSettings,
+    DispatchSettings,
+    LimitSettings,
+    PolicySettings,
+    QuotaSettings,
 ):
     """A worker's settings: every concern, and the rules that join them."""
 

@@ -73,3 +73,17 @@ def tenant_weight(text: str, where: str) -> float:
     if not 0 < weight <= MAX_WEIGHT:
         raise ValueError(f"{where}: the weight must be above 0 and at most {MAX_WEIGHT:g}")
     return weight
+
+
+MAX_QUOTA = 1_000_000_000
+
+
+def tenant_quota(text: str, where: str) -> int:
+    """A tenant's daily quota: a whole number from 1 to MAX_QUOTA."""
+    try:
+        quota = int(text)
+    except ValueError:
+        quota = 0
+    if not 1 <= quota <= MAX_QUOTA:
+        raise ValueError(f"{where}: the quota must be a whole number from 1 to {MAX_QUOTA:,}")
+    return quota

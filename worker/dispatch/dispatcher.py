@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
+from models import Priority
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import connect_on_first_use, outbox_clock
@@ -39,6 +40,7 @@ from worker.dispatch.outcomes import (
     unsent_failure,
 )
 from worker.dispatch.policy import rules as policy_rules
+from worker.dispatch.policy.quotas import TenantQuotas
 from worker.dispatch.record import RowResult
 from worker.dispatch.recorder import Recorder
 from worker.dispatch.screen import Outgoing, Screened, Unsendable, screen
@@ -86,8 +88,9 @@ class Dispatcher:
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
         self.floors = LaneFloors()  # where this process's claims of each lane ended
-        named = bool(settings.tenant_weights or settings.wiraya_api_keys)
+        named = bool(settings.tenant_weights or settings.wiraya_api_keys or settings.quotas)
         self.turns = TenantTurns(settings.tenant_weights, in_force=named)
+        self.quotas = TenantQuotas(settings.quotas)  # the daily quotas this process counts
         self.recorder = Recorder(engine, settings.lease, self.clock, sleep, monotonic)
         # Each tenant's batches go out under its own key (docs/tenants.md).
         self.senders = TenantSenders(settings, sender_for_key)
@@ -225,6 +228,8 @@ class Dispatcher:
             if permit.probe is not None:  # nothing could be sent: another worker may probe
                 with self.engine.connect() as connection:
                     self.gate.give_back(connection, permit)
+        if sent.unresolved and screened.outgoing:  # they counted: claimed again, whatever the quota
+            self.quotas.forget(screened.outgoing[0].tenant)
         results += results_of(screened.outgoing, sent, self.outcomes, now=self.clock())
         summary.note_send(sent)
         self.recorder.write_batch(summary, results, token, now)
@@ -269,7 +274,13 @@ def _with_policy(
         now = dispatcher.clock()
         unsent = [item.row.id for item in screened.unsendable]
         verdict = policy_rules.apply(
-            dispatcher.settings.policy, connection, screened.outgoing, now, unsent, lease_end
+            dispatcher.settings.policy,
+            connection,
+            screened.outgoing,
+            now,
+            unsent,
+            lease_end,
+            dispatcher.quotas,
         )
     summary.note_policy(verdict)
     return Screened(verdict.outgoing, screened.unsendable + verdict.failed)
@@ -334,14 +345,17 @@ def _turn_and_permit(
 ) -> tuple[str | None, Permit]:
     """Whose batch comes next (None: the head row's) and the gate's permit read with the
     refusal of that tenant's key. Tenants whose refused key is not due a retry are passed
-    over: a refused key stops its own tenants only (ALL_HELD: every tenant due is held)."""
-    gate, senders = dispatcher.gate, dispatcher.senders
+    over: a refused key stops its own tenants only; so are the lanes a used-up daily quota
+    holds (ALL_HELD: every tenant due is held)."""
+    gate, senders, quotas = dispatcher.gate, dispatcher.senders, dispatcher.quotas
     turn = None
     if dispatcher.turns.in_force:
-        held = held_keys(connection, now)
-        turn = dispatcher.turns.choose(
-            connection, now, held=lambda tenant: senders.fingerprint(tenant) in held
-        )
+        refused = held_keys(connection, now)
+
+        def held(tenant: str, lane: Priority) -> bool:
+            return senders.fingerprint(tenant) in refused or quotas.held(tenant, lane, now)
+
+        turn = dispatcher.turns.choose(connection, now, held=held)
     if turn == ALL_HELD:  # nothing this dispatch may send until a key's retry is due
         view = replace(gate.read(connection), key_refused=False)
         return turn, Permit(view, gate.batch_size(view))

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from models import Priority, Status
-from worker.dispatch.claim import ClaimedRow
+from worker.dispatch.claim import ClaimedRow, tenant_of
 from worker.dispatch.record import RowResult
 from worker.dispatch.sending import BatchSend
 
@@ -48,6 +48,7 @@ class BatchSummary:
     seconds: float = 0.0
     alarm: str | None = None
     by_priority: Counter[str] = field(default_factory=Counter)  # claimed, by lane
+    by_tenant: Counter[str] = field(default_factory=Counter)  # claimed, by tenant ("": default)
     request_seconds: list[float] = field(default_factory=list)
     full: bool = False  # the last claim filled a batch: more may be due
     # The sending policy's: held, paced, suppressed and duplicate messages, and SMS segments
@@ -70,6 +71,7 @@ class BatchSummary:
             "seconds": self.seconds,
             "alarm": self.alarm,
             "by_priority": dict(self.by_priority),
+            "by_tenant": dict(self.by_tenant),
             **({"policy": dict(self.policy)} if self.policy else {}),
             **({"segments": dict(self.segments)} if self.segments else {}),
         }
@@ -83,6 +85,7 @@ class BatchSummary:
         for name in ("batches", "claimed", "accepted", "retried", "failed", "released", "requests"):
             setattr(self, name, getattr(self, name) + getattr(batch, name))
         self.by_priority.update(batch.by_priority)
+        self.by_tenant.update(batch.by_tenant)
         self.policy.update(batch.policy)
         self.segments.update(batch.segments)
         self.request_seconds += batch.request_seconds
@@ -91,9 +94,11 @@ class BatchSummary:
             self.state, self.alarm = batch.state, batch.alarm
 
     def note_claimed(self, rows: list[ClaimedRow]) -> None:
-        """Count claimed rows, by lane."""
+        """Count claimed rows, by lane and by tenant (a batch holds one tenant's rows)."""
         self.claimed += len(rows)
         self.by_priority.update(Priority(row.priority).name.lower() for row in rows)
+        if rows:
+            self.by_tenant[tenant_of(rows) or ""] += len(rows)
 
     def note_policy(self, verdict: Verdict) -> None:
         """What the sending policy held, refused and let go (segments by lane and encoding)."""

@@ -73,17 +73,21 @@ class TenantTurns:
         self.served: dict[str, datetime] = {}
 
     def choose(
-        self, connection: Connection, now: datetime, held: Callable[[str], bool] = lambda _: False
+        self,
+        connection: Connection,
+        now: datetime,
+        held: Callable[[str, Priority], bool] = lambda _, __: False,
     ) -> str | None:
         """The tenant the next claim serves; None leaves it to the claim's head row (a lapsed
-        lease is due, or no row is); ALL_HELD when every tenant due is ``held`` (its key is
-        refused): the others' lanes are served as if its rows were not there."""
+        lease is due, or no row is); ALL_HELD when every tenant due is ``held`` in its lane
+        (its key is refused, its quota used up): the others' lanes are served as if its rows
+        were not there."""
         if not self.in_force or connection.scalar(LAPSED, {"now": now}):
             return None
         any_held = False
         for lane in LANES:
             rows = connection.execute(DUE_TENANTS, {"lane": int(lane), "now": now}).all()
-            due = [(tenant, oldest) for tenant, oldest in rows if not held(str(tenant))]
+            due = [(tenant, oldest) for tenant, oldest in rows if not held(str(tenant), lane)]
             any_held = any_held or len(due) < len(rows)
             if due:
                 waits = {

@@ -34,6 +34,7 @@ POLICY_COUNTERS = {
     "paced": "Messages held by per-recipient pacing (no attempt spent).",
     "suppressed": "Messages failed unsent: their recipient is on the opt-out list.",
     "duplicate": "Messages failed unsent: a copy of an earlier one within the dedupe window.",
+    "over_quota": "Messages held by their tenant's daily quota until the next quota day.",
 }
 SEGMENTS_PREFIX = "segments:"  # then "lane/encoding": SMS parts of the texts sent
 BATCH_STATES = ("idle", "paused", "sent", "alarm")

@@ -53,7 +53,7 @@ from worker.ops.counters import (
     counters_redis,
 )
 from worker.ops.snapshot import Snapshot, take_snapshot
-from worker.ops.tenant_figures import labelled, tenant_figures
+from worker.ops.tenant_figures import labelled, quota_figures, tenant_figures
 from worker.reports.metrics import DeliveryCollector
 from worker.settings import OperatorSettings
 
@@ -102,15 +102,15 @@ class OutboxCollector(Collector):
         yield from self._tenants(snapshot.taken_at)
 
     def _tenants(self, now: datetime) -> Iterator[Metric]:
-        """Pending messages by tenant: the tenants OUTBOX_TENANT_WEIGHTS names (and the
-        default one, "") by name, the others as ``other``."""
+        """Pending messages by tenant: the tenants OUTBOX_TENANT_WEIGHTS or the daily quotas
+        name (and the default one, "") by name, the others as ``other``."""
         try:
             with self.engine.connect() as connection:
                 lines = tenant_figures(connection, now, (Status.PENDING,))
         except SQLAlchemyError as error:
             log.warning("metrics: cannot read the tenants' figures: %s", error)
             return
-        by_label = labelled(lines, set(self.settings.tenant_weights))
+        by_label = labelled(lines, set(self.settings.tenant_weights) | self.settings.quotas.tenants)
         pending = GaugeMetricFamily(
             "outbox_tenant_pending", "Pending messages by tenant.", labels=["tenant"]
         )
@@ -128,6 +128,31 @@ class OutboxCollector(Collector):
             waited = None if figures.oldest_due_at is None else now - figures.oldest_due_at
             oldest.add_metric([label], _seconds(waited))
         yield from (pending, due, oldest)
+        yield from self._quotas(now)
+
+    def _quotas(self, now: datetime) -> Iterator[Metric]:
+        """Each daily quota in force (its tenant named in settings: bounded labels), and what
+        its tenant used of it today, in messages or SMS segments."""
+        try:
+            with self.engine.connect() as connection:
+                lines = quota_figures(connection, self.settings.quotas, now)
+        except SQLAlchemyError as error:
+            log.warning("metrics: cannot read the daily quotas: %s", error)
+            return
+        labels = ["tenant", "unit"]
+        used = GaugeMetricFamily(
+            "outbox_tenant_quota_used",
+            "What the tenant used today of its daily quota (OUTBOX_DAILY_QUOTAS, "
+            "OUTBOX_DAILY_SEGMENT_QUOTAS), by unit: messages or segments.",
+            labels=labels,
+        )
+        limit = GaugeMetricFamily(
+            "outbox_tenant_quota_limit", "The tenant's daily quota, by unit.", labels=labels
+        )
+        for line in lines:
+            used.add_metric([line.tenant, line.unit], line.used)
+            limit.add_metric([line.tenant, line.unit], line.limit)
+        yield from (used, limit)
 
     def _counters(self, client: redis.Redis) -> Iterator[Metric]:
         up = GaugeMetricFamily(

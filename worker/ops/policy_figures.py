@@ -19,6 +19,7 @@ RULES = {
     "paced": "per-recipient pacing",
     "suppressed": "opt-out list",
     "duplicate": "duplicate guard",
+    "quota": "daily quota",  # "held: daily quota ..." (worker/dispatch/policy/quotas.py)
 }
 HELD_PREFIXES = ("held:", "paced:")
 
@@ -44,7 +45,7 @@ class PolicyFigures:
         )
         parts = ", ".join(f"{lane} {count:,}" for lane, count in self.segments_today.items())
         return [
-            f"  held         {self.held:,} (quiet hours, pacing){until}",
+            f"  held         {self.held:,} (quiet hours, pacing, daily quotas){until}",
             f"  segments     {parts or '0'} (SMS parts accepted today, UTC)",
         ]
 
@@ -83,9 +84,13 @@ def rule_of(last_error: object, next_attempt_at: object) -> str | None:
     word = last_error.split(":", 1)[0].split(" ", 1)[0]
     if word == "expired" and "quiet hours" in last_error:
         return "quiet hours (expired inside the window)"
+    if word == "expired" and "daily quota" in last_error:
+        return "daily quota (expired before the next quota day)"
+    if word == "held" and "daily quota" in last_error:
+        word = "quota"
     rule = RULES.get(word)
     if rule is None:
         return None
-    if word in ("held", "paced") and isinstance(next_attempt_at, datetime):
+    if word in ("held", "paced", "quota") and isinstance(next_attempt_at, datetime):
         return f"{rule}: held until {next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
     return rule

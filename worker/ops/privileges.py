@@ -15,6 +15,7 @@ from typing import Literal
 
 from models.inserts import READ_BACK
 from models.outbox import outbox_messages
+from models.quotas import outbox_tenant_quotas
 from models.reports import outbox_delivery_reports
 from models.suppressions import outbox_recipient_pacing, outbox_suppressions
 from worker.dispatch.gate.state import dispatch_gate, refused_keys
@@ -28,6 +29,7 @@ MATCH_TRIGGER = "outbox_messages_match_reports"
 SAME_MESSAGE = "outbox_message_is(text, text, jsonb)"  # migration 0012
 SUPPRESSIONS = outbox_suppressions.name
 PACING = outbox_recipient_pacing.name
+QUOTAS = outbox_tenant_quotas.name
 
 # Columns a producer sets (an `enqueue` or a plain-SQL INSERT); those it reads back are
 # models.inserts.READ_BACK: the id, the idempotency key and every server default.
@@ -149,6 +151,8 @@ def worker_duties() -> tuple[Duty, ...]:
             "apply the sending policy",
             _rights("SELECT INSERT", SUPPRESSIONS) + _rights("SELECT INSERT UPDATE", PACING),
         ),
+        # The daily quotas: book each batch on its tenant's counter.
+        Duty("count daily quotas", _rights("SELECT INSERT UPDATE", QUOTAS)),
     )
 
 
@@ -163,6 +167,7 @@ def beat_duties() -> tuple[Duty, ...]:
             "prune",
             _rights("SELECT DELETE", MESSAGES)
             + _rights("SELECT DELETE", REPORTS)
+            + _rights("DELETE", QUOTAS)
             + (Right("UPDATE", REPORTS, ("message_id",)),),
         ),
     )
@@ -243,4 +248,5 @@ def role_tables() -> tuple[str, ...]:
         HOUSEKEEPING,
         SUPPRESSIONS,
         PACING,
+        QUOTAS,
     )

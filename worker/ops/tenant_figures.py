@@ -1,4 +1,5 @@
-"""`outbox stats --tenant`: each tenant's unfinished and failed messages, and its oldest due one.
+"""`outbox stats --tenant`: each tenant's unfinished and failed messages, its oldest due one, and
+what it used today of its daily quotas.
 
 Accepted messages are left out: counting them by tenant reads the whole history. The figures
 come from one grouped read of the pending, sending, failed and cancelled rows.
@@ -12,8 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select
 
-from models import Status
+from models import Status, outbox_tenant_quotas
 from models.outbox import outbox_messages as outbox
+from worker.quotas import Quotas
 
 COUNTED = (Status.PENDING, Status.SENDING, Status.FAILED, Status.CANCELLED)
 
@@ -33,10 +35,13 @@ class TenantFigures:
 
 
 def tenant_figures(
-    connection: Connection, now: datetime, statuses: tuple[Status, ...] = COUNTED
+    connection: Connection,
+    now: datetime,
+    statuses: tuple[Status, ...] = COUNTED,
+    tenant: str | None = None,
 ) -> list[TenantFigures]:
     """Every tenant with a message of ``statuses`` (by default pending, sending, failed or
-    cancelled), by name."""
+    cancelled), by name (``tenant`` alone, when given)."""
     due = (outbox.c.status == Status.PENDING) & (outbox.c.next_attempt_at <= now)
     query = (
         select(
@@ -49,6 +54,8 @@ def tenant_figures(
         .where(outbox.c.status.in_([status.value for status in statuses]))
         .group_by(outbox.c.tenant, outbox.c.status)
     )
+    if tenant is not None:
+        query = query.where(outbox.c.tenant == tenant)
     figures: dict[str, TenantFigures] = {}
     for tenant, status, count, due_count, oldest in connection.execute(query):
         line = figures.setdefault(str(tenant), TenantFigures(str(tenant)))
@@ -82,3 +89,53 @@ def labelled(lines: list[TenantFigures], named: set[str]) -> dict[str, TenantFig
         ):
             total.oldest_due_at = line.oldest_due_at
     return by_label
+
+
+@dataclass(frozen=True)
+class QuotaFigures:
+    """A tenant's daily quota today: what it used and its limit, per unit (messages, segments)."""
+
+    tenant: str
+    unit: str  # "messages" or "segments"
+    used: int
+    limit: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "unit": self.unit, "used": self.used, "limit": self.limit}
+
+
+def quota_figures(connection: Connection, quotas: Quotas, now: datetime) -> list[QuotaFigures]:
+    """Each quota in force and what its tenant used of it on the quota day of ``now``."""
+    if not quotas:
+        return []
+    counters = outbox_tenant_quotas
+    query = select(counters.c.tenant, counters.c.messages, counters.c.segments).where(
+        counters.c.day == quotas.day_of(now)
+    )
+    used = {
+        str(tenant): (int(messages), int(parts))
+        for tenant, messages, parts in connection.execute(query)
+    }
+    lines = []
+    for unit, limits in (("messages", quotas.messages), ("segments", quotas.segments)):
+        column = 0 if unit == "messages" else 1
+        for tenant, limit in sorted(limits.items()):
+            lines.append(QuotaFigures(tenant, unit, used.get(tenant, (0, 0))[column], limit))
+    return lines
+
+
+WAITING_SHOWN = 20  # a tenant's pending messages `outbox inspect --tenant` lists
+
+
+def waiting_messages(
+    connection: Connection, tenant: str, limit: int = WAITING_SHOWN
+) -> list[dict[str, Any]]:
+    """``tenant``'s pending messages in the order they fall due, the first ``limit``."""
+    columns = ("client_message_id", "priority", "attempts", "next_attempt_at", "last_error")
+    query = (
+        select(*(outbox.c[name] for name in columns))
+        .where(outbox.c.status == Status.PENDING, outbox.c.tenant == tenant)
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in connection.execute(query)]

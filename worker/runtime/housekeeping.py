@@ -22,6 +22,7 @@ from models.databases import database_of
 from models.outbox import Base
 from models.types import UtcDateTime
 from worker.clock import Clock, utc_now
+from worker.dispatch.policy import quotas
 from worker.ops import changes
 from worker.settings import DatabaseSettings
 
@@ -83,14 +84,17 @@ class Housekeeping:
 
     def prune(self, *, now: datetime) -> int:
         """Delete accepted rows older than OUTBOX_RETENTION_SECONDS with their delivery reports,
-        and unmatched reports older than OUTBOX_UNMATCHED_REPORT_RETENTION_SECONDS; book the
-        next prune. Returns how many messages went."""
+        unmatched reports older than OUTBOX_UNMATCHED_REPORT_RETENTION_SECONDS, and the daily
+        quotas' counters of days before the retention; book the next prune. Returns how many
+        messages went."""
         cutoff = now - self.settings.retention
         deleted = changes.prune(self.engine, status=Status.ACCEPTED, cutoff=cutoff)
         window = self.settings.unmatched_report_retention
         unmatched = changes.prune_unmatched_reports(self.engine, cutoff=now - window)
         if unmatched:
             log.info("pruned %d unmatched delivery reports older than %s", unmatched, window)
+        with self.engine.begin() as connection:  # a row per tenant with a quota and day: few
+            quotas.prune_counters(connection, before=cutoff.date())
         self.finish(PRUNE, now=self.clock())
         return deleted
 

@@ -62,3 +62,18 @@ def test_lanes_stay_strict_across_tenants(outbox: Outbox) -> None:
             text("SELECT count(*) FROM outbox_messages WHERE tenant='big' AND status='pending'")
         )
     assert pending == 5
+
+
+def test_a_dispatchs_summary_counts_its_claims_by_tenant(outbox: Outbox) -> None:
+    enqueue(outbox, "clinic", 3, 100)
+    enqueue(outbox, "shop", 2, 200)
+    enqueue(outbox, "", 1, 300)
+    dispatcher = outbox.dispatcher(OUTBOX_TENANT_WEIGHTS="clinic=1")
+
+    summary = dispatcher.dispatch_once()
+    for _ in range(2):
+        summary.add(dispatcher.dispatch_once())
+
+    result = summary.as_dict()  # what Flower shows as the task's result
+    assert result["by_tenant"] == {"clinic": 3, "shop": 2, "": 1}
+    assert result["claimed"] == sum(result["by_tenant"].values())

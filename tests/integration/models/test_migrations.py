@@ -28,8 +28,9 @@ OUTBOX_TABLES = {
     "outbox_delivery_reports",
     "outbox_suppressions",
     "outbox_recipient_pacing",
+    "outbox_tenant_quotas",
 }
-HEAD = "0015_tenants"
+HEAD = "0017_tenant_quotas"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 
@@ -130,6 +131,7 @@ def test_the_columns_are_the_contracts(engine: Engine) -> None:
         "trace_context",
         "segments",
         "tenant",
+        "quota_day",
     ]
     required = {name for name, column in columns.items() if not column["nullable"]}
     assert required == {

@@ -22,10 +22,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def scrape_endpoint(database_url: str, broker_url: str) -> str:
-    """Start `outbox metrics` on a free port, read /metrics once, stop it with SIGTERM."""
+def scrape_endpoint(database_url: str, broker_url: str, **settings: str) -> str:
+    """Start `outbox metrics` on a free port (with ``settings`` in its environment), read
+    /metrics once, stop it with SIGTERM."""
     port = free_port()
-    environment = dict(os.environ, CELERY_BROKER_URL=broker_url)
+    environment = dict(os.environ, CELERY_BROKER_URL=broker_url, **settings)
     server = subprocess.Popen(
         [OUTBOX, "--database-url", database_url, "metrics", "--port", str(port)],
         stdout=subprocess.PIPE,

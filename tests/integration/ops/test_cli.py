@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from models import OutboxMessage, SMSFromAlpha, SMSProject, enqueue_many
+from models import OutboxMessage, SMSFromAlpha, SMSProject, enqueue_many, outbox_tenant_quotas
 from worker.database import make_engine
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import transitions
@@ -574,3 +574,45 @@ def test_the_database_url_may_come_from_a_file_and_help_says_why(
         main(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "shows in `ps`" in shown and "--database-url-file" in shown
+
+
+def test_inspect_a_tenant(
+    outbox: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTBOX_DAILY_QUOTAS", "shop=50")
+    held = "held: daily quota used up until 2026-12-08 00:00 UTC"
+    _set("m1", outbox, tenant="shop", last_error=held, next_attempt_at=_now() + timedelta(hours=3))
+    _set("m2", outbox, tenant="shop")
+    _set("m8", outbox, tenant="shop")
+    with outbox.begin() as connection:
+        connection.execute(
+            insert(outbox_tenant_quotas).values(
+                day=_now().date(), tenant="shop", messages=50, segments=61
+            )
+        )
+
+    code, out, _ = run(_url(outbox), "inspect", "--tenant", "shop", "--json", capsys=capsys)
+
+    assert code == 0
+    shown = json.loads(out)
+    assert (shown["tenant"], shown["pending"], shown["failed"], shown["due"]) == ("shop", 2, 1, 1)
+    assert shown["quotas"] == [{"unit": "messages", "used": 50, "limit": 50}]
+    assert shown["quota_day"] == _now().date().isoformat()
+    waiting = [(line["client_message_id"], line["policy"]) for line in shown["waiting"]]
+    assert [key for key, _ in waiting] == ["m2", "m1"]  # in the order they fall due
+    assert waiting[0][1] is None and waiting[1][1].startswith("daily quota: held until ")
+    code, out, _ = run(_url(outbox), "inspect", "--tenant", "shop", capsys=capsys)
+    assert code == 0
+    assert "quota today    messages 50 of 50 (used up)" in out
+    assert "m1" in out and held in out and "m7" not in out
+
+    # An id with --tenant: that tenant's message, or one line saying whose it is not.
+    assert run(_url(outbox), "inspect", "m8", "--tenant", "shop", capsys=capsys)[0] == 0
+    code, _, err = run(_url(outbox), "inspect", "m7", "--tenant", "shop", capsys=capsys)
+    assert code == 1
+    assert (
+        one_error_line(err)
+        == "outbox: message 'm7' is not tenant 'shop''s (it is the default tenant's)"
+    )
+    code, _, err = run(_url(outbox), "inspect", capsys=capsys)
+    assert code == 2 and "CLIENT_MESSAGE_ID or --tenant" in err

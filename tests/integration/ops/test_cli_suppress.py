@@ -82,6 +82,6 @@ def test_stats_shows_the_held_and_todays_segments_and_inspect_names_the_rule(
     policy = json.loads(out)["policy"]
     assert policy == {"held": 1, "held_until": until.isoformat(), "segments_today": {"normal": 2}}
     _, out, _ = run(database_url, "stats", capsys=capsys)
-    assert "  held         1 (quiet hours, pacing), the last until" in out
+    assert "  held         1 (quiet hours, pacing, daily quotas), the last until" in out
     _, out, _ = run(database_url, "inspect", "held", "--json", capsys=capsys)
     assert json.loads(out)["policy"] == f"quiet hours: held until {until:%Y-%m-%d %H:%M:%S} UTC"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from models import OutboxMessage, SMSProject, enqueue
+from models import OutboxMessage, SMSProject, enqueue, outbox_tenant_quotas
 from tests.integration.ops.endpoint import samples, scrape_endpoint
 from worker.database import make_engine
 from worker.dispatch.summary import BatchSummary
@@ -175,3 +175,49 @@ def test_pending_messages_by_tenant_with_bounded_labels(sqlite_url: str) -> None
     }
     assert pending == {"clinic": 2, "other": 2, "": 1}  # shop and town are not named
     assert got[("outbox_tenant_due", (("tenant", "clinic"),))] == 2
+
+
+def test_daily_quotas_used_and_limits_by_tenant_and_unit(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    today = _now().date()
+    with engine.begin() as connection:
+        connection.execute(
+            insert(outbox_tenant_quotas),
+            [
+                {"day": today, "tenant": "clinic", "messages": 8_100, "segments": 9_000},
+                {"day": today - timedelta(days=1), "tenant": "shop", "messages": 70, "segments": 0},
+                {
+                    "day": today,
+                    "tenant": "town",
+                    "messages": 5,
+                    "segments": 0,
+                },  # no quota: no label
+            ],
+        )
+    settings = operator_settings(
+        {
+            "OUTBOX_DATABASE_URL": sqlite_url,
+            "CELERY_BROKER_URL": "filesystem://",
+            "OUTBOX_DAILY_QUOTAS": "clinic=10000,shop=50",
+            "OUTBOX_DAILY_SEGMENT_QUOTAS": "clinic=12000",
+        }
+    )
+    got = samples(generate_latest(metrics.registry_for(engine, settings)).decode())
+    engine.dispose()
+    quotas = {
+        (
+            name.removeprefix("outbox_tenant_quota_"),
+            dict(labels)["tenant"],
+            dict(labels)["unit"],
+        ): value
+        for (name, labels), value in got.items()
+        if name.startswith("outbox_tenant_quota_")
+    }
+    assert quotas == {
+        ("used", "clinic", "messages"): 8_100,
+        ("limit", "clinic", "messages"): 10_000,
+        ("used", "shop", "messages"): 0,  # yesterday's count is not today's
+        ("limit", "shop", "messages"): 50,
+        ("used", "clinic", "segments"): 9_000,
+        ("limit", "clinic", "segments"): 12_000,
+    }

@@ -68,12 +68,23 @@ def panels(node: Any) -> Iterator[dict[str, Any]]:
         yield from panels(panel)  # rows hold panels of their own
 
 
-def dashboard_expressions() -> dict[str, str]:
+def variables() -> dict[str, dict[str, Any]]:
+    """The dashboard's template variables, by name."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+
+
+def dashboard_expressions(*, resolved: bool = True) -> dict[str, str]:
+    """Each panel target's expression, its variables replaced by what "All" selects."""
     dashboard = json.loads(DASHBOARD.read_text())
     found = {}
     for panel in panels(dashboard):
         for target in panel.get("targets", []):
-            found[f"{panel['title']} / {target.get('refId', '?')}"] = target["expr"]
+            expression = target["expr"]
+            for name, variable in variables().items():
+                if resolved and "allValue" in variable:
+                    expression = expression.replace(f"${name}", variable["allValue"])
+            found[f"{panel['title']} / {target.get('refId', '?')}"] = expression
     return found
 
 
@@ -82,7 +93,8 @@ def served(filled_postgres: Engine, counters_url: str) -> dict[str, set[tuple[st
     """Every sample name a real `outbox metrics` serves, with the label pairs seen on it."""
     url = filled_postgres.url.render_as_string(hide_password=False)
     names: dict[str, set[tuple[str, str]]] = {}
-    for name, labels in samples(scrape_endpoint(url, counters_url)):
+    quotas = {"OUTBOX_DAILY_QUOTAS": "clinic=100", "OUTBOX_DAILY_SEGMENT_QUOTAS": "clinic=300"}
+    for name, labels in samples(scrape_endpoint(url, counters_url, **quotas)):
         names.setdefault(name, set()).update(labels)
     return names
 
@@ -111,6 +123,7 @@ def test_every_alert_names_metrics_the_endpoint_serves(
     expressions = alert_expressions()
     wanted = {"OutboxBacklogAge", "OutboxUrgentBacklogAge", "OutboxCircuitOpen"}
     wanted |= {"OutboxApiKeyRefused", "OutboxFailureRate", "OutboxNoWorker"}
+    wanted |= {"OutboxTenantQuotaNearlyUsed", "OutboxTenantQuotaUsedUp"}
     assert set(expressions) >= wanted
     for alert, expression in expressions.items():
         assert METRIC.search(expression), alert
@@ -135,8 +148,28 @@ def test_every_dashboard_panel_names_metrics_the_endpoint_serves(
         "outbox_api_request_duration_seconds_bucket",
         "outbox_circuit_open",
         "outbox_api_key_refused",
+        "outbox_tenant_pending",
+        "outbox_tenant_oldest_due_seconds",
+        "outbox_tenant_quota_used",
     ):
         assert wanted in text, wanted
+
+
+def test_a_tenant_variable_filters_every_tenant_labelled_panel() -> None:
+    tenant = variables()["tenant"]
+    assert tenant["type"] == "query" and tenant["includeAll"] and tenant["multi"]
+    assert "label_values(outbox_tenant_pending, tenant)" in tenant["query"]["query"]
+    assert tenant["allValue"] == ".*"  # "All" keeps the default tenant, whose label is empty
+    labelled = {
+        where: expression
+        for where, expression in dashboard_expressions(resolved=False).items()
+        if "outbox_tenant_" in expression
+    }
+    assert len(labelled) >= 3
+    for where, expression in labelled.items():
+        for name, matchers in METRIC.findall(expression):
+            if name.startswith("outbox_tenant_"):
+                assert 'tenant=~"$tenant"' in matchers, (where, name)
 
 
 def test_the_dashboard_is_importable_grafana_json() -> None:

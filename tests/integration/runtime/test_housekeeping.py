@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, select, text
 
-from models import Status
+from models import Status, outbox_tenant_quotas
 from worker.runtime.housekeeping import PRUNE, PRUNE_EVERY, PRUNE_HOLD, Housekeeping
 from worker.settings import DatabaseSettings
 
@@ -73,3 +73,21 @@ def test_the_prune_deletes_accepted_rows_past_retention_and_books_the_next(engin
         ]
     next_run = beat.next_run(PRUNE)
     assert next_run is not None and next_run >= now + PRUNE_EVERY
+
+
+def test_the_prune_deletes_quota_counters_older_than_retention(engine: Engine) -> None:
+    counters = outbox_tenant_quotas
+    with engine.begin() as connection:
+        connection.execute(
+            insert(counters),
+            [
+                {"day": (T0 - age).date(), "tenant": "clinic", "messages": 1, "segments": 1}
+                for age in (timedelta(days=32), timedelta(days=29), timedelta(0))
+            ],
+        )
+    beat = housekeeping(engine)
+    assert beat.take_due(PRUNE, now=T0)
+    beat.prune(now=T0)  # OUTBOX_RETENTION_SECONDS: 30 days by default
+    with engine.connect() as connection:
+        days = connection.scalars(select(counters.c.day).order_by(counters.c.day)).all()
+    assert days == [(T0 - timedelta(days=29)).date(), T0.date()]

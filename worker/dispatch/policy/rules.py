@@ -3,8 +3,8 @@
 Run by the dispatcher after the claim and the screen, before the request: a held message is
 released to pending with the claim's attempt given back and its next_attempt_at at the moment
 it may go, in the same guarded record as the batch's other rows; a suppressed or duplicate one
-fails unsent. Rules in order: opt-outs, duplicates, quiet hours, pacing (booked last, for the
-messages that will go).
+fails unsent. Rules in order: opt-outs, duplicates, quiet hours, the tenant's daily quota (counted
+for the messages no earlier rule stopped), pacing (booked last, for the messages that will go).
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ from models.segments import segments_of
 from worker.dispatch.outcomes import released
 from worker.dispatch.policy import duplicates, opt_outs, pacing
 from worker.dispatch.policy.quiet_hours import quiet_until
+from worker.dispatch.policy.quotas import QUOTA_HELD, TenantQuotas, quota_reason
 from worker.dispatch.record import RowResult
 from worker.dispatch.screen import Outgoing, Unsendable
 from worker.policy import Policy
 
 TIME = "%Y-%m-%d %H:%M UTC"
+# A booking the quota's counter kept refusing (every other worker booking the tenant at once):
+# its messages wait this long, uncounted, and book again.
+QUOTA_BUSY_WAIT = timedelta(seconds=1)
 
 
 @dataclass
@@ -47,16 +51,20 @@ def apply(
     now: datetime,
     unsent: Collection[int] = (),
     lease_end: datetime | None = None,
+    quotas: TenantQuotas | None = None,
 ) -> Verdict:
     """The policy's verdict on ``batch`` at ``now`` (the outbox's clock); ``unsent`` are the
     claim's other rows, which the screen failed (no earlier copy of anything); no request of
-    the batch starts after ``lease_end`` (quiet hours look that far ahead)."""
+    the batch starts after ``lease_end`` (quiet hours look that far ahead). With ``quotas``,
+    the batch counts against its tenant's daily quota."""
     verdict = Verdict(outgoing=[])
     failed: dict[int, str] = {}
     held: dict[int, tuple[datetime, str]] = {}
     _opt_outs(policy, connection, batch, now, failed)
     _duplicates(policy, connection, batch, now, failed, unsent)
     _quiet_hours(policy, batch, now, (lease_end or now) - now, failed, held)
+    if quotas is not None and quotas.quotas:
+        _quotas(quotas, connection, batch, now, failed, held)
     _pacing(policy, connection, batch, now, failed, held)
     for item in batch:
         if item.id in failed:
@@ -65,11 +73,18 @@ def apply(
         elif item.id in held:
             until, reason = held[item.id]
             verdict.held.append(released(item.row, reason, until=until))
-            verdict.counts["paced" if reason.startswith("paced") else "held"] += 1
+            verdict.counts[_held_by(reason)] += 1
         else:
             verdict.outgoing.append(item)
     _segments(connection, verdict)
     return verdict
+
+
+def _held_by(reason: str) -> str:
+    """The counter a hold adds to: paced, over_quota, or held (quiet hours)."""
+    if reason.startswith("paced"):
+        return "paced"
+    return "over_quota" if reason.startswith(QUOTA_HELD) else "held"
 
 
 def _rule_of(reason: str) -> str:
@@ -152,6 +167,33 @@ def _quiet_hours(
             failed[item.id] = f"expired: quiet hours until {until:{TIME}}"
         else:
             held[item.id] = (until, f"held: quiet hours until {until:{TIME}}")
+
+
+def _quotas(
+    quotas: TenantQuotas,
+    connection: Connection,
+    batch: list[Outgoing],
+    now: datetime,
+    failed: dict[int, str],
+    held: dict[int, tuple[datetime, str]],
+) -> None:
+    """Count the messages still going against their tenant's quota; those that do not fit
+    wait for the next quota day (or fail, expiring before it), no attempt spent."""
+    going = [item for item in batch if item.id not in failed and item.id not in held]
+    if not going:
+        return
+    going.sort(key=lambda item: (item.row.priority, item.row.id))  # urgent first, then by id
+    granted, for_the_day = quotas.book(connection, going[0].tenant, going, now)
+    until = quotas.quotas.next_day(now) if for_the_day else now + QUOTA_BUSY_WAIT
+    why = "used up" if for_the_day else "counter busy"
+    for item in going:
+        if item.id in granted:
+            continue
+        reason = quota_reason(why, until)
+        if item.expires_at is not None and item.expires_at <= until:
+            failed[item.id] = reason.replace("held:", "expired:", 1)
+        else:
+            held[item.id] = (until, reason)
 
 
 def _pacing(

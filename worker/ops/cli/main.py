@@ -110,8 +110,14 @@ def _add_reading(commands: Commands) -> None:
     )
     stats.set_defaults(handler=reading.cmd_stats)
 
-    inspect = commands.add_parser("inspect", help="everything about one message")
-    inspect.add_argument("client_message_id", metavar="CLIENT_MESSAGE_ID")
+    inspect = commands.add_parser("inspect", help="everything about one message, or one tenant")
+    inspect.add_argument("client_message_id", nargs="?", metavar="CLIENT_MESSAGE_ID")
+    inspect.add_argument(
+        "--tenant",
+        type=_tenant,
+        metavar="NAME",
+        help="one tenant's figures, quotas and next messages; with an id: only its message",
+    )
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(handler=reading.cmd_inspect)
 

@@ -10,8 +10,10 @@ from typing import Any
 from models import Status
 from models.text import escaped
 from worker.database import database_now
+from worker.errors import OperatorError
 from worker.ops import access, queries
 from worker.ops import snapshot as snapshots
+from worker.ops.cli.tenant_view import print_tenant
 from worker.ops.cli.times import human_duration
 from worker.ops.policy_figures import policy_figures, rule_of
 from worker.ops.snapshot import Snapshot
@@ -120,9 +122,19 @@ def _in(moment: datetime | None, now: datetime) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace, settings: OperatorSettings) -> int:
+    tenant = getattr(args, "tenant", None)
+    if args.client_message_id is None:
+        if tenant is None:
+            raise OperatorError("inspect: give a CLIENT_MESSAGE_ID or --tenant NAME", 2)
+        return print_tenant(settings, tenant, args.json)
     with access.open_outbox(settings.database_url) as engine:
         row = snapshots.find_message(engine, args.client_message_id)
         reports = report_figures.message_reports(engine, row["tracking_id"])
+    if tenant is not None and row["tenant"] != tenant:
+        whose = f"tenant {row['tenant']!r}'s" if row["tenant"] else "the default tenant's"
+        raise OperatorError(
+            f"message {args.client_message_id!r} is not tenant {tenant!r}'s (it is {whose})"
+        )
     shown = {key: _jsonable(value) for key, value in row.items()}
     shown["policy"] = rule_of(row.get("last_error"), row.get("next_attempt_at"))
     listed = [{key: _jsonable(value) for key, value in report.items()} for report in reports]
