@@ -244,7 +244,7 @@ class Dispatcher:
     ) -> Screened:
         """Screen the claimed rows; a probe claims again while none of them can be sent, so it
         never stalls behind rows that fail on the way (they are recorded, and are no probe)."""
-        screened = self._screen_rows(rows, now)
+        screened = _screen_rows(self, rows, now)
         for _ in range(PROBE_CLAIMS - 1):
             if permit.probe is None or screened.outgoing or not rows:
                 break
@@ -253,12 +253,13 @@ class Dispatcher:
             with self.engine.connect() as connection:
                 rows = _claim_under(self, connection, permit, now, token, tenant_of(rows))
             summary.note_claimed(rows)
-            screened = self._screen_rows(rows, now)
+            screened = _screen_rows(self, rows, now)
         return screened
 
-    def _screen_rows(self, rows: list[ClaimedRow], now: datetime) -> Screened:
-        limits = self.settings.message_limits
-        return screen(rows, now=now, max_age=self.settings.max_age, limits=limits)
+
+def _screen_rows(dispatcher: Dispatcher, rows: list[ClaimedRow], now: datetime) -> Screened:
+    settings = dispatcher.settings
+    return screen(rows, now=now, max_age=settings.max_age, limits=settings.message_limits)
 
 
 def _with_policy(
