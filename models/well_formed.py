@@ -49,7 +49,9 @@ def _from_alpha(content: dict[str, Any], limits: MessageLimits) -> dict[str, Any
     return {"$type": SMSFromAlpha.type_name, "sender": sender, "text": text}
 
 
-def _project(content: dict[str, Any], type_name: str, limits: MessageLimits) -> dict[str, Any] | None:
+def _project(
+    content: dict[str, Any], type_name: str, limits: MessageLimits
+) -> dict[str, Any] | None:
     if not _PROJECT_FIELDS.issuperset(content):
         return None
     project_id = content.get("projectId")
@@ -65,14 +67,15 @@ def _project(content: dict[str, Any], type_name: str, limits: MessageLimits) -> 
     joined = "".join(placeholders)
     if text_problem(joined) is not None:
         return None
-    api = {"$type": type_name, "projectId": project_id, "placeholders": list(placeholders)}
+    values: list[str] = list(placeholders)
+    api: dict[str, Any] = {"$type": type_name, "projectId": project_id, "placeholders": values}
     moment = content.get("nextAttemptUtc")
     if moment is not None:
         if type(moment) is not str or not _is_stored_date(moment):
             return None
         api["nextAttemptUtc"] = moment  # already the API's form: UTC, seconds, Z
     if len(joined) > min(limits.placeholder_chars, limits.placeholders_total_chars):
-        limits.check_placeholders("content.placeholders", api["placeholders"])  # names which
+        limits.check_placeholders("content.placeholders", values)  # names which, and why
     return api
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    DateTime,
     Engine,
     String,
     Table,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     create_engine,
     func,
     text,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -269,8 +271,9 @@ class PostgreSQL(Database):
         return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
 
     def raw_time(self, column: Any) -> ColumnElement[Any]:
-        """As stored: a timestamptz is always a time."""
-        return column  # type: ignore[no-any-return]
+        """As the driver reads it: a timestamptz is always an aware time (in the session's
+        zone: the screen takes it to UTC), with no conversion per row on the way."""
+        return type_coerce(column, DateTime(timezone=True))
 
     def record_statement(self) -> TextClause:
         """``RECORD``: an UPDATE reading each row's result from one jsonb object by id."""
@@ -287,7 +290,9 @@ class PostgreSQL(Database):
             }
             for result in results
         }
-        ids = [result["id"] for result in results]
+        # The ids as an array's text, which the statement casts: the driver adapts a list
+        # element by element in Python, several times slower for a batch of 500.
+        ids = "{" + ",".join(str(int(result["id"])) for result in results) + "}"
         return {"results": orjson.dumps(by_id).decode(), "ids": ids, "now": now, "token": token}
 
     def store_reports(

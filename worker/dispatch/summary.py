@@ -93,7 +93,8 @@ class BatchSummary:
     def note_claimed(self, rows: list[ClaimedRow]) -> None:
         """Count claimed rows, by lane."""
         self.claimed += len(rows)
-        self.by_priority.update(Priority(row.priority).name.lower() for row in rows)
+        lanes = Counter(row.priority for row in rows)  # named once per lane, not once per row
+        self.by_priority.update({Priority(lane).name.lower(): n for lane, n in lanes.items()})
 
     def note_policy(self, verdict: Verdict) -> None:
         """What the sending policy held, refused and let go (segments by lane and encoding)."""
