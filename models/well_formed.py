@@ -13,12 +13,16 @@ import re
 from datetime import datetime
 from typing import Any
 
-from models.content import INT32_MAX, SENDER_MAX_LENGTH, SMSFromAlpha, _ProjectContent
+from models.content import INT32_MAX, PROJECT_TYPES, SENDER_MAX_LENGTH, SMSFromAlpha
 from models.limits import MessageLimits
 from models.text import text_problem
 
-_PROJECT_TYPES = frozenset(cls.type_name for cls in _ProjectContent.__subclasses__())
-_PROJECT_FIELDS = frozenset({"$type", "projectId", "placeholders", "nextAttemptUtc"})
+# The fields this module checks, by the API's names: a field added to a model must be added
+# here too (tests/unit/models/test_well_formed.py compares them).
+ALPHA_FIELDS = frozenset({"sender", "text"})
+PROJECT_FIELDS = frozenset({"projectId", "placeholders", "nextAttemptUtc"})
+_PROJECT_TYPES = frozenset(cls.type_name for cls in PROJECT_TYPES)
+_PROJECT_KEYS = PROJECT_FIELDS | {"$type"}
 # A date as the producer stores it: UTC to the second with a trailing Z (ASCII digits only).
 _STORED_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
@@ -39,7 +43,7 @@ def api_form(content: dict[str, Any], limits: MessageLimits) -> dict[str, Any] |
 
 def _from_alpha(content: dict[str, Any], limits: MessageLimits) -> dict[str, Any] | None:
     sender, text = content.get("sender"), content.get("text")
-    if len(content) != 3 or type(sender) is not str or type(text) is not str:
+    if len(content) != len(ALPHA_FIELDS) + 1 or type(sender) is not str or type(text) is not str:
         return None  # a field missing, unknown or not text
     if len(sender) > SENDER_MAX_LENGTH or not sender.strip() or not text.strip():
         return None
@@ -52,7 +56,7 @@ def _from_alpha(content: dict[str, Any], limits: MessageLimits) -> dict[str, Any
 def _project(
     content: dict[str, Any], type_name: str, limits: MessageLimits
 ) -> dict[str, Any] | None:
-    if not _PROJECT_FIELDS.issuperset(content):
+    if not _PROJECT_KEYS.issuperset(content):
         return None
     project_id = content.get("projectId")
     if type(project_id) is not int or not 0 < project_id <= INT32_MAX:

@@ -9,9 +9,16 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from models import DEFAULT_LIMITS, InvalidMessage, MessageLimits, NewMessage, parse_content
-from models.content import INT32_MAX
-from models.well_formed import api_form
+from models import (
+    DEFAULT_LIMITS,
+    Content,
+    InvalidMessage,
+    MessageLimits,
+    NewMessage,
+    parse_content,
+)
+from models.content import INT32_MAX, PROJECT_TYPES, SMSFromAlpha
+from models.well_formed import ALPHA_FIELDS, PROJECT_FIELDS, api_form
 
 TYPES = ["SMSProject", "WhatsappProject", "VoiceProject", "SMSFromAlpha"]
 # Text near every rule: blank, control characters, tab and newline, lone surrogates, the
@@ -261,3 +268,14 @@ def test_text_over_a_limit_is_refused_as_the_models_refuse_it(content: dict[str,
     fast = outcome(lambda: api_form(content, limits))
     assert fast[0] == "refused"
     assert fast == outcome(lambda: by_models(content, limits))
+
+
+def api_names(content_type: type[Content]) -> set[str]:
+    return {field.alias or name for name, field in content_type.model_fields.items()}
+
+
+def test_the_fast_path_knows_every_field_of_the_models() -> None:
+    assert api_names(SMSFromAlpha) == ALPHA_FIELDS
+    assert {cls.type_name for cls in PROJECT_TYPES} == set(TYPES) - {SMSFromAlpha.type_name}
+    for project_type in PROJECT_TYPES:
+        assert api_names(project_type) == PROJECT_FIELDS
