@@ -30,9 +30,8 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
 
+from models.databases.array_text import ArrayText, array_text
 from models.databases.database import Database, ReportRow, ReportsWritten
 from models.reports import FINAL_DELIVERY_STATUSES
 from models.types import UtcDateTime
@@ -168,29 +167,6 @@ _REMATCH = text(REMATCH_REPORTS)
 _TAKE_MATCH_LOCK = text("SELECT pg_advisory_xact_lock(:lock)")
 
 
-def array_text(values: Sequence[object]) -> str:
-    """A list as an array's text (``{1,2}``, ``{"a","b\\"c"}``), which a statement casts to
-    the array it means: psycopg adapts a list element by element in Python, several times
-    slower for a batch of 500. Integers as they are, anything else quoted and escaped."""
-    return "{" + ",".join(map(_array_element, values)) + "}"
-
-
-def _array_element(value: object) -> str:
-    if type(value) is int:
-        return str(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class _ArrayText(TypeDecorator[Sequence[object]]):
-    """A list bound as its array's text (``array_text``)."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Sequence[object] | None, dialect: Dialect) -> str | None:
-        return None if value is None else array_text(value)
-
-
 class PostgreSQL(Database):
     """Rows are locked one by one, so workers claim side by side; rights belong to roles."""
 
@@ -293,12 +269,11 @@ class PostgreSQL(Database):
     def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
         """``= ANY`` of one array parameter: one statement text whatever the list's length,
         which the driver parses once (an expanded IN list is a new text, parsed every time)."""
-        values = cast(bindparam(name, type_=_ArrayText()), postgresql.ARRAY(column.type))
+        values = cast(bindparam(name, type_=ArrayText()), postgresql.ARRAY(column.type))
         return column == any_(values)  # type: ignore[no-any-return]
 
     def raw_time(self, column: Any) -> ColumnElement[Any]:
-        """As the driver reads it: a timestamptz is always an aware time (in the session's
-        zone: the screen takes it to UTC), with no conversion per row on the way."""
+        """As the driver reads it, aware (no converter per value): the screen takes it to UTC."""
         return type_coerce(column, DateTime(timezone=True))
 
     def record_statement(self) -> TextClause:
