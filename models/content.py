@@ -163,6 +163,8 @@ class SMSFromAlpha(Content):
 CONTENT_TYPES: dict[str, type[Content]] = {
     cls.type_name: cls for cls in (SMSProject, WhatsappProject, VoiceProject, SMSFromAlpha)
 }
+# The types filled from a project template: projectId, placeholders, nextAttemptUtc.
+PROJECT_TYPES: tuple[type[Content], ...] = (SMSProject, WhatsappProject, VoiceProject)
 # Each type's field names as the API spells them (projectId, not project_id).
 _API_NAMES: dict[type[Content], frozenset[str]] = {
     cls: frozenset(field.alias or name for name, field in cls.model_fields.items())

@@ -18,6 +18,7 @@ from models.limits import DEFAULT_LIMITS, MessageLimits
 from models.message import client_message_id_of
 from models.recipient import normalize_recipient
 from models.text import kind
+from models.well_formed import api_form
 
 # What orjson says when it cannot encode a value, and what that means for a message.
 _ENCODING_PROBLEMS = {
@@ -103,6 +104,9 @@ def _canonical(content: object, limits: MessageLimits) -> dict[str, Any]:
         raise InvalidMessage(
             "content", f"is {size} bytes of JSON; the limit is {limits.message_bytes}"
         )
+    api = api_form(content, limits)  # the usual shapes without building a model
+    if api is not None:
+        return api
     parsed = parse_content(content)
     parsed.check_limits(limits)
     return parsed.to_api()

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    DateTime,
     Engine,
     String,
     Table,
@@ -26,9 +27,11 @@ from sqlalchemy import (
     create_engine,
     func,
     text,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql
 
+from models.databases.array_text import ArrayText, array_text
 from models.databases.database import Database, ReportRow, ReportsWritten
 from models.reports import FINAL_DELIVERY_STATUSES
 from models.types import UtcDateTime
@@ -266,11 +269,12 @@ class PostgreSQL(Database):
     def one_of(self, column: Any, name: str) -> ColumnElement[bool]:
         """``= ANY`` of one array parameter: one statement text whatever the list's length,
         which the driver parses once (an expanded IN list is a new text, parsed every time)."""
-        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
+        values = cast(bindparam(name, type_=ArrayText()), postgresql.ARRAY(column.type))
+        return column == any_(values)  # type: ignore[no-any-return]
 
     def raw_time(self, column: Any) -> ColumnElement[Any]:
-        """As stored: a timestamptz is always a time."""
-        return column  # type: ignore[no-any-return]
+        """As the driver reads it, aware (no converter per value): the screen takes it to UTC."""
+        return type_coerce(column, DateTime(timezone=True))
 
     def record_statement(self) -> TextClause:
         """``RECORD``: an UPDATE reading each row's result from one jsonb object by id."""
@@ -287,7 +291,7 @@ class PostgreSQL(Database):
             }
             for result in results
         }
-        ids = [result["id"] for result in results]
+        ids = array_text([result["id"] for result in results])  # cast by the statement
         return {"results": orjson.dumps(by_id).decode(), "ids": ids, "now": now, "token": token}
 
     def store_reports(

@@ -10,9 +10,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -38,13 +37,13 @@ from worker.dispatch.floors import FLOORED, LaneFloors
 from worker.dispatch.gate.state import GATE_NAME, gate
 
 
-@dataclass(frozen=True)
-class ClaimedRow:
+class ClaimedRow(NamedTuple):
     """A row a worker holds under lease, as the database handed it back.
 
     Text columns are raw: a row inserted by plain SQL may hold anything (on SQLite even bytes
     that are not UTF-8, or a date that is not a date), and the screen decides what is
-    sendable. ``attempts`` already counts this claim.
+    sendable. ``attempts`` already counts this claim. A named tuple, not a frozen dataclass:
+    built for every claimed row, it costs a fifth as much.
     """
 
     id: int

@@ -69,8 +69,11 @@ class LaneFloors:
                 self.ends[lane] = end
 
 
+_LANE_OF = {int(lane): lane for lane in FLOORED}
+
+
 def _floored(priority: object) -> Priority | None:
-    return next((lane for lane in FLOORED if priority == int(lane)), None)
+    return _LANE_OF.get(priority) if isinstance(priority, int) else None
 
 
 def _moment(value: object) -> datetime | None:

@@ -11,7 +11,6 @@ the first such reason in ``reach_evidence`` and no later attempt, answer or oper
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from worker.dispatch.record import RowResult, is_tracking_id
 from worker.wiraya.results import (
@@ -46,6 +45,6 @@ def of_answer(outcome: MessageOutcome) -> str | None:
 def with_evidence(results: Sequence[RowResult], evidence: dict[int, str]) -> list[RowResult]:
     """``results`` carrying the evidence gathered for their rows (none for the others)."""
     return [
-        replace(result, reach_evidence=evidence[result.id]) if result.id in evidence else result
+        result._replace(reach_evidence=evidence[result.id]) if result.id in evidence else result
         for result in results
     ]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -22,9 +21,9 @@ def is_tracking_id(value: object) -> bool:
     return isinstance(value, str) and _TRACKING_ID.fullmatch(value) is not None
 
 
-@dataclass(frozen=True)
-class RowResult:
-    """What one claimed row becomes; written for the whole batch by ``record``."""
+class RowResult(NamedTuple):
+    """What one claimed row becomes; written for the whole batch by ``record``. A named tuple,
+    built for every claimed row: a frozen dataclass costs several times as much to build."""
 
     id: int
     status: Status

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from models import (
     DEFAULT_LIMITS,
@@ -26,9 +27,9 @@ from worker.wiraya.results import Communication
 ISOLATED = "isolated: every request holding this message failed while others were answered"
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """A claimed row the API can take, with what decides how and when it is sent."""
+class Outgoing(NamedTuple):
+    """A claimed row the API can take, with what decides how and when it is sent (a named
+    tuple: one is built for every row sent)."""
 
     row: ClaimedRow
     communication: Communication
@@ -118,6 +119,8 @@ def _count(value: object, field: str) -> int:
 
 def _text(value: object, field: str) -> str:
     """A text column's value as text (SQLite hands back bytes for the worker to decode)."""
+    if type(value) is str:  # PostgreSQL's, and every producer's: the usual case first
+        return value
     if isinstance(value, bytes | bytearray | memoryview):
         try:
             return bytes(value).decode("utf-8")

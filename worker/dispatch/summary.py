@@ -96,7 +96,8 @@ class BatchSummary:
     def note_claimed(self, rows: list[ClaimedRow]) -> None:
         """Count claimed rows, by lane and by tenant (a batch holds one tenant's rows)."""
         self.claimed += len(rows)
-        self.by_priority.update(Priority(row.priority).name.lower() for row in rows)
+        lanes = Counter(row.priority for row in rows)  # named once per lane, not once per row
+        self.by_priority.update({Priority(lane).name.lower(): n for lane, n in lanes.items()})
         if rows:
             self.by_tenant[tenant_of(rows) or ""] += len(rows)
 

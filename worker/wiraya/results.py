@@ -34,14 +34,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from models.text import clean
 
 
-@dataclass(frozen=True)
-class Communication:
-    """One message to send; `content` may come from jsonb, so its key order is not trusted."""
+class Communication(NamedTuple):
+    """One message to send; `content` may come from jsonb, so its key order is not trusted.
+    (A named tuple: one is built for every message sent.)"""
 
     client_message_id: str
     recipient: str
