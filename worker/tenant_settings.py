@@ -73,3 +73,17 @@ def tenant_weight(text: str, where: str) -> float:
     if not 0 < weight <= MAX_WEIGHT:
         raise ValueError(f"{where}: the weight must be above 0 and at most {MAX_WEIGHT:g}")
     return weight
+
+
+MAX_RATE = 100_000.0  # as OUTBOX_RATE_LIMIT
+
+
+def tenant_rate(text: str, where: str) -> float:
+    """A tenant's key's request rate: requests per second, above 0, at most MAX_RATE."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: the rate must be a number, got {text[:20]!r}") from None
+    if not 0 < rate <= MAX_RATE:
+        raise ValueError(f"{where}: the rate must be above 0 and at most {MAX_RATE:g} requests/s")
+    return rate

@@ -187,13 +187,15 @@ class Dispatcher:
             if not permit.allowed or turn == ALL_HELD:
                 return permit, []
             rows = _claim_under(self, connection, permit, now, token, turn)
-            permit = _under_rows_key(self, permit, rows) if turn is None else permit
-            if rows or self.gate.read(connection, permit.view.key).version == permit.view.version:
+            permit = _under_rows_key(self, connection, permit, rows) if turn is None else permit
+            if rows or _unchanged(self.gate.read(connection, permit.view.key), permit.view):
                 return permit, rows
         return permit, []
 
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
+        if (held := self.gate.held_after_wait(permit.view, permit, now)) is not None:
+            return held  # the rows' key was not the one the permit was read for: its brakes hold
         with connect_on_first_use(self.engine)() as connection:  # no statement without a rate
             wait = self.gate.pacing.book_slot(connection, permit.view, now)
         if wait is None or wait <= timedelta(0):
@@ -314,18 +316,34 @@ def _record_first(
 
 
 def _beat_view(dispatcher: Dispatcher, connection: Connection) -> GateView:
-    """The gate as beat counts dispatches by: with tenants' keys, a refused one holds back no
-    dispatch (each passes over the tenants it holds), else the worker's own key's refusal."""
+    """The gate as beat counts dispatches by: with tenants' keys, no one key's brakes (its
+    refusal, its 429 pause, its slots) hold back a dispatch (each passes over the tenants they
+    hold), only the brakes every key observes; else the worker's own key's brakes."""
     view = dispatcher.gate.read(connection)
-    return replace(view, key_refused=False) if dispatcher.turns.in_force else view
+    if not dispatcher.turns.in_force:
+        return view
+    return replace(view, key_refused=False, paused_until=view.api_paused_until, next_send_at=None)
 
 
-def _under_rows_key(dispatcher: Dispatcher, permit: Permit, rows: list[ClaimedRow]) -> Permit:
+def _unchanged(now: GateView, then: GateView) -> bool:
+    """Whether no brake of the gate nor of the view's key changed between the two readings."""
+    return (now.version, now.key_version) == (then.version, then.key_version)
+
+
+def _under_rows_key(
+    dispatcher: Dispatcher, connection: Connection, permit: Permit, rows: list[ClaimedRow]
+) -> Permit:
     """A head row's batch (no turn chosen) goes out under its tenant's key: a refusal it draws
-    is noted under that key's fingerprint."""
+    is noted under that key's fingerprint, and that key's own pause, rate and slots apply (read
+    again when the permit was read for another key)."""
     if not rows:
         return permit
     key = dispatcher.senders.fingerprint(tenant_of(rows) or "")
+    if key == permit.view.key:
+        return permit
+    view = dispatcher.gate.read(connection, key)
+    if view.own_account or permit.view.own_account:
+        return replace(permit, view=view)
     return replace(permit, view=replace(permit.view, key=key))
 
 
@@ -338,7 +356,7 @@ def _turn_and_permit(
     gate, senders = dispatcher.gate, dispatcher.senders
     turn = None
     if dispatcher.turns.in_force:
-        held = held_keys(connection, now)
+        held = held_keys(connection, now) | gate.held_accounts(connection, now)
         turn = dispatcher.turns.choose(
             connection, now, held=lambda tenant: senders.fingerprint(tenant) in held
         )
@@ -361,6 +379,7 @@ def _claim_under(
     the gate's version, the process's lane floors, and whose batch it is (``turn``)."""
     n = dispatcher.recorder.claim_limit(permit.size)
     alone = dispatcher.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
+    view = permit.view
     rows = claim(
         connection,
         limit=n,
@@ -371,6 +390,8 @@ def _claim_under(
         urgent_alone=alone,
         floors=dispatcher.floors,
         tenant=turn,
+        account=view.key if view.own_account else None,
+        account_version=view.key_version,
     )
     served = tenant_of(rows)
     if served is not None:

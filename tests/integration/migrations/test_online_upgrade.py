@@ -22,7 +22,7 @@ from tests.integration.migrations.live import (
 )
 
 ROWS = int(os.environ.get("OUTBOX_TEST_MIGRATE_ROWS", "100000"))
-HEAD = "0015_tenants"
+HEAD = "0016_key_gates"
 
 
 def test_an_upgrade_beside_a_producer_and_a_worker(empty_postgres_url: str) -> None:

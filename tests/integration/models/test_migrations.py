@@ -24,12 +24,13 @@ OUTBOX_TABLES = {
     "outbox_messages",
     "outbox_dispatch_gate",
     "outbox_refused_keys",
+    "outbox_key_gates",
     "outbox_housekeeping",
     "outbox_delivery_reports",
     "outbox_suppressions",
     "outbox_recipient_pacing",
 }
-HEAD = "0015_tenants"
+HEAD = "0016_key_gates"
 MATCH_TRIGGER = "outbox_messages_match_reports"
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import Connection
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.batches import Batches
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR, Pacing
-from worker.dispatch.gate.state import GateView, key_still_refused, read
+from worker.api_keys import key_fingerprint
+from worker.dispatch.gate.state import GateView, account_views, key_still_refused, read
 from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
 from worker.settings import Settings
 
@@ -57,11 +58,25 @@ class Gate:
         self.settings = settings
         self.fingerprint = fingerprint
         self.rng = rng
-        self.pacing = Pacing(settings.configured_rate)
+        self.pacing = _pacing(settings, fingerprint)
         self.batches = Batches(settings, rng)
 
     def read(self, connection: Connection, key: str | None = None) -> GateView:
-        return read(connection, key or self.fingerprint)  # key: a fingerprint; None, its own
+        """The gate read for a key (a fingerprint; None: WIRAYA_API_KEY's): a key that is not
+        WIRAYA_API_KEY has its own pause, rate and slots (Wiraya limits each account)."""
+        key = key or self.fingerprint
+        return read(connection, key, own_account=key != self.fingerprint)
+
+    def held_accounts(self, connection: Connection, now: datetime) -> set[str]:
+        """The keys their own brakes hold now: their 429 pause, or their next request slot too
+        far to wait for; the pause every key observes (the API's failures) holds none apart."""
+        held = set()
+        for view in account_views(connection):
+            shared = view.api_paused_until
+            own_pause = view.paused(now) and (shared is None or shared < view.paused_until)
+            if own_pause or not self.pacing.slot_reachable(view, now):
+                held.add(view.key if view.own_account else self.fingerprint)
+        return held
 
     def _key(self, permit: Permit) -> str:
         return permit.view.key or self.fingerprint  # the key the permit's batch goes out under
@@ -111,7 +126,10 @@ class Gate:
     def _circuit_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
         threshold = self.settings.circuit_failures
-        if t.take_probe_if_free(connection, now=now, until=until, threshold=threshold):
+        own_key = view.own_account
+        if t.take_probe_if_free(
+            connection, now=now, until=until, threshold=threshold, own_key=own_key
+        ):
             return Permit(view, self.batch_size(view), ProbeKind.CIRCUIT, until)
         later = [moment for moment in (view.next_probe_at, view.probe_until) if moment]
         return Permit(view, 0, wait_until=max(later, default=None), reason=view.reason)
@@ -157,7 +175,12 @@ class Gate:
         stale = view.last_success_at is None or view.last_success_at < now - ANSWER_NOTE_INTERVAL
         if stale or not view.answered_since_failure():
             t.note_answered(connection, now=now)
-        if view.failures or view.paused_until or view.probe_until or view.reason or permit.probe:
+        if view.own_account:  # WIRAYA_API_KEY's 429 pause is not this answer's to lift
+            if view.failures or view.api_paused_until or view.probe_until or permit.probe:
+                t.close_circuit_unless_failed_since(
+                    connection, started=started, now=now, lift_pause=False
+                )
+        elif view.failures or view.paused_until or view.probe_until or view.reason or permit.probe:
             t.close_circuit_unless_failed_since(connection, started=started, now=now)
         if view.key_refused or permit.probe is ProbeKind.KEY:
             t.clear_key_unless_refused_since(
@@ -167,7 +190,12 @@ class Gate:
             grown = rate_after_answer(view.rate, view.rate_ceiling)
             ceiling = view.rate_ceiling if grown is not None else None
             t.change_rate_if_unchanged(
-                connection, read_rate=view.rate, rate=grown, ceiling=ceiling, now=now
+                connection,
+                read_rate=view.rate,
+                rate=grown,
+                ceiling=ceiling,
+                now=now,
+                account=_account(view),
             )
         self.batches.answered(connection, view, size=size, now=now)
 
@@ -180,14 +208,21 @@ class Gate:
         reason: str,
         now: datetime,
     ) -> datetime:
-        """A 429: everyone waits at least Retry-After, and the rate comes down; returns until."""
+        """A 429: everyone sending under the key waits at least Retry-After, and the key's rate
+        comes down (Wiraya limits each account); returns until."""
         floor = retry_after if retry_after is not None else self.settings.backoff_base
         until = now + floor
-        t.note_rate_limited(connection, now=now, reason=reason, pause_until=until)
+        account = _account(permit.view)
+        if account is None:
+            t.note_rate_limited(connection, now=now, reason=reason, pause_until=until)
+        else:
+            t.note_key_rate_limited(
+                connection, account=account, now=now, reason=reason, pause_until=until
+            )
         # The rate that drew it is the one in force: the configured rate when answers grew the
         # learnt one past it (coming down from the learnt one would leave the configured one).
         rate, ceiling = rate_after_429(self.pacing.rate(permit.view))
-        t.lower_rate(connection, rate=rate, ceiling=ceiling, now=now)
+        t.lower_rate(connection, rate=rate, ceiling=ceiling, now=now, account=account)
         self.give_back(connection, permit)
         return until
 
@@ -250,6 +285,26 @@ class Gate:
         elif not counted:
             self.give_back(connection, permit)
         return counted
+
+
+def _account(view: GateView) -> str | None:
+    """The key whose own row the view's rate and pause are (None: WIRAYA_API_KEY's, the gate's)."""
+    return view.key if view.own_account else None
+
+
+def _pacing(settings: Settings, default_key: str) -> Pacing:
+    """The configured rates by key: OUTBOX_RATE_LIMIT for WIRAYA_API_KEY, OUTBOX_RATE_LIMITS
+    for tenants' own keys (tenants sharing a key, an account, share the lowest)."""
+    configured = settings.configured_rate
+    per_key: dict[str, float] = {}
+    for tenant, rate in settings.rate_limits.items():
+        key = settings.tenant_api_key(tenant) or settings.api_key
+        fingerprint = key_fingerprint(key, settings.fingerprint_salt)
+        if fingerprint == default_key:
+            configured = min(rate, configured or rate)
+        else:
+            per_key[fingerprint] = min(rate, per_key.get(fingerprint, rate))
+    return Pacing(configured, per_key)
 
 
 def _free(next_probe_at: datetime | None, probe_until: datetime | None, now: datetime) -> bool:
