@@ -53,7 +53,9 @@ def upgrade() -> None:
     if op.get_context().dialect.name == "postgresql":
         with online_ddl.steps():
             create = online_ddl.create_table_sql(TABLE, *_columns())
-            online_ddl.short_transaction(create.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+            online_ddl.short_transaction(
+                create.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
+            )
     else:
         op.create_table(TABLE, *_columns(), if_not_exists=True)
 

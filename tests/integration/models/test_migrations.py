@@ -357,7 +357,9 @@ def test_key_gates_come_and_go_and_the_gate_row_stays(empty_url: str, empty_engi
     config = alembic_config(empty_url)
     command.upgrade(config, "0015_tenants")
     with empty_engine.begin() as connection:
-        connection.execute(text("INSERT INTO outbox_dispatch_gate (name, failures) VALUES ('w', 2)"))
+        connection.execute(
+            text("INSERT INTO outbox_dispatch_gate (name, failures) VALUES ('w', 2)")
+        )
 
     command.upgrade(config, "head")
     gate_columns = {column["name"] for column in inspect(empty_engine).get_columns(GATE)}

@@ -1,12 +1,12 @@
 """The request rate every worker shares: the rate in force and the slots it spaces requests by.
 
-Wiraya limits each account (API key) on its own: each key has its own rate and slots, WIRAYA_API_KEY's
-in the gate row, every other key's in its row of outbox_key_gates. While a rate is in force
-(OUTBOX_RATE_LIMIT or, for a tenant's own key, OUTBOX_RATE_LIMITS; or the rate learnt from 429s),
-each request under the key takes a slot from the key's cursor, booked by compare-and-set; a worker books only a slot
-it will wait for, so no slot is held and not used. A cursor further ahead than any booking can
-reach was booked before the outbox's clock stepped back (on SQLite the host's clock): it holds
-nothing, and the next slot is booked from now.
+Wiraya limits each account (API key) on its own: each key has its own rate and slots,
+WIRAYA_API_KEY's in the gate row, every other key's in its row of outbox_key_gates. While a rate
+is in force (OUTBOX_RATE_LIMIT or, for a tenant's own key, OUTBOX_RATE_LIMITS; or the rate learnt
+from 429s), each request under the key takes a slot from the key's cursor, booked by
+compare-and-set; a worker books only a slot it will wait for, so no slot is held and not used. A
+cursor further ahead than any booking can reach was booked before the outbox's clock stepped back
+(on SQLite the host's clock): it holds nothing, and the next slot is booked from now.
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ SLOT_TOO_FAR = "the request rate's next slot is too far to wait for"
 class Pacing:
     """The rate in force for every worker and this worker's slots."""
 
-    def __init__(self, configured: float | None, per_key: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, configured: float | None, per_key: Mapping[str, float] | None = None
+    ) -> None:
         self.configured = configured  # WIRAYA_API_KEY's (OUTBOX_RATE_LIMIT)
-        self.per_key = dict(per_key or {})  # by fingerprint: tenants' own keys' (OUTBOX_RATE_LIMITS)
+        self.per_key = dict(
+            per_key or {}
+        )  # by fingerprint: tenants' own keys' (OUTBOX_RATE_LIMITS)
         # The furthest ahead a booking leaves the cursor: the longest wait plus the widest
         # spacing (the learnt rate never falls below MIN_RATE, the configured one is fixed).
         slowest = min([MIN_RATE, *(rate for rate in (configured, *self.per_key.values()) if rate)])

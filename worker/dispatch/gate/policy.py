@@ -14,10 +14,10 @@ from enum import StrEnum
 
 from sqlalchemy import Connection
 
+from worker.api_keys import key_fingerprint
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.batches import Batches
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR, Pacing
-from worker.api_keys import key_fingerprint
 from worker.dispatch.gate.state import GateView, account_views, key_still_refused, read
 from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
 from worker.settings import Settings
@@ -72,8 +72,8 @@ class Gate:
         far to wait for; the pause every key observes (the API's failures) holds none apart."""
         held = set()
         for view in account_views(connection):
-            shared = view.api_paused_until
-            own_pause = view.paused(now) and (shared is None or shared < view.paused_until)
+            shared, until = view.api_paused_until, view.paused_until
+            own_pause = until is not None and until > now and (shared is None or shared < until)
             if own_pause or not self.pacing.slot_reachable(view, now):
                 held.add(view.key if view.own_account else self.fingerprint)
         return held

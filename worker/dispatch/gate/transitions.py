@@ -62,7 +62,11 @@ def close_circuit_unless_failed_since(
     started: that newer news wins. Without ``lift_pause`` (an answer under a key that is not
     WIRAYA_API_KEY) only the pause every key observes ends: WIRAYA_API_KEY's 429 pause is not
     that answer's to end."""
-    brakes = [gate.c.failures > 0, gate.c.api_paused_until.is_not(None), gate.c.probe_until.is_not(None)]
+    brakes = [
+        gate.c.failures > 0,
+        gate.c.api_paused_until.is_not(None),
+        gate.c.probe_until.is_not(None),
+    ]
     values: dict[str, Any] = {
         "failures": 0,
         "api_paused_until": None,
@@ -109,9 +113,7 @@ def count_failure_unless_answered_since(
         "last_failure_at": now,
         "reason": reason,
         "paused_until": later(func.coalesce(gate.c.paused_until, pause_until), pause_until),
-        "api_paused_until": later(
-            func.coalesce(gate.c.api_paused_until, pause_until), pause_until
-        ),
+        "api_paused_until": later(func.coalesce(gate.c.api_paused_until, pause_until), pause_until),
         "next_probe_at": case(
             (opens, later(func.coalesce(gate.c.next_probe_at, probe_at), probe_at)),
             else_=gate.c.next_probe_at,
@@ -210,9 +212,7 @@ def change_rate_if_unchanged(
     table, this = _account(account)
     current = table.c.rate.is_(None) if read_rate is None else table.c.rate == read_rate
     statement = (
-        update(table)
-        .where(this, current)
-        .values(rate=rate, rate_ceiling=ceiling, updated_at=now)
+        update(table).where(this, current).values(rate=rate, rate_ceiling=ceiling, updated_at=now)
     )
     return _execute(connection, statement)
 
