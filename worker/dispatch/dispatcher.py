@@ -169,7 +169,8 @@ class Dispatcher:
         summary.full = len(rows) == permit.size and permit.probe is None
         if summary.full and wake and self.on_full_batch is not None:
             self.on_full_batch()  # more is due: let another worker start on it now
-        wait = self._wait_for_slot(permit, now)
+        # A permit withdrawn after the claim: the rows' key's own brakes hold (_under_rows_key).
+        wait = self._wait_for_slot(permit, now) if permit.allowed else permit.reason
         if wait is not None:
             self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
@@ -187,15 +188,14 @@ class Dispatcher:
             if not permit.allowed or turn == ALL_HELD:
                 return permit, []
             rows = _claim_under(self, connection, permit, now, token, turn)
-            permit = _under_rows_key(self, connection, permit, rows) if turn is None else permit
+            if turn is None:
+                permit = _under_rows_key(self, connection, permit, rows, now)
             if rows or _unchanged(self.gate.read(connection, permit.view.key), permit.view):
                 return permit, rows
         return permit, []
 
     def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
         """Book a request slot when a rate is in force and wait for it; why not, if not."""
-        if (held := self.gate.held_after_wait(permit.view, permit, now)) is not None:
-            return held  # the rows' key was not the one the permit was read for: its brakes hold
         with connect_on_first_use(self.engine)() as connection:  # no statement without a rate
             wait = self.gate.pacing.book_slot(connection, permit.view, now)
         if wait is None or wait <= timedelta(0):
@@ -331,20 +331,26 @@ def _unchanged(now: GateView, then: GateView) -> bool:
 
 
 def _under_rows_key(
-    dispatcher: Dispatcher, connection: Connection, permit: Permit, rows: list[ClaimedRow]
+    dispatcher: Dispatcher,
+    connection: Connection,
+    permit: Permit,
+    rows: list[ClaimedRow],
+    now: datetime,
 ) -> Permit:
     """A head row's batch (no turn chosen) goes out under its tenant's key: a refusal it draws
-    is noted under that key's fingerprint, and that key's own pause, rate and slots apply (read
-    again when the permit was read for another key)."""
+    is noted under that key's fingerprint, and that key's own brakes apply, read again when the
+    permit was read for another key (a lapsed lease's rows): while they hold, the permit is
+    withdrawn (size 0) and the rows go back unspent."""
     if not rows:
         return permit
     key = dispatcher.senders.fingerprint(tenant_of(rows) or "")
     if key == permit.view.key:
         return permit
     view = dispatcher.gate.read(connection, key)
-    if view.own_account or permit.view.own_account:
-        return replace(permit, view=view)
-    return replace(permit, view=replace(permit.view, key=key))
+    if not (view.own_account or permit.view.own_account):
+        return replace(permit, view=replace(permit.view, key=key))
+    held = dispatcher.gate.held_after_wait(view, permit, now)
+    return replace(permit, view=view, size=0 if held else permit.size, reason=held)
 
 
 def _turn_and_permit(

@@ -13,7 +13,7 @@ from models import Status
 from tests.integration.dispatch.harness import Outbox
 from tests.integration.dispatch.test_tenant_keys import DEFAULT_KEY, KEYS, enqueue, listed
 from worker.dispatch.dispatcher import Dispatcher
-from worker.dispatch.gate import GateView
+from worker.dispatch.gate import GateView, transitions
 from worker.dispatch.retry import INITIAL_RATE
 
 RETRY_AFTER = timedelta(seconds=30)
@@ -128,3 +128,26 @@ def test_each_key_learns_its_own_rate_back_up(outbox: Outbox) -> None:
     assert clinic_view.rate_ceiling is None  # the first 429 knew no rate that drew it
     assert key_view(outbox, dispatcher, "shop").rate is None  # the shop's never came down
     assert outbox.gate().rate is None
+
+
+def test_a_dead_workers_rows_wait_out_their_keys_pause(outbox: Outbox) -> None:
+    dispatcher = tenants_dispatcher(outbox)
+    clinic = enqueue(outbox, "clinic", 2, 100)
+    outbox.claim_and_die(dispatcher)  # the clinic's rows, under a lease no one will record
+    key = dispatcher.senders.fingerprint("clinic")
+    with outbox.engine.begin() as connection:
+        dispatcher.gate.read(connection, key)  # the key's row
+        until = outbox.clock.now + timedelta(seconds=120)
+        transitions.note_key_rate_limited(
+            connection, account=key, now=outbox.clock.now, reason="RateLimited", pause_until=until
+        )
+    outbox.clock.advance(dispatcher.settings.lease.total_seconds() + 1)  # the lease lapsed
+
+    summary = dispatcher.dispatch_once()  # the lapsed rows come first, under the clinic's key
+
+    assert (summary.state, summary.requests) == ("paused", 0)
+    assert outbox.sandbox.request_count == 0
+    assert {outbox.row(cmid).status for cmid in clinic} == {Status.PENDING}
+    outbox.clock.move_to(until)
+    outbox.drain(dispatcher)
+    assert {outbox.row(cmid).status for cmid in clinic} == {Status.ACCEPTED}
