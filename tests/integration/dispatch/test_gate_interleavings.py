@@ -49,6 +49,7 @@ from sqlalchemy import Connection, Engine, delete, insert, update
 
 from models import Status
 from models.outbox import outbox_messages as outbox
+from worker.api_keys import key_fingerprint
 from worker.dispatch import gate as gates
 from worker.dispatch.claim import claim, new_token
 from worker.dispatch.gate.policy import Gate, Permit, ProbeKind
@@ -59,12 +60,12 @@ from worker.settings import Settings
 pytestmark = pytest.mark.timeout(600)
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-KEYS = ("key-a", "key-a", "key-b", "key-b")
-LAST = len(KEYS) - 1
-DEFAULT_KEY = "key-a"  # WIRAYA_API_KEY's fingerprint: the gate row's rate and pause
 SETTINGS = Settings.from_environ(
     {},
     WIRAYA_BASE_URL="http://localhost",
+    WIRAYA_API_KEY="key-of-everyone",
+    WIRAYA_API_KEYS="clinic=key-of-the-clinic",
+    OUTBOX_RATE_LIMITS="clinic=4",  # the clinic's key's slots: 0.25 s apart at least
     OUTBOX_CIRCUIT_FAILURES=3,
     OUTBOX_PROBE_INTERVAL_SECONDS=5,
     OUTBOX_BATCH_SIZE=1,
@@ -74,6 +75,12 @@ SETTINGS = Settings.from_environ(
     OUTBOX_BACKOFF_MAX_SECONDS=8,
     OUTBOX_REFUSED_KEY_RETRY_SECONDS=12,
 )
+# The fingerprints the workers send under: WIRAYA_API_KEY's (the gate row's rate and pause) and
+# the clinic's own key's (its row of outbox_key_gates).
+DEFAULT_KEY = key_fingerprint(SETTINGS.api_key, SETTINGS.fingerprint_salt)
+TENANT_KEY = key_fingerprint("key-of-the-clinic", SETTINGS.fingerprint_salt)
+KEYS = (DEFAULT_KEY, DEFAULT_KEY, TENANT_KEY, TENANT_KEY)
+LAST = len(KEYS) - 1
 ROWS = 40
 EPSILON = timedelta(microseconds=1)
 EPSILON_RATE = 1e-9
