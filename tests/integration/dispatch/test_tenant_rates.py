@@ -15,6 +15,7 @@ from tests.integration.dispatch.test_tenant_keys import DEFAULT_KEY, KEYS, enque
 from worker.dispatch.dispatcher import Dispatcher
 from worker.dispatch.gate import GateView, transitions
 from worker.dispatch.retry import INITIAL_RATE
+from worker.ops import changes
 
 RETRY_AFTER = timedelta(seconds=30)
 
@@ -151,3 +152,20 @@ def test_a_dead_workers_rows_wait_out_their_keys_pause(outbox: Outbox) -> None:
     outbox.clock.move_to(until)
     outbox.drain(dispatcher)
     assert {outbox.row(cmid).status for cmid in clinic} == {Status.ACCEPTED}
+
+
+def test_outbox_resume_clears_every_keys_pause_and_learnt_rate(outbox: Outbox) -> None:
+    outbox.sandbox.set_faults(rate_limit=0.001, retry_after=RETRY_AFTER)
+    dispatcher = tenants_dispatcher(outbox)
+    clinic = enqueue(outbox, "clinic", 4, 100)
+    dispatcher.dispatch_once()
+    dispatcher.dispatch_once()  # the clinic's 429
+    assert key_view(outbox, dispatcher, "clinic").paused(outbox.clock.now)
+    outbox.sandbox.set_faults(rate_limit=None)
+
+    changes.resume(outbox.engine, now=outbox.clock.now)
+
+    view = key_view(outbox, dispatcher, "clinic")
+    assert not view.paused(outbox.clock.now) and view.rate is None
+    outbox.drain(dispatcher)
+    assert statuses(outbox, clinic) == {(Status.ACCEPTED, 1)}
