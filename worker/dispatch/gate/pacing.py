@@ -33,9 +33,8 @@ class Pacing:
         self, configured: float | None, per_key: Mapping[str, float] | None = None
     ) -> None:
         self.configured = configured  # WIRAYA_API_KEY's (OUTBOX_RATE_LIMIT)
-        self.per_key = dict(
-            per_key or {}
-        )  # by fingerprint: tenants' own keys' (OUTBOX_RATE_LIMITS)
+        # By fingerprint: the rates of tenants' own keys (OUTBOX_RATE_LIMITS).
+        self.per_key = dict(per_key or {})
         # The furthest ahead a booking leaves the cursor: the longest wait plus the widest
         # spacing (the learnt rate never falls below MIN_RATE, the configured one is fixed).
         slowest = min([MIN_RATE, *(rate for rate in (configured, *self.per_key.values()) if rate)])

@@ -206,26 +206,18 @@ _READ = _read_statement()
 
 
 def _view(row: Any, fingerprint: str, *, own_account: bool) -> GateView:
-    paused_until, reason = row.paused_until, row.reason
-    rate, rate_ceiling, next_send_at = row.rate, row.rate_ceiling, row.next_send_at
-    if own_account:  # the key's own brakes, and the pause every key observes
-        paused_until, reason = _later_pause(
-            (row.api_paused_until, row.reason), (row.account_paused_until, row.account_reason)
-        )
-        rate, rate_ceiling = row.account_rate, row.account_rate_ceiling
-        next_send_at = row.account_next_send_at
-    return GateView(
+    view = GateView(
         version=row.version,
-        paused_until=paused_until,
-        reason=reason,
+        paused_until=row.paused_until,
+        reason=row.reason,
         failures=row.failures,
         probe_until=row.probe_until,
         next_probe_at=row.next_probe_at,
         last_success_at=row.last_success_at,
         last_failure_at=row.last_failure_at,
-        rate=rate,
-        rate_ceiling=rate_ceiling,
-        next_send_at=next_send_at,
+        rate=row.rate,
+        rate_ceiling=row.rate_ceiling,
+        next_send_at=row.next_send_at,
         batch_limit=row.batch_limit,
         batch_proven=row.batch_proven,
         key_refused=row.key_fingerprint is not None,
@@ -236,20 +228,32 @@ def _view(row: Any, fingerprint: str, *, own_account: bool) -> GateView:
         refused_key_count=int(row.refused_key_count or 0),
         forbidden_key_count=int(row.forbidden_key_count or 0),
         key=fingerprint,
-        own_account=own_account,
-        key_version=int(row.account_version or 0),
         api_paused_until=row.api_paused_until,
     )
+    if not own_account:
+        return view
+    own = {name: getattr(row, f"account_{name}") for name in ACCOUNT_COLUMNS}
+    return _under_own_account(view, fingerprint, own)
 
 
-def _later_pause(
-    shared: tuple[datetime | None, str | None], own: tuple[datetime | None, str | None]
-) -> tuple[datetime | None, str | None]:
-    """The pause that ends later, with its reason; the gate's reason when the key's own pause
-    is not the later one (the circuit's, the API's failures)."""
-    if own[0] is not None and (shared[0] is None or own[0] > shared[0]):
-        return own
-    return shared
+def _under_own_account(view: GateView, fingerprint: str, own: dict[str, Any]) -> GateView:
+    """The gate's view for a key that is not WIRAYA_API_KEY: its own row's pause (joined with
+    the one every key observes), rate and slot cursor instead of the gate row's."""
+    shared, mine = view.api_paused_until, own["paused_until"]
+    own_later = mine is not None and (shared is None or mine > shared)
+    # The key's 429 is why it waits while its pause ends later, unless the API is failing.
+    reason = own["reason"] if own_later and not view.failures else view.reason
+    return replace(
+        view,
+        key=fingerprint,
+        own_account=True,
+        key_version=int(own["version"] or 0),
+        paused_until=mine if own_later else shared,
+        reason=reason,
+        rate=own["rate"],
+        rate_ceiling=own["rate_ceiling"],
+        next_send_at=own["next_send_at"],
+    )
 
 
 def create(connection: Connection, account: str | None = None) -> None:
@@ -264,25 +268,8 @@ def account_views(connection: Connection) -> list[GateView]:
     """The gate as read for WIRAYA_API_KEY (its key blank) and for every key with a row of its
     own (their pause, rate and slots), in two statements whatever the number of keys."""
     shared = read(connection, "")
-    views = [shared]
-    for row in connection.execute(select(key_gates)):
-        paused_until, reason = _later_pause(
-            (shared.api_paused_until, shared.reason), (row.paused_until, row.reason)
-        )
-        views.append(
-            replace(
-                shared,
-                key=row.fingerprint,
-                own_account=True,
-                key_version=row.version,
-                paused_until=paused_until,
-                reason=reason,
-                rate=row.rate,
-                rate_ceiling=row.rate_ceiling,
-                next_send_at=row.next_send_at,
-            )
-        )
-    return views
+    rows = connection.execute(select(key_gates)).mappings()
+    return [shared, *(_under_own_account(shared, row["fingerprint"], dict(row)) for row in rows)]
 
 
 def key_still_refused(connection: Connection, fingerprint: str) -> bool:
