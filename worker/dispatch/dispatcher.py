@@ -169,7 +169,6 @@ class Dispatcher:
         summary.full = len(rows) == permit.size and permit.probe is None
         if summary.full and wake and self.on_full_batch is not None:
             self.on_full_batch()  # more is due: let another worker start on it now
-        # A permit withdrawn after the claim: the rows' key's own brakes hold (_under_rows_key).
         wait = self._wait_for_slot(permit, now) if permit.allowed else permit.reason
         if wait is not None:
             self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
@@ -190,7 +189,7 @@ class Dispatcher:
             rows = _claim_under(self, connection, permit, now, token, turn)
             if turn is None:
                 permit = _under_rows_key(self, connection, permit, rows, now)
-            if rows or _unchanged(self.gate.read(connection, permit.view.key), permit.view):
+            if rows or self.gate.read(connection, permit.view.key).unchanged_since(permit.view):
                 return permit, rows
         return permit, []
 
@@ -323,11 +322,6 @@ def _beat_view(dispatcher: Dispatcher, connection: Connection) -> GateView:
     if not dispatcher.turns.in_force:
         return view
     return replace(view, key_refused=False, paused_until=view.api_paused_until, next_send_at=None)
-
-
-def _unchanged(now: GateView, then: GateView) -> bool:
-    """Whether no brake of the gate nor of the view's key changed between the two readings."""
-    return (now.version, now.key_version) == (then.version, then.key_version)
 
 
 def _under_rows_key(

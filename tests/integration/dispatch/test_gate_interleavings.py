@@ -514,12 +514,12 @@ def test_the_checks_catch_a_429_that_pauses_every_key(
             machine.finish_for(tenant, "rate_limited")
 
     tenant_key_draws_a_429()
-    from worker.dispatch.gate import transitions
+    from worker.dispatch.gate import accounts, transitions
 
     def shared(connection: Connection, *, account: str, **note: Any) -> None:
         transitions.note_rate_limited(connection, **note)
 
-    monkeypatch.setattr(transitions, "note_key_rate_limited", shared)
+    monkeypatch.setattr(accounts, "note_key_rate_limited", shared)
     with pytest.raises(AssertionError):
         tenant_key_draws_a_429()
 

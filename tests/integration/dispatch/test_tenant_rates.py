@@ -13,7 +13,7 @@ from models import Status
 from tests.integration.dispatch.harness import Outbox
 from tests.integration.dispatch.test_tenant_keys import DEFAULT_KEY, KEYS, enqueue, listed
 from worker.dispatch.dispatcher import Dispatcher
-from worker.dispatch.gate import GateView, transitions
+from worker.dispatch.gate import GateView, accounts
 from worker.dispatch.retry import INITIAL_RATE
 from worker.ops import changes
 
@@ -139,7 +139,7 @@ def test_a_dead_workers_rows_wait_out_their_keys_pause(outbox: Outbox) -> None:
     with outbox.engine.begin() as connection:
         dispatcher.gate.read(connection, key)  # the key's row
         until = outbox.clock.now + timedelta(seconds=120)
-        transitions.note_key_rate_limited(
+        accounts.note_key_rate_limited(
             connection, account=key, now=outbox.clock.now, reason="RateLimited", pause_until=until
         )
     outbox.clock.advance(dispatcher.settings.lease.total_seconds() + 1)  # the lease lapsed

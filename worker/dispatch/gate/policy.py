@@ -14,12 +14,12 @@ from enum import StrEnum
 
 from sqlalchemy import Connection
 
-from worker.api_keys import key_fingerprint
+from worker.dispatch.gate import accounts
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.batches import Batches
-from worker.dispatch.gate.pacing import SLOT_TOO_FAR, Pacing
-from worker.dispatch.gate.state import GateView, account_views, key_still_refused, read
-from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
+from worker.dispatch.gate.pacing import SLOT_TOO_FAR
+from worker.dispatch.gate.state import GateView, key_still_refused, read
+from worker.dispatch.retry import backoff
 from worker.settings import Settings
 
 # Evidence that the API answers is written at most this often per worker while all is well.
@@ -58,7 +58,7 @@ class Gate:
         self.settings = settings
         self.fingerprint = fingerprint
         self.rng = rng
-        self.pacing = _pacing(settings, fingerprint)
+        self.pacing = accounts.pacing_of(settings, fingerprint)
         self.batches = Batches(settings, rng)
 
     def read(self, connection: Connection, key: str | None = None) -> GateView:
@@ -68,15 +68,8 @@ class Gate:
         return read(connection, key, own_account=key != self.fingerprint)
 
     def held_accounts(self, connection: Connection, now: datetime) -> set[str]:
-        """The keys their own brakes hold now: their 429 pause, or their next request slot too
-        far to wait for; the pause every key observes (the API's failures) holds none apart."""
-        held = set()
-        for view in account_views(connection):
-            shared, until = view.api_paused_until, view.paused_until
-            own_pause = until is not None and until > now and (shared is None or shared < until)
-            if own_pause or not self.pacing.slot_reachable(view, now):
-                held.add(view.key if view.own_account else self.fingerprint)
-        return held
+        """The keys their own brakes hold now (`worker.dispatch.gate.accounts`)."""
+        return accounts.held_accounts(connection, self.pacing, self.fingerprint, now)
 
     def _key(self, permit: Permit) -> str:
         return permit.view.key or self.fingerprint  # the key the permit's batch goes out under
@@ -126,9 +119,8 @@ class Gate:
     def _circuit_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
         threshold = self.settings.circuit_failures
-        own_key = view.own_account
-        if t.take_probe_if_free(
-            connection, now=now, until=until, threshold=threshold, own_key=own_key
+        if t.take_probe_if_free(  # a key's own 429 pause is its claim's guard, not the probe's
+            connection, now=now, until=until, threshold=threshold, own_key=view.own_account
         ):
             return Permit(view, self.batch_size(view), ProbeKind.CIRCUIT, until)
         later = [moment for moment in (view.next_probe_at, view.probe_until) if moment]
@@ -175,27 +167,10 @@ class Gate:
         stale = view.last_success_at is None or view.last_success_at < now - ANSWER_NOTE_INTERVAL
         if stale or not view.answered_since_failure():
             t.note_answered(connection, now=now)
-        if view.own_account:  # WIRAYA_API_KEY's 429 pause is not this answer's to lift
-            if view.failures or view.api_paused_until or view.probe_until or permit.probe:
-                t.close_circuit_unless_failed_since(
-                    connection, started=started, now=now, lift_pause=False
-                )
-        elif view.failures or view.paused_until or view.probe_until or view.reason or permit.probe:
-            t.close_circuit_unless_failed_since(connection, started=started, now=now)
+        accounts.answered(connection, view, probing=bool(permit.probe), started=started, now=now)
         if view.key_refused or permit.probe is ProbeKind.KEY:
             t.clear_key_unless_refused_since(
                 connection, fingerprint=self._key(permit), started=started, now=now
-            )
-        if view.rate is not None:
-            grown = rate_after_answer(view.rate, view.rate_ceiling)
-            ceiling = view.rate_ceiling if grown is not None else None
-            t.change_rate_if_unchanged(
-                connection,
-                read_rate=view.rate,
-                rate=grown,
-                ceiling=ceiling,
-                now=now,
-                account=_account(view),
             )
         self.batches.answered(connection, view, size=size, now=now)
 
@@ -210,19 +185,10 @@ class Gate:
     ) -> datetime:
         """A 429: everyone sending under the key waits at least Retry-After, and the key's rate
         comes down (Wiraya limits each account); returns until."""
-        floor = retry_after if retry_after is not None else self.settings.backoff_base
-        until = now + floor
-        account = _account(permit.view)
-        if account is None:
-            t.note_rate_limited(connection, now=now, reason=reason, pause_until=until)
-        else:
-            t.note_key_rate_limited(
-                connection, account=account, now=now, reason=reason, pause_until=until
-            )
-        # The rate that drew it is the one in force: the configured rate when answers grew the
-        # learnt one past it (coming down from the learnt one would leave the configured one).
-        rate, ceiling = rate_after_429(self.pacing.rate(permit.view))
-        t.lower_rate(connection, rate=rate, ceiling=ceiling, now=now, account=account)
+        until = now + (retry_after if retry_after is not None else self.settings.backoff_base)
+        accounts.rate_limited(
+            connection, permit.view, self.pacing, until=until, reason=reason, now=now
+        )
         self.give_back(connection, permit)
         return until
 
@@ -285,26 +251,6 @@ class Gate:
         elif not counted:
             self.give_back(connection, permit)
         return counted
-
-
-def _account(view: GateView) -> str | None:
-    """The key whose own row the view's rate and pause are (None: WIRAYA_API_KEY's, the gate's)."""
-    return view.key if view.own_account else None
-
-
-def _pacing(settings: Settings, default_key: str) -> Pacing:
-    """The configured rates by key: OUTBOX_RATE_LIMIT for WIRAYA_API_KEY, OUTBOX_RATE_LIMITS
-    for tenants' own keys (tenants sharing a key, an account, share the lowest)."""
-    configured = settings.configured_rate
-    per_key: dict[str, float] = {}
-    for tenant, rate in settings.rate_limits.items():
-        key = settings.tenant_api_key(tenant) or settings.api_key
-        fingerprint = key_fingerprint(key, settings.fingerprint_salt)
-        if fingerprint == default_key:
-            configured = min(rate, configured or rate)
-        else:
-            per_key[fingerprint] = min(rate, per_key.get(fingerprint, rate))
-    return Pacing(configured, per_key)
 
 
 def _free(next_probe_at: datetime | None, probe_until: datetime | None, now: datetime) -> bool:

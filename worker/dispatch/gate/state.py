@@ -127,6 +127,10 @@ class GateView:
     key_version: int = 0  # its row's version (0: WIRAYA_API_KEY's, the gate row's alone)
     api_paused_until: datetime | None = None  # the pause every key observes (failures)
 
+    def unchanged_since(self, read: GateView) -> bool:
+        """Whether no brake of the gate nor of this view's key changed since ``read``."""
+        return (self.version, self.key_version) == (read.version, read.key_version)
+
     def paused(self, now: datetime) -> bool:
         """True while a pause is in force for every worker."""
         return self.paused_until is not None and self.paused_until > now

@@ -39,7 +39,7 @@ def _this_gate() -> ColumnElement[bool]:
     return gate.c.name == GATE_NAME
 
 
-def _account(account: str | None) -> tuple[Table, ColumnElement[bool]]:
+def account_row(account: str | None) -> tuple[Table, ColumnElement[bool]]:
     """Where a key's rate and slots live: its own row, or (None: WIRAYA_API_KEY) the gate row."""
     if account is None:
         return gate, _this_gate()
@@ -156,67 +156,6 @@ def note_rate_limited(
     connection.execute(statement)
 
 
-def note_key_rate_limited(
-    connection: Connection, *, account: str, now: datetime, reason: str, pause_until: datetime
-) -> None:
-    """A 429 under a key that is not WIRAYA_API_KEY: that key's workers pause at least until
-    ``pause_until`` (never shortened); the other keys and the circuit are not its business (the
-    API is up; this account is too fast). Its tenants' claims read before it are refused."""
-    later = _later(connection)
-    rows = key_gates.c
-    statement = (
-        update(key_gates)
-        .where(rows.fingerprint == account)
-        .values(
-            paused_until=later(func.coalesce(rows.paused_until, pause_until), pause_until),
-            reason=reason,
-            version=rows.version + 1,
-            updated_at=now,
-        )
-    )
-    connection.execute(statement)
-
-
-def lower_rate(
-    connection: Connection,
-    *,
-    rate: float,
-    ceiling: float | None,
-    now: datetime,
-    account: str | None = None,
-) -> bool:
-    """A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew it), whatever
-    answers raised it since that rate was read, and the ceiling becomes the rate that drew it. Only
-    ever down: two workers never compound one 429, and a lower rate set meanwhile stays. Of the
-    key's own row (``account``) or WIRAYA_API_KEY's, the gate row."""
-    table, this = _account(account)
-    statement = (
-        update(table)
-        .where(this, or_(table.c.rate.is_(None), table.c.rate > rate))
-        .values(rate=rate, rate_ceiling=ceiling, updated_at=now)
-    )
-    return _execute(connection, statement)
-
-
-def change_rate_if_unchanged(
-    connection: Connection,
-    *,
-    read_rate: float | None,
-    rate: float | None,
-    ceiling: float | None,
-    now: datetime,
-    account: str | None = None,
-) -> bool:
-    """Raise the learnt request rate from the value this worker read, after an answer: a concurrent
-    change wins (a 429's decrease is never undone by growth)."""
-    table, this = _account(account)
-    current = table.c.rate.is_(None) if read_rate is None else table.c.rate == read_rate
-    statement = (
-        update(table).where(this, current).values(rate=rate, rate_ceiling=ceiling, updated_at=now)
-    )
-    return _execute(connection, statement)
-
-
 def book_slot_if_unchanged(
     connection: Connection,
     *,
@@ -226,7 +165,7 @@ def book_slot_if_unchanged(
 ) -> bool:
     """Take the next request slot: from the cursor this worker read to ``booked_next`` (its slot
     plus the spacing). Refused when another worker moved the cursor."""
-    table, this = _account(account)
+    table, this = account_row(account)
     cursor = table.c.next_send_at
     current = cursor.is_(None) if read_next_send_at is None else cursor == read_next_send_at
     statement = update(table).where(this, current).values(next_send_at=booked_next)
@@ -235,7 +174,7 @@ def book_slot_if_unchanged(
 
 def read_slot_cursor(connection: Connection, account: str | None = None) -> datetime | None:
     """Where the slot cursor stands now (after a refused booking)."""
-    table, this = _account(account)
+    table, this = account_row(account)
     value: datetime | None = connection.scalar(select(table.c.next_send_at).where(this))
     return value
 
