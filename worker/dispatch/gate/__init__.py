@@ -24,7 +24,9 @@ refused, not applied (docs/sending-gate.md):
 - ``book_slot_if_unchanged(next_send_at)``: a request slot is taken only from the cursor read;
 - ``change_rate_if_unchanged(rate)``: the learnt rate grows only from the value read;
 - ``lower_rate``: a 429 brings the rate down whatever raised it since it was read, never up;
-- ``note_key_rate_limited``: a 429 under a tenant's own key pauses that key alone, never shorter;
+- ``note_key_rate_limited``: a 429 under a tenant's own key pauses that key alone, never shorter
+  (these two and ``change_rate_if_unchanged`` act on the key's own row or the gate row:
+  `worker.dispatch.gate.accounts`);
 - ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved;
 - ``lower_batch_size_to``: a size refused though both its halves were taken comes down, only
   ever down; ``raise_batch_limit_if_unchanged``: the limit creeps up only from the value read.

@@ -132,7 +132,7 @@ class GateView:
         return (self.version, self.key_version) == (read.version, read.key_version)
 
     def paused(self, now: datetime) -> bool:
-        """True while a pause is in force for every worker."""
+        """True while a pause is in force for every worker sending under the view's key."""
         return self.paused_until is not None and self.paused_until > now
 
     def circuit_open(self, threshold: int) -> bool:
