@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from sandbox.faults import Dice, Faults, RateLimiter, retry_after_seconds
+from sandbox.faults import AccountLimiters, Dice, Faults, retry_after_seconds
 from sandbox.ledger import Ledger, key_fingerprint
 from sandbox.recipients import draws_no_answer, draws_server_error
 from sandbox.replies import (
@@ -73,7 +73,7 @@ class EnqueueService:
         self.ledger = Ledger()
         self.stats = Stats()
         self.dice = Dice(seed)
-        self._limiter = RateLimiter()
+        self._limiter = AccountLimiters()  # a bucket per key: Wiraya limits each account
         self._stopping = threading.Event()
         self._checks: Sequence[Callable[[Request, Faults], Reply | None]] = (
             self._outage,
@@ -143,8 +143,8 @@ class EnqueueService:
     def _forbidden(self, _: Request, faults: Faults) -> Reply | None:
         return FORBIDDEN if faults.forbidden else None
 
-    def _rate_limit(self, _: Request, faults: Faults) -> Reply | None:
-        wait = self._limiter.admit(faults.rate_limit)
+    def _rate_limit(self, request: Request, faults: Faults) -> Reply | None:
+        wait = self._limiter.admit(request.api_key, faults.rate_limit)
         if wait is None:
             return None
         self.stats.add(rate_limited=1)

@@ -189,6 +189,29 @@ class RateLimiter:
             self._rate = None
 
 
+class AccountLimiters:
+    """One token bucket per X-ApiKey: Wiraya's rate limit is per account, so one key's requests
+    never use another key's tokens."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str | None, RateLimiter] = {}
+
+    def admit(self, api_key: str | None, rate: float | None) -> timedelta | None:
+        """None when a request under ``api_key`` may pass now; otherwise how long until one may."""
+        if rate is None:
+            return None
+        with self._lock:
+            bucket = self._buckets.setdefault(api_key, RateLimiter(self._clock))
+        return bucket.admit(rate)
+
+    def reset(self) -> None:
+        """Forget every key's bucket."""
+        with self._lock:
+            self._buckets.clear()
+
+
 def retry_after_seconds(wait: timedelta, configured: timedelta | None) -> int:
     """The Retry-After header value: the configured one, else the wait rounded up, at least 1."""
     chosen = configured if configured is not None else wait

@@ -30,7 +30,7 @@ from worker.setting_concern import _Concern
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
 from worker.settings_policy import PolicySettings
 from worker.settings_quotas import QuotaSettings
-from worker.tenant_settings import per_tenant, tenant_key, tenant_weight
+from worker.tenant_settings import per_tenant, tenant_key, tenant_rate, tenant_weight
 
 
 class NotifyMode(StrEnum):
@@ -200,6 +200,10 @@ class DispatchSettings(_Concern):
     probe_interval: Seconds = Field(timedelta(seconds=10), alias="OUTBOX_PROBE_INTERVAL_SECONDS")
     # A known request rate limit of the API account, across all workers (0: none, learnt).
     rate_limit: float = Field(0.0, alias="OUTBOX_RATE_LIMIT", ge=0, le=100_000)
+    # The known rate limit of each tenant's own key's account, "clinic=5,shop=1" (requests/s).
+    rate_limits: Annotated[dict[str, float], BeforeValidator(per_tenant(tenant_rate))] = Field(
+        default_factory=dict, alias="OUTBOX_RATE_LIMITS"
+    )
     # A refused API key (401/403) tries one message again on this cadence, on its own: the
     # longest a key the API takes again stays refused without an operator.
     refused_key_retry: Seconds = Field(
@@ -347,6 +351,12 @@ class Settings(
                 f"OUTBOX_LEASE_SECONDS: {lease:g} must exceed WIRAYA_TIMEOUT_SECONDS "
                 f"({timeout:g}): a batch still waiting for its answer when its lease ends is "
                 "claimed again by another worker and sent twice"
+            )
+        keyless = sorted(set(self.rate_limits) - set(self.wiraya_api_keys))
+        if keyless:
+            raise ValueError(
+                f"OUTBOX_RATE_LIMITS: tenant {keyless[0]!r} has no key of its own in "
+                "WIRAYA_API_KEYS: it sends under WIRAYA_API_KEY, whose rate is OUTBOX_RATE_LIMIT"
             )
         return self
 

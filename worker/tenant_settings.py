@@ -87,3 +87,17 @@ def tenant_quota(text: str, where: str) -> int:
     if not 1 <= quota <= MAX_QUOTA:
         raise ValueError(f"{where}: the quota must be a whole number from 1 to {MAX_QUOTA:,}")
     return quota
+
+
+MAX_RATE = 100_000.0  # as OUTBOX_RATE_LIMIT
+
+
+def tenant_rate(text: str, where: str) -> float:
+    """A tenant's key's request rate: requests per second, above 0, at most MAX_RATE."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: the rate must be a number, got {text[:20]!r}") from None
+    if not 0 < rate <= MAX_RATE:
+        raise ValueError(f"{where}: the rate must be above 0 and at most {MAX_RATE:g} requests/s")
+    return rate

@@ -1,7 +1,7 @@
 """The daily quotas per tenant: a counter per quota day and tenant, and the day a message counted.
 
 Revision ID: 0017_tenant_quotas
-Revises: 0015_tenants
+Revises: 0016_key_gates
 Create Date: 2026-12-07
 
 - ``outbox_tenant_quotas``: what each tenant sent on each quota day (docs/tenants.md), moved
@@ -19,7 +19,7 @@ from alembic import op
 from worker.ops import online_ddl
 
 revision: str = "0017_tenant_quotas"
-down_revision: str | None = "0015_tenants"
+down_revision: str | None = "0016_key_gates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,7 +4,9 @@
 simulated latency (a hang takes it to the request's deadline, then times out), and answers as
 the plan says at the moment it arrived. The ledger counts, per clientMessageId, the requests
 that held it (alone or not) and what the API answered; the API keeps one tracking id per
-clientMessageId, whatever the number of sends (it de-duplicates, as Wiraya does).
+clientMessageId, whatever the number of sends (it de-duplicates, as Wiraya does). Each request
+comes under an API key: a window may be one key's, and each account (key) may have a request
+limit of its own, a token bucket in simulated time that answers 429 once it is empty.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Request:
     start: float
     size: int
     result: str = ""
+    key: str = ""  # the API key it came under
 
 
 @dataclass
@@ -68,9 +71,23 @@ class ApiModel:
     requests: list[Request] = field(default_factory=list)
     in_flight: dict[str, float] = field(default_factory=dict)  # worker -> its request's start
     holding: dict[str, set[str]] = field(default_factory=dict)  # worker -> ids in flight
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (tokens, at)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"api-{self.seed}")
+
+    def admits(self, key: str, elapsed: float) -> bool:
+        """Whether the account of ``key`` takes a request now (its own limit, if it has one):
+        a bucket of max(1, rate) requests, refilled at its rate."""
+        rate = dict(self.plan.account_limits).get(key)
+        if rate is None:
+            return True
+        capacity = max(1.0, rate)
+        tokens, at = self.buckets.get(key, (capacity, elapsed))
+        tokens = min(capacity, tokens + (elapsed - at) * rate)
+        admitted = tokens >= 1.0
+        self.buckets[key] = (tokens - 1.0 if admitted else tokens, elapsed)
+        return admitted
 
     def tracking_id(self, client_message_id: str) -> str:
         return hashlib.md5(f"{self.seed}/{client_message_id}".encode()).hexdigest()
@@ -79,15 +96,19 @@ class ApiModel:
         number = self.numbers.get(client_message_id)
         return None if number is None else self.plan.poison_of(number)
 
-    def answer(self, batch: Sequence[Communication], elapsed: float) -> tuple[SendResult, bool]:
+    def answer(
+        self, batch: Sequence[Communication], elapsed: float, key: str = ""
+    ) -> tuple[SendResult, bool]:
         """What the API answers now, and whether it hangs until the deadline instead."""
-        window = self.plan.window_at(elapsed)
+        window = self.plan.window_at(elapsed, key)
         kinds = {self.poison_of(c.client_message_id) for c in batch}
         if window is not None:
             failure = _window_failure(window.kind, window.retry_after)
             if failure is not None:
                 return failure, False
             return TransportError("timed out (the API hangs)"), True
+        if not self.admits(key, elapsed):
+            return RateLimited("HTTP 429: too many requests", retry_after=None), False
         limit = self.plan.item_limit_at(elapsed)
         if limit is not None and len(batch) > limit:
             return BatchTooLarge("bulkItemLimitExceeded", limit=BatchLimit.ITEMS), False
@@ -146,8 +167,8 @@ def _window_failure(kind: ApiFault, retry_after: float | None) -> SendResult | N
 class SimSender:
     """One worker's API client: a Sender whose requests take simulated time."""
 
-    def __init__(self, api: ApiModel, worker: str, checker: object) -> None:
-        self.api, self.worker, self.checker = api, worker, checker
+    def __init__(self, api: ApiModel, worker: str, checker: object, key: str = "") -> None:
+        self.api, self.worker, self.checker, self.key = api, worker, checker, key
 
     def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
         scheduler = self.api.scheduler
@@ -155,9 +176,9 @@ class SimSender:
         scheduler.pause(f"request of {len(batch)}: {names}")
         clock = scheduler.clock
         start = clock.elapsed
-        self.checker.on_request(self.worker, batch, start)  # type: ignore[attr-defined]
+        self.checker.on_request(self.worker, batch, start, self.key)  # type: ignore[attr-defined]
         self.api.note_sent(self.worker, batch, start)
-        result, hangs = self.api.answer(batch, start)
+        result, hangs = self.api.answer(batch, start, self.key)
         remaining = float("inf") if deadline is None else deadline - clock.monotonic()
         refused = isinstance(result, TransportError) and not hangs
         latency = REFUSED_LATENCY if refused else self.api.rng.uniform(0.05, 0.6)
@@ -170,7 +191,7 @@ class SimSender:
             result = TransportError("timed out: the request's deadline passed")
         else:
             scheduler.sleep(latency)
-        self.api.requests.append(Request(self.worker, start, len(batch), _name(result)))
+        self.api.requests.append(Request(self.worker, start, len(batch), _name(result), self.key))
         clear = self._answered(batch, result)
         scheduler.note(f"answer {type(result).__name__} ({len(batch)})")
         lone = len(batch) == 1 and self.api.plan.calm_at(start)

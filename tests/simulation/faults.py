@@ -72,6 +72,7 @@ class Window:
     start: float
     end: float
     retry_after: float | None = None  # 429 only
+    key: str | None = None  # only requests under this API key meet it (None: every request)
 
 
 # Defects of one database only (a fix that holds on the other): left out of its random plans.
@@ -138,13 +139,23 @@ class FaultPlan:
     crash_chance: float = 0.0  # per turn of a worker, until fault_end
     fault_end: float = 0.0
     settings: dict[str, object] = field(default_factory=lambda: dict(BASE_SETTINGS))
+    # Tenants besides the default one: message n is tenant ("", *tenants)[n % (1 + len)]'s (their
+    # keys are the settings' WIRAYA_API_KEYS).
+    tenants: tuple[str, ...] = ()
+    # API key -> requests per second its account takes before 429s (Wiraya limits each account).
+    account_limits: tuple[tuple[str, float], ...] = ()
+
+    def tenant_of(self, number: int) -> str:
+        every = ("", *self.tenants)
+        return every[number % len(every)]
 
     def poison_of(self, number: int) -> Poison | None:
         return dict(self.poison).get(number)
 
-    def window_at(self, elapsed: float) -> Window | None:
+    def window_at(self, elapsed: float, key: str | None = None) -> Window | None:
+        """The window a request under ``key`` meets at ``elapsed``, if any."""
         for window in self.windows:
-            if window.start <= elapsed < window.end:
+            if window.start <= elapsed < window.end and window.key in (None, key):
                 return window
         return None
 

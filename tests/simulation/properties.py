@@ -4,10 +4,12 @@ Safety (design.md §5a, 1-3, and principle 2), checked at every request:
 - ``resent``: no clientMessageId is sent again after a clear answer (accepted, rejected) was
   recorded for it, unless an operator retried it since;
 - ``twice``: no clientMessageId is in two requests in flight at once (one holder at a time);
-- ``paused``: no request while a pause that was in force when its batch was claimed still is;
+- ``paused``: no request while a pause that was in force when its batch was claimed still is
+  (the pause of the request's key: each key's 429s pause that key alone);
 - ``probe``: while the circuit is open, at most one request in flight;
 - ``rate``: requests that booked a slot are spaced by the rate in force (the higher of the
-  rates at either request: a slot booked before a 429 keeps its spacing).
+  rates at either request: a slot booked before a 429 keeps its spacing), each key's requests
+  by its own key's rate (Wiraya limits each account).
 Liveness (§5a, 6-8), checked at the end (``finish``):
 - ``stalled``: every message that can be sent is accepted within the bound after the API's
   return, with no operator's resume after the faults;
@@ -33,6 +35,8 @@ from sqlalchemy import Engine, select
 from models.outbox import outbox_messages as outbox
 from tests.simulation.api_model import ITEMS_ANSWER, ApiModel
 from tests.simulation.clock import SimClock
+from worker.api_keys import key_fingerprint
+from worker.dispatch.gate.policy import Gate
 from worker.dispatch.gate.state import GateView, read
 from worker.wiraya.results import Communication
 
@@ -65,26 +69,36 @@ class Checker:
     pending_clear: dict[str, set[str]] = field(default_factory=dict)
     pending_lone: dict[str, list[str]] = field(default_factory=dict)
     records_due: set[str] = field(default_factory=set)
-    claimed_version: dict[str, int] = field(default_factory=dict)
+    claimed_version: dict[str, tuple[int, int]] = field(default_factory=dict)  # gate's, key's
     open_requests: set[str] = field(default_factory=set)
-    slots: list[tuple[float, float]] = field(default_factory=list)  # (start, rate in force)
+    # Per key fingerprint: (start, rate in force) of each request that took a slot.
+    slots: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     slot_owed: set[str] = field(default_factory=set)  # workers whose next request took a slot
+    gate_of_keys: Gate | None = None  # the workers' side of the gate: each key's own brakes
+    salt: str = ""  # the fingerprints' (worker.api_keys)
 
     def fail(self, kind: str, detail: str) -> None:
         self.violations.append(Violation(kind, self.clock.elapsed, detail))
 
-    def gate(self) -> GateView:
+    def gate(self, key: str | None = None) -> GateView:
+        """The gate as a worker reads it for API key ``key`` (None: WIRAYA_API_KEY's)."""
+        fingerprint = self.fingerprint if key is None else key_fingerprint(key, self.salt)
         with self.quiet(), self.engine.connect() as connection:
-            return read(connection, self.fingerprint)
+            if self.gate_of_keys is None:
+                return read(connection, fingerprint)
+            return self.gate_of_keys.read(connection, fingerprint)
 
     # -- hooks while the run goes on -------------------------------------------------------
 
-    def on_claim(self, worker: str, version: int) -> None:
-        """Right after a claim statement: the gate's version it was claimed under."""
-        self.claimed_version[worker] = version
+    def on_claim(self, worker: str, version: int, account_version: int = 0) -> None:
+        """Right after a claim statement: the versions (the gate's, its key's) it was claimed
+        under."""
+        self.claimed_version[worker] = (version, account_version)
         self.slot_owed.add(worker)
 
-    def on_request(self, worker: str, batch: Sequence[Communication], elapsed: float) -> None:
+    def on_request(
+        self, worker: str, batch: Sequence[Communication], elapsed: float, key: str | None = None
+    ) -> None:
         self.settle()
         now = self.clock.now()
         ids = [c.client_message_id for c in batch]
@@ -94,10 +108,10 @@ class Checker:
             holders = sorted(w for w, held in self.api.holding.items() if cmid in held)
             if holders:
                 self.fail("twice", f"{worker} sent {cmid} while {holders} had it in flight")
-        view = self.gate()
+        view = self.gate(key)
         # The gate unchanged since the claim: a pause in force now was in force then.
         paused = view.paused_until
-        unchanged = view.version == self.claimed_version.get(worker)
+        unchanged = (view.version, view.key_version) == self.claimed_version.get(worker)
         if unchanged and paused is not None and paused > now:
             self.fail("paused", f"{worker} sent {len(ids)} during a pause until {paused:%T}")
         self.open_requests.discard(worker)
@@ -111,18 +125,22 @@ class Checker:
             self._check_rate(worker, elapsed, view)
 
     def _check_rate(self, worker: str, elapsed: float, view: GateView) -> None:
-        rates = [rate for rate in (self.configured_rate, view.rate) if rate]
+        configured = self.configured_rate
+        if self.gate_of_keys is not None:
+            configured = self.gate_of_keys.pacing.configured_rate(view)
+        rates = [rate for rate in (configured, view.rate) if rate]
         if not rates:
             return
         rate = min(rates)
-        if self.slots:
+        slots = self.slots.setdefault(view.key, [])
+        if slots:
             # A slot booked before a 429 lowered the rate keeps the spacing it was booked at.
-            last, then = self.slots[-1]
+            last, then = slots[-1]
             spacing = 1 / max(rate, then)
             if elapsed - last < spacing * 0.999:
                 gap = elapsed - last
                 self.fail("rate", f"{worker}'s batch {gap:.3f}s after the last, at {rate:.2f}/s")
-        self.slots.append((elapsed, rate))
+        slots.append((elapsed, rate))
 
     def on_answer(self, worker: str, clear: list[str], lone: str | None) -> None:
         """An answer reached ``worker``: clear answers, and a lone send while the API was well."""

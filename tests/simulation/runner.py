@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from models.databases.sqlite import tune as tune_sqlite
 from tests.conftest import POSTGRES_URL, alembic_config, with_database
 from tests.conftest import _admin as admin
+from tests.simulation.api_model import Request
 from tests.simulation.faults import FaultPlan, known_defects, random_plan
 from tests.simulation.properties import Violation, check_alarms_cleared, check_limits, finish
 from tests.simulation.world import World
@@ -64,6 +65,7 @@ class RunResult:
     poison_ends: dict[str, float] = field(default_factory=dict)  # kind -> seconds to failed
     ended_at: float = 0.0
     scenario: str | None = None  # a named plan's name (tests/simulation/scenarios.py)
+    requests: list[Request] = field(default_factory=list)  # every request the API saw
 
     @property
     def clean(self) -> bool:
@@ -115,6 +117,7 @@ def run(
     result = RunResult(seed, engine.dialect.name, plan, world.checker.violations)
     result.scenario = scenario
     result.trace = world.scheduler.lines()
+    result.requests = list(world.api.requests)
     result.ended_at = world.clock.elapsed
     _figures(result, world, ending.rows)
     return result

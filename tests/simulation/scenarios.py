@@ -133,6 +133,28 @@ HANG_OUTAGE_ALONE = FaultPlan(
     fault_end=70.0,
 )
 
+# Several tenants, each with its own key, the default tenant under WIRAYA_API_KEY: a 429 window
+# under the clinic's key alone (Retry-After 7 s), the shop's key's rate configured at one request
+# every 5 s (OUTBOX_RATE_LIMITS), WIRAYA_API_KEY's account limited by the API to one request every
+# 4 s, learnt from its 429s. Each key's requests keep to its own rate and pause; the others keep
+# sending through the clinic's pause (tests/simulation/test_tenants.py).
+TENANT_KEYS = {"clinic": "key-of-the-clinic", "shop": "key-of-the-shop"}
+DEFAULT_KEY = "key-of-everyone-else"
+TENANT_LIMITS = FaultPlan(
+    workers=3,
+    arrivals=(Arrival(0.0, 12), *_steady(40.0, 2.0, 3)),
+    windows=(Window(ApiFault.RATE_LIMITED, 5.0, 25.0, retry_after=7.0, key=TENANT_KEYS["clinic"]),),
+    fault_end=25.0,
+    tenants=tuple(TENANT_KEYS),
+    account_limits=((DEFAULT_KEY, 0.25),),
+    settings={
+        **BASE_SETTINGS,
+        "WIRAYA_API_KEYS": ",".join(f"{tenant}={key}" for tenant, key in TENANT_KEYS.items()),
+        "WIRAYA_API_KEY": DEFAULT_KEY,
+        "OUTBOX_RATE_LIMITS": "shop=0.2",
+    },
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -144,4 +166,5 @@ SCENARIOS: dict[str, FaultPlan] = {
     "poison-alone": POISON_ALONE,
     "hanging-message-alone": HANGING_MESSAGE_ALONE,
     "hang-outage-alone": HANG_OUTAGE_ALONE,
+    "tenant-limits": TENANT_LIMITS,
 }

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from models import Status
 from tests.simulation.faults import ApiFault, Arrival, FaultPlan, Poison, Window, with_settings
 from tests.simulation.runner import run
+from tests.simulation.scenarios import TENANT_LIMITS
 from worker.dispatch import claim, outcomes, sending
 from worker.dispatch.gate import batches, pacing, transitions
 from worker.dispatch.record import RowResult
@@ -94,6 +95,14 @@ def limit_not_learnt(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(batches.Batches, learns, lambda *args, **kwargs: None)
 
 
+def tenants_rates_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    def rate(self: pacing.Pacing, view: Any) -> float | None:
+        rates = [rate for rate in (self.configured, view.rate) if rate]  # WIRAYA_API_KEY's only
+        return min(rates) if rates else None
+
+    monkeypatch.setattr(pacing.Pacing, "rate", rate)
+
+
 TRAFFIC = tuple(Arrival(2.0 * n, 3) for n in range(15))
 BUSY = tuple(Arrival(2.0 * n, 12) for n in range(4))
 LONG = tuple(Arrival(3.0 * n, 4) for n in range(20))
@@ -133,6 +142,7 @@ PLANTS: dict[str, tuple[Plant, FaultPlan, str]] = {
         ),
         "rate",
     ),
+    "a tenant's configured rate ignored": (tenants_rates_ignored, TENANT_LIMITS, "rate"),
     "an open circuit never probes": (
         circuit_never_probes,
         FaultPlan(workers=2, arrivals=TRAFFIC, windows=OUTAGE, fault_end=40.0),

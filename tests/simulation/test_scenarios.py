@@ -27,10 +27,11 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "poison-alone": ("poison-alone", {"poison", "stalled"}),
     "hanging-message-alone": ("lone-sends", {"lone-sends"}),
     "hang-outage-alone": ("innocent-failed", {"innocent-failed"}),
+    "tenant-limits": ("tenant-limits", {"paused", "rate", "stalled"}),
 }
 OPEN = {**KNOWN_DEFECTS, **KNOWN_VIOLATIONS}
 # Scenarios whose cause differs between the databases run on both (the rest on SQLite).
-ON_BOTH = {"clock-stepped-back"}
+ON_BOTH = {"clock-stepped-back", "tenant-limits"}
 
 
 class OtherViolation(Exception):

@@ -31,6 +31,7 @@ from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.dispatch import claim as claims
 from worker.dispatch.dispatcher import Dispatcher
+from worker.dispatch.gate.policy import Gate
 from worker.errors import OperatorError
 from worker.ops import cancel, changes, retry
 from worker.ops.selection import Selection
@@ -95,14 +96,18 @@ class World:
         self.broker = Broker(self.scheduler, self.settings.max_parallel)
         # Reads and inserts of the world and its checker stand alone, as the dispatcher's do.
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        fingerprint = key_fingerprint(self.settings.api_key, self.settings.fingerprint_salt)
         self.checker = Checker(
             self.autocommit,
             self.api,
             self.clock,
-            key_fingerprint(self.settings.api_key, self.settings.fingerprint_salt),
+            fingerprint,
             self.settings.circuit_failures,
             self.settings.configured_rate,
             self.quiet,
+            # Each key's brakes as its workers read them (Wiraya limits each account).
+            gate_of_keys=Gate(self.settings, fingerprint, random.Random(seed)),
+            salt=self.settings.fingerprint_salt,
         )
         self.arrivals: dict[str, float] = {}
         self.pruned: dict[str, dict[str, Any]] = {}
@@ -151,7 +156,9 @@ class World:
             return
         seam = database_of(conn)
         if compiled.statement is claims.CLAIMS[seam]:  # looked up now: a test may swap it
-            self.checker.on_claim(actor.name, context.compiled_parameters[0]["version"])
+            parameters = context.compiled_parameters[0]
+            versions = parameters["version"], parameters.get("account_version") or 0
+            self.checker.on_claim(actor.name, *versions)
         elif compiled.statement is seam.record_statement():
             self.checker.on_record(actor.name)
 
@@ -198,12 +205,13 @@ class World:
         return Dispatcher(
             self.settings,
             self.engine,
-            SimSender(self.api, name, self.checker),
+            SimSender(self.api, name, self.checker, self.settings.api_key),
             clock=self.outbox_time(index),
             rng=random.Random(f"{self.seed}-{name}-{incarnation}"),
             on_full_batch=self.broker.put,
             sleep=self.scheduler.sleep,
             monotonic=self.clock.monotonic,
+            sender_for_key=lambda key: SimSender(self.api, name, self.checker, key),
         )
 
     def _worker_body(self, index: int) -> Any:
@@ -257,6 +265,7 @@ class World:
                         "recipient": f"4670{5_000_000 + number:07d}",
                         "content": CONTENT,
                         "priority": arrival.priority,
+                        "tenant": self.plan.tenant_of(number),
                         "next_attempt_at": now,
                         "created_at": now,
                         "updated_at": now,

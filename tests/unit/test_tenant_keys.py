@@ -68,3 +68,16 @@ def test_tenant_weights_are_positive_numbers_named_by_tenant() -> None:
             Settings.from_environ({"OUTBOX_TENANT_WEIGHTS": bad, "WIRAYA_API_KEY": "k"})
         assert str(refused.value).startswith("OUTBOX_TENANT_WEIGHTS: tenant 'clinic'")
         assert words in str(refused.value)
+
+
+def test_tenant_rate_limits_are_positive_rates_of_tenants_with_keys_of_their_own() -> None:
+    keys = {"WIRAYA_API_KEYS": "clinic=k1,shop=k2", "WIRAYA_API_KEY": "k"}
+    settings = Settings.from_environ({"OUTBOX_RATE_LIMITS": "clinic=5, shop=0.5", **keys})
+    assert settings.rate_limits == {"clinic": 5.0, "shop": 0.5}
+    for bad in ("clinic=0", "clinic=fast", "clinic=-1", "clinic=200000"):
+        with pytest.raises(SettingsError) as refused:
+            Settings.from_environ({"OUTBOX_RATE_LIMITS": bad, **keys})
+        assert str(refused.value).startswith("OUTBOX_RATE_LIMITS: tenant 'clinic'")
+    with pytest.raises(SettingsError) as keyless:
+        Settings.from_environ({"OUTBOX_RATE_LIMITS": "town=1", **keys})
+    assert "OUTBOX_RATE_LIMITS: tenant 'town' has no key of its own" in str(keyless.value)

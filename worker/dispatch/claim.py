@@ -34,7 +34,7 @@ from models import Priority, Status
 from models.databases import DATABASES, Database, database_of
 from models.outbox import outbox_messages as outbox
 from worker.dispatch.floors import FLOORED, LaneFloors
-from worker.dispatch.gate.state import GATE_NAME, gate
+from worker.dispatch.gate.state import GATE_NAME, gate, key_gates
 
 
 class ClaimedRow(NamedTuple):
@@ -127,9 +127,9 @@ def _claim_statement(database: Database) -> Any:
     not a full bulk batch's. Expired leases still come with them: a dead worker's rows (its
     urgent ones among them) would otherwise wait for a claim that finds no urgent row, for
     ever under a steady urgent flow. With ``urgent_alone`` false (a request rate in force)
-    urgent rows fill their batch from every lane. Guarded by the gate's version: when any brake
-    changed since the worker read the gate, nothing is claimed (a one-time filter skips the
-    sources altogether).
+    urgent rows fill their batch from every lane. Guarded by the gate's version and, for a key
+    that is not WIRAYA_API_KEY (``account``), by its own row's: when any brake changed since the
+    worker read the gate, nothing is claimed (a one-time filter skips the sources altogether).
     """
     limit = bindparam("limit", type_=Integer())
     now = bindparam("now", type_=outbox.c.updated_at.type)
@@ -140,8 +140,15 @@ def _claim_statement(database: Database) -> Any:
         source.where(outbox.c.tenant == tenant).cte(f"source_{n}")
         for n, source in enumerate(_sources(now, limit, lock=True, floored=True))
     ]
+    account_version = (
+        select(key_gates.c.version)
+        .where(key_gates.c.fingerprint == bindparam("account", type_=key_gates.c.fingerprint.type))
+        .scalar_subquery()
+    )
     unchanged = exists().where(
-        gate.c.name == GATE_NAME, gate.c.version == bindparam("version", type_=BigInteger())
+        gate.c.name == GATE_NAME,
+        gate.c.version == bindparam("version", type_=BigInteger()),
+        func.coalesce(account_version, 0) == bindparam("account_version", type_=BigInteger()),
     )
     urgent, lapsed, *others = sources
     # While a request rate is in force, requests are what is scarce: urgent rows then fill
@@ -211,8 +218,11 @@ def claim(
     urgent_alone: bool = True,
     floors: LaneFloors | None = None,
     tenant: str | None = None,
+    account: str | None = None,
+    account_version: int = 0,
 ) -> list[ClaimedRow]:
-    """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version``.
+    """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version`` (or
+    the row of ``account``, a key that is not WIRAYA_API_KEY, left ``account_version``).
 
     Urgent rows go in a batch of their own unless ``urgent_alone`` is false. With ``floors``
     (a process's own), the normal and bulk lanes are read past the rows its last claims took;
@@ -228,6 +238,8 @@ def claim(
         "version": version,
         "token": token,
         "batch_tenant": tenant,
+        "account": account,
+        "account_version": account_version,
     }
     bounded = floors.in_force()
     rows = _claimed(connection, {**parameters, **floors.parameters()})

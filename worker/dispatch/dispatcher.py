@@ -18,20 +18,17 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from models import Priority
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import connect_on_first_use, outbox_clock
-from worker.dispatch.claim import ClaimedRow, claim, count_due, new_token, tenant_of
+from worker.dispatch.claim import ClaimedRow, count_due, new_token, tenant_of
 from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
-from worker.dispatch.gate.state import GateView, held_keys
 from worker.dispatch.outcomes import (
     Outcomes,
     released,
@@ -39,6 +36,7 @@ from worker.dispatch.outcomes import (
     take_settled,
     unsent_failure,
 )
+from worker.dispatch.permits import beat_view, claim_under, turn_and_permit, under_rows_key
 from worker.dispatch.policy import rules as policy_rules
 from worker.dispatch.policy.quotas import TenantQuotas
 from worker.dispatch.record import RowResult
@@ -145,7 +143,7 @@ class Dispatcher:
     def due_batches(self, now: datetime) -> int:
         """How many dispatches the due rows call for (capped at the parallel limit)."""
         with self.engine.connect() as connection:
-            view = _beat_view(self, connection)
+            view = beat_view(self, connection)
             wanted = self.gate.dispatches_wanted(view, now)
             if not wanted:
                 return 0
@@ -172,7 +170,7 @@ class Dispatcher:
         summary.full = len(rows) == permit.size and permit.probe is None
         if summary.full and wake and self.on_full_batch is not None:
             self.on_full_batch()  # more is due: let another worker start on it now
-        wait = self._wait_for_slot(permit, now)
+        wait = self._wait_for_slot(permit, now) if permit.allowed else permit.reason
         if wait is not None:
             self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
@@ -186,12 +184,13 @@ class Dispatcher:
     ) -> tuple[Permit, list[ClaimedRow]]:
         """The gate's permit and the rows claimed under it (a changed gate is read again once)."""
         for _ in range(2):
-            turn, permit = _turn_and_permit(self, connection, now)
+            turn, permit = turn_and_permit(self, connection, now)
             if not permit.allowed or turn == ALL_HELD:
                 return permit, []
-            rows = _claim_under(self, connection, permit, now, token, turn)
-            permit = _under_rows_key(self, permit, rows) if turn is None else permit
-            if rows or self.gate.read(connection, permit.view.key).version == permit.view.version:
+            rows = claim_under(self, connection, permit, now, token, turn)
+            if turn is None:
+                permit = under_rows_key(self, connection, permit, rows, now)
+            if rows or self.gate.read(connection, permit.view.key).unchanged_since(permit.view):
                 return permit, rows
         return permit, []
 
@@ -251,7 +250,7 @@ class Dispatcher:
             failures = [unsent_failure(item.row, item.reason) for item in screened.unsendable]
             self.recorder.write_batch(summary, failures, token, now)
             with self.engine.connect() as connection:
-                rows = _claim_under(self, connection, permit, now, token, tenant_of(rows))
+                rows = claim_under(self, connection, permit, now, token, tenant_of(rows))
             summary.note_claimed(rows)
             screened = _screen_rows(self, rows, now)
         return screened
@@ -323,71 +322,3 @@ def _record_first(
         unsent.clear()  # written: the batch's last record leaves them out
 
     return record
-
-
-def _beat_view(dispatcher: Dispatcher, connection: Connection) -> GateView:
-    """The gate as beat counts dispatches by: with tenants' keys, a refused one holds back no
-    dispatch (each passes over the tenants it holds), else the worker's own key's refusal."""
-    view = dispatcher.gate.read(connection)
-    return replace(view, key_refused=False) if dispatcher.turns.in_force else view
-
-
-def _under_rows_key(dispatcher: Dispatcher, permit: Permit, rows: list[ClaimedRow]) -> Permit:
-    """A head row's batch (no turn chosen) goes out under its tenant's key: a refusal it draws
-    is noted under that key's fingerprint."""
-    if not rows:
-        return permit
-    key = dispatcher.senders.fingerprint(tenant_of(rows) or "")
-    return replace(permit, view=replace(permit.view, key=key))
-
-
-def _turn_and_permit(
-    dispatcher: Dispatcher, connection: Connection, now: datetime
-) -> tuple[str | None, Permit]:
-    """Whose batch comes next (None: the head row's) and the gate's permit read with the
-    refusal of that tenant's key. Tenants whose refused key is not due a retry are passed
-    over: a refused key stops its own tenants only; so are the lanes a used-up daily quota
-    holds (ALL_HELD: every tenant due is held)."""
-    gate, senders, quotas = dispatcher.gate, dispatcher.senders, dispatcher.quotas
-    turn = None
-    if dispatcher.turns.in_force:
-        refused = held_keys(connection, now)
-
-        def held(tenant: str, lane: Priority) -> bool:
-            return senders.fingerprint(tenant) in refused or quotas.held(tenant, lane, now)
-
-        turn = dispatcher.turns.choose(connection, now, held=held)
-    if turn == ALL_HELD:  # nothing this dispatch may send until a key's retry is due
-        view = replace(gate.read(connection), key_refused=False)
-        return turn, Permit(view, gate.batch_size(view))
-    view = gate.read(connection, senders.fingerprint(turn) if turn is not None else None)
-    return turn, gate.permit(connection, view, now)
-
-
-def _claim_under(
-    dispatcher: Dispatcher,
-    connection: Connection,
-    permit: Permit,
-    now: datetime,
-    token: int,
-    turn: str | None,
-) -> list[ClaimedRow]:
-    """The claim a permit allows: its size (one row while records are on trial), the lease,
-    the gate's version, the process's lane floors, and whose batch it is (``turn``)."""
-    n = dispatcher.recorder.claim_limit(permit.size)
-    alone = dispatcher.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
-    rows = claim(
-        connection,
-        limit=n,
-        lease=dispatcher.settings.lease,
-        now=now,
-        version=permit.view.version,
-        token=token,
-        urgent_alone=alone,
-        floors=dispatcher.floors,
-        tenant=turn,
-    )
-    served = tenant_of(rows)
-    if served is not None:
-        dispatcher.turns.served_now(served, now)
-    return rows

@@ -102,10 +102,11 @@ def in_chunks(
 
 
 def resume(engine: Engine, *, now: datetime) -> None:
-    """Clear every pause, failure count, refused key, spacing and batch limit.
+    """Clear every pause, failure count, refused key, spacing and batch limit, every key's.
 
-    One statement on the gate's row alone: it waits at most for a record that holds that row
-    for its own short transaction, and holds nothing a dispatch waits for.
+    Statements on the gate's rows alone (the gate, the refused keys, the keys' own): they wait
+    at most for a record that holds a row for its own short transaction, and hold nothing a
+    dispatch waits for.
     """
     with engine.begin() as connection:
         gates.reset_gate(connection, now=now)

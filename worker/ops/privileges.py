@@ -18,7 +18,7 @@ from models.outbox import outbox_messages
 from models.quotas import outbox_tenant_quotas
 from models.reports import outbox_delivery_reports
 from models.suppressions import outbox_recipient_pacing, outbox_suppressions
-from worker.dispatch.gate.state import dispatch_gate, refused_keys
+from worker.dispatch.gate.state import dispatch_gate, key_gates, refused_keys
 
 Kind = Literal["TABLE", "SEQUENCE", "FUNCTION"]
 MESSAGES = outbox_messages.name
@@ -144,7 +144,8 @@ def worker_duties() -> tuple[Duty, ...]:
         Duty(
             "keep the gate",
             _rights("SELECT INSERT UPDATE", dispatch_gate.name)
-            + _rights("SELECT INSERT UPDATE", refused_keys.name),
+            + _rights("SELECT INSERT UPDATE", refused_keys.name)
+            + _rights("SELECT INSERT UPDATE", key_gates.name),
         ),
         # The sending policy: read the opt-outs (and add one from reports), book recipients.
         Duty(
@@ -211,7 +212,9 @@ def operator_duties() -> tuple[Duty, ...]:
         Duty("manage opt-outs", _rights("INSERT UPDATE DELETE", SUPPRESSIONS)),
         Duty(
             "resume",
-            _rights("UPDATE", dispatch_gate.name) + _rights("UPDATE", refused_keys.name),
+            _rights("UPDATE", dispatch_gate.name)
+            + _rights("UPDATE", refused_keys.name)
+            + _rights("UPDATE", key_gates.name),
         ),
     )
 
@@ -245,6 +248,7 @@ def role_tables() -> tuple[str, ...]:
         REPORTS,
         dispatch_gate.name,
         refused_keys.name,
+        key_gates.name,
         HOUSEKEEPING,
         SUPPRESSIONS,
         PACING,

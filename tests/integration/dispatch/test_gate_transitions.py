@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Connection, Engine
 
 from worker.dispatch import gate as gates
+from worker.dispatch.gate import accounts
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.policy import Gate
 from worker.settings import Settings
@@ -164,11 +165,17 @@ def test_slots_are_booked_only_from_the_cursor_read(connection: Connection) -> N
 
 
 def test_the_rate_moves_only_from_the_value_read(connection: Connection) -> None:
-    assert t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
-    assert not t.change_rate_if_unchanged(  # a second 429 of the same moment does not compound
+    assert accounts.change_rate_if_unchanged(
         connection, read_rate=None, rate=1.0, ceiling=None, now=NOW
     )
-    assert t.change_rate_if_unchanged(connection, read_rate=1.0, rate=0.7, ceiling=1.0, now=NOW)
+    assert (
+        not accounts.change_rate_if_unchanged(  # a second 429 of the same moment does not compound
+            connection, read_rate=None, rate=1.0, ceiling=None, now=NOW
+        )
+    )
+    assert accounts.change_rate_if_unchanged(
+        connection, read_rate=1.0, rate=0.7, ceiling=1.0, now=NOW
+    )
     state = view(connection)
     assert (state.rate, state.rate_ceiling) == (0.7, 1.0)
 
@@ -255,7 +262,7 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
     for second in range(3):
         fail(connection, started=NOW, now=NOW + second * SECOND, pause=60 * SECOND)
     refuse(connection, reason="x")
-    t.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=1.0, now=NOW)
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=1.0, now=NOW)
     t.prove_batch_size(connection, size=8)
     t.limit_batch_size_to_proven(connection, size=10, now=NOW)
     t.reset(connection, now=NOW + 5 * SECOND)
@@ -295,7 +302,7 @@ def test_a_429_brings_the_rate_down_though_another_answer_raised_it_meanwhile(
     connection: Connection,
 ) -> None:
     """Two workers read rate 1.0; one's answer grows it, then the other's request draws a 429."""
-    t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=2.0, now=NOW)
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=2.0, now=NOW)
     gate = gate_of()
     first, second = (gate.permit(connection, gate.read(connection), NOW) for _ in range(2))
 
@@ -313,14 +320,14 @@ def test_a_429_brings_the_rate_down_though_another_answer_raised_it_meanwhile(
 def test_429s_of_one_moment_do_not_compound_and_never_raise_the_rate(
     connection: Connection,
 ) -> None:
-    t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
     gate = gate_of()
     permits = [gate.permit(connection, gate.read(connection), NOW) for _ in range(2)]
     for permit in permits:
         gate.rate_limited(connection, permit, retry_after=SECOND, reason="429", now=NOW)
     assert view(connection).rate == pytest.approx(0.7)
 
-    t.change_rate_if_unchanged(connection, read_rate=0.7, rate=0.5, ceiling=0.7, now=NOW)
+    accounts.change_rate_if_unchanged(connection, read_rate=0.7, rate=0.5, ceiling=0.7, now=NOW)
     gate.rate_limited(connection, permits[0], retry_after=SECOND, reason="429", now=NOW)
     assert view(connection).rate == pytest.approx(0.5)  # a lower rate set since stays
 
@@ -330,7 +337,7 @@ def test_a_429_brings_the_rate_in_force_down_when_the_learnt_rate_grew_past_the_
 ) -> None:
     """OUTBOX_RATE_LIMIT=2 is in force; answers grew the learnt rate to 5 above it: a 429 was
     drawn at 2 requests/s, so the rate comes down from 2, not from 5 (which leaves 2 in force)."""
-    t.change_rate_if_unchanged(connection, read_rate=None, rate=5.0, ceiling=None, now=NOW)
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=5.0, ceiling=None, now=NOW)
     gate = gate_of(OUTBOX_RATE_LIMIT="2")
     permit = gate.permit(connection, gate.read(connection), NOW)
 

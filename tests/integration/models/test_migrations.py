@@ -24,6 +24,7 @@ OUTBOX_TABLES = {
     "outbox_messages",
     "outbox_dispatch_gate",
     "outbox_refused_keys",
+    "outbox_key_gates",
     "outbox_housekeeping",
     "outbox_delivery_reports",
     "outbox_suppressions",
@@ -32,6 +33,7 @@ OUTBOX_TABLES = {
 }
 HEAD = "0017_tenant_quotas"
 MATCH_TRIGGER = "outbox_messages_match_reports"
+GATE = "outbox_dispatch_gate"
 
 
 def tables(engine: Engine) -> set[str]:
@@ -351,3 +353,25 @@ def test_the_trigger_names_the_final_delivery_statuses_the_receiver_knows() -> N
     spec.loader.exec_module(migration)
     assert set(migration.FINAL_DELIVERY_STATUSES) == FINAL_DELIVERY_STATUSES
     assert migration.MATCH_LOCK == MATCH_LOCK
+
+
+def test_key_gates_come_and_go_and_the_gate_row_stays(empty_url: str, empty_engine: Engine) -> None:
+    config = alembic_config(empty_url)
+    command.upgrade(config, "0015_tenants")
+    with empty_engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO outbox_dispatch_gate (name, failures) VALUES ('w', 2)")
+        )
+
+    command.upgrade(config, "head")
+    gate_columns = {column["name"] for column in inspect(empty_engine).get_columns(GATE)}
+    assert "api_paused_until" in gate_columns and "outbox_key_gates" in tables(empty_engine)
+    with empty_engine.begin() as connection:
+        row = connection.execute(text(f"SELECT failures, api_paused_until FROM {GATE}")).one()
+        assert tuple(row) == (2, None)
+
+    command.downgrade(config, "0015_tenants")
+    gate_columns = {column["name"] for column in inspect(empty_engine).get_columns(GATE)}
+    assert "api_paused_until" not in gate_columns and "outbox_key_gates" not in tables(empty_engine)
+    command.upgrade(config, "head")
+    command.check(config)

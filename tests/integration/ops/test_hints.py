@@ -43,9 +43,10 @@ def test_a_missing_migration_stops_a_process_with_the_column_and_the_revision(
     with pytest.raises(SchemaBehind) as refused:
         require_rights(engine, "worker", worker_duties())
     assert str(refused.value) == (
-        f"outbox_messages lacks the column trace_context: the database is behind this version's "
-        f"migrations (at revision {BEHIND}); run `alembic upgrade head` (or the migration Job) "
-        "before starting the outbox's processes"
+        # The first column missing, by table: 0016's on the gate comes before 0013's on messages.
+        f"outbox_dispatch_gate lacks the column api_paused_until: the database is behind this "
+        f"version's migrations (at revision {BEHIND}); run `alembic upgrade head` (or the "
+        "migration Job) before starting the outbox's processes"
     )
     command.upgrade(alembic_config(url), "head")
     require_rights(engine, "worker", worker_duties())
@@ -71,8 +72,8 @@ def test_a_worker_started_on_a_database_behind_stops_with_one_line(
     assert done.returncode == 3, done.stderr
     lines = [line for line in done.stderr.splitlines() if "lacks the column" in line]
     assert lines == [
-        "outbox: outbox_messages lacks the column trace_context: the database is behind this "
-        f"version's migrations (at revision {BEHIND}); run `alembic upgrade head` (or the "
+        "outbox: outbox_dispatch_gate lacks the column api_paused_until: the database is behind "
+        f"this version's migrations (at revision {BEHIND}); run `alembic upgrade head` (or the "
         "migration Job) before starting the outbox's processes"
     ]
 

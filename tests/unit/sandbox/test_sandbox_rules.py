@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from sandbox.faults import Dice, Faults, RateLimiter, Validation, retry_after_seconds
+from sandbox.faults import (
+    AccountLimiters,
+    Dice,
+    Faults,
+    RateLimiter,
+    Validation,
+    retry_after_seconds,
+)
 from sandbox.ledger import new_tracking_ids
 from sandbox.recipients import Behaviour, behaviour, draws_server_error
 from sandbox.validation import InvalidRequest, communications_of, content_error, message_error
@@ -297,3 +304,15 @@ def test_retry_after_rounds_the_wait_up_to_whole_seconds() -> None:
     assert retry_after_seconds(timedelta(milliseconds=20), None) == 1
     assert retry_after_seconds(timedelta(seconds=1.2), None) == 2
     assert retry_after_seconds(timedelta(seconds=0.2), timedelta(seconds=5)) == 5
+
+
+def test_each_api_key_has_a_bucket_of_its_own() -> None:
+    clock = Clock()
+    limiters = AccountLimiters(clock)
+    assert limiters.admit("key-a", 1.0) is None
+    assert limiters.admit("key-a", 1.0) is not None  # key-a's one token is spent
+    assert limiters.admit("key-b", 1.0) is None  # key-b's are its own
+    clock.now += 1.0
+    assert limiters.admit("key-a", 1.0) is None
+    limiters.reset()
+    assert limiters.admit("key-b", 1.0) is None  # a new bucket, full

@@ -3,7 +3,10 @@
 One row, read before every batch, holds the brakes: a pause (Retry-After, backoff), the circuit
 (request-level failures in a row, the probe's lease and cadence), the request rate (learnt from
 429s, or configured) with its slot cursor, and the learnt batch limit. Refused API keys have a
-table of their own: a refused key stops that key only.
+table of their own: a refused key stops that key only. Wiraya limits each account on its own:
+a tenant's own key has its own row in outbox_key_gates (its 429 pause, its rate and slots, a
+version guarding its tenants' claims), WIRAYA_API_KEY's are the gate row's; the circuit, the
+failures' pause (``api_paused_until``) and the batch limit are every key's.
 
 Every brake has an exit that needs nobody: a pause ends at its time, an open circuit probes on
 its cadence, a refused key tries one message on its own slow cadence (and, while the circuit is
@@ -21,6 +24,9 @@ refused, not applied (docs/sending-gate.md):
 - ``book_slot_if_unchanged(next_send_at)``: a request slot is taken only from the cursor read;
 - ``change_rate_if_unchanged(rate)``: the learnt rate grows only from the value read;
 - ``lower_rate``: a 429 brings the rate down whatever raised it since it was read, never up;
+- ``note_key_rate_limited``: a 429 under a tenant's own key pauses that key alone, never shorter
+  (these two and ``change_rate_if_unchanged`` act on the key's own row or the gate row:
+  `worker.dispatch.gate.accounts`);
 - ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved;
 - ``lower_batch_size_to``: a size refused though both its halves were taken comes down, only
   ever down; ``raise_batch_limit_if_unchanged``: the limit creeps up only from the value read.
@@ -31,7 +37,14 @@ stale reading.
 """
 
 from worker.dispatch.gate.readout import GateState, read_gate
-from worker.dispatch.gate.state import GATE_NAME, GateView, dispatch_gate, read, refused_keys
+from worker.dispatch.gate.state import (
+    GATE_NAME,
+    GateView,
+    dispatch_gate,
+    key_gates,
+    read,
+    refused_keys,
+)
 from worker.dispatch.gate.transitions import reset as reset_gate
 
 __all__ = [
@@ -39,6 +52,7 @@ __all__ = [
     "GateState",
     "GateView",
     "dispatch_gate",
+    "key_gates",
     "read",
     "read_gate",
     "refused_keys",

@@ -1,14 +1,17 @@
 """The request rate every worker shares: the rate in force and the slots it spaces requests by.
 
-While a rate is in force (OUTBOX_RATE_LIMIT, or the rate learnt from 429s), each request takes
-a slot from one cursor in the gate row, booked by compare-and-set; a worker books only a slot
-it will wait for, so no slot is held and not used. A cursor further ahead than any booking can
-reach was booked before the outbox's clock stepped back (on SQLite the host's clock): it holds
-nothing, and the next slot is booked from now.
+Wiraya limits each account (API key) on its own: each key has its own rate and slots,
+WIRAYA_API_KEY's in the gate row, every other key's in its row of outbox_key_gates. While a rate
+is in force (OUTBOX_RATE_LIMIT or, for a tenant's own key, OUTBOX_RATE_LIMITS; or the rate learnt
+from 429s), each request under the key takes a slot from the key's cursor, booked by
+compare-and-set; a worker books only a slot it will wait for, so no slot is held and not used. A
+cursor further ahead than any booking can reach was booked before the outbox's clock stepped back
+(on SQLite the host's clock): it holds nothing, and the next slot is booked from now.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
@@ -26,15 +29,25 @@ SLOT_TOO_FAR = "the request rate's next slot is too far to wait for"
 class Pacing:
     """The rate in force for every worker and this worker's slots."""
 
-    def __init__(self, configured: float | None) -> None:
-        self.configured = configured
+    def __init__(
+        self, configured: float | None, per_key: Mapping[str, float] | None = None
+    ) -> None:
+        self.configured = configured  # WIRAYA_API_KEY's (OUTBOX_RATE_LIMIT)
+        # By fingerprint: the rates of tenants' own keys (OUTBOX_RATE_LIMITS).
+        self.per_key = dict(per_key or {})
         # The furthest ahead a booking leaves the cursor: the longest wait plus the widest
         # spacing (the learnt rate never falls below MIN_RATE, the configured one is fixed).
-        self.furthest = MAX_SLOT_WAIT + timedelta(seconds=1 / min(MIN_RATE, configured or MIN_RATE))
+        slowest = min([MIN_RATE, *(rate for rate in (configured, *self.per_key.values()) if rate)])
+        self.furthest = MAX_SLOT_WAIT + timedelta(seconds=1 / slowest)
+
+    def configured_rate(self, view: GateView) -> float | None:
+        """The rate configured for the view's key: its tenant's, or WIRAYA_API_KEY's."""
+        return self.per_key.get(view.key) if view.own_account else self.configured
 
     def rate(self, view: GateView) -> float | None:
-        """The request rate in force for every worker: configured, learnt, the lower of both."""
-        rates = [rate for rate in (self.configured, view.rate) if rate]
+        """The request rate in force for every worker under the view's key: configured, learnt,
+        the lower of both."""
+        rates = [rate for rate in (self.configured_rate(view), view.rate) if rate]
         return min(rates) if rates else None
 
     def slot_reachable(self, view: GateView, now: datetime) -> bool:
@@ -54,15 +67,16 @@ class Pacing:
             return timedelta(0)
         spacing = timedelta(seconds=1 / rate)
         cursor = view.next_send_at
+        account = view.key if view.own_account else None
         for _ in range(SLOT_RETRIES):
             slot = max(self._live(cursor, now) or now, now)
             if slot - now > MAX_SLOT_WAIT:
                 return None
             if t.book_slot_if_unchanged(
-                connection, read_next_send_at=cursor, booked_next=slot + spacing
+                connection, read_next_send_at=cursor, booked_next=slot + spacing, account=account
             ):
                 return slot - now
-            cursor = t.read_slot_cursor(connection)
+            cursor = t.read_slot_cursor(connection, account)
         return None
 
     def _live(self, cursor: datetime | None, now: datetime) -> datetime | None:

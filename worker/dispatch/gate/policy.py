@@ -14,11 +14,12 @@ from enum import StrEnum
 
 from sqlalchemy import Connection
 
+from worker.dispatch.gate import accounts
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.batches import Batches
-from worker.dispatch.gate.pacing import SLOT_TOO_FAR, Pacing
+from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.state import GateView, key_still_refused, read
-from worker.dispatch.retry import backoff, rate_after_429, rate_after_answer
+from worker.dispatch.retry import backoff
 from worker.settings import Settings
 
 # Evidence that the API answers is written at most this often per worker while all is well.
@@ -57,11 +58,18 @@ class Gate:
         self.settings = settings
         self.fingerprint = fingerprint
         self.rng = rng
-        self.pacing = Pacing(settings.configured_rate)
+        self.pacing = accounts.pacing_of(settings, fingerprint)
         self.batches = Batches(settings, rng)
 
     def read(self, connection: Connection, key: str | None = None) -> GateView:
-        return read(connection, key or self.fingerprint)  # key: a fingerprint; None, its own
+        """The gate read for a key (a fingerprint; None: WIRAYA_API_KEY's): a key that is not
+        WIRAYA_API_KEY has its own pause, rate and slots (Wiraya limits each account)."""
+        key = key or self.fingerprint
+        return read(connection, key, own_account=key != self.fingerprint)
+
+    def held_accounts(self, connection: Connection, now: datetime) -> set[str]:
+        """The keys their own brakes hold now (`worker.dispatch.gate.accounts`)."""
+        return accounts.held_accounts(connection, self.pacing, self.fingerprint, now)
 
     def _key(self, permit: Permit) -> str:
         return permit.view.key or self.fingerprint  # the key the permit's batch goes out under
@@ -111,7 +119,9 @@ class Gate:
     def _circuit_probe(self, connection: Connection, view: GateView, now: datetime) -> Permit:
         until = now + self.settings.wiraya_timeout + PROBE_MARGIN
         threshold = self.settings.circuit_failures
-        if t.take_probe_if_free(connection, now=now, until=until, threshold=threshold):
+        if t.take_probe_if_free(  # a key's own 429 pause is its claim's guard, not the probe's
+            connection, now=now, until=until, threshold=threshold, own_key=view.own_account
+        ):
             return Permit(view, self.batch_size(view), ProbeKind.CIRCUIT, until)
         later = [moment for moment in (view.next_probe_at, view.probe_until) if moment]
         return Permit(view, 0, wait_until=max(later, default=None), reason=view.reason)
@@ -157,17 +167,10 @@ class Gate:
         stale = view.last_success_at is None or view.last_success_at < now - ANSWER_NOTE_INTERVAL
         if stale or not view.answered_since_failure():
             t.note_answered(connection, now=now)
-        if view.failures or view.paused_until or view.probe_until or view.reason or permit.probe:
-            t.close_circuit_unless_failed_since(connection, started=started, now=now)
+        accounts.answered(connection, view, probing=bool(permit.probe), started=started, now=now)
         if view.key_refused or permit.probe is ProbeKind.KEY:
             t.clear_key_unless_refused_since(
                 connection, fingerprint=self._key(permit), started=started, now=now
-            )
-        if view.rate is not None:
-            grown = rate_after_answer(view.rate, view.rate_ceiling)
-            ceiling = view.rate_ceiling if grown is not None else None
-            t.change_rate_if_unchanged(
-                connection, read_rate=view.rate, rate=grown, ceiling=ceiling, now=now
             )
         self.batches.answered(connection, view, size=size, now=now)
 
@@ -180,14 +183,12 @@ class Gate:
         reason: str,
         now: datetime,
     ) -> datetime:
-        """A 429: everyone waits at least Retry-After, and the rate comes down; returns until."""
-        floor = retry_after if retry_after is not None else self.settings.backoff_base
-        until = now + floor
-        t.note_rate_limited(connection, now=now, reason=reason, pause_until=until)
-        # The rate that drew it is the one in force: the configured rate when answers grew the
-        # learnt one past it (coming down from the learnt one would leave the configured one).
-        rate, ceiling = rate_after_429(self.pacing.rate(permit.view))
-        t.lower_rate(connection, rate=rate, ceiling=ceiling, now=now)
+        """A 429: everyone sending under the key waits at least Retry-After, and the key's rate
+        comes down (Wiraya limits each account); returns until."""
+        until = now + (retry_after if retry_after is not None else self.settings.backoff_base)
+        accounts.rate_limited(
+            connection, permit.view, self.pacing, until=until, reason=reason, now=now
+        )
         self.give_back(connection, permit)
         return until
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,8 @@ dispatch_gate = Table(
     Column("name", Text, primary_key=True),
     # Bumped by every change of a brake; a claim is guarded by the version its worker read.
     Column("version", BigInteger, nullable=False, server_default=text("0")),
-    # No request starts before this time (Retry-After floor, backoff after a failure).
+    # No request starts before this time (Retry-After floor, backoff after a failure) under
+    # WIRAYA_API_KEY; under the other keys, before api_paused_until and their own pause.
     Column("paused_until", UtcDateTime),
     # Why sending is held back, for the CLI, metrics and logs.
     Column("reason", Text),
@@ -54,6 +55,25 @@ dispatch_gate = Table(
     # The largest batch allowed after a too-many-items answer, and the largest one answered.
     Column("batch_limit", Integer),
     Column("batch_proven", Integer),
+    Column("updated_at", UtcDateTime),
+    # The pause every key observes: the backoff after a request-level failure (the API's health),
+    # apart from WIRAYA_API_KEY's 429 pause, which paused_until holds as well.
+    Column("api_paused_until", UtcDateTime),
+)
+
+key_gates = Table(
+    "outbox_key_gates",
+    Base.metadata,
+    # The fingerprint of a key other than WIRAYA_API_KEY (whose brakes are the gate row's): its
+    # account's own 429 pause, learnt rate and request slots (Wiraya's rate limit is per account).
+    Column("fingerprint", Text, primary_key=True),
+    # Bumped by the key's 429; a claim of its tenants' rows is guarded by the version read.
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
+    Column("paused_until", UtcDateTime),
+    Column("reason", Text),
+    Column("rate", Float),
+    Column("rate_ceiling", Float),
+    Column("next_send_at", UtcDateTime),
     Column("updated_at", UtcDateTime),
 )
 
@@ -101,9 +121,18 @@ class GateView:
     refused_key_count: int = 0  # keys refused since the API last answered any key
     forbidden_key_count: int = 0  # of those, refused with a 403 (Wiraya's side, not the key)
     key: str = ""  # the fingerprint of the key this view was read for (its refusal above)
+    # True when the key is not WIRAYA_API_KEY: the pause, reason, rate and slot cursor above are
+    # then its own row's (outbox_key_gates), its pause joined with the one every key observes.
+    own_account: bool = False
+    key_version: int = 0  # its row's version (0: WIRAYA_API_KEY's, the gate row's alone)
+    api_paused_until: datetime | None = None  # the pause every key observes (failures)
+
+    def unchanged_since(self, read: GateView) -> bool:
+        """Whether no brake of the gate nor of this view's key changed since ``read``."""
+        return (self.version, self.key_version) == (read.version, read.key_version)
 
     def paused(self, now: datetime) -> bool:
-        """True while a pause is in force for every worker."""
+        """True while a pause is in force for every worker sending under the view's key."""
         return self.paused_until is not None and self.paused_until > now
 
     def circuit_open(self, threshold: int) -> bool:
@@ -126,17 +155,23 @@ class GateView:
         return self.last_failure_at is None or self.last_success_at > self.last_failure_at
 
 
-def read(connection: Connection, fingerprint: str) -> GateView:
-    """The gate and one key's refusal in one round trip; creates the row the first time."""
-    row = connection.execute(_READ, {"fingerprint": fingerprint}).one_or_none()
-    if row is None:
-        create(connection)
-        row = connection.execute(_READ, {"fingerprint": fingerprint}).one()
-    return _view(row, fingerprint)
+def read(connection: Connection, fingerprint: str, *, own_account: bool = False) -> GateView:
+    """The gate and one key's refusal in one round trip; creates the row the first time. With
+    ``own_account`` (a key that is not WIRAYA_API_KEY), the key's own pause, rate and slots."""
+    parameters = {"fingerprint": fingerprint, "account": fingerprint if own_account else None}
+    row = connection.execute(_READ, parameters).one_or_none()
+    if row is None or (own_account and row.account_version is None):
+        create(connection, fingerprint if own_account else None)
+        row = connection.execute(_READ, parameters).one()
+    return _view(row, fingerprint, own_account=own_account)
+
+
+ACCOUNT_COLUMNS = ("version", "paused_until", "reason", "rate", "rate_ceiling", "next_send_at")
 
 
 def _read_statement() -> Any:
     mine = keys.alias("mine")
+    account = key_gates.alias("account")
     # The alarm: keys refused since the API last answered. A key another one replaced stays
     # refused for the workers still holding it, but an answer under the new key ends the alarm.
     alarmed = and_(
@@ -153,7 +188,7 @@ def _read_statement() -> Any:
             mine.c.fingerprint == bindparam("fingerprint", type_=Text()),
             mine.c.cleared_at.is_(None),
         ),
-    )
+    ).outerjoin(account, account.c.fingerprint == bindparam("account", type_=Text()))
     return (
         select(
             *gate.c,
@@ -164,6 +199,7 @@ def _read_statement() -> Any:
             mine.c.refused_at.label("key_refused_at"),
             refused.label("refused_key_count"),
             forbidden.label("forbidden_key_count"),
+            *(account.c[name].label(f"account_{name}") for name in ACCOUNT_COLUMNS),
         )
         .select_from(join)
         .where(gate.c.name == GATE_NAME)
@@ -173,8 +209,8 @@ def _read_statement() -> Any:
 _READ = _read_statement()
 
 
-def _view(row: Any, fingerprint: str) -> GateView:
-    return GateView(
+def _view(row: Any, fingerprint: str, *, own_account: bool) -> GateView:
+    view = GateView(
         version=row.version,
         paused_until=row.paused_until,
         reason=row.reason,
@@ -196,12 +232,48 @@ def _view(row: Any, fingerprint: str) -> GateView:
         refused_key_count=int(row.refused_key_count or 0),
         forbidden_key_count=int(row.forbidden_key_count or 0),
         key=fingerprint,
+        api_paused_until=row.api_paused_until,
+    )
+    if not own_account:
+        return view
+    own = {name: getattr(row, f"account_{name}") for name in ACCOUNT_COLUMNS}
+    return _under_own_account(view, fingerprint, own)
+
+
+def _under_own_account(view: GateView, fingerprint: str, own: dict[str, Any]) -> GateView:
+    """The gate's view for a key that is not WIRAYA_API_KEY: its own row's pause (joined with
+    the one every key observes), rate and slot cursor instead of the gate row's."""
+    shared, mine = view.api_paused_until, own["paused_until"]
+    own_later = mine is not None and (shared is None or mine > shared)
+    # The key's 429 is why it waits while its pause ends later, unless the API is failing.
+    reason = own["reason"] if own_later and not view.failures else view.reason
+    return replace(
+        view,
+        key=fingerprint,
+        own_account=True,
+        key_version=int(own["version"] or 0),
+        paused_until=mine if own_later else shared,
+        reason=reason,
+        rate=own["rate"],
+        rate_ceiling=own["rate_ceiling"],
+        next_send_at=own["next_send_at"],
     )
 
 
-def create(connection: Connection) -> None:
-    insert = database_of(connection).insert(gate)
-    connection.execute(insert.values(name=GATE_NAME).on_conflict_do_nothing())
+def create(connection: Connection, account: str | None = None) -> None:
+    """The gate row and, for a key that is not WIRAYA_API_KEY, its own row."""
+    insert = database_of(connection).insert
+    connection.execute(insert(gate).values(name=GATE_NAME).on_conflict_do_nothing())
+    if account is not None:
+        connection.execute(insert(key_gates).values(fingerprint=account).on_conflict_do_nothing())
+
+
+def account_views(connection: Connection) -> list[GateView]:
+    """The gate as read for WIRAYA_API_KEY (its key blank) and for every key with a row of its
+    own (their pause, rate and slots), in two statements whatever the number of keys."""
+    shared = read(connection, "")
+    rows = connection.execute(select(key_gates)).mappings()
+    return [shared, *(_under_own_account(shared, row["fingerprint"], dict(row)) for row in rows)]
 
 
 def key_still_refused(connection: Connection, fingerprint: str) -> bool:

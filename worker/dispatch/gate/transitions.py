@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Table,
     case,
     func,
     literal,
@@ -18,7 +19,7 @@ from sqlalchemy import (
 )
 
 from models.databases import database_of
-from worker.dispatch.gate.state import GATE_NAME, create, gate, keys
+from worker.dispatch.gate.state import GATE_NAME, create, gate, key_gates, keys
 
 
 def _later(connection: Connection) -> Callable[..., Any]:
@@ -38,6 +39,13 @@ def _this_gate() -> ColumnElement[bool]:
     return gate.c.name == GATE_NAME
 
 
+def account_row(account: str | None) -> tuple[Table, ColumnElement[bool]]:
+    """Where a key's rate and slots live: its own row, or (None: WIRAYA_API_KEY) the gate row."""
+    if account is None:
+        return gate, _this_gate()
+    return key_gates, key_gates.c.fingerprint == account
+
+
 def note_answered(connection: Connection, *, now: datetime) -> None:
     """Evidence that the API answers: the time of the latest answer, moved forward only (concurrent
     notes commute). Written at most about once a second per worker."""
@@ -47,32 +55,37 @@ def note_answered(connection: Connection, *, now: datetime) -> None:
 
 
 def close_circuit_unless_failed_since(
-    connection: Connection, *, started: datetime, now: datetime
+    connection: Connection, *, started: datetime, now: datetime, lift_pause: bool = True
 ) -> bool:
     """A request that started at ``started`` was answered: close the circuit, end a pause and a
     probe, forget the reason, unless a failure (a 5xx, a 429, a timeout) was noted after it
-    started: that newer news wins."""
+    started: that newer news wins. Without ``lift_pause`` (an answer under a key that is not
+    WIRAYA_API_KEY) only the pause every key observes ends: WIRAYA_API_KEY's 429 pause is not
+    that answer's to end."""
+    brakes = [
+        gate.c.failures > 0,
+        gate.c.api_paused_until.is_not(None),
+        gate.c.probe_until.is_not(None),
+    ]
+    values: dict[str, Any] = {
+        "failures": 0,
+        "api_paused_until": None,
+        "probe_until": None,
+        "next_probe_at": None,
+        "version": gate.c.version + 1,
+        "updated_at": now,
+    }
+    if lift_pause:
+        brakes += [gate.c.paused_until.is_not(None), gate.c.reason.is_not(None)]
+        values.update(paused_until=None, reason=None)
     statement = (
         update(gate)
         .where(
             _this_gate(),
             or_(gate.c.last_failure_at.is_(None), gate.c.last_failure_at < started),
-            or_(
-                gate.c.failures > 0,
-                gate.c.paused_until.is_not(None),
-                gate.c.probe_until.is_not(None),
-                gate.c.reason.is_not(None),
-            ),
+            or_(*brakes),
         )
-        .values(
-            failures=0,
-            paused_until=None,
-            probe_until=None,
-            next_probe_at=None,
-            reason=None,
-            version=gate.c.version + 1,
-            updated_at=now,
-        )
+        .values(values)
     )
     return _execute(connection, statement)
 
@@ -100,6 +113,7 @@ def count_failure_unless_answered_since(
         "last_failure_at": now,
         "reason": reason,
         "paused_until": later(func.coalesce(gate.c.paused_until, pause_until), pause_until),
+        "api_paused_until": later(func.coalesce(gate.c.api_paused_until, pause_until), pause_until),
         "next_probe_at": case(
             (opens, later(func.coalesce(gate.c.next_probe_at, probe_at), probe_at)),
             else_=gate.c.next_probe_at,
@@ -123,9 +137,10 @@ def count_failure_unless_answered_since(
 def note_rate_limited(
     connection: Connection, *, now: datetime, reason: str, pause_until: datetime
 ) -> None:
-    """A 429: pause every worker at least until ``pause_until`` (Retry-After is the floor, a pause
-    is never shortened) and note it as a failure for the evidence above; the circuit does not count
-    it (the API is up; we are too fast)."""
+    """A 429 under WIRAYA_API_KEY: its workers pause at least until ``pause_until`` (Retry-After is
+    the floor, a pause is never shortened) and note it as a failure for the evidence above; the
+    circuit does not count it (the API is up; we are too fast). The other keys observe only
+    ``api_paused_until``: this pause is not theirs."""
     later = _later(connection)
     statement = (
         update(gate)
@@ -141,67 +156,42 @@ def note_rate_limited(
     connection.execute(statement)
 
 
-def lower_rate(
-    connection: Connection, *, rate: float, ceiling: float | None, now: datetime
-) -> bool:
-    """A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew it), whatever
-    answers raised it since that rate was read, and the ceiling becomes the rate that drew it. Only
-    ever down: two workers never compound one 429, and a lower rate set meanwhile stays."""
-    statement = (
-        update(gate)
-        .where(_this_gate(), or_(gate.c.rate.is_(None), gate.c.rate > rate))
-        .values(rate=rate, rate_ceiling=ceiling, updated_at=now)
-    )
-    return _execute(connection, statement)
-
-
-def change_rate_if_unchanged(
+def book_slot_if_unchanged(
     connection: Connection,
     *,
-    read_rate: float | None,
-    rate: float | None,
-    ceiling: float | None,
-    now: datetime,
-) -> bool:
-    """Raise the learnt request rate from the value this worker read, after an answer: a concurrent
-    change wins (a 429's decrease is never undone by growth)."""
-    current = gate.c.rate.is_(None) if read_rate is None else gate.c.rate == read_rate
-    statement = (
-        update(gate)
-        .where(_this_gate(), current)
-        .values(rate=rate, rate_ceiling=ceiling, updated_at=now)
-    )
-    return _execute(connection, statement)
-
-
-def book_slot_if_unchanged(
-    connection: Connection, *, read_next_send_at: datetime | None, booked_next: datetime
+    read_next_send_at: datetime | None,
+    booked_next: datetime,
+    account: str | None = None,
 ) -> bool:
     """Take the next request slot: from the cursor this worker read to ``booked_next`` (its slot
     plus the spacing). Refused when another worker moved the cursor."""
-    cursor = gate.c.next_send_at
+    table, this = account_row(account)
+    cursor = table.c.next_send_at
     current = cursor.is_(None) if read_next_send_at is None else cursor == read_next_send_at
-    statement = update(gate).where(_this_gate(), current).values(next_send_at=booked_next)
+    statement = update(table).where(this, current).values(next_send_at=booked_next)
     return _execute(connection, statement)
 
 
-def read_slot_cursor(connection: Connection) -> datetime | None:
+def read_slot_cursor(connection: Connection, account: str | None = None) -> datetime | None:
     """Where the slot cursor stands now (after a refused booking)."""
-    value: datetime | None = connection.scalar(select(gate.c.next_send_at).where(_this_gate()))
+    table, this = account_row(account)
+    value: datetime | None = connection.scalar(select(table.c.next_send_at).where(this))
     return value
 
 
 def take_probe_if_free(
-    connection: Connection, *, now: datetime, until: datetime, threshold: int
+    connection: Connection, *, now: datetime, until: datetime, threshold: int, own_key: bool = False
 ) -> bool:
     """While the circuit is open, one worker at a time sends one message: the first to set the
-    probe's lease wins, once the cadence allows and no pause is in force."""
+    probe's lease wins, once the cadence allows and no pause is in force (for a key that is not
+    WIRAYA_API_KEY, ``own_key``: no pause every key observes; its own is its claim's guard)."""
+    pause = gate.c.api_paused_until if own_key else gate.c.paused_until
     statement = (
         update(gate)
         .where(
             _this_gate(),
             gate.c.failures >= threshold,
-            or_(gate.c.paused_until.is_(None), gate.c.paused_until <= now),
+            or_(pause.is_(None), pause <= now),
             or_(gate.c.next_probe_at.is_(None), gate.c.next_probe_at <= now),
             or_(gate.c.probe_until.is_(None), gate.c.probe_until <= now),
         )
@@ -372,6 +362,7 @@ def reset(connection: Connection, *, now: datetime) -> None:
         .where(_this_gate())
         .values(
             paused_until=None,
+            api_paused_until=None,
             reason=None,
             failures=0,
             probe_until=None,
@@ -389,3 +380,13 @@ def reset(connection: Connection, *, now: datetime) -> None:
     connection.execute(statement)
     cleared = update(keys).where(keys.c.cleared_at.is_(None)).values(cleared_at=now)
     connection.execute(cleared)
+    accounts = update(key_gates).values(
+        paused_until=None,
+        reason=None,
+        rate=None,
+        rate_ceiling=None,
+        next_send_at=None,
+        version=key_gates.c.version + 1,
+        updated_at=now,
+    )
+    connection.execute(accounts)
