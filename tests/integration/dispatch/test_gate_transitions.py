@@ -150,17 +150,48 @@ def test_one_probe_at_a_time_on_its_own_cadence(connection: Connection) -> None:
 
 
 def test_slots_are_booked_only_from_the_cursor_read(connection: Connection) -> None:
-    assert t.book_slot_if_unchanged(connection, read_next_send_at=None, booked_next=NOW + SECOND)
+    def book(read: datetime | None, booked: datetime, rate: float | None = None) -> bool:
+        return t.book_slot_if_unchanged(
+            connection, read_next_send_at=read, read_rate=rate, booked_next=booked
+        )
+
+    assert book(None, NOW + SECOND)
     # A worker that read the cursor before that booking is refused, reads again, books after.
-    assert not t.book_slot_if_unchanged(
-        connection, read_next_send_at=None, booked_next=NOW + SECOND
-    )
-    cursor = t.read_slot_cursor(connection)
-    assert cursor == NOW + SECOND
-    assert t.book_slot_if_unchanged(
-        connection, read_next_send_at=cursor, booked_next=cursor + SECOND
-    )
+    assert not book(None, NOW + SECOND)
+    cursor, rate = t.read_slot_cursor(connection)
+    assert (cursor, rate) == (NOW + SECOND, None)
+    assert book(cursor, cursor + SECOND)
     assert view(connection).next_send_at == NOW + 2 * SECOND
+    # A rate changed since the worker read it (the spacing was the old rate's) refuses it too.
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=None, now=NOW)
+    assert not book(NOW + 2 * SECOND, NOW + 3 * SECOND)
+    assert book(NOW + 2 * SECOND, NOW + 4 * SECOND, rate=0.5)
+
+
+def test_a_429_lowers_the_rate_and_moves_the_cursor_only_from_the_values_read(
+    connection: Connection,
+) -> None:
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+
+    def lower(read_rate: float | None, read: datetime | None, moved: datetime) -> bool:
+        return t.lower_rate_if_unchanged(
+            connection,
+            read_rate=read_rate,
+            read_next_send_at=read,
+            rate=0.5,
+            ceiling=1.0,
+            next_send_at=moved,
+            now=NOW,
+        )
+
+    assert not lower(None, None, NOW + 2 * SECOND)  # the rate moved since it was read
+    t.book_slot_if_unchanged(
+        connection, read_next_send_at=None, read_rate=1.0, booked_next=NOW + SECOND
+    )
+    assert not lower(1.0, None, NOW + 2 * SECOND)  # a slot was booked since
+    assert lower(1.0, NOW + SECOND, NOW + 2 * SECOND)
+    state = view(connection)
+    assert (state.rate, state.rate_ceiling, state.next_send_at) == (0.5, 1.0, NOW + 2 * SECOND)
 
 
 def test_the_rate_moves_only_from_the_value_read(connection: Connection) -> None:
@@ -339,3 +370,39 @@ def test_a_429_brings_the_rate_in_force_down_when_the_learnt_rate_grew_past_the_
     state = view(connection)
     assert gate.pacing.rate(state) == pytest.approx(1.4)
     assert state.rate_ceiling == pytest.approx(2.0)
+
+
+def test_a_429_spaces_the_slot_after_one_booked_before_it_by_the_lowered_rate(
+    connection: Connection,
+) -> None:
+    """Simulator seed 7064: a worker booked a slot at 1 request/s and waits for it; another's
+    429 brings the rate down to 0.7 meanwhile. The booked slot keeps its time, but the next
+    request follows it by the lowered rate's spacing, not by the spacing it was booked at."""
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    gate = gate_of()
+    waiting = gate.permit(connection, gate.read(connection), NOW)
+    assert gate.pacing.book_slot(connection, waiting.view, NOW) == timedelta(0)
+
+    other = gate.permit(connection, gate.read(connection), NOW)
+    gate.rate_limited(connection, other, retry_after=None, reason="429", now=NOW)
+
+    later = NOW + 1.2 * SECOND  # past the booked spacing (1 s), within the lowered one (1.43 s)
+    wait = gate.pacing.book_slot(connection, gate.read(connection), later)
+    assert wait is not None
+    assert later + wait >= NOW + timedelta(seconds=1 / 0.7)
+
+
+def test_a_slot_booked_on_a_view_older_than_a_429_is_spaced_by_the_lowered_rate(
+    connection: Connection,
+) -> None:
+    """A worker read the gate at 1 request/s; a 429 brings the rate down before it books: its
+    booking is refused and made again at the lowered rate, not spaced by the rate it read."""
+    t.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    gate = gate_of()
+    stale = gate.read(connection)
+    other = gate.permit(connection, gate.read(connection), NOW)
+    gate.rate_limited(connection, other, retry_after=None, reason="429", now=NOW)
+
+    assert gate.pacing.book_slot(connection, stale, NOW) == timedelta(0)
+
+    assert view(connection).next_send_at == NOW + timedelta(seconds=1 / 0.7)

@@ -187,7 +187,7 @@ class Gate:
         # The rate that drew it is the one in force: the configured rate when answers grew the
         # learnt one past it (coming down from the learnt one would leave the configured one).
         rate, ceiling = rate_after_429(self.pacing.rate(permit.view))
-        t.lower_rate(connection, rate=rate, ceiling=ceiling, now=now)
+        self.pacing.lower(connection, rate=rate, ceiling=ceiling, now=now)
         self.give_back(connection, permit)
         return until
 

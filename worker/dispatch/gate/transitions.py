@@ -141,12 +141,37 @@ def note_rate_limited(
     connection.execute(statement)
 
 
+def lower_rate_if_unchanged(
+    connection: Connection,
+    *,
+    read_rate: float | None,
+    read_next_send_at: datetime | None,
+    rate: float,
+    ceiling: float | None,
+    next_send_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """A 429: the learnt rate comes down to ``rate`` and the ceiling becomes the rate that drew
+    it, with the slot cursor moved to ``next_send_at`` (the slot booked last, followed at the
+    lowered rate), both from the values this worker read: a booking or a rate change meanwhile
+    refuses it, and the worker reads again."""
+    statement = (
+        update(gate)
+        .where(
+            _this_gate(), _is(gate.c.rate, read_rate), _is(gate.c.next_send_at, read_next_send_at)
+        )
+        .values(rate=rate, rate_ceiling=ceiling, next_send_at=next_send_at, updated_at=now)
+    )
+    return _execute(connection, statement)
+
+
 def lower_rate(
     connection: Connection, *, rate: float, ceiling: float | None, now: datetime
 ) -> bool:
     """A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew it), whatever
     answers raised it since that rate was read, and the ceiling becomes the rate that drew it. Only
-    ever down: two workers never compound one 429, and a lower rate set meanwhile stays."""
+    ever down: two workers never compound one 429, and a lower rate set meanwhile stays. The slot
+    cursor is left as it is: only where the guarded lowering above kept being refused."""
     statement = (
         update(gate)
         .where(_this_gate(), or_(gate.c.rate.is_(None), gate.c.rate > rate))
@@ -175,20 +200,34 @@ def change_rate_if_unchanged(
 
 
 def book_slot_if_unchanged(
-    connection: Connection, *, read_next_send_at: datetime | None, booked_next: datetime
+    connection: Connection,
+    *,
+    read_next_send_at: datetime | None,
+    read_rate: float | None,
+    booked_next: datetime,
 ) -> bool:
     """Take the next request slot: from the cursor this worker read to ``booked_next`` (its slot
-    plus the spacing). Refused when another worker moved the cursor."""
-    cursor = gate.c.next_send_at
-    current = cursor.is_(None) if read_next_send_at is None else cursor == read_next_send_at
-    statement = update(gate).where(_this_gate(), current).values(next_send_at=booked_next)
+    plus the spacing of the learnt rate it read). Refused when another worker moved the cursor or
+    the rate changed since (a 429 meanwhile: the spacing is the lowered rate's)."""
+    statement = (
+        update(gate)
+        .where(
+            _this_gate(), _is(gate.c.next_send_at, read_next_send_at), _is(gate.c.rate, read_rate)
+        )
+        .values(next_send_at=booked_next)
+    )
     return _execute(connection, statement)
 
 
-def read_slot_cursor(connection: Connection) -> datetime | None:
-    """Where the slot cursor stands now (after a refused booking)."""
-    value: datetime | None = connection.scalar(select(gate.c.next_send_at).where(_this_gate()))
-    return value
+def read_slot_cursor(connection: Connection) -> tuple[datetime | None, float | None]:
+    """Where the slot cursor stands now, and the learnt rate (after a refused booking)."""
+    row = connection.execute(select(gate.c.next_send_at, gate.c.rate).where(_this_gate())).one()
+    return row.next_send_at, row.rate
+
+
+def _is(column: Any, value: Any) -> ColumnElement[bool]:
+    """The column still holds the value a worker read (NULL included)."""
+    return column.is_(None) if value is None else column == value
 
 
 def take_probe_if_free(
