@@ -298,6 +298,9 @@ class _Run:
                 gate.answered(connection, permit, started=started, size=len(batch), now=now)
             return Flow.OK
         if isinstance(result, BatchTooLarge | BadRequest):
+            if permit.probe is not None:  # a probe is one message: the answer judged it alone
+                with self.sending.connect() as connection:
+                    gate.probe_judged_alone(connection, permit, started=started, now=now)
             return self._split(batch, result, now)
         self.sent.failure = result
         if isinstance(result, RateLimited):
