@@ -225,7 +225,7 @@ def read_slot_cursor(connection: Connection) -> tuple[datetime | None, float | N
     return row.next_send_at, row.rate
 
 
-def _is(column: Any, value: Any) -> ColumnElement[bool]:
+def _is(column: ColumnElement[Any], value: object) -> ColumnElement[bool]:
     """The column still holds the value a worker read (NULL included)."""
     return column.is_(None) if value is None else column == value
 
