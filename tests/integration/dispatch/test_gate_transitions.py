@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Connection, Engine
 
 from worker.dispatch import gate as gates
+from worker.dispatch.gate import batch_transitions as bt
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.policy import Gate
 from worker.settings import Settings
@@ -249,34 +250,34 @@ def test_one_key_probe_at_a_time(connection: Connection) -> None:
 
 
 def test_the_batch_limit_never_falls_below_what_the_api_answered(connection: Connection) -> None:
-    t.limit_batch_size_to_proven(connection, size=100, now=NOW)
+    bt.limit_batch_size_to_proven(connection, size=100, now=NOW)
     assert view(connection).batch_limit == 50
-    t.prove_batch_size(connection, size=40)
-    t.prove_batch_size(connection, size=30)  # smaller than proven: changes nothing
+    bt.prove_batch_size(connection, size=40)
+    bt.prove_batch_size(connection, size=30)  # smaller than proven: changes nothing
     assert view(connection).batch_proven == 40
-    t.limit_batch_size_to_proven(connection, size=50, now=NOW)  # one huge message in 50
+    bt.limit_batch_size_to_proven(connection, size=50, now=NOW)  # one huge message in 50
     assert view(connection).batch_limit == 40
-    t.limit_batch_size_to_proven(connection, size=2, now=NOW)
+    bt.limit_batch_size_to_proven(connection, size=2, now=NOW)
     assert view(connection).batch_limit == 40
 
 
 def test_a_size_refused_for_its_size_brings_limit_and_proven_down_only(
     connection: Connection,
 ) -> None:
-    t.prove_batch_size(connection, size=32)
-    assert t.lower_batch_size_to(connection, size=8, now=NOW)
-    assert t.lower_batch_size_to(connection, size=4, now=NOW)  # two workers' notes commute:
-    assert not t.lower_batch_size_to(connection, size=8, now=NOW)  # the lower one stays
+    bt.prove_batch_size(connection, size=32)
+    assert bt.lower_batch_size_to(connection, size=8, now=NOW)
+    assert bt.lower_batch_size_to(connection, size=4, now=NOW)  # two workers' notes commute:
+    assert not bt.lower_batch_size_to(connection, size=8, now=NOW)  # the lower one stays
     assert (view(connection).batch_limit, view(connection).batch_proven) == (4, 4)
 
 
 def test_the_batch_limit_creeps_up_only_from_the_value_read(connection: Connection) -> None:
-    t.prove_batch_size(connection, size=32)
-    t.lower_batch_size_to(connection, size=8, now=NOW)
-    t.lower_batch_size_to(connection, size=4, now=NOW)  # another worker's note meanwhile
-    assert not t.raise_batch_limit_if_unchanged(connection, read_limit=8, limit=16, now=NOW)
+    bt.prove_batch_size(connection, size=32)
+    bt.lower_batch_size_to(connection, size=8, now=NOW)
+    bt.lower_batch_size_to(connection, size=4, now=NOW)  # another worker's note meanwhile
+    assert not bt.raise_batch_limit_if_unchanged(connection, read_limit=8, limit=16, now=NOW)
     assert view(connection).batch_limit == 4
-    assert t.raise_batch_limit_if_unchanged(connection, read_limit=4, limit=None, now=NOW)
+    assert bt.raise_batch_limit_if_unchanged(connection, read_limit=4, limit=None, now=NOW)
     assert view(connection).batch_limit is None
 
 
@@ -287,8 +288,8 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
         fail(connection, started=NOW, now=NOW + second * SECOND, pause=60 * SECOND)
     refuse(connection, reason="x")
     t.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=1.0, now=NOW)
-    t.prove_batch_size(connection, size=8)
-    t.limit_batch_size_to_proven(connection, size=10, now=NOW)
+    bt.prove_batch_size(connection, size=8)
+    bt.limit_batch_size_to_proven(connection, size=10, now=NOW)
     t.reset(connection, now=NOW + 5 * SECOND)
     state = view(connection, "k")
     assert (state.failures, state.paused_until, state.probe_until, state.next_probe_at) == (

@@ -24,7 +24,8 @@ refused, not applied (docs/sending-gate.md):
 - ``lower_rate_if_unchanged(rate, next_send_at)``: a 429 brings the rate down and moves the
   cursor on by the wider spacing, from the values read (read again while bookings refuse it);
   ``lower_rate``, its fallback, brings it down whatever raised it since, never up;
-- ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved;
+- ``limit_batch_size_to_proven`` / ``prove_batch_size`` (in ``batch_transitions``): never
+  below what answers proved;
 - ``lower_batch_size_to``: a size refused though both its halves were taken comes down, only
   ever down; ``raise_batch_limit_if_unchanged``: the limit creeps up only from the value read.
 

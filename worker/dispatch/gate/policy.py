@@ -152,32 +152,7 @@ class Gate:
     def answered(
         self, connection: Connection, permit: Permit, *, started: datetime, size: int, now: datetime
     ) -> None:
-        """A request that started at ``started`` with ``size`` messages was answered."""
-        view = permit.view
-        self._api_answered(connection, permit, started=started, now=now)
-        if view.rate is not None:
-            grown = rate_after_answer(view.rate, view.rate_ceiling)
-            ceiling = view.rate_ceiling if grown is not None else None
-            t.change_rate_if_unchanged(
-                connection, read_rate=view.rate, rate=grown, ceiling=ceiling, now=now
-            )
-        self.batches.answered(connection, view, size=size, now=now)
-
-    def probe_judged_alone(
-        self, connection: Connection, permit: Permit, *, started: datetime, now: datetime
-    ) -> None:
-        """A probe's request, started at ``started``, was answered for its one message alone (too
-        large, a 400): the request went through under its key, so the circuit closes and the
-        key is cleared as after an answer, though nothing is learnt of the rate or the batch
-        size. The rest of the probe's batch goes out on that answer too; without it, a probe
-        that was the last message due would leave the alarm on with nothing left to try."""
-        self._api_answered(connection, permit, started=started, now=now)
-
-    def _api_answered(
-        self, connection: Connection, permit: Permit, *, started: datetime, now: datetime
-    ) -> None:
-        """The API answered a request under the permit's key: evidence noted, circuit closed and
-        key cleared, each unless newer news (a failure, a refusal) came since it started."""
+        """A request that started at ``started`` was answered, with ``size`` messages taken."""
         view = permit.view
         stale = view.last_success_at is None or view.last_success_at < now - ANSWER_NOTE_INTERVAL
         if stale or not view.answered_since_failure():
@@ -188,6 +163,13 @@ class Gate:
             t.clear_key_unless_refused_since(
                 connection, fingerprint=self._key(permit), started=started, now=now
             )
+        if view.rate is not None:
+            grown = rate_after_answer(view.rate, view.rate_ceiling)
+            ceiling = view.rate_ceiling if grown is not None else None
+            t.change_rate_if_unchanged(
+                connection, read_rate=view.rate, rate=grown, ceiling=ceiling, now=now
+            )
+        self.batches.answered(connection, view, size=size, now=now)
 
     def rate_limited(
         self,

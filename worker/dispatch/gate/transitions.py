@@ -1,4 +1,7 @@
-"""The gate's transitions: each one statement, named for the guard that refuses a stale write."""
+"""The gate's transitions: each one statement, named for the guard that refuses a stale write.
+
+The learnt batch size's are in `worker.dispatch.gate.batch_transitions`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from sqlalchemy import (
     Connection,
     case,
     func,
-    literal,
     or_,
     select,
     update,
@@ -170,8 +172,8 @@ def lower_rate(
 ) -> bool:
     """A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew it), whatever
     answers raised it since that rate was read, and the ceiling becomes the rate that drew it. Only
-    ever down: two workers never compound one 429, and a lower rate set meanwhile stays. The slot
-    cursor is left as it is: only where the guarded lowering above kept being refused."""
+    ever down: two workers never compound one 429, and a lower rate set meanwhile stays (the
+    fallback of the guarded lowering above: it leaves the cursor as it is)."""
     statement = (
         update(gate)
         .where(_this_gate(), or_(gate.c.rate.is_(None), gate.c.rate > rate))
@@ -339,67 +341,6 @@ def clear_key_unless_refused_since(
         .values(cleared_at=now, probe_until=None)
     )
     return _execute(connection, statement)
-
-
-def limit_batch_size_to_proven(connection: Connection, *, size: int, now: datetime) -> None:
-    """The API said ``size`` items are too many: no batch above half of it from now on, but never
-    below the largest batch the API answered."""
-    later, sooner = _later(connection), _sooner(connection)
-    proven = func.coalesce(gate.c.batch_proven, 1)
-    halved = later(literal(max(1, size // 2)), proven)
-    current = func.coalesce(gate.c.batch_limit, size)
-    statement = (
-        update(gate)
-        .where(_this_gate())
-        .values(batch_limit=later(sooner(current, halved), proven), updated_at=now)
-    )
-    connection.execute(statement)
-
-
-def lower_batch_size_to(connection: Connection, *, size: int, now: datetime) -> bool:
-    """The API refused a batch as too large and took both its halves: the size was too large, not a
-    message. The limit and the proven size come down to ``size`` (the larger half), only ever down,
-    so two workers' notes commute and the lower one stays."""
-    sooner = _sooner(connection)
-    statement = (
-        update(gate)
-        .where(
-            _this_gate(),
-            or_(
-                func.coalesce(gate.c.batch_limit, size + 1) > size,
-                func.coalesce(gate.c.batch_proven, 0) > size,
-            ),
-        )
-        .values(
-            batch_limit=sooner(func.coalesce(gate.c.batch_limit, size), size),
-            batch_proven=sooner(func.coalesce(gate.c.batch_proven, size), size),
-            updated_at=now,
-        )
-    )
-    return _execute(connection, statement)
-
-
-def raise_batch_limit_if_unchanged(
-    connection: Connection, *, read_limit: int, limit: int | None, now: datetime
-) -> bool:
-    """The learnt batch limit creeps back up (to ``limit``; None lifts it) from the value this
-    worker read: a too-large answer noted meanwhile wins."""
-    statement = (
-        update(gate)
-        .where(_this_gate(), gate.c.batch_limit == read_limit)
-        .values(batch_limit=limit, updated_at=now)
-    )
-    return _execute(connection, statement)
-
-
-def prove_batch_size(connection: Connection, *, size: int) -> None:
-    """The API answered a batch of ``size``: it takes at least that many."""
-    statement = (
-        update(gate)
-        .where(_this_gate(), func.coalesce(gate.c.batch_proven, 0) < size)
-        .values(batch_proven=size)
-    )
-    connection.execute(statement)
 
 
 def reset(connection: Connection, *, now: datetime) -> None:
