@@ -11,6 +11,7 @@ from tests.simulation.faults import (
     ApiFault,
     Arrival,
     ClockStep,
+    Command,
     FaultPlan,
     Poison,
     Window,
@@ -155,6 +156,24 @@ TENANT_LIMITS = FaultPlan(
     },
 )
 
+# Found by the simulator (seed 7064 on SQLite): a worker booked a slot at 0.7 requests/s and
+# waits for it; another's 429 brings the rate down to 0.49 meanwhile. The slot booked keeps its
+# time, but the cursor it left was spaced at 0.7/s: the next request followed it 1.7 s later.
+RATE_LOWERED_WHILE_BOOKED = FaultPlan(
+    workers=2,
+    arrivals=(
+        Arrival(0.0, 7, priority=1),
+        Arrival(14.307, 4, priority=2),
+        Arrival(19.810, 1, priority=2),
+        Arrival(27.953, 4, priority=0),
+        Arrival(28.241, 2, priority=1),
+    ),
+    poison=((13, Poison.TOO_LARGE),),
+    windows=(Window(ApiFault.RATE_LIMITED, 13.446, 28.241, 1.0),),
+    commands=((1.011, Command.CANCEL), (5.512, Command.RESUME)),
+    fault_end=28.241,
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -167,4 +186,5 @@ SCENARIOS: dict[str, FaultPlan] = {
     "hanging-message-alone": HANGING_MESSAGE_ALONE,
     "hang-outage-alone": HANG_OUTAGE_ALONE,
     "tenant-limits": TENANT_LIMITS,
+    "rate-lowered-while-booked": RATE_LOWERED_WHILE_BOOKED,
 }

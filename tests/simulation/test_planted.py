@@ -96,11 +96,11 @@ def limit_not_learnt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def tenants_rates_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    def rate(self: pacing.Pacing, view: Any) -> float | None:
-        rates = [rate for rate in (self.configured, view.rate) if rate]  # WIRAYA_API_KEY's only
+    def in_force(self: pacing.Pacing, view: Any, learnt: float | None) -> float | None:
+        rates = [rate for rate in (self.configured, learnt) if rate]  # WIRAYA_API_KEY's only
         return min(rates) if rates else None
 
-    monkeypatch.setattr(pacing.Pacing, "rate", rate)
+    monkeypatch.setattr(pacing.Pacing, "in_force", in_force)
 
 
 TRAFFIC = tuple(Arrival(2.0 * n, 3) for n in range(15))

@@ -264,9 +264,8 @@ class _Run:
         batch = drop_expiring(batch, now, self.sent.expired)
         if not batch:
             return Flow.OK, now
-        bound = min(now + self.sending.timeout, self.lease_end - RECORD_MARGIN)
         expiries = [o.expires_at for o in batch if o.expires_at is not None]
-        bound = min([bound, *expiries])
+        bound = min([now + self.sending.timeout, self.lease_end - RECORD_MARGIN, *expiries])
         if self.sending.should_stop() or bound - now < MIN_REQUEST_WINDOW:
             self.stop(batch)
             return Flow.STOP, now
@@ -276,11 +275,9 @@ class _Run:
     def _request(self, batch: list[Outgoing], now: datetime, bound: datetime) -> SendResult:
         clock_started = self.sending.monotonic()
         deadline = clock_started + (bound - now).total_seconds()
-        communications = [outgoing.communication for outgoing in batch]
-        result = self.sender.send(communications, deadline=deadline)
+        result = self.sender.send([outgoing.communication for outgoing in batch], deadline=deadline)
         seconds = self.sending.monotonic() - clock_started
-        record = RequestRecord(now, len(batch), seconds, type(result).__name__)
-        self.sent.requests.append(record)
+        self.sent.requests.append(RequestRecord(now, len(batch), seconds, type(result).__name__))
         _note_reach(self.sent.reached, batch, result)
         return result
 
@@ -298,6 +295,9 @@ class _Run:
                 gate.answered(connection, permit, started=started, size=len(batch), now=now)
             return Flow.OK
         if isinstance(result, BatchTooLarge | BadRequest):
+            if permit.probe is not None:  # its one message judged alone: an answer under its key
+                with self.sending.connect() as connection:
+                    gate.answered(connection, permit, started=started, size=0, now=now)
             return self._split(batch, result, now)
         self.sent.failure = result
         if isinstance(result, RateLimited):

@@ -13,7 +13,7 @@ from models import Status
 from sandbox.faults import Faults
 from tests.integration.dispatch.harness import Outbox
 from tests.integration.dispatch.test_gate import KEY_RETRY, key_view, open_the_circuit
-from worker.dispatch.gate import reset_gate
+from worker.dispatch.gate import read_gate, reset_gate
 
 
 def test_a_probe_refused_while_the_circuit_is_open_is_retried_and_closes_it(
@@ -62,6 +62,48 @@ def test_a_refused_key_retries_under_a_request_rate(outbox: Outbox) -> None:
 
     assert (retry.state, retry.accepted) == ("sent", 3)
     assert not key_view(outbox, "sandbox").key_refused
+
+
+BIG = {"$type": "SMSFromAlpha", "sender": "Wiraya", "text": "x" * 1_500}
+
+
+def alarmed_keys(outbox: Outbox) -> int:
+    with outbox.engine.connect() as connection:
+        return read_gate(connection).refused_key_count
+
+
+def test_a_key_retry_answered_for_its_message_alone_clears_the_key_and_its_alarm(
+    outbox: Outbox,
+) -> None:
+    """Simulator seed 7092: the key's retry is the last message left, and the API answers it for
+    that message alone (too large): the request went through under the key, so the key is
+    cleared and its alarm ends, though nothing is left to send with it."""
+    [message] = outbox.enqueue("46705999999", content=BIG)
+    outbox.sandbox.set_faults(forbidden=True)
+    dispatcher = outbox.dispatcher()
+    assert dispatcher.dispatch_once().state == "alarm"
+    outbox.sandbox.set_faults(forbidden=False, max_body_bytes=1_400)
+    outbox.clock.advance(KEY_RETRY.total_seconds())
+
+    retry = dispatcher.dispatch_once()
+
+    assert (retry.requests, outbox.row(message).status) == (1, Status.FAILED)
+    assert not key_view(outbox, "sandbox").key_refused
+    assert alarmed_keys(outbox) == 0
+
+
+def test_a_probe_answered_for_its_message_alone_closes_the_circuit(outbox: Outbox) -> None:
+    """The open circuit's probe is the one message due, and the API answers it for that message
+    alone (too large): the API answers, so the circuit closes."""
+    [message] = outbox.enqueue("46705999999", content=BIG)
+    outbox.sandbox.set_faults(max_body_bytes=1_400)
+    outbox.set_gate(failures=3, reason="ServerError: HTTP 503", next_probe_at=outbox.clock.now)
+    dispatcher = outbox.dispatcher()
+
+    probe = dispatcher.dispatch_once()
+
+    assert (probe.requests, outbox.row(message).status) == (1, Status.FAILED)
+    assert not outbox.gate().circuit_open(3)
 
 
 def test_the_batch_limit_follows_the_api_down_and_creeps_back(outbox: Outbox) -> None:

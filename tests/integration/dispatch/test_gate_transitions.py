@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Connection, Engine
 
+from worker.api_keys import key_fingerprint
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import accounts
+from worker.dispatch.gate import batch_transitions as bt
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.policy import Gate
 from worker.settings import Settings
@@ -151,17 +153,48 @@ def test_one_probe_at_a_time_on_its_own_cadence(connection: Connection) -> None:
 
 
 def test_slots_are_booked_only_from_the_cursor_read(connection: Connection) -> None:
-    assert t.book_slot_if_unchanged(connection, read_next_send_at=None, booked_next=NOW + SECOND)
+    def book(read: datetime | None, booked: datetime, rate: float | None = None) -> bool:
+        return t.book_slot_if_unchanged(
+            connection, read_next_send_at=read, read_rate=rate, booked_next=booked
+        )
+
+    assert book(None, NOW + SECOND)
     # A worker that read the cursor before that booking is refused, reads again, books after.
-    assert not t.book_slot_if_unchanged(
-        connection, read_next_send_at=None, booked_next=NOW + SECOND
-    )
-    cursor = t.read_slot_cursor(connection)
-    assert cursor == NOW + SECOND
-    assert t.book_slot_if_unchanged(
-        connection, read_next_send_at=cursor, booked_next=cursor + SECOND
-    )
+    assert not book(None, NOW + SECOND)
+    cursor, rate = t.read_slot_cursor(connection)
+    assert (cursor, rate) == (NOW + SECOND, None)
+    assert book(cursor, cursor + SECOND)
     assert view(connection).next_send_at == NOW + 2 * SECOND
+    # A rate changed since the worker read it (the spacing was the old rate's) refuses it too.
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=None, now=NOW)
+    assert not book(NOW + 2 * SECOND, NOW + 3 * SECOND)
+    assert book(NOW + 2 * SECOND, NOW + 4 * SECOND, rate=0.5)
+
+
+def test_a_429_lowers_the_rate_and_moves_the_cursor_only_from_the_values_read(
+    connection: Connection,
+) -> None:
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+
+    def lower(read_rate: float | None, read: datetime | None, moved: datetime) -> bool:
+        return accounts.lower_rate_if_unchanged(
+            connection,
+            read_rate=read_rate,
+            read_next_send_at=read,
+            rate=0.5,
+            ceiling=1.0,
+            next_send_at=moved,
+            now=NOW,
+        )
+
+    assert not lower(None, None, NOW + 2 * SECOND)  # the rate moved since it was read
+    t.book_slot_if_unchanged(
+        connection, read_next_send_at=None, read_rate=1.0, booked_next=NOW + SECOND
+    )
+    assert not lower(1.0, None, NOW + 2 * SECOND)  # a slot was booked since
+    assert lower(1.0, NOW + SECOND, NOW + 2 * SECOND)
+    state = view(connection)
+    assert (state.rate, state.rate_ceiling, state.next_send_at) == (0.5, 1.0, NOW + 2 * SECOND)
 
 
 def test_the_rate_moves_only_from_the_value_read(connection: Connection) -> None:
@@ -225,34 +258,34 @@ def test_one_key_probe_at_a_time(connection: Connection) -> None:
 
 
 def test_the_batch_limit_never_falls_below_what_the_api_answered(connection: Connection) -> None:
-    t.limit_batch_size_to_proven(connection, size=100, now=NOW)
+    bt.limit_batch_size_to_proven(connection, size=100, now=NOW)
     assert view(connection).batch_limit == 50
-    t.prove_batch_size(connection, size=40)
-    t.prove_batch_size(connection, size=30)  # smaller than proven: changes nothing
+    bt.prove_batch_size(connection, size=40)
+    bt.prove_batch_size(connection, size=30)  # smaller than proven: changes nothing
     assert view(connection).batch_proven == 40
-    t.limit_batch_size_to_proven(connection, size=50, now=NOW)  # one huge message in 50
+    bt.limit_batch_size_to_proven(connection, size=50, now=NOW)  # one huge message in 50
     assert view(connection).batch_limit == 40
-    t.limit_batch_size_to_proven(connection, size=2, now=NOW)
+    bt.limit_batch_size_to_proven(connection, size=2, now=NOW)
     assert view(connection).batch_limit == 40
 
 
 def test_a_size_refused_for_its_size_brings_limit_and_proven_down_only(
     connection: Connection,
 ) -> None:
-    t.prove_batch_size(connection, size=32)
-    assert t.lower_batch_size_to(connection, size=8, now=NOW)
-    assert t.lower_batch_size_to(connection, size=4, now=NOW)  # two workers' notes commute:
-    assert not t.lower_batch_size_to(connection, size=8, now=NOW)  # the lower one stays
+    bt.prove_batch_size(connection, size=32)
+    assert bt.lower_batch_size_to(connection, size=8, now=NOW)
+    assert bt.lower_batch_size_to(connection, size=4, now=NOW)  # two workers' notes commute:
+    assert not bt.lower_batch_size_to(connection, size=8, now=NOW)  # the lower one stays
     assert (view(connection).batch_limit, view(connection).batch_proven) == (4, 4)
 
 
 def test_the_batch_limit_creeps_up_only_from_the_value_read(connection: Connection) -> None:
-    t.prove_batch_size(connection, size=32)
-    t.lower_batch_size_to(connection, size=8, now=NOW)
-    t.lower_batch_size_to(connection, size=4, now=NOW)  # another worker's note meanwhile
-    assert not t.raise_batch_limit_if_unchanged(connection, read_limit=8, limit=16, now=NOW)
+    bt.prove_batch_size(connection, size=32)
+    bt.lower_batch_size_to(connection, size=8, now=NOW)
+    bt.lower_batch_size_to(connection, size=4, now=NOW)  # another worker's note meanwhile
+    assert not bt.raise_batch_limit_if_unchanged(connection, read_limit=8, limit=16, now=NOW)
     assert view(connection).batch_limit == 4
-    assert t.raise_batch_limit_if_unchanged(connection, read_limit=4, limit=None, now=NOW)
+    assert bt.raise_batch_limit_if_unchanged(connection, read_limit=4, limit=None, now=NOW)
     assert view(connection).batch_limit is None
 
 
@@ -263,8 +296,8 @@ def test_reset_clears_every_brake_and_stale_failures_cannot_undo_it(
         fail(connection, started=NOW, now=NOW + second * SECOND, pause=60 * SECOND)
     refuse(connection, reason="x")
     accounts.change_rate_if_unchanged(connection, read_rate=None, rate=0.5, ceiling=1.0, now=NOW)
-    t.prove_batch_size(connection, size=8)
-    t.limit_batch_size_to_proven(connection, size=10, now=NOW)
+    bt.prove_batch_size(connection, size=8)
+    bt.limit_batch_size_to_proven(connection, size=10, now=NOW)
     t.reset(connection, now=NOW + 5 * SECOND)
     state = view(connection, "k")
     assert (state.failures, state.paused_until, state.probe_until, state.next_probe_at) == (
@@ -346,3 +379,86 @@ def test_a_429_brings_the_rate_in_force_down_when_the_learnt_rate_grew_past_the_
     state = view(connection)
     assert gate.pacing.rate(state) == pytest.approx(1.4)
     assert state.rate_ceiling == pytest.approx(2.0)
+
+
+def test_a_429_spaces_the_slot_after_one_booked_before_it_by_the_lowered_rate(
+    connection: Connection,
+) -> None:
+    """Simulator seed 7064: a worker booked a slot at 1 request/s and waits for it; another's
+    429 brings the rate down to 0.7 meanwhile. The booked slot keeps its time, but the next
+    request follows it by the lowered rate's spacing, not by the spacing it was booked at."""
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    gate = gate_of()
+    waiting = gate.permit(connection, gate.read(connection), NOW)
+    assert gate.pacing.book_slot(connection, waiting.view, NOW) == timedelta(0)
+
+    other = gate.permit(connection, gate.read(connection), NOW)
+    gate.rate_limited(connection, other, retry_after=None, reason="429", now=NOW)
+
+    later = NOW + 1.2 * SECOND  # past the booked spacing (1 s), within the lowered one (1.43 s)
+    wait = gate.pacing.book_slot(connection, gate.read(connection), later)
+    assert wait is not None
+    assert later + wait >= NOW + timedelta(seconds=1 / 0.7)
+
+
+def test_a_slot_booked_on_a_view_older_than_a_429_is_spaced_by_the_lowered_rate(
+    connection: Connection,
+) -> None:
+    """A worker read the gate at 1 request/s; a 429 brings the rate down before it books: its
+    booking is refused and made again at the lowered rate, not spaced by the rate it read."""
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    gate = gate_of()
+    stale = gate.read(connection)
+    other = gate.permit(connection, gate.read(connection), NOW)
+    gate.rate_limited(connection, other, retry_after=None, reason="429", now=NOW)
+
+    assert gate.pacing.book_slot(connection, stale, NOW) == timedelta(0)
+
+    assert view(connection).next_send_at == NOW + timedelta(seconds=1 / 0.7)
+
+
+def test_a_429_under_a_tenants_own_key_moves_that_keys_cursor_not_the_gate_rows(
+    connection: Connection,
+) -> None:
+    """Wiraya limits each account: a tenant's own key has its own rate and cursor. A slot booked
+    under it at 1 request/s is followed, after that key's 429, at its lowered rate; the gate row
+    (WIRAYA_API_KEY's), booked at its own rate, keeps its cursor and its rate."""
+    gate = gate_of()
+    gate.read(connection, "tenant-key")  # creates the key's own row
+    accounts.change_rate_if_unchanged(
+        connection, read_rate=None, rate=1.0, ceiling=None, now=NOW, account="tenant-key"
+    )
+    accounts.change_rate_if_unchanged(connection, read_rate=None, rate=1.0, ceiling=None, now=NOW)
+    assert gate.pacing.book_slot(connection, gate.read(connection), NOW) == timedelta(0)
+    mine = gate.read(connection, "tenant-key")
+    assert gate.pacing.book_slot(connection, mine, NOW) == timedelta(0)
+
+    limited = gate.permit(connection, gate.read(connection, "tenant-key"), NOW)
+    gate.rate_limited(connection, limited, retry_after=None, reason="429", now=NOW)
+
+    key = gate.read(connection, "tenant-key")
+    assert (key.rate, key.rate_ceiling) == (pytest.approx(0.7), 1.0)
+    assert key.next_send_at == NOW + timedelta(seconds=1 / 0.7)
+    everyone = view(connection)
+    assert (everyone.rate, everyone.next_send_at) == (1.0, NOW + SECOND)
+    # A booking read under the key before its 429 is refused, and made at the lowered rate.
+    assert gate.pacing.book_slot(connection, mine, NOW) == timedelta(seconds=1 / 0.7)
+
+
+def test_a_429_under_a_tenants_own_key_widens_from_its_own_configured_rate(
+    connection: Connection,
+) -> None:
+    """The tenant's key is configured at 2 requests/s (OUTBOX_RATE_LIMITS) and has learnt no
+    rate: its slot was booked 0.5 s on, and its 429 moves the key's cursor to 1 / 1.4 s on (the
+    rate in force was the key's configured one, not OUTBOX_RATE_LIMIT, which is unset)."""
+    gate = gate_of(WIRAYA_API_KEYS="clinic=clinic-key", OUTBOX_RATE_LIMITS="clinic=2")
+    key = key_fingerprint("clinic-key", gate.settings.fingerprint_salt)
+    assert gate.pacing.book_slot(connection, gate.read(connection, key), NOW) == timedelta(0)
+
+    limited = gate.permit(connection, gate.read(connection, key), NOW)
+    gate.rate_limited(connection, limited, retry_after=None, reason="429", now=NOW)
+
+    state = gate.read(connection, key)
+    assert (state.rate, state.rate_ceiling) == (pytest.approx(1.4), 2.0)
+    assert state.next_send_at == NOW + timedelta(seconds=1 / 1.4)
+    assert view(connection).next_send_at is None  # WIRAYA_API_KEY's slots: none booked

@@ -21,13 +21,17 @@ refused, not applied (docs/sending-gate.md):
 - ``count_failure_unless_answered_since(started)``: a failure counts (and pauses) only when no
   request was answered after it started: otherwise it is the message, not the API;
 - ``take_probe_if_free`` / ``take_key_probe_if_free``: one probe at a time, on its cadence;
-- ``book_slot_if_unchanged(next_send_at)``: a request slot is taken only from the cursor read;
+- ``book_slot_if_unchanged(next_send_at, rate)``: a request slot is taken only from the key's
+  cursor read, spaced by the key's rate read;
 - ``change_rate_if_unchanged(rate)``: the learnt rate grows only from the value read;
-- ``lower_rate``: a 429 brings the rate down whatever raised it since it was read, never up;
+- ``lower_rate_if_unchanged(rate, next_send_at)``: a 429 brings the key's rate down and moves
+  its cursor on by the wider spacing, from the values read (read again while bookings refuse
+  it); ``lower_rate``, its fallback, brings it down whatever raised it since, never up;
 - ``note_key_rate_limited``: a 429 under a tenant's own key pauses that key alone, never shorter
-  (these two and ``change_rate_if_unchanged`` act on the key's own row or the gate row:
-  `worker.dispatch.gate.accounts`);
-- ``limit_batch_size_to_proven`` / ``prove_batch_size``: never below what answers proved;
+  (these three and ``change_rate_if_unchanged`` live in `worker.dispatch.gate.accounts`; they
+  and ``book_slot_if_unchanged`` act on the key's own row, or for WIRAYA_API_KEY the gate row);
+- ``limit_batch_size_to_proven`` / ``prove_batch_size`` (in ``batch_transitions``): never
+  below what answers proved;
 - ``lower_batch_size_to``: a size refused though both its halves were taken comes down, only
   ever down; ``raise_batch_limit_if_unchanged``: the limit creeps up only from the value read.
 

@@ -7,8 +7,9 @@ OUTBOX_RATE_LIMIT for WIRAYA_API_KEY and OUTBOX_RATE_LIMITS for a tenant's own k
 the pause after a counted failure and the batch limit are every key's (the API's health).
 
 The transitions here are one statement each, as the gate's others (worker.dispatch.gate.
-transitions): a 429 lowers a key's rate only ever down and lengthens its pause only ever, an
-answer raises the rate only from the value read.
+transitions): a 429 lowers a key's rate only ever down, moving its slot cursor on by the wider
+spacing from the rate and cursor read, and lengthens its pause only ever; an answer raises the
+rate only from the value read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from worker.dispatch.gate.state import GateView, account_views, key_gates
 from worker.dispatch.gate.transitions import account_row
 from worker.dispatch.retry import rate_after_429, rate_after_answer
 from worker.settings import Settings
+
+# A 429's lowering is refused by each booking made meanwhile under the key; past this many, the
+# rate comes down without moving the cursor (a booking burst lasts at most MAX_SLOT_WAIT).
+LOWER_RETRIES = 20
 
 
 def account_of(view: GateView) -> str | None:
@@ -82,6 +87,38 @@ def rate_limited(
             connection, account=account, now=now, reason=reason, pause_until=until
         )
     rate, ceiling = rate_after_429(pacing.rate(view))
+    lower_rate_and_cursor(connection, view, pacing, rate=rate, ceiling=ceiling, now=now)
+
+
+def lower_rate_and_cursor(
+    connection: Connection,
+    view: GateView,
+    pacing: Pacing,
+    *,
+    rate: float,
+    ceiling: float | None,
+    now: datetime,
+) -> None:
+    """A 429 under the view's key: that key's learnt rate comes down to ``rate``, only ever down,
+    and its cursor moves on by the wider spacing, so the slot booked last (perhaps still waited
+    for) is followed at the lowered rate, not at the rate it was booked at. Read again while
+    bookings refuse it; past LOWER_RETRIES the rate comes down anyway, the cursor left."""
+    account = account_of(view)
+    for _ in range(LOWER_RETRIES):
+        cursor, learnt = t.read_slot_cursor(connection, account)
+        if learnt is not None and learnt <= rate:
+            return  # another 429 brought it as low already
+        if lower_rate_if_unchanged(
+            connection,
+            read_rate=learnt,
+            read_next_send_at=cursor,
+            rate=rate,
+            ceiling=ceiling,
+            next_send_at=pacing.widened(view, cursor, learnt=learnt, lowered=rate),
+            now=now,
+            account=account,
+        ):
+            return
     lower_rate(connection, rate=rate, ceiling=ceiling, now=now, account=account)
 
 
@@ -134,6 +171,35 @@ def note_key_rate_limited(
     connection.execute(statement)
 
 
+def lower_rate_if_unchanged(
+    connection: Connection,
+    *,
+    read_rate: float | None,
+    read_next_send_at: datetime | None,
+    rate: float,
+    ceiling: float | None,
+    next_send_at: datetime | None,
+    now: datetime,
+    account: str | None = None,
+) -> bool:
+    """A 429: the key's learnt rate comes down to ``rate`` and the ceiling becomes the rate that
+    drew it, with the key's slot cursor moved to ``next_send_at`` (the slot booked last, followed
+    at the lowered rate), both from the values this worker read: a booking or a rate change
+    meanwhile refuses it, and the worker reads again. Of the key's own row (``account``) or
+    WIRAYA_API_KEY's, the gate row."""
+    table, this = account_row(account)
+    statement = (
+        update(table)
+        .where(
+            this,
+            t.unchanged(table.c.rate, read_rate),
+            t.unchanged(table.c.next_send_at, read_next_send_at),
+        )
+        .values(rate=rate, rate_ceiling=ceiling, next_send_at=next_send_at, updated_at=now)
+    )
+    return bool(connection.execute(statement).rowcount == 1)
+
+
 def lower_rate(
     connection: Connection,
     *,
@@ -145,7 +211,8 @@ def lower_rate(
     """A 429: the learnt rate comes down to ``rate`` (a share of the rate that drew it), whatever
     answers raised it since that rate was read, and the ceiling becomes the rate that drew it. Only
     ever down: two workers never compound one 429, and a lower rate set meanwhile stays. Of the
-    key's own row (``account``) or WIRAYA_API_KEY's, the gate row."""
+    key's own row (``account``) or WIRAYA_API_KEY's, the gate row. The fallback of the guarded
+    lowering above: it leaves the cursor as it is."""
     table, this = account_row(account)
     statement = (
         update(table)
@@ -167,8 +234,9 @@ def change_rate_if_unchanged(
     """Raise the learnt request rate from the value this worker read, after an answer: a concurrent
     change wins (a 429's decrease is never undone by growth)."""
     table, this = account_row(account)
-    current = table.c.rate.is_(None) if read_rate is None else table.c.rate == read_rate
     statement = (
-        update(table).where(this, current).values(rate=rate, rate_ceiling=ceiling, updated_at=now)
+        update(table)
+        .where(this, t.unchanged(table.c.rate, read_rate))
+        .values(rate=rate, rate_ceiling=ceiling, updated_at=now)
     )
     return bool(connection.execute(statement).rowcount == 1)

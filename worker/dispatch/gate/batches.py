@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from worker.dispatch.gate import transitions as t
+from worker.dispatch.gate import batch_transitions as t
 from worker.dispatch.gate.state import GateView
 from worker.settings import Settings
 

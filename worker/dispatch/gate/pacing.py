@@ -4,9 +4,12 @@ Wiraya limits each account (API key) on its own: each key has its own rate and s
 WIRAYA_API_KEY's in the gate row, every other key's in its row of outbox_key_gates. While a rate
 is in force (OUTBOX_RATE_LIMIT or, for a tenant's own key, OUTBOX_RATE_LIMITS; or the rate learnt
 from 429s), each request under the key takes a slot from the key's cursor, booked by
-compare-and-set; a worker books only a slot it will wait for, so no slot is held and not used. A
-cursor further ahead than any booking can reach was booked before the outbox's clock stepped back
-(on SQLite the host's clock): it holds nothing, and the next slot is booked from now.
+compare-and-set at the rate read; a worker books only a slot it will wait for, so no slot is held
+and not used. A cursor further ahead than any booking can reach was booked before the outbox's
+clock stepped back (on SQLite the host's clock): it holds nothing, and the next slot is booked
+from now. A 429 that lowers a key's rate moves that key's cursor on by the wider spacing
+(`worker.dispatch.gate.accounts`), so the slot booked last before it is followed at the lowered
+rate.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ class Pacing:
     def rate(self, view: GateView) -> float | None:
         """The request rate in force for every worker under the view's key: configured, learnt,
         the lower of both."""
-        rates = [rate for rate in (self.configured_rate(view), view.rate) if rate]
+        return self.in_force(view, view.rate)
+
+    def in_force(self, view: GateView, learnt: float | None) -> float | None:
+        """The rate in force under the view's key were its learnt rate ``learnt``."""
+        rates = [rate for rate in (self.configured_rate(view), learnt) if rate]
         return min(rates) if rates else None
 
     def slot_reachable(self, view: GateView, now: datetime) -> bool:
@@ -60,24 +67,40 @@ class Pacing:
     def book_slot(self, connection: Connection, view: GateView, now: datetime) -> timedelta | None:
         """Book the next request slot and return the wait; None when it is too far to wait for.
 
-        Only a slot this worker will wait for is booked, so no slot is held and not used.
+        Only a slot this worker will wait for is booked, so no slot is held and not used. The
+        booking is spaced by the rate it was read with: a 429 meanwhile refuses it.
         """
-        rate = self.rate(view)
-        if rate is None:
-            return timedelta(0)
-        spacing = timedelta(seconds=1 / rate)
-        cursor = view.next_send_at
+        cursor, learnt = view.next_send_at, view.rate
         account = view.key if view.own_account else None
         for _ in range(SLOT_RETRIES):
+            rate = self.in_force(view, learnt)
+            if rate is None:
+                return timedelta(0)
             slot = max(self._live(cursor, now) or now, now)
             if slot - now > MAX_SLOT_WAIT:
                 return None
+            booked_next = slot + timedelta(seconds=1 / rate)
             if t.book_slot_if_unchanged(
-                connection, read_next_send_at=cursor, booked_next=slot + spacing, account=account
+                connection,
+                read_next_send_at=cursor,
+                read_rate=learnt,
+                booked_next=booked_next,
+                account=account,
             ):
                 return slot - now
-            cursor = t.read_slot_cursor(connection, account)
+            cursor, learnt = t.read_slot_cursor(connection, account)
         return None
+
+    def widened(
+        self, view: GateView, cursor: datetime | None, *, learnt: float | None, lowered: float
+    ) -> datetime | None:
+        """The key's cursor, booked at the spacing of the rate in force with ``learnt``, moved on
+        to the spacing of the rate in force with ``lowered`` (after a 429): the slot booked last is
+        followed at the lowered rate, not at the rate it was booked at."""
+        before, after = self.in_force(view, learnt), self.in_force(view, lowered)
+        if cursor is None or before is None or after is None or after >= before:
+            return cursor
+        return cursor + timedelta(seconds=1 / after) - timedelta(seconds=1 / before)
 
     def _live(self, cursor: datetime | None, now: datetime) -> datetime | None:
         """The cursor, or None when it lies further ahead than any booking leaves it."""

@@ -162,7 +162,7 @@ class Gate:
     def answered(
         self, connection: Connection, permit: Permit, *, started: datetime, size: int, now: datetime
     ) -> None:
-        """A request that started at ``started`` with ``size`` messages was answered."""
+        """A request that started at ``started`` was answered, with ``size`` messages taken."""
         view = permit.view
         stale = view.last_success_at is None or view.last_success_at < now - ANSWER_NOTE_INTERVAL
         if stale or not view.answered_since_failure():

@@ -1,4 +1,7 @@
-"""The gate's transitions: each one statement, named for the guard that refuses a stale write."""
+"""The gate's transitions: each one statement, named for the guard that refuses a stale write.
+
+The learnt batch size's are in `worker.dispatch.gate.batch_transitions`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from sqlalchemy import (
     Table,
     case,
     func,
-    literal,
     or_,
     select,
     update,
@@ -160,23 +162,39 @@ def book_slot_if_unchanged(
     connection: Connection,
     *,
     read_next_send_at: datetime | None,
+    read_rate: float | None,
     booked_next: datetime,
     account: str | None = None,
 ) -> bool:
-    """Take the next request slot: from the cursor this worker read to ``booked_next`` (its slot
-    plus the spacing). Refused when another worker moved the cursor."""
+    """Take the next request slot of the key's own row (``account``) or WIRAYA_API_KEY's, the
+    gate row: from the cursor this worker read to ``booked_next`` (its slot plus the spacing of the
+    learnt rate it read). Refused when another worker moved the cursor or the key's rate changed
+    since (a 429 meanwhile: the spacing is the lowered rate's)."""
     table, this = account_row(account)
-    cursor = table.c.next_send_at
-    current = cursor.is_(None) if read_next_send_at is None else cursor == read_next_send_at
-    statement = update(table).where(this, current).values(next_send_at=booked_next)
+    statement = (
+        update(table)
+        .where(
+            this,
+            unchanged(table.c.next_send_at, read_next_send_at),
+            unchanged(table.c.rate, read_rate),
+        )
+        .values(next_send_at=booked_next)
+    )
     return _execute(connection, statement)
 
 
-def read_slot_cursor(connection: Connection, account: str | None = None) -> datetime | None:
-    """Where the slot cursor stands now (after a refused booking)."""
+def read_slot_cursor(
+    connection: Connection, account: str | None = None
+) -> tuple[datetime | None, float | None]:
+    """Where the key's slot cursor stands now, and its learnt rate (after a refused write)."""
     table, this = account_row(account)
-    value: datetime | None = connection.scalar(select(table.c.next_send_at).where(this))
-    return value
+    row = connection.execute(select(table.c.next_send_at, table.c.rate).where(this)).one()
+    return row.next_send_at, row.rate
+
+
+def unchanged(column: ColumnElement[Any], read: object) -> ColumnElement[bool]:
+    """The column still holds the value a worker read (NULL included)."""
+    return column.is_(None) if read is None else column == read
 
 
 def take_probe_if_free(
@@ -290,67 +308,6 @@ def clear_key_unless_refused_since(
         .values(cleared_at=now, probe_until=None)
     )
     return _execute(connection, statement)
-
-
-def limit_batch_size_to_proven(connection: Connection, *, size: int, now: datetime) -> None:
-    """The API said ``size`` items are too many: no batch above half of it from now on, but never
-    below the largest batch the API answered."""
-    later, sooner = _later(connection), _sooner(connection)
-    proven = func.coalesce(gate.c.batch_proven, 1)
-    halved = later(literal(max(1, size // 2)), proven)
-    current = func.coalesce(gate.c.batch_limit, size)
-    statement = (
-        update(gate)
-        .where(_this_gate())
-        .values(batch_limit=later(sooner(current, halved), proven), updated_at=now)
-    )
-    connection.execute(statement)
-
-
-def lower_batch_size_to(connection: Connection, *, size: int, now: datetime) -> bool:
-    """The API refused a batch as too large and took both its halves: the size was too large, not a
-    message. The limit and the proven size come down to ``size`` (the larger half), only ever down,
-    so two workers' notes commute and the lower one stays."""
-    sooner = _sooner(connection)
-    statement = (
-        update(gate)
-        .where(
-            _this_gate(),
-            or_(
-                func.coalesce(gate.c.batch_limit, size + 1) > size,
-                func.coalesce(gate.c.batch_proven, 0) > size,
-            ),
-        )
-        .values(
-            batch_limit=sooner(func.coalesce(gate.c.batch_limit, size), size),
-            batch_proven=sooner(func.coalesce(gate.c.batch_proven, size), size),
-            updated_at=now,
-        )
-    )
-    return _execute(connection, statement)
-
-
-def raise_batch_limit_if_unchanged(
-    connection: Connection, *, read_limit: int, limit: int | None, now: datetime
-) -> bool:
-    """The learnt batch limit creeps back up (to ``limit``; None lifts it) from the value this
-    worker read: a too-large answer noted meanwhile wins."""
-    statement = (
-        update(gate)
-        .where(_this_gate(), gate.c.batch_limit == read_limit)
-        .values(batch_limit=limit, updated_at=now)
-    )
-    return _execute(connection, statement)
-
-
-def prove_batch_size(connection: Connection, *, size: int) -> None:
-    """The API answered a batch of ``size``: it takes at least that many."""
-    statement = (
-        update(gate)
-        .where(_this_gate(), func.coalesce(gate.c.batch_proven, 0) < size)
-        .values(batch_proven=size)
-    )
-    connection.execute(statement)
 
 
 def reset(connection: Connection, *, now: datetime) -> None:
