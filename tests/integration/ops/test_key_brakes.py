@@ -1,0 +1,120 @@
+"""A tenant key's own brakes (its 429 pause, its learnt rate) in `outbox stats`, `outbox inspect
+--tenant` and the metrics, named by the tenants it serves, never by the key (both databases)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import generate_latest
+from sqlalchemy import Engine
+
+from tests.integration.ops.endpoint import samples
+from worker.api_keys import key_fingerprint
+from worker.dispatch import gate as gates
+from worker.dispatch.gate import accounts
+from worker.ops import metrics
+from worker.ops.access import operator_settings
+from worker.ops.cli import main
+
+SALT = "s3"
+KEYS = {"clinic": "k3y-of-the-clinic", "shop": "k3y-of-the-shop", "town": "k3y-of-the-shop"}
+REASON = "RateLimited: 429 (Retry-After 30s)"
+
+
+def fingerprint(tenant: str) -> str:
+    return key_fingerprint(KEYS[tenant], SALT)
+
+
+@pytest.fixture
+def limited(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """A 429 under the clinic's key (paused for 30 s, its rate learnt); the shop's key (which the
+    town shares) has its own row, neither paused nor rate limited. Returns the pause's end."""
+    monkeypatch.setenv("WIRAYA_API_KEYS", ",".join(f"{t}={k}" for t, k in KEYS.items()))
+    monkeypatch.setenv("OUTBOX_KEY_FINGERPRINT_SALT", SALT)
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=30)
+    with engine.begin() as connection:
+        for tenant in ("clinic", "shop"):
+            gates.read(connection, fingerprint(tenant), own_account=True)
+        account = fingerprint("clinic")
+        accounts.note_key_rate_limited(
+            connection, account=account, now=now, reason=REASON, pause_until=until
+        )
+        accounts.lower_rate(connection, rate=0.5, ceiling=1.0, now=now, account=account)
+    return until
+
+
+def run(engine: Engine, *argv: str, capsys: pytest.CaptureFixture[str]) -> str:
+    url = engine.url.render_as_string(hide_password=False)
+    assert main(["--database-url", url, *argv]) == 0
+    out = capsys.readouterr().out
+    assert not any(key in out for key in KEYS.values())  # never a key
+    return out
+
+
+def test_stats_shows_the_clinic_keys_pause_and_rate_alone(
+    engine: Engine, limited: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats = json.loads(run(engine, "stats", "--json", capsys=capsys))
+    assert stats["gate"]["paused"] is False  # WIRAYA_API_KEY's brakes: untouched
+    assert [
+        {name: key[name] for name in ("tenants", "fingerprint", "paused", "rate_per_second")}
+        for key in stats["tenant_keys"]
+    ] == [
+        {
+            "tenants": ["clinic"],
+            "fingerprint": fingerprint("clinic"),
+            "paused": True,
+            "rate_per_second": 0.5,
+        }
+    ]  # the shop's key has a row but no brake in force
+    (clinic,) = stats["tenant_keys"]
+    assert datetime.fromisoformat(clinic["paused_until"]) == limited
+    assert clinic["reason"] == REASON
+
+    text = run(engine, "stats", capsys=capsys)
+    (line,) = [line for line in text.splitlines() if "key of" in line]
+    assert "key of clinic" in line and "PAUSED for Retry-After until" in line
+    assert "at most 0.50 requests/s" in line
+    assert "shop" not in text
+
+
+def test_a_tenants_own_view_names_its_keys_brakes(
+    engine: Engine, limited: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clinic = json.loads(run(engine, "inspect", "--tenant", "clinic", "--json", capsys=capsys))
+    assert clinic["key"]["paused"] is True and clinic["key"]["rate_per_second"] == 0.5
+    shop = json.loads(run(engine, "inspect", "--tenant", "shop", "--json", capsys=capsys))
+    assert shop["key"]["paused"] is False and shop["key"]["rate_per_second"] is None
+    text = run(engine, "inspect", "--tenant", "clinic", capsys=capsys)
+    assert "PAUSED for Retry-After" in next(line for line in text.splitlines() if "key" in line)
+
+
+def test_metrics_show_the_pause_and_rate_under_the_clinic_alone(
+    engine: Engine, limited: datetime
+) -> None:
+    settings = operator_settings(
+        {
+            "OUTBOX_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "CELERY_BROKER_URL": "filesystem://",
+            "WIRAYA_API_KEYS": ",".join(f"{t}={k}" for t, k in KEYS.items()),
+            "OUTBOX_KEY_FINGERPRINT_SALT": SALT,
+        }
+    )
+    got = samples(generate_latest(metrics.registry_for(engine, settings)).decode())
+    by_tenant = {
+        (name, dict(labels)["tenant"]): value
+        for (name, labels), value in got.items()
+        if name.startswith("outbox_tenant_key_")
+    }
+    assert by_tenant == {
+        ("outbox_tenant_key_paused", "clinic"): 1,
+        ("outbox_tenant_key_rate", "clinic"): 0.5,
+        ("outbox_tenant_key_paused", "shop"): 0,  # the town shares the shop's key
+        ("outbox_tenant_key_rate", "shop"): 0,
+        ("outbox_tenant_key_paused", "town"): 0,
+        ("outbox_tenant_key_rate", "town"): 0,
+    }
+    assert got[("outbox_sending_paused", ())] == 0  # WIRAYA_API_KEY's: untouched
