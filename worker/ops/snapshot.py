@@ -8,9 +8,9 @@ itself: its statuses add up, its leases add up to its sending rows, its lanes to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from models.databases import database_of
 from worker.dispatch import gate as gates
-from worker.dispatch.gate import GateState
+from worker.dispatch.gate import GateState, KeyState
 from worker.errors import OperatorError
 from worker.ops import queries
 from worker.ops.queries import EXACT_BELOW, Lane, QueueFigures
@@ -36,6 +36,12 @@ class Snapshot:
     figures: QueueFigures
     gate: GateState
     failure_reasons: list[tuple[str, int]]
+    keys: list[KeyState] = field(default_factory=list)  # tenants' own keys' brakes
+
+    @property
+    def keys_held(self) -> list[KeyState]:
+        """The tenants' keys a brake of their own holds back: paused, or rate limited."""
+        return [key for key in self.keys if key.in_force]
 
     @property
     def oldest_due_age(self) -> timedelta | None:
@@ -79,6 +85,7 @@ class Snapshot:
                 for name, lane in figures.lanes.items()
             },
             "gate": gate,
+            "tenant_keys": [key.to_json() for key in self.keys_held],
             "top_failure_reasons": [
                 {"reason": reason, "count": count} for reason, count in self.failure_reasons
             ],
@@ -108,26 +115,34 @@ def take_snapshot(
     circuit_failures: int,
     reasons: int = TOP_REASONS,
     exact_below: int | None = EXACT_BELOW,
+    key_tenants: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Snapshot:
-    """Read the backlog, the gate and the commonest failure reasons as one reading.
+    """Read the backlog, the gate (and each tenant key's own brakes, named by the tenants of
+    ``key_tenants``, by fingerprint) and the commonest failure reasons as one reading.
 
     The gate's row is created the first time it is read; should another process create it
     at the same moment, the reading conflicts with that write once, and is taken again.
     """
     try:
-        return _read(engine, now, circuit_failures, reasons, exact_below)
+        return _read(engine, now, circuit_failures, reasons, exact_below, key_tenants or {})
     except OperationalError:
         with engine.begin() as connection:
             gates.read_gate(connection)
-        return _read(engine, now, circuit_failures, reasons, exact_below)
+        return _read(engine, now, circuit_failures, reasons, exact_below, key_tenants or {})
 
 
 def _read(
-    engine: Engine, now: datetime, circuit_failures: int, reasons: int, exact_below: int | None
+    engine: Engine,
+    now: datetime,
+    circuit_failures: int,
+    reasons: int,
+    exact_below: int | None,
+    key_tenants: Mapping[str, tuple[str, ...]],
 ) -> Snapshot:
     with one_reading(engine) as connection:
         figures = queries.queue_figures(connection, now=now, exact_below=exact_below)
         gate = gates.read_gate(connection)
+        keys = gates.read_keys(connection, key_tenants, now)
         failure_reasons = (
             queries.failure_reasons(connection, limit=reasons, among=REASONS_AMONG)
             if reasons
@@ -138,6 +153,7 @@ def _read(
         figures=figures,
         gate=GateState.of(gate, now=now, circuit_failures=circuit_failures),
         failure_reasons=failure_reasons,
+        keys=keys,
     )
 
 

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import generate_latest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
+from models import SMSProject, enqueue
 from tests.integration.ops.endpoint import samples
 from worker.api_keys import key_fingerprint
 from worker.dispatch import gate as gates
@@ -81,6 +83,23 @@ def test_stats_shows_the_clinic_keys_pause_and_rate_alone(
     assert "shop" not in text
 
 
+def test_stats_by_tenant_gives_each_tenant_its_keys_brakes(
+    engine: Engine, limited: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Session(engine) as session, session.begin():
+        for tenant in ("clinic", "shop", ""):
+            content = SMSProject(project_id=1, placeholders=[])
+            enqueue(session, recipient="46701234567", content=content, tenant=tenant)
+    lines = json.loads(run(engine, "stats", "--tenant", "--json", capsys=capsys))
+    keys = {line["tenant"]: line["key"] for line in lines}
+    assert keys["clinic"]["paused"] is True and keys["clinic"]["rate_per_second"] == 0.5
+    assert keys["shop"]["paused"] is False and keys["shop"]["rate_per_second"] is None
+    assert keys[""] is None  # WIRAYA_API_KEY's: the gate's, in `outbox stats`
+    text = run(engine, "stats", "--tenant", capsys=capsys)
+    (line,) = [line for line in text.splitlines() if "key of" in line]
+    assert "key of clinic" in line and "PAUSED for Retry-After" in line
+
+
 def test_a_tenants_own_view_names_its_keys_brakes(
     engine: Engine, limited: datetime, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -95,6 +114,11 @@ def test_a_tenants_own_view_names_its_keys_brakes(
 def test_metrics_show_the_pause_and_rate_under_the_clinic_alone(
     engine: Engine, limited: datetime
 ) -> None:
+    with engine.begin() as connection:  # a key no tenant names now (replaced): ``other``
+        account = key_fingerprint("an-old-key", SALT)
+        gates.read(connection, account, own_account=True)
+        now = datetime.now(UTC)
+        accounts.lower_rate(connection, rate=2.0, ceiling=4.0, now=now, account=account)
     settings = operator_settings(
         {
             "OUTBOX_DATABASE_URL": engine.url.render_as_string(hide_password=False),
@@ -116,5 +140,7 @@ def test_metrics_show_the_pause_and_rate_under_the_clinic_alone(
         ("outbox_tenant_key_rate", "shop"): 0,
         ("outbox_tenant_key_paused", "town"): 0,
         ("outbox_tenant_key_rate", "town"): 0,
+        ("outbox_tenant_key_paused", "other"): 0,
+        ("outbox_tenant_key_rate", "other"): 2.0,
     }
     assert got[("outbox_sending_paused", ())] == 0  # WIRAYA_API_KEY's: untouched

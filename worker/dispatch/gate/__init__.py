@@ -40,7 +40,7 @@ if no brake changed since the worker read the gate, so a worker that slept never
 stale reading.
 """
 
-from worker.dispatch.gate.readout import GateState, read_gate
+from worker.dispatch.gate.readout import GateState, KeyState, read_gate, read_keys
 from worker.dispatch.gate.state import (
     GATE_NAME,
     GateView,
@@ -55,10 +55,12 @@ __all__ = [
     "GATE_NAME",
     "GateState",
     "GateView",
+    "KeyState",
     "dispatch_gate",
     "key_gates",
     "read",
     "read_gate",
+    "read_keys",
     "refused_keys",
     "reset_gate",
 ]
