@@ -21,7 +21,12 @@ from worker.ops.access import operator_settings
 from worker.ops.cli import main
 
 SALT = "s3"
-KEYS = {"clinic": "k3y-of-the-clinic", "shop": "k3y-of-the-shop", "town": "k3y-of-the-shop"}
+KEYS = {
+    "clinic": "k3y-of-the-clinic",
+    "shop": "k3y-of-the-shop",
+    "town": "k3y-of-the-shop",
+    "farm": "k3y-of-the-farm",  # not used yet: no row
+}
 REASON = "RateLimited: 429 (Retry-After 30s)"
 
 
@@ -107,6 +112,13 @@ def test_a_tenants_own_view_names_its_keys_brakes(
     assert clinic["key"]["paused"] is True and clinic["key"]["rate_per_second"] == 0.5
     shop = json.loads(run(engine, "inspect", "--tenant", "shop", "--json", capsys=capsys))
     assert shop["key"]["paused"] is False and shop["key"]["rate_per_second"] is None
+    town = json.loads(run(engine, "inspect", "--tenant", "town", "--json", capsys=capsys))
+    assert town["key"]["tenants"] == ["shop", "town"]  # one key, one account, one brake
+    assert town["key"]["fingerprint"] == fingerprint("town") == fingerprint("shop")
+    farm = json.loads(run(engine, "inspect", "--tenant", "farm", "--json", capsys=capsys))
+    assert (farm["key"]["fingerprint"], farm["key"]["paused"]) == (fingerprint("farm"), False)
+    default = json.loads(run(engine, "inspect", "--tenant", "", "--json", capsys=capsys))
+    assert default["key"] is None  # WIRAYA_API_KEY's: the gate's
     text = run(engine, "inspect", "--tenant", "clinic", capsys=capsys)
     assert "PAUSED for Retry-After" in next(line for line in text.splitlines() if "key" in line)
 

@@ -60,7 +60,12 @@ def own_key(settings: OperatorSettings, tenant: str, keys: list[KeyState]) -> Ke
     if tenant not in settings.wiraya_api_keys:
         return None
     mine = [key for key in keys if tenant in key.tenants]
-    return mine[0] if mine else KeyState("", (tenant,), None, None, None)  # not used yet
+    if mine:
+        return mine[0]
+    # Not used yet: no row, no brake of its own.
+    named = settings.key_tenants().items()
+    fingerprint, tenants = next((fp, names) for fp, names in named if tenant in names)
+    return KeyState(fingerprint, tenants, None, None, None)
 
 
 def print_tenant(settings: OperatorSettings, tenant: str, as_json: bool) -> int:
