@@ -1,32 +1,40 @@
 """A tenant key's own brakes (its 429 pause, its learnt rate) in `outbox stats`, `outbox inspect
---tenant` and the metrics, named by the tenants it serves, never by the key (both databases)."""
+--tenant` and the metrics, named by the tenants it serves, never by the key (both databases).
+
+Only the worker holds the keys (WIRAYA_API_KEYS): it writes each key's tenants on the key's row
+of outbox_key_gates; the operator commands read the names from there, never a key.
+"""
 
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from models import SMSProject, enqueue
 from tests.integration.ops.endpoint import samples
 from worker.api_keys import key_fingerprint
 from worker.dispatch import gate as gates
-from worker.dispatch.gate import accounts
+from worker.dispatch.gate import accounts, key_gates
+from worker.dispatch.gate.policy import Gate
 from worker.ops import metrics
 from worker.ops.access import operator_settings
 from worker.ops.cli import main
+from worker.settings import Settings
 
 SALT = "s3"
 KEYS = {
     "clinic": "k3y-of-the-clinic",
     "shop": "k3y-of-the-shop",
     "town": "k3y-of-the-shop",
-    "farm": "k3y-of-the-farm",  # not used yet: no row
+    "farm": "k3y-of-the-farm",  # not used yet: its row holds its name, no brake
 }
+DEFAULT_KEY = "k3y-of-everyone-else"
 REASON = "RateLimited: 429 (Retry-After 30s)"
 
 
@@ -34,17 +42,33 @@ def fingerprint(tenant: str) -> str:
     return key_fingerprint(KEYS[tenant], SALT)
 
 
+def listed(keys: dict[str, str]) -> str:
+    return ",".join(f"{tenant}={key}" for tenant, key in keys.items())
+
+
+def worker_gate(keys: dict[str, str]) -> Gate:
+    """A worker's gate, whose settings alone hold the tenants' keys."""
+    environ = {"WIRAYA_API_KEY": DEFAULT_KEY, "OUTBOX_KEY_FINGERPRINT_SALT": SALT}
+    settings = Settings.from_environ({**environ, "WIRAYA_API_KEYS": listed(keys)})
+    return Gate(settings, key_fingerprint(DEFAULT_KEY, SALT), random.Random(0))
+
+
+def names(engine: Engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(key_gates.c.fingerprint, key_gates.c.tenants))
+        return {str(row.fingerprint): str(row.tenants) for row in rows}
+
+
 @pytest.fixture
-def limited(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> datetime:
+def limited(engine: Engine) -> datetime:
     """A 429 under the clinic's key (paused for 30 s, its rate learnt); the shop's key (which the
     town shares) has its own row, neither paused nor rate limited. Returns the pause's end."""
-    monkeypatch.setenv("WIRAYA_API_KEYS", ",".join(f"{t}={k}" for t, k in KEYS.items()))
-    monkeypatch.setenv("OUTBOX_KEY_FINGERPRINT_SALT", SALT)
     now = datetime.now(UTC)
     until = now + timedelta(seconds=30)
+    gate = worker_gate(KEYS)
     with engine.begin() as connection:
         for tenant in ("clinic", "shop"):
-            gates.read(connection, fingerprint(tenant), own_account=True)
+            gate.read(connection, fingerprint(tenant))
         account = fingerprint("clinic")
         accounts.note_key_rate_limited(
             connection, account=account, now=now, reason=REASON, pause_until=until
@@ -117,6 +141,7 @@ def test_a_tenants_own_view_names_its_keys_brakes(
     assert town["key"]["fingerprint"] == fingerprint("town") == fingerprint("shop")
     farm = json.loads(run(engine, "inspect", "--tenant", "farm", "--json", capsys=capsys))
     assert (farm["key"]["fingerprint"], farm["key"]["paused"]) == (fingerprint("farm"), False)
+    assert farm["key"]["tenants"] == ["farm"]
     default = json.loads(run(engine, "inspect", "--tenant", "", "--json", capsys=capsys))
     assert default["key"] is None  # WIRAYA_API_KEY's: the gate's
     text = run(engine, "inspect", "--tenant", "clinic", capsys=capsys)
@@ -135,10 +160,10 @@ def test_metrics_show_the_pause_and_rate_under_the_clinic_alone(
         {
             "OUTBOX_DATABASE_URL": engine.url.render_as_string(hide_password=False),
             "CELERY_BROKER_URL": "filesystem://",
-            "WIRAYA_API_KEYS": ",".join(f"{t}={k}" for t, k in KEYS.items()),
-            "OUTBOX_KEY_FINGERPRINT_SALT": SALT,
+            "WIRAYA_API_KEYS": listed(KEYS),  # set by mistake: the operator's side never reads it
         }
     )
+    assert not {"wiraya_api_keys", "key_fingerprint_salt"} & set(type(settings).model_fields)
     got = samples(generate_latest(metrics.registry_for(engine, settings)).decode())
     by_tenant = {
         (name, dict(labels)["tenant"]): value
@@ -152,7 +177,42 @@ def test_metrics_show_the_pause_and_rate_under_the_clinic_alone(
         ("outbox_tenant_key_rate", "shop"): 0,
         ("outbox_tenant_key_paused", "town"): 0,
         ("outbox_tenant_key_rate", "town"): 0,
+        ("outbox_tenant_key_paused", "farm"): 0,
+        ("outbox_tenant_key_rate", "farm"): 0,
         ("outbox_tenant_key_paused", "other"): 0,
         ("outbox_tenant_key_rate", "other"): 2.0,
     }
     assert got[("outbox_sending_paused", ())] == 0  # WIRAYA_API_KEY's: untouched
+
+
+def test_the_worker_writes_each_keys_tenants_on_its_row(engine: Engine) -> None:
+    with engine.begin() as connection:
+        worker_gate(KEYS).read(connection)  # any reading: once per process, every key
+    assert names(engine) == {
+        fingerprint("clinic"): "clinic",
+        fingerprint("shop"): "shop,town",  # sorted: one key, one account
+        fingerprint("farm"): "farm",
+    }  # WIRAYA_API_KEY's brakes are the gate row's: no row, no names
+
+
+def test_a_worker_corrects_the_names_its_settings_give_otherwise(engine: Engine) -> None:
+    with engine.begin() as connection:
+        worker_gate(KEYS).read(connection)
+    moved = {"clinic": KEYS["clinic"], "town": "a-new-k3y-of-the-town", "shop": KEYS["shop"]}
+    with engine.begin() as connection:  # the town has a key of its own; the farm left
+        worker_gate(moved).read(connection)
+    assert names(engine) == {
+        fingerprint("clinic"): "clinic",
+        fingerprint("shop"): "shop",
+        key_fingerprint(moved["town"], SALT): "town",
+        fingerprint("farm"): "",  # a key no tenant names now: `key <fingerprint>`
+    }
+
+
+def test_a_worker_names_the_keys_once_not_at_every_reading(engine: Engine) -> None:
+    gate = worker_gate(KEYS)
+    with engine.begin() as connection:
+        gate.read(connection)
+        connection.execute(key_gates.update().values(tenants="renamed"))
+        gate.read(connection, fingerprint("clinic"))
+    assert set(names(engine).values()) == {"renamed"}  # no write after the first reading
