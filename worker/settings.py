@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError
 
 from models import DEFAULT_LIMITS, MessageLimits
 from models.databases import Database, database_at
-from worker.api_keys import fingerprint_salt, tenants_by_fingerprint
+from worker.api_keys import fingerprint_salt
 from worker.database import behind_transaction_pooler
 from worker.errors import SettingsError
 from worker.secrets import variable
@@ -105,9 +105,6 @@ class BrokerSettings(_Concern):
     broker_folder: Path = Field(Path(".demo/broker"), alias="OUTBOX_BROKER_FOLDER")
 
 
-TenantKeys = Annotated[dict[str, SecretStr], BeforeValidator(per_tenant(tenant_key))]
-
-
 class ApiSettings(_Concern):
     """Wiraya's API: where it is, the key, and how long one call may take."""
 
@@ -115,7 +112,9 @@ class ApiSettings(_Concern):
     wiraya_api_key: SecretStr | None = Field(None, alias="WIRAYA_API_KEY")
     # Each tenant's own key (docs/tenants.md): "clinic=key1,shop=key2"; a tenant not named
     # here sends with WIRAYA_API_KEY.
-    wiraya_api_keys: TenantKeys = Field(default_factory=dict, alias="WIRAYA_API_KEYS")
+    wiraya_api_keys: Annotated[dict[str, SecretStr], BeforeValidator(per_tenant(tenant_key))] = (
+        Field(default_factory=dict, alias="WIRAYA_API_KEYS")
+    )
     wiraya_timeout: Seconds = Field(timedelta(seconds=30), alias="WIRAYA_TIMEOUT_SECONDS")
     # Host names that count as a local sandbox besides localhost (plain http allowed, no key
     # needed): an explicit opt-in, e.g. "sandbox" for docker-compose's sandbox service.
@@ -320,24 +319,8 @@ class CallbackSettings(_Concern):
         return self.callback_auth.get_secret_value().encode()
 
 
-class KeyNamingSettings(_Concern):
-    """Which tenants each key serves, for operator commands to name a tenant's key's own brakes
-    (found by the key's fingerprint); the keys are never shown."""
-
-    wiraya_api_keys: TenantKeys = Field(default_factory=dict, alias="WIRAYA_API_KEYS")
-    key_fingerprint_salt: SecretStr | None = Field(None, alias="OUTBOX_KEY_FINGERPRINT_SALT")
-
-
-class OperatorSettings(
-    DatabaseSettings, BrokerSettings, KeyNamingSettings, DispatchSettings, QuotaSettings
-):
-    """What operator commands (the CLI, the metrics) need: never the API's address or
-    WIRAYA_API_KEY; the tenants' keys only to tell which tenants a key's brakes hold."""
-
-    def key_tenants(self) -> dict[str, tuple[str, ...]]:
-        """The tenants each key of WIRAYA_API_KEYS serves, by the key's fingerprint."""
-        salt = fingerprint_salt(self.key_fingerprint_salt, self.database_url)
-        return tenants_by_fingerprint(self.wiraya_api_keys, salt)
+class OperatorSettings(DatabaseSettings, BrokerSettings, DispatchSettings, QuotaSettings):
+    """What operator commands (the CLI, the metrics) need: never the API's address or key."""
 
 
 class ReceiverSettings(DatabaseSettings, BrokerSettings, CallbackSettings):

@@ -89,7 +89,6 @@ class OutboxCollector(Collector):
                 now=self.clock(),
                 circuit_failures=self.settings.circuit_failures,
                 reasons=0,
-                key_tenants=self.settings.key_tenants(),
             )
         except SQLAlchemyError as error:
             log.warning("metrics: cannot read the outbox database: %s", error)
@@ -315,10 +314,10 @@ def _gate(gate: GateState) -> Iterator[Metric]:
 
 
 def _tenant_keys(keys: list[KeyState]) -> Iterator[Metric]:
-    """Each tenant's own key's brakes, by tenant: those WIRAYA_API_KEYS names by name (each
-    tenant of a shared key alike), keys no tenant names now as ``other`` (the strictest of
-    them): a bounded set of labels. WIRAYA_API_KEY's are outbox_sending_paused and
-    outbox_request_spacing_seconds."""
+    """Each tenant's own key's brakes, by tenant: the tenants the workers wrote on its row by
+    name (each tenant of a shared key alike; the workers' WIRAYA_API_KEYS bound them), keys no
+    tenant names now as ``other`` (the strictest of them). WIRAYA_API_KEY's are
+    outbox_sending_paused and outbox_request_spacing_seconds."""
     paused: dict[str, int] = {}
     rates: dict[str, float | None] = {}
     for key in keys:

@@ -8,7 +8,7 @@ itself: its statuses add up, its leases add up to its sending rows, its lanes to
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -115,34 +115,28 @@ def take_snapshot(
     circuit_failures: int,
     reasons: int = TOP_REASONS,
     exact_below: int | None = EXACT_BELOW,
-    key_tenants: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Snapshot:
-    """Read the backlog, the gate (and each tenant key's own brakes, named by the tenants of
-    ``key_tenants``, by fingerprint) and the commonest failure reasons as one reading.
+    """Read the backlog, the gate (and each tenant key's own brakes) and the commonest failure
+    reasons as one reading.
 
     The gate's row is created the first time it is read; should another process create it
     at the same moment, the reading conflicts with that write once, and is taken again.
     """
     try:
-        return _read(engine, now, circuit_failures, reasons, exact_below, key_tenants or {})
+        return _read(engine, now, circuit_failures, reasons, exact_below)
     except OperationalError:
         with engine.begin() as connection:
             gates.read_gate(connection)
-        return _read(engine, now, circuit_failures, reasons, exact_below, key_tenants or {})
+        return _read(engine, now, circuit_failures, reasons, exact_below)
 
 
 def _read(
-    engine: Engine,
-    now: datetime,
-    circuit_failures: int,
-    reasons: int,
-    exact_below: int | None,
-    key_tenants: Mapping[str, tuple[str, ...]],
+    engine: Engine, now: datetime, circuit_failures: int, reasons: int, exact_below: int | None
 ) -> Snapshot:
     with one_reading(engine) as connection:
         figures = queries.queue_figures(connection, now=now, exact_below=exact_below)
         gate = gates.read_gate(connection)
-        keys = gates.read_keys(connection, key_tenants, now)
+        keys = gates.read_keys(connection, now)
         failure_reasons = (
             queries.failure_reasons(connection, limit=reasons, among=REASONS_AMONG)
             if reasons

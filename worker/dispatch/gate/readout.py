@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from worker.dispatch.gate.names import tenants_of
 from worker.dispatch.gate.state import GateView, key_gates, read
 
 
@@ -119,7 +119,7 @@ class KeyState:
     failures, the circuit and the batch limit are every key's: the gate's (GateState)."""
 
     fingerprint: str
-    tenants: tuple[str, ...]  # those WIRAYA_API_KEYS gives the key (none: a key not named now)
+    tenants: tuple[str, ...]  # those the workers' WIRAYA_API_KEYS give it (none: none now)
     paused_until: datetime | None  # its 429 pause, while it lasts
     reason: str | None
     rate_per_second: float | None  # its learnt request rate
@@ -161,14 +161,13 @@ class KeyState:
         }
 
 
-def read_keys(
-    connection: Connection, tenants_of: Mapping[str, tuple[str, ...]], now: datetime
-) -> list[KeyState]:
-    """Every key's own brakes (each row of outbox_key_gates), by tenant name, then fingerprint."""
+def read_keys(connection: Connection, now: datetime) -> list[KeyState]:
+    """Every key's own brakes (each row of outbox_key_gates), named by the tenants the workers
+    wrote on it; by tenant name, then fingerprint."""
     states = [
         KeyState(
             fingerprint=row.fingerprint,
-            tenants=tenants_of.get(row.fingerprint, ()),
+            tenants=tenants_of(row.tenants),
             paused_until=row.paused_until if row.paused_until and row.paused_until > now else None,
             reason=row.reason,
             rate_per_second=row.rate,

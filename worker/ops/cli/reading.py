@@ -32,7 +32,6 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
             now=database_now(engine),
             circuit_failures=settings.circuit_failures,
             exact_below=None if args.exact else queries.EXACT_BELOW,
-            key_tenants=settings.key_tenants(),
         )
         delivery = report_figures.delivery_figures(engine)
         with engine.connect() as connection:
@@ -68,11 +67,11 @@ def _tenant_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine, engine.connect() as connection:
         now = database_now(engine)
         lines = tenant_figures(connection, now)
-        keys = read_keys(connection, settings.key_tenants(), now)
+        keys = read_keys(connection, now)
     if args.json:
         shown = []
         for line in lines:
-            key = own_key(settings, line.tenant, keys)
+            key = own_key(line.tenant, keys)
             shown.append({**line.to_json(), "key": None if key is None else key.to_json()})
         print(json.dumps(shown, indent=2))
         return 0

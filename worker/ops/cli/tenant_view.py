@@ -32,7 +32,7 @@ def tenant_view(settings: OperatorSettings, tenant: str) -> tuple[datetime, dict
         lines = tenant_figures(connection, now, tenant=tenant) or [TenantFigures(tenant)]
         used = [line for line in quota_figures(connection, quotas, now) if line.tenant == tenant]
         waiting = waiting_messages(connection, tenant)
-        key = own_key(settings, tenant, read_keys(connection, settings.key_tenants(), now))
+        key = own_key(tenant, read_keys(connection, now))
     figures = lines[0].to_json()
     for status in COUNTED:
         figures.setdefault(status.value, 0)
@@ -55,17 +55,10 @@ def tenant_view(settings: OperatorSettings, tenant: str) -> tuple[datetime, dict
     }
 
 
-def own_key(settings: OperatorSettings, tenant: str, keys: list[KeyState]) -> KeyState | None:
-    """The brakes of ``tenant``'s own key (None: it sends under WIRAYA_API_KEY, the gate's)."""
-    if tenant not in settings.wiraya_api_keys:
-        return None
-    mine = [key for key in keys if tenant in key.tenants]
-    if mine:
-        return mine[0]
-    # Not used yet: no row, no brake of its own.
-    named = settings.key_tenants().items()
-    fingerprint, tenants = next((fp, names) for fp, names in named if tenant in names)
-    return KeyState(fingerprint, tenants, None, None, None)
+def own_key(tenant: str, keys: list[KeyState]) -> KeyState | None:
+    """The brakes of ``tenant``'s own key, the row the workers named it on (None: it sends
+    under WIRAYA_API_KEY, whose brakes are the gate's)."""
+    return next((key for key in keys if tenant in key.tenants), None)
 
 
 def print_tenant(settings: OperatorSettings, tenant: str, as_json: bool) -> int:
