@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
@@ -18,6 +19,15 @@ def key_fingerprint(api_key: str, salt: str) -> str:
     """
     keyed = hmac.new(b"wiraya-outbox key fingerprint:" + salt.encode(), api_key.encode(), "sha256")
     return keyed.hexdigest()[:32]
+
+
+def tenants_by_fingerprint(keys: Mapping[str, SecretStr], salt: str) -> dict[str, tuple[str, ...]]:
+    """The tenants each key serves (several when they share one account), by its fingerprint."""
+    tenants: dict[str, tuple[str, ...]] = {}
+    for tenant, key in sorted(keys.items()):
+        fingerprint = key_fingerprint(key.get_secret_value(), salt)
+        tenants[fingerprint] = (*tenants.get(fingerprint, ()), tenant)
+    return tenants
 
 
 def fingerprint_salt(explicit: SecretStr | None, database_url: str) -> str:

@@ -5,8 +5,10 @@ Revises: 0015_tenants
 Create Date: 2026-12-07
 
 ``outbox_key_gates``: one row per key that is not WIRAYA_API_KEY (its fingerprint, never the key),
-with that key's 429 pause, its learnt request rate and the cursor of its request slots, and a
-version that guards the claims of its tenants' batches. WIRAYA_API_KEY's stay in the gate row.
+with that key's 429 pause, its learnt request rate and the cursor of its request slots, a
+version that guards the claims of its tenants' batches, and the tenants it serves (as the workers'
+WIRAYA_API_KEYS give them: the operator commands name the key by them, never holding a key).
+WIRAYA_API_KEY's stay in the gate row.
 
 ``outbox_dispatch_gate.api_paused_until``: the part of the gate row's pause that every key
 observes (the backoff after request-level failures: the API's health), apart from the 429 pause
@@ -44,6 +46,7 @@ def _columns() -> list[sa.schema.SchemaItem]:
         sa.Column("rate_ceiling", sa.Float(), nullable=True),
         sa.Column("next_send_at", timestamp, nullable=True),
         sa.Column("updated_at", timestamp, nullable=True),
+        sa.Column("tenants", sa.Text(), server_default=sa.text("''"), nullable=False),
         sa.PrimaryKeyConstraint("fingerprint", name="pk_outbox_key_gates"),
     ]
 

@@ -39,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import Status
 from worker.database import database_now
-from worker.dispatch.gate import GateState
+from worker.dispatch.gate import GateState, KeyState
 from worker.errors import OperatorError
 from worker.ops import api_target
 from worker.ops.counters import (
@@ -53,7 +53,7 @@ from worker.ops.counters import (
     counters_redis,
 )
 from worker.ops.snapshot import Snapshot, take_snapshot
-from worker.ops.tenant_figures import labelled, quota_figures, tenant_figures
+from worker.ops.tenant_figures import OTHER, labelled, quota_figures, tenant_figures
 from worker.reports.metrics import DeliveryCollector
 from worker.settings import OperatorSettings
 
@@ -99,6 +99,7 @@ class OutboxCollector(Collector):
         yield up
         yield from _backlog(snapshot)
         yield from _gate(snapshot.gate)
+        yield from _tenant_keys(snapshot.keys)
         yield from self._tenants(snapshot.taken_at)
 
     def _tenants(self, now: datetime) -> Iterator[Metric]:
@@ -310,6 +311,34 @@ def _gate(gate: GateState) -> Iterator[Metric]:
         "The batch size allowed after a too-large answer (0: the configured size).",
         gate.batch_limit or 0,
     )
+
+
+def _tenant_keys(keys: list[KeyState]) -> Iterator[Metric]:
+    """Each tenant's own key's brakes, by tenant: the tenants the workers wrote on its row by
+    name (each tenant of a shared key alike; the workers' WIRAYA_API_KEYS bound them), keys no
+    tenant names now as ``other`` (the strictest of them). WIRAYA_API_KEY's are
+    outbox_sending_paused and outbox_request_spacing_seconds."""
+    paused: dict[str, int] = {}
+    rates: dict[str, float | None] = {}
+    for key in keys:
+        for label in key.tenants or (OTHER,):
+            paused[label] = max(paused.get(label, 0), int(key.paused))
+            rate, before = key.rate_per_second, rates.get(label)
+            rates[label] = min(rate, before) if rate and before else rate or before
+    paused_family = GaugeMetricFamily(
+        "outbox_tenant_key_paused",
+        "1 while the tenant's own key waits out a 429 (its Retry-After).",
+        labels=["tenant"],
+    )
+    rate_family = GaugeMetricFamily(
+        "outbox_tenant_key_rate",
+        "The request rate the tenant's own key learnt from its 429s, requests/s (0: none).",
+        labels=["tenant"],
+    )
+    for label in sorted(paused):
+        paused_family.add_metric([label], paused[label])
+        rate_family.add_metric([label], rates[label] or 0.0)
+    yield from (paused_family, rate_family)
 
 
 def registry_for(engine: Engine, settings: OperatorSettings) -> CollectorRegistry:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from models.databases import database_of
 from worker.dispatch import gate as gates
-from worker.dispatch.gate import GateState
+from worker.dispatch.gate import GateState, KeyState
 from worker.errors import OperatorError
 from worker.ops import queries
 from worker.ops.queries import EXACT_BELOW, Lane, QueueFigures
@@ -36,6 +36,12 @@ class Snapshot:
     figures: QueueFigures
     gate: GateState
     failure_reasons: list[tuple[str, int]]
+    keys: list[KeyState] = field(default_factory=list)  # tenants' own keys' brakes
+
+    @property
+    def keys_held(self) -> list[KeyState]:
+        """The tenants' keys a brake of their own holds back: paused, or rate limited."""
+        return [key for key in self.keys if key.in_force]
 
     @property
     def oldest_due_age(self) -> timedelta | None:
@@ -79,6 +85,7 @@ class Snapshot:
                 for name, lane in figures.lanes.items()
             },
             "gate": gate,
+            "tenant_keys": [key.to_json() for key in self.keys_held],
             "top_failure_reasons": [
                 {"reason": reason, "count": count} for reason, count in self.failure_reasons
             ],
@@ -109,7 +116,8 @@ def take_snapshot(
     reasons: int = TOP_REASONS,
     exact_below: int | None = EXACT_BELOW,
 ) -> Snapshot:
-    """Read the backlog, the gate and the commonest failure reasons as one reading.
+    """Read the backlog, the gate (and each tenant key's own brakes) and the commonest failure
+    reasons as one reading.
 
     The gate's row is created the first time it is read; should another process create it
     at the same moment, the reading conflicts with that write once, and is taken again.
@@ -128,6 +136,7 @@ def _read(
     with one_reading(engine) as connection:
         figures = queries.queue_figures(connection, now=now, exact_below=exact_below)
         gate = gates.read_gate(connection)
+        keys = gates.read_keys(connection, now)
         failure_reasons = (
             queries.failure_reasons(connection, limit=reasons, among=REASONS_AMONG)
             if reasons
@@ -138,6 +147,7 @@ def _read(
         figures=figures,
         gate=GateState.of(gate, now=now, circuit_failures=circuit_failures),
         failure_reasons=failure_reasons,
+        keys=keys,
     )
 
 

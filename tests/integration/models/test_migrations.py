@@ -369,6 +369,10 @@ def test_key_gates_come_and_go_and_the_gate_row_stays(empty_url: str, empty_engi
     with empty_engine.begin() as connection:
         row = connection.execute(text(f"SELECT failures, api_paused_until FROM {GATE}")).one()
         assert tuple(row) == (2, None)
+        # A key's row holds the tenants the workers name it by: none until they write them.
+        connection.execute(text("INSERT INTO outbox_key_gates (fingerprint) VALUES ('f')"))
+        tenants = connection.execute(text("SELECT tenants FROM outbox_key_gates")).scalar_one()
+        assert tenants == ""
 
     command.downgrade(config, "0015_tenants")
     gate_columns = {column["name"] for column in inspect(empty_engine).get_columns(GATE)}

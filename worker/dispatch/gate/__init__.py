@@ -5,8 +5,9 @@ One row, read before every batch, holds the brakes: a pause (Retry-After, backof
 429s, or configured) with its slot cursor, and the learnt batch limit. Refused API keys have a
 table of their own: a refused key stops that key only. Wiraya limits each account on its own:
 a tenant's own key has its own row in outbox_key_gates (its 429 pause, its rate and slots, a
-version guarding its tenants' claims), WIRAYA_API_KEY's are the gate row's; the circuit, the
-failures' pause (``api_paused_until``) and the batch limit are every key's.
+version guarding its tenants' claims, the tenants the workers name it by), WIRAYA_API_KEY's
+are the gate row's; the circuit, the failures' pause (``api_paused_until``) and the batch
+limit are every key's.
 
 Every brake has an exit that needs nobody: a pause ends at its time, an open circuit probes on
 its cadence, a refused key tries one message on its own slow cadence (and, while the circuit is
@@ -40,7 +41,7 @@ if no brake changed since the worker read the gate, so a worker that slept never
 stale reading.
 """
 
-from worker.dispatch.gate.readout import GateState, read_gate
+from worker.dispatch.gate.readout import GateState, KeyState, read_gate, read_keys
 from worker.dispatch.gate.state import (
     GATE_NAME,
     GateView,
@@ -55,10 +56,12 @@ __all__ = [
     "GATE_NAME",
     "GateState",
     "GateView",
+    "KeyState",
     "dispatch_gate",
     "key_gates",
     "read",
     "read_gate",
+    "read_keys",
     "refused_keys",
     "reset_gate",
 ]

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from worker.dispatch.gate import accounts
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.batches import Batches
+from worker.dispatch.gate.names import KeyNames
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.state import GateView, key_still_refused, read
 from worker.dispatch.retry import backoff
@@ -59,11 +60,12 @@ class Gate:
         self.fingerprint = fingerprint
         self.rng = rng
         self.pacing = accounts.pacing_of(settings, fingerprint)
+        self.names = KeyNames(settings, fingerprint)  # its keys' tenants, for the operators
         self.batches = Batches(settings, rng)
 
     def read(self, connection: Connection, key: str | None = None) -> GateView:
-        """The gate read for a key (a fingerprint; None: WIRAYA_API_KEY's): a key that is not
-        WIRAYA_API_KEY has its own pause, rate and slots (Wiraya limits each account)."""
+        """The gate read for a key (None: WIRAYA_API_KEY's; any other has brakes of its own)."""
+        self.names.write_once(connection)  # the process's first reading names its keys' tenants
         key = key or self.fingerprint
         return read(connection, key, own_account=key != self.fingerprint)
 
@@ -183,8 +185,7 @@ class Gate:
         reason: str,
         now: datetime,
     ) -> datetime:
-        """A 429: everyone sending under the key waits at least Retry-After, and the key's rate
-        comes down (Wiraya limits each account); returns until."""
+        """A 429: the key pauses (Retry-After at least) and its rate comes down; returns until."""
         until = now + (retry_after if retry_after is not None else self.settings.backoff_base)
         accounts.rate_limited(
             connection, permit.view, self.pacing, until=until, reason=reason, now=now

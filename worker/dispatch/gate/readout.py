@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import (
-    Connection,
-)
+from sqlalchemy import Connection, select
 
-from worker.dispatch.gate.state import GateView, read
+from worker.dispatch.gate.names import tenants_of
+from worker.dispatch.gate.state import GateView, key_gates, read
 
 
 def read_gate(connection: Connection) -> GateView:
@@ -92,8 +92,7 @@ class GateState:
                 brake += f", next probe at {self.next_probe_at:%H:%M:%S} UTC"
             brakes.append(brake)
         elif self.paused and self.paused_until is not None:
-            why = "for Retry-After" if "RateLimited" in (self.reason or "") else "after a failure"
-            brakes.append(f"PAUSED {why} until {self.paused_until:%Y-%m-%d %H:%M:%S} UTC")
+            brakes.append(_paused(self.paused_until, self.reason))
         unauthorized = self.refused_keys - self.forbidden_keys
         if unauthorized:
             brakes.append(
@@ -106,3 +105,73 @@ class GateState:
                 "allow it, then `outbox resume` (or the refused key's retry) sends again"
             )
         return brakes
+
+
+def _paused(until: datetime, reason: str | None) -> str:
+    why = "for Retry-After" if "RateLimited" in (reason or "") else "after a failure"
+    return f"PAUSED {why} until {until:%Y-%m-%d %H:%M:%S} UTC"
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """A tenant's own key's brakes (its row of outbox_key_gates), named by the tenants it
+    serves: its 429 pause while it lasts and its learnt rate. The pause after the API's
+    failures, the circuit and the batch limit are every key's: the gate's (GateState)."""
+
+    fingerprint: str
+    tenants: tuple[str, ...]  # those the workers' WIRAYA_API_KEYS give it (none: none now)
+    paused_until: datetime | None  # its 429 pause, while it lasts
+    reason: str | None
+    rate_per_second: float | None  # its learnt request rate
+
+    @property
+    def paused(self) -> bool:
+        """True while the key's workers wait out its 429."""
+        return self.paused_until is not None
+
+    @property
+    def in_force(self) -> bool:
+        """True while a brake holds the key back: its pause, or a learnt rate."""
+        return self.paused or self.rate_per_second is not None
+
+    @property
+    def named(self) -> str:
+        """'key of clinic, shop', or the key's fingerprint when no tenant names it."""
+        return f"key of {', '.join(self.tenants)}" if self.tenants else f"key {self.fingerprint}"
+
+    def describe(self) -> str:
+        """One line: 'running', or its pause and when it ends, with its rate."""
+        state = _paused(self.paused_until, self.reason) if self.paused_until else "running"
+        extras = []
+        if self.rate_per_second:
+            extras.append(f"rate limited: at most {self.rate_per_second:.2f} requests/s")
+        if self.reason and self.paused:
+            extras.append(f"last: {self.reason}")
+        return state + (f" ({'; '.join(extras)})" if extras else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenants": list(self.tenants),
+            "fingerprint": self.fingerprint,
+            "paused": self.paused,
+            "paused_until": None if self.paused_until is None else self.paused_until.isoformat(),
+            "reason": self.reason,
+            "rate_per_second": self.rate_per_second,
+            "state": self.describe(),
+        }
+
+
+def read_keys(connection: Connection, now: datetime) -> list[KeyState]:
+    """Every key's own brakes (each row of outbox_key_gates), named by the tenants the workers
+    wrote on it; by tenant name, then fingerprint."""
+    states = [
+        KeyState(
+            fingerprint=row.fingerprint,
+            tenants=tenants_of(row.tenants),
+            paused_until=row.paused_until if row.paused_until and row.paused_until > now else None,
+            reason=row.reason,
+            rate_per_second=row.rate,
+        )
+        for row in connection.execute(select(key_gates))
+    ]
+    return sorted(states, key=lambda state: (not state.tenants, state.tenants, state.fingerprint))

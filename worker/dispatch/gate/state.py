@@ -75,6 +75,9 @@ key_gates = Table(
     Column("rate_ceiling", Float),
     Column("next_send_at", UtcDateTime),
     Column("updated_at", UtcDateTime),
+    # The tenants the key serves, comma-separated and sorted, as the workers' WIRAYA_API_KEYS
+    # give them ("": none now): the operator commands name the key by them, holding no key.
+    Column("tenants", Text, nullable=False, server_default=text("''")),
 )
 
 refused_keys = Table(

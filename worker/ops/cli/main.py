@@ -106,7 +106,7 @@ def _add_reading(commands: Commands) -> None:
     stats.add_argument(
         "--tenant",
         action="store_true",
-        help="each tenant's pending, sending, failed and cancelled messages, and oldest due",
+        help="each tenant's unfinished and failed messages, oldest due, and its key's brakes",
     )
     stats.set_defaults(handler=reading.cmd_stats)
 

@@ -10,10 +10,11 @@ from typing import Any
 from models import Status
 from models.text import escaped
 from worker.database import database_now
+from worker.dispatch.gate import KeyState, read_keys
 from worker.errors import OperatorError
 from worker.ops import access, queries
 from worker.ops import snapshot as snapshots
-from worker.ops.cli.tenant_view import print_tenant
+from worker.ops.cli.tenant_view import own_key, print_tenant
 from worker.ops.cli.times import human_duration
 from worker.ops.policy_figures import policy_figures, rule_of
 from worker.ops.snapshot import Snapshot
@@ -48,6 +49,7 @@ def cmd_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
     age = snapshot.oldest_due_age
     print(f"  oldest due   {'-' if age is None else human_duration(age)} (since its due time)")
     print(f"  dispatch     {snapshot.gate.describe()}")
+    _print_keys(snapshot.keys)
     print("\n".join(policy.lines()))
     print()
     print("delivery (accepted messages by their latest report)")
@@ -65,8 +67,13 @@ def _tenant_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine, engine.connect() as connection:
         now = database_now(engine)
         lines = tenant_figures(connection, now)
+        keys = read_keys(connection, now)
     if args.json:
-        print(json.dumps([line.to_json() for line in lines], indent=2))
+        shown = []
+        for line in lines:
+            key = own_key(line.tenant, keys)
+            shown.append({**line.to_json(), "key": None if key is None else key.to_json()})
+        print(json.dumps(shown, indent=2))
         return 0
     heads = "".join(f"{status.value:>10}" for status in COUNTED)
     print(f"  {'tenant':<20}{heads}{'due':>10}  oldest due")
@@ -75,7 +82,15 @@ def _tenant_stats(args: argparse.Namespace, settings: OperatorSettings) -> int:
         age = "-" if line.oldest_due_at is None else human_duration(now - line.oldest_due_at)
         name = escaped(line.tenant) or "''"  # the default tenant
         print(f"  {name:<20}{counts}{line.due:>10,}  {age}")
+    _print_keys(keys)
     return 0
+
+
+def _print_keys(keys: list[KeyState]) -> None:
+    """Each tenant's own key a brake of its own holds: its 429 pause, its learnt rate."""
+    for key in keys:
+        if key.in_force:
+            print(f"  {escaped(key.named)}: {escaped(key.describe())}")
 
 
 def _print_statuses(snapshot: Snapshot) -> None:

@@ -1,5 +1,5 @@
-"""`outbox inspect --tenant NAME`: one tenant's messages by status, its daily quotas today, and
-its pending messages in the order they fall due, with what holds each."""
+"""`outbox inspect --tenant NAME`: one tenant's messages by status, its daily quotas today, its
+own key's brakes, and its pending messages in the order they fall due, with what holds each."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from models.text import escaped
 from worker.database import database_now
+from worker.dispatch.gate import KeyState, read_keys
 from worker.ops import access
 from worker.ops.cli.times import human_duration
 from worker.ops.policy_figures import rule_of
@@ -31,6 +32,7 @@ def tenant_view(settings: OperatorSettings, tenant: str) -> tuple[datetime, dict
         lines = tenant_figures(connection, now, tenant=tenant) or [TenantFigures(tenant)]
         used = [line for line in quota_figures(connection, quotas, now) if line.tenant == tenant]
         waiting = waiting_messages(connection, tenant)
+        key = own_key(tenant, read_keys(connection, now))
     figures = lines[0].to_json()
     for status in COUNTED:
         figures.setdefault(status.value, 0)
@@ -48,8 +50,15 @@ def tenant_view(settings: OperatorSettings, tenant: str) -> tuple[datetime, dict
         "quotas": [{k: v for k, v in line.to_json().items() if k != "tenant"} for line in used],
         "quota_day": quotas.day_of(now).isoformat() if quotas else None,
         "next_quota_day_at": quotas.next_day(now).isoformat() if quotas else None,
+        "key": None if key is None else key.to_json(),
         "waiting": listed,
     }
+
+
+def own_key(tenant: str, keys: list[KeyState]) -> KeyState | None:
+    """The brakes of ``tenant``'s own key, the row the workers named it on (None: it sends
+    under WIRAYA_API_KEY, whose brakes are the gate's)."""
+    return next((key for key in keys if tenant in key.tenants), None)
 
 
 def print_tenant(settings: OperatorSettings, tenant: str, as_json: bool) -> int:
@@ -68,6 +77,8 @@ def print_tenant(settings: OperatorSettings, tenant: str, as_json: bool) -> int:
         print(f"quota today    {quota['unit']} {quota['used']:,} of {quota['limit']:,}{full}")
     if view["quotas"]:
         print(f"next quota day {view['next_quota_day_at']}")
+    key = view["key"]
+    print(f"key            {'WIRAYA_API_KEY (`outbox stats`)' if key is None else key['state']}")
     print(f"\nnext pending ({len(view['waiting'])})")
     for message in view["waiting"]:
         reason = message["last_error"] or "-"
