@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine
 from sandbox.testing import SandboxAdmin
 from worker.database import make_engine
 from worker.dispatch import dispatcher as dispatcher_module
+from worker.dispatch import permits as permits_module
 from worker.dispatch import recorder as recorder_module
 from worker.dispatch.dispatcher import Dispatcher
 from worker.dispatch.gate.pacing import Pacing
@@ -54,7 +55,7 @@ TOP_FUNCTIONS = 12
 PARTS: list[tuple[str, list[tuple[object, str]]]] = [
     ("gate read", [(Gate, "read"), (Gate, "permit")]),
     ("pool checkout (pre-ping) and return", [(Engine, "connect"), (Connection, "close")]),
-    ("claim statement", [(dispatcher_module, "claim")]),
+    ("claim statement", [(permits_module, "claim")]),
     ("screening", [(dispatcher_module, "screen")]),
     ("building the request (codec encode)", [(client_module, "encode_request")]),
     ("HTTP exchange", [(WirayaClient, "_exchange")]),

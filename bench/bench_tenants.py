@@ -8,7 +8,7 @@ accepting both keys, 20 ms latency). It prints the small tenant's p50 and p99 fr
 accepted, and the campaign's messages/s beside the small tenant against alone. Then the claim
 alone (a batch of 100, rolled back) on a bulk backlog spread over 1, 10 and 1,000 tenants.
 
-Run: .venv/bin/python bench/bench_tenants.py [--big 30000] [--small 100] [--backlog 20000]
+Run: .venv/bin/python bench/bench_tenants.py [--big 300000] [--small 100] [--backlog 20000]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def claim_cost(backlog: int, tenants: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--big", type=int, default=30_000)
+    parser.add_argument("--big", type=int, default=300_000)
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
