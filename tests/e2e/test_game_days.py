@@ -243,6 +243,10 @@ def test_night_three_a_runaway_campaign(stack: Stack, night: Timeline) -> None:
     assert "urgent" in shown and "bulk" in shown, shown
     assert "WARNING" in shown, shown
     assert "--priority bulk" in runbook_section("runaway campaign")  # what the runbook says
+    # Each request now takes 1.5 s (under the 2 s timeout): a batch is in flight when the cancel
+    # counts, as on a night with a busy API, not only when a fast one happens to be.
+    admin.set_faults(latency_ms=1500)
+    wait_for(lambda: stack.count("status = 'sending'") > 0, timeout=10, what="a batch in flight")
     done = outbox(stack, "cancel", "--priority", "bulk", "--yes")
     night.note("cancel --priority bulk: " + " / ".join(done.strip().splitlines()))
     assert "being sent" in done, done
