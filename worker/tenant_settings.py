@@ -66,13 +66,18 @@ MAX_WEIGHT = 1_000.0
 
 def tenant_weight(text: str, where: str) -> float:
     """A tenant's weight: a positive number, at most MAX_WEIGHT."""
+    return _positive_number(text, where, "weight", MAX_WEIGHT)
+
+
+def _positive_number(text: str, where: str, what: str, maximum: float, unit: str = "") -> float:
+    """A number above 0 and at most ``maximum``; the error names ``where`` and ``what``."""
     try:
-        weight = float(text)
+        number = float(text)
     except ValueError:
-        raise ValueError(f"{where}: the weight must be a number, got {text[:20]!r}") from None
-    if not 0 < weight <= MAX_WEIGHT:
-        raise ValueError(f"{where}: the weight must be above 0 and at most {MAX_WEIGHT:g}")
-    return weight
+        raise ValueError(f"{where}: the {what} must be a number, got {text[:20]!r}") from None
+    if not 0 < number <= maximum:
+        raise ValueError(f"{where}: the {what} must be above 0 and at most {maximum:g}{unit}")
+    return number
 
 
 MAX_QUOTA = 1_000_000_000
@@ -94,10 +99,4 @@ MAX_RATE = 100_000.0  # as OUTBOX_RATE_LIMIT
 
 def tenant_rate(text: str, where: str) -> float:
     """A tenant's key's request rate: requests per second, above 0, at most MAX_RATE."""
-    try:
-        rate = float(text)
-    except ValueError:
-        raise ValueError(f"{where}: the rate must be a number, got {text[:20]!r}") from None
-    if not 0 < rate <= MAX_RATE:
-        raise ValueError(f"{where}: the rate must be above 0 and at most {MAX_RATE:g} requests/s")
-    return rate
+    return _positive_number(text, where, "rate", MAX_RATE, " requests/s")

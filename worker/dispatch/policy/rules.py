@@ -163,10 +163,7 @@ def _quiet_hours(
         until = quiet_until(window, item.communication.recipient, now, ahead)
         if until is None:
             continue
-        if item.expires_at is not None and item.expires_at <= until:
-            failed[item.id] = f"expired: quiet hours until {until:{TIME}}"
-        else:
-            held[item.id] = (until, f"held: quiet hours until {until:{TIME}}")
+        _hold(item, until, f"held: quiet hours until {until:{TIME}}", failed, held)
 
 
 def _quotas(
@@ -189,11 +186,21 @@ def _quotas(
     for item in going:
         if item.id in granted:
             continue
-        reason = quota_reason(why, until)
-        if item.expires_at is not None and item.expires_at <= until:
-            failed[item.id] = reason.replace("held:", "expired:", 1)
-        else:
-            held[item.id] = (until, reason)
+        _hold(item, until, quota_reason(why, until), failed, held)
+
+
+def _hold(
+    item: Outgoing,
+    until: datetime,
+    reason: str,
+    failed: dict[int, str],
+    held: dict[int, tuple[datetime, str]],
+) -> None:
+    """Hold ``item`` until then, no attempt spent; one that expires first fails, "expired:"."""
+    if item.expires_at is not None and item.expires_at <= until:
+        failed[item.id] = reason.replace("held:", "expired:", 1)
+    else:
+        held[item.id] = (until, reason)
 
 
 def _pacing(
