@@ -28,6 +28,7 @@ from typing import Any
 import bench_drain
 import psycopg
 import support
+from drained import DrainWatch
 from sqlalchemy import text
 
 from sandbox.testing import SandboxAdmin
@@ -144,21 +145,18 @@ def claims_alone(messages: int, floored: bool) -> float:
     return spent
 
 
-def drain_here(url: str, sandbox: support.Process, messages: int, done_before: int) -> float:
+def drain_here(url: str, sandbox: support.Process, messages: int) -> float:
     """Messages per second of one default worker draining ``messages`` due rows of ``url``."""
     with ExitStack() as stack:
         redis = stack.enter_context(support.redis_server())
         env = support.outbox_env(url, redis.url, sandbox.url)
         stack.enter_context(support.celery_worker(env, concurrency=None))
         stack.enter_context(support.celery_beat(env))
+        watch = DrainWatch(url, sandbox.url)
         bench_drain.release(url)
         started = time.monotonic()
-        support.wait_for(
-            lambda: bench_drain.finished(url) >= done_before + messages,
-            timeout=900,
-            what="the backlog to drain",
-        )
-        return messages / (time.monotonic() - started)
+        ended = watch.wait(messages, timeout=900, what="the backlog to drain")
+        return messages / (ended - started)
 
 
 def main() -> None:
@@ -179,13 +177,13 @@ def main() -> None:
         SandboxAdmin(sandbox.url).reset()
         add_backlog(url, n, 1)
         hold_gate(url)
-        fresh = drain_here(url, sandbox, n, 0)
+        fresh = drain_here(url, sandbox, n)
         print(f"fresh backlog: {fresh:,.0f} messages/s ({dead_versions(url)})", flush=True)
         print(f"    then {lane_walk(url)}", flush=True)
         hold_gate(url)
         add_backlog(url, n, n + 1)
         with snapshot_held(url):
-            held = drain_here(url, sandbox, n, n)
+            held = drain_here(url, sandbox, n)
             left, walk = dead_versions(url), lane_walk(url)
         print(f"with a snapshot held open: {held:,.0f} messages/s ({left})", flush=True)
         print(f"    then, the snapshot still held, {walk}", flush=True)

@@ -30,6 +30,7 @@ import psycopg
 import relay
 import support
 from celery import Celery
+from drained import DrainWatch
 from sqlalchemy import Engine, event
 
 from sandbox.testing import SandboxAdmin
@@ -151,12 +152,10 @@ def drain(
             redis=redis.tree,
             postgres=lambda: support.postgres_backends(RUN),
         )
+        watch = DrainWatch(url, sandbox.url)
         release(url)
         started = time.monotonic()
-        support.wait_for(
-            lambda: finished(url) >= messages, timeout=900, what="the backlog to drain"
-        )
-        seconds = time.monotonic() - started
+        seconds = watch.wait(messages, timeout=900, what="the backlog to drain") - started
         used = cpu.used()
         peak = worker.peak_rss_mib()
     requests = int(admin.stats()["requests"])
