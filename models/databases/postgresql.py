@@ -286,14 +286,10 @@ class PostgreSQL(Database):
     def record_parameters(
         self, results: Sequence[dict[str, Any]], *, token: int, now: datetime
     ) -> dict[str, Any]:
-        """The results keyed by row id, times in ISO format with their zone."""
-        by_id = {
-            str(result["id"]): {
-                **{name: value for name, value in result.items() if name != "id"},
-                "next_attempt_at": _iso(result.get("next_attempt_at")),
-            }
-            for result in results
-        }
+        """The results keyed by row id, times in ISO format with their zone, nulls left out:
+        an absent key reads as null too, and the server parses a batch's object in half the
+        time without them (most rows carry no error and no next attempt)."""
+        by_id = {str(result["id"]): _present_columns(result) for result in results}
         ids = array_text([result["id"] for result in results])  # cast by the statement
         return {"results": orjson.dumps(by_id).decode(), "ids": ids, "now": now, "token": token}
 
@@ -385,5 +381,10 @@ def _written(rows: Sequence[Any]) -> ReportsWritten:
     return written
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+def _present_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """A result's columns but its id and its nulls, its next attempt in ISO format."""
+    return {
+        name: value.astimezone(UTC).isoformat() if name == "next_attempt_at" else value
+        for name, value in result.items()
+        if value is not None and name != "id"
+    }
