@@ -20,12 +20,21 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, exc
+from sqlalchemy import URL, Engine, create_engine, event, exc
 
 # A connection checked in longer ago than this is pinged before it is handed out.
 PING_AFTER = timedelta(seconds=1)
 # Where a connection's record keeps when it was last checked in (on the monotonic clock).
 _CHECKED_IN = "outbox_checked_in"
+
+
+def checked_engine(url: URL, options: dict[str, Any]) -> Engine:
+    """``create_engine``, its pooled connections checked so unless ``options`` name
+    ``pool_pre_ping`` (SQLAlchemy's on every checkout, or none)."""
+    engine = create_engine(url, **options)
+    if "pool_pre_ping" not in options:
+        check_before_use(engine)
+    return engine
 
 
 def check_before_use(
