@@ -106,8 +106,9 @@ def outbox_clock(engine: Engine, monotonic: Callable[[], float] = time.monotonic
 
 class OnFirstUse:
     """A connection taken from the pool only when a statement needs it, returned at the end of
-    the ``with`` block: a gate note or slot booking that writes nothing costs no checkout
-    (on PostgreSQL, no pre-ping round trip)."""
+    the ``with`` block or when released: a gate note or slot booking that writes nothing costs
+    no checkout, and a batch's claim and sending policy share one without holding it through a
+    wait or a request."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -119,9 +120,17 @@ class OnFirstUse:
         return getattr(self._connection, name)
 
     def __enter__(self) -> Connection:
-        return cast(Connection, self)
+        return self.as_connection()
 
     def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def as_connection(self) -> Connection:
+        """This, for code that takes a Connection (every attribute is the connection's)."""
+        return cast(Connection, self)
+
+    def release(self) -> None:
+        """Give the connection back to the pool now; the next statement takes one again."""
         if self._connection is not None:
             self._connection.close()
             self._connection = None

@@ -24,7 +24,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
-    create_engine,
     func,
     text,
     type_coerce,
@@ -33,6 +32,7 @@ from sqlalchemy.dialects import postgresql
 
 from models.databases.array_text import ArrayText, array_text
 from models.databases.database import Database, ReportRow, ReportsWritten
+from models.databases.liveness import checked_engine
 from models.reports import FINAL_DELIVERY_STATUSES
 from models.types import UtcDateTime
 
@@ -181,14 +181,13 @@ class PostgreSQL(Database):
     changes_columns_online = True
 
     def make_engine(self, url: URL, *, pooled: bool, options: dict[str, Any]) -> Engine:
-        """Connections checked before use, five kept; behind a transaction pooler, no
-        server-side prepared statements: a statement prepared on one server connection is
-        unknown on the next, or means another client's statement there."""
+        """Connections checked before use (``liveness``), five kept; behind a transaction
+        pooler, no server-side prepared statements: a statement prepared on one server
+        connection is unknown on the next, or means another client's statement there."""
         if pooled:
             options["connect_args"] = {"prepare_threshold": None, **options.get("connect_args", {})}
-        options.setdefault("pool_pre_ping", True)
         options.setdefault("pool_size", 5)
-        return create_engine(url, **options)
+        return checked_engine(url, options)
 
     def table_columns(self, connection: Connection, tables: list[str]) -> dict[str, set[str]]:
         """One catalogue query, in the current schema: every process asks it at start."""

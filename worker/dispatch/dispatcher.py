@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine
 
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
-from worker.database import connect_on_first_use, outbox_clock
+from worker.database import OnFirstUse, connect_on_first_use, outbox_clock
 from worker.dispatch.claim import ClaimedRow, count_due, new_token, tenant_of
 from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
@@ -157,11 +157,17 @@ class Dispatcher:
         if self.should_stop():
             return BatchSummary()
         now, token = self.clock(), new_token()
-        with self.engine.connect() as connection:
-            permit, rows = self._claim(connection, now, token)
+        # The claim's connection serves the sending policy's look-ups too; it goes back to the
+        # pool before any wait or request, and the next statement takes one again.
+        held = OnFirstUse(self.engine)
+        with held:
+            return self._batch(held, now, token, wake)
+
+    def _batch(self, held: OnFirstUse, now: datetime, token: int, wake: bool) -> BatchSummary:
+        connection = held.as_connection()
+        permit, rows = self._claim(connection, now, token)
         if permit.probe is not None and not rows:
-            with self.engine.connect() as connection:
-                self.gate.give_back(connection, permit)
+            self.gate.give_back(connection, permit)
         if not rows:
             state = BatchState.IDLE if permit.allowed else BatchState.PAUSED
             return BatchSummary(state=state, alarm=None if permit.allowed else permit.reason)
@@ -170,13 +176,14 @@ class Dispatcher:
         summary.full = len(rows) == permit.size and permit.probe is None
         if summary.full and wake and self.on_full_batch is not None:
             self.on_full_batch()  # more is due: let another worker start on it now
-        wait = self._wait_for_slot(permit, now) if permit.allowed else permit.reason
+        wait = _wait_for_slot(self, held, permit, now) if permit.allowed else permit.reason
         if wait is not None:
+            held.release()
             self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
             summary.state, summary.alarm = BatchState.PAUSED, wait
             return summary
         with batch_span(rows, summary):  # nothing at all unless tracing is on
-            self._process(rows, permit, token, now, summary)
+            self._process(held, rows, permit, token, now, summary)
         return summary
 
     def _claim(
@@ -194,26 +201,18 @@ class Dispatcher:
                 return permit, rows
         return permit, []
 
-    def _wait_for_slot(self, permit: Permit, now: datetime) -> str | None:
-        """Book a request slot when a rate is in force and wait for it; why not, if not."""
-        with connect_on_first_use(self.engine)() as connection:  # no statement without a rate
-            wait = self.gate.pacing.book_slot(connection, permit.view, now)
-        if wait is None or wait <= timedelta(0):
-            return SLOT_TOO_FAR if wait is None else None
-        self.sleep(wait.total_seconds())
-        with self.engine.connect() as connection:
-            view = self.gate.read(connection, permit.view.key)
-            return self.gate.held_after_wait(view, permit, self.clock())
-
     def _process(
         self,
+        held: OnFirstUse,
         rows: list[ClaimedRow],
         permit: Permit,
         token: int,
         now: datetime,
         summary: BatchSummary,
     ) -> None:
-        screened = _with_policy(self, self._screen(rows, permit, token, now, summary), now, summary)
+        screened = self._screen(rows, permit, token, now, summary)
+        screened = _with_policy(self, held.as_connection(), screened, now, summary)
+        held.release()  # no connection is held during a request
         screened, sender = _tenant_sender(self.senders, screened)
         results = _unsent(screened, summary)
         if screened.outgoing:
@@ -256,13 +255,32 @@ class Dispatcher:
         return screened
 
 
+def _wait_for_slot(
+    dispatcher: Dispatcher, held: OnFirstUse, permit: Permit, now: datetime
+) -> str | None:
+    """Book a request slot when a rate is in force and wait for it (no connection held);
+    why not, if not."""
+    gate = dispatcher.gate
+    wait = gate.pacing.book_slot(held.as_connection(), permit.view, now)
+    if wait is None or wait <= timedelta(0):
+        return SLOT_TOO_FAR if wait is None else None
+    held.release()
+    dispatcher.sleep(wait.total_seconds())
+    view = gate.read(held.as_connection(), permit.view.key)
+    return gate.held_after_wait(view, permit, dispatcher.clock())
+
+
 def _screen_rows(dispatcher: Dispatcher, rows: list[ClaimedRow], now: datetime) -> Screened:
     settings = dispatcher.settings
     return screen(rows, now=now, max_age=settings.max_age, limits=settings.message_limits)
 
 
 def _with_policy(
-    dispatcher: Dispatcher, screened: Screened, claimed_at: datetime, summary: BatchSummary
+    dispatcher: Dispatcher,
+    connection: Connection,
+    screened: Screened,
+    claimed_at: datetime,
+    summary: BatchSummary,
 ) -> Screened:
     """The sending policy on a screened batch (docs/sending-policy.md), at the outbox's time
     now: the held are released unsent with the batch's record, the refused fail with the
@@ -270,18 +288,17 @@ def _with_policy(
     lease_end = claimed_at + dispatcher.settings.lease
     if not screened.outgoing:
         return screened
-    with dispatcher.engine.connect() as connection:
-        now = dispatcher.clock()
-        unsent = [item.row.id for item in screened.unsendable]
-        verdict = policy_rules.apply(
-            dispatcher.settings.policy,
-            connection,
-            screened.outgoing,
-            now,
-            unsent,
-            lease_end,
-            dispatcher.quotas,
-        )
+    now = dispatcher.clock()
+    unsent = [item.row.id for item in screened.unsendable]
+    verdict = policy_rules.apply(
+        dispatcher.settings.policy,
+        connection,
+        screened.outgoing,
+        now,
+        unsent,
+        lease_end,
+        dispatcher.quotas,
+    )
     summary.note_policy(verdict)
     return Screened(verdict.outgoing, screened.unsendable + verdict.failed)
 
