@@ -22,9 +22,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
+from models import Priority
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import connect_on_first_use, outbox_clock
+from worker.dispatch.bulk_slots import BulkSlots
 from worker.dispatch.claim import ClaimedRow, count_due, new_token, tenant_of
 from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
@@ -71,6 +73,7 @@ class Dispatcher:
         sleep: Callable[[float], None] = time.sleep,
         should_stop: Callable[[], bool] = lambda: False,
         sender_for_key: Callable[[str], Sender] | None = None,
+        bulk_slots: BulkSlots | None = None,
     ) -> None:
         self.settings = settings
         # Each statement stands alone (claim, record, gate notes): autocommit spares BEGIN/COMMIT.
@@ -86,6 +89,7 @@ class Dispatcher:
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
         self.floors = LaneFloors()  # where this process's claims of each lane ended
+        self.bulk_slots = bulk_slots or BulkSlots()  # none: full bulk batches in every process
         named = bool(settings.tenant_weights or settings.wiraya_api_keys or settings.quotas)
         self.turns = TenantTurns(settings.tenant_weights, in_force=named)
         self.quotas = TenantQuotas(settings.quotas)  # the daily quotas this process counts
@@ -135,7 +139,10 @@ class Dispatcher:
         started = self.monotonic()
         if (held := self.recorder.held()) is not None:  # logged once, when records began to fail
             return BatchSummary(state=BatchState.PAUSED, alarm=held)
-        summary = self._dispatch_once(wake)
+        try:
+            summary = self._dispatch_once(wake)
+        finally:
+            self.bulk_slots.release()  # the batch is recorded (or given back)
         summary.seconds = round(self.monotonic() - started, 4)
         summary.log()
         return summary
@@ -167,7 +174,9 @@ class Dispatcher:
             return BatchSummary(state=state, alarm=None if permit.allowed else permit.reason)
         summary = BatchSummary(batches=1)
         summary.note_claimed(rows)
-        summary.full = len(rows) == permit.size and permit.probe is None
+        bulk = sum(row.priority == int(Priority.BULK) for row in rows)
+        full = len(rows) == permit.size or self.bulk_slots.cut_short(bulk, permit.size)
+        summary.full = full and permit.probe is None
         if summary.full and wake and self.on_full_batch is not None:
             self.on_full_batch()  # more is due: let another worker start on it now
         wait = self._wait_for_slot(permit, now) if permit.allowed else permit.reason
