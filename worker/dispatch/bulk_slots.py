@@ -54,14 +54,13 @@ class BulkSlots:
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
         return cls(directory, pool_processes - 1)
 
-    def limit(self, batch: int) -> int:
+    def limit(self, batch: int, *, shared: bool = True) -> int:
         """How many bulk rows the next claim of ``batch`` rows may take: all while this process
-        holds a slot (taken now if one is free), else a tenth."""
-        if (
-            self.count is not None and self._opened_by != os.getpid()
-        ):  # a slot a parent held is not this process's
-            self._slot_files()
-        if self.count is None or self._held is not None or self._take():
+        holds a slot (taken now if one is free), else a tenth; all when not ``shared`` (while a
+        request rate is in force, requests are what is scarce)."""
+        if self.count is not None and self._opened_by != os.getpid():
+            self._slot_files()  # a slot the parent held is not this process's
+        if not shared or self.count is None or self._held is not None or self._take():
             self.last_limit = batch
         else:
             self.last_limit = max(1, batch // SHARE_WITHOUT_SLOT)

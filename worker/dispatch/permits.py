@@ -100,7 +100,7 @@ def claim_under(
         tenant=turn,
         account=view.key if view.own_account else None,
         account_version=view.key_version,
-        bulk_limit=slots.limit(n),
+        bulk_limit=slots.limit(n, shared=alone),  # under a rate, no batch is cut to a share
     )
     if not any(row.priority == int(Priority.BULK) for row in rows):
         slots.release()  # held only while a batch of bulk rows is under way
