@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from worker.dispatch.record import RowResult, is_tracking_id
+from worker.dispatch.screen import Outgoing
 from worker.wiraya.results import (
     Accepted,
+    Answered,
     MessageOutcome,
     SendResult,
     ServerError,
@@ -44,7 +46,23 @@ def of_answer(outcome: MessageOutcome) -> str | None:
 
 def with_evidence(results: Sequence[RowResult], evidence: dict[int, str]) -> list[RowResult]:
     """``results`` carrying the evidence gathered for their rows (none for the others)."""
+    if not evidence:  # every message answered clearly: the usual batch
+        return list(results)
     return [
         result._replace(reach_evidence=evidence[result.id]) if result.id in evidence else result
         for result in results
     ]
+
+
+def note(reached: dict[int, str], batch: list[Outgoing], result: SendResult) -> None:
+    """Keep why each message of a request may have reached Wiraya, if it may have."""
+    if isinstance(result, Answered):
+        answers = result.outcomes
+        for outgoing in batch:
+            outcome = answers.get(outgoing.communication.client_message_id)
+            evidence = MISSING if outcome is None else of_answer(outcome)
+            if evidence is not None:
+                reached.setdefault(outgoing.id, evidence)
+    elif (evidence := of_request(result)) is not None:  # the same for every message of it
+        for outgoing in batch:
+            reached.setdefault(outgoing.id, evidence)

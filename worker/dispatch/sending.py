@@ -57,6 +57,8 @@ from worker.wiraya.results import (
 
 # The record needs this much of the lease after the last request's deadline.
 RECORD_MARGIN = timedelta(seconds=1)
+# The outcome of a message an answer leaves out (one object: building it cleans its reason).
+NO_RESULT = Unknown("no result for this message in the API's answer")
 
 
 class Sender(Protocol):
@@ -278,17 +280,17 @@ class _Run:
         result = self.sender.send([outgoing.communication for outgoing in batch], deadline=deadline)
         seconds = self.sending.monotonic() - clock_started
         self.sent.requests.append(RequestRecord(now, len(batch), seconds, type(result).__name__))
-        _note_reach(self.sent.reached, batch, result)
+        reach.note(self.sent.reached, batch, result)
         return result
 
     def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
         now = self.sending.clock()
         gate, permit = self.sending.gate, self.permit
         if isinstance(result, Answered):
+            answers, outcomes = result.outcomes, self.sent.outcomes
             for outgoing in batch:
-                missing = Unknown("no result for this message in the API's answer")
-                self.sent.outcomes[outgoing.id] = result.outcomes.get(
-                    outgoing.communication.client_message_id, missing
+                outcomes[outgoing.id] = answers.get(
+                    outgoing.communication.client_message_id, NO_RESULT
                 )
             self.answered_here = True
             with self.sending.connect() as connection:
@@ -365,18 +367,6 @@ def _rejection(result: BatchTooLarge | BadRequest) -> Rejected:
     """A message alone that the API refuses, with the API's reason."""
     too_large = isinstance(result, BatchTooLarge)
     return Rejected(f"too large: {result.reason}" if too_large else result.reason)
-
-
-def _note_reach(reached: dict[int, str], batch: list[Outgoing], result: SendResult) -> None:
-    """Keep why each message of the request may have reached Wiraya, if it may have."""
-    for outgoing in batch:
-        if isinstance(result, Answered):
-            outcome = result.outcomes.get(outgoing.communication.client_message_id)
-            evidence = reach.MISSING if outcome is None else reach.of_answer(outcome)
-        else:
-            evidence = reach.of_request(result)
-        if evidence is not None:
-            reached.setdefault(outgoing.id, evidence)
 
 
 def _both_taken(
