@@ -97,7 +97,7 @@ def results_of(
     results = _settled(outgoing, sent, outcomes, now)
     failure = sent.failure
     reason = f"{type(failure).__name__}: {failure.reason}" if failure else None
-    raised = _raised(outgoing, sent)
+    raised = _raised(outgoing, sent) if sent.unresolved else {}
     results += [
         released(row, reason, raised.get(row.id), sent.waiting.get(row.id))
         for row in sent.unresolved
@@ -122,18 +122,20 @@ def _settled(
 ) -> list[RowResult]:
     """The rows with an answer, an isolation or an expiry, and what each becomes."""
     results = []
-    raised = _raised(outgoing, sent)
+    answers, poisoned, expired = sent.outcomes, sent.poisoned, sent.expired
+    raised = _raised(outgoing, sent) if poisoned else {}
     for item in outgoing:
         row = item.row
-        if row.id in sent.outcomes:
-            results.append(outcomes.of_answer(row, sent.outcomes[row.id], now))
-        elif row.id in sent.poisoned:
-            results.append(outcomes.retry(row, sent.poisoned[row.id], now, raised[row.id]))
-        elif row.id in sent.expired:
-            results.append(unsent_failure(row, sent.expired[row.id]))
+        if (answer := answers.get(row.id)) is not None:
+            results.append(outcomes.of_answer(row, answer, now))
+        elif row.id in poisoned:
+            results.append(outcomes.retry(row, poisoned[row.id], now, raised[row.id]))
+        elif row.id in expired:
+            results.append(unsent_failure(row, expired[row.id]))
     return results
 
 
 def _raised(outgoing: list[Outgoing], sent: BatchSend) -> dict[int, int]:
     """Each message's suspicion, raised by the requests that failed with it unanswered."""
-    return {item.id: item.suspicion + sent.unanswered[item.id] for item in outgoing}
+    unanswered = sent.unanswered
+    return {item.id: item.suspicion + unanswered.get(item.id, 0) for item in outgoing}
