@@ -382,8 +382,7 @@ def _written(rows: Sequence[Any]) -> ReportsWritten:
 
 def _present_columns(result: dict[str, Any]) -> dict[str, Any]:
     """A result's columns but its id and its nulls, its next attempt in ISO format."""
-    return {
-        name: value.astimezone(UTC).isoformat() if name == "next_attempt_at" else value
-        for name, value in result.items()
-        if value is not None and name != "id"
-    }
+    columns = {name: value for name, value in result.items() if value is not None and name != "id"}
+    if "next_attempt_at" in columns:  # most results carry none: one look-up, not one per column
+        columns["next_attempt_at"] = columns["next_attempt_at"].astimezone(UTC).isoformat()
+    return columns

@@ -52,14 +52,15 @@ def record_parameters(
     database: Database, results: Sequence[RowResult], *, token: int, now: datetime
 ) -> dict[str, Any]:
     """The record statement's parameters on ``database``: the results as JSON, the guard."""
-    rows = [{"id": result.id, **_result_columns(result)} for result in results]
+    rows = [_result_columns(result) for result in results]
     return database.record_parameters(rows, token=token, now=now)
 
 
 def _result_columns(result: RowResult) -> dict[str, Any]:
-    """One result's columns as the record statement reads them from JSON."""
+    """One result's id and columns as the record statement reads them from JSON."""
     columns: dict[str, Any] = {
-        "status": result.status.value,
+        "id": result.id,
+        "status": result.status,  # a StrEnum: JSON writes its value
         "attempts": result.attempts,
         "next_attempt_at": result.next_attempt_at,
         "tracking_id": result.tracking_id,
