@@ -125,7 +125,7 @@ def batch_of(size: int, offset: int) -> list[Outgoing]:
     for n in range(size):
         to = f"4671{offset + n:07d}"
         row = ClaimedRow(n + 1, f"c{n}", to, content, 1, 2, None, None, None, segments=1)
-        batch.append(Outgoing(row, Communication(f"c{n}", to, content), None, 0))
+        batch.append(Outgoing(row.id, row, Communication(f"c{n}", to, content), None, 0))
     return batch
 
 

@@ -31,15 +31,12 @@ class Outgoing(NamedTuple):
     """A claimed row the API can take, with what decides how and when it is sent (a named
     tuple: one is built for every row sent)."""
 
+    id: int  # the row's: a field, not a property, as it is read several times for every row
     row: ClaimedRow
     communication: Communication
     expires_at: datetime | None
     suspicion: int  # requests holding it that failed without an answer: above 0, a suspect
     tenant: str = ""  # the sender it goes out for (its key): the default tenant when ""
-
-    @property
-    def id(self) -> int:
-        return self.row.id
 
     @property
     def order(self) -> tuple[int, int]:
@@ -105,7 +102,7 @@ def _screen_row(
         return f"invalid: {problem}"
     except Exception as error:  # whatever else a raw row can make a parser do: it fails alone
         return f"invalid: the row cannot be read ({type(error).__name__})"
-    return Outgoing(row, communication, expires_at, suspicion, tenant)
+    return Outgoing(row.id, row, communication, expires_at, suspicion, tenant)
 
 
 def _count(value: object, field: str) -> int:
