@@ -62,6 +62,9 @@ class ClaimedRow(NamedTuple):
     tenant: object = ""  # the sender it goes out for, raw (screened: models/tenant.py)
 
 
+URGENT = int(Priority.URGENT)  # as a claimed row holds it (int() of the enum, once)
+
+
 def new_token() -> int:
     """A claim token: 63 random bits, so that no two claims of one row share one."""
     return secrets.randbits(63)
@@ -253,7 +256,7 @@ def claim(
     }
     bounded = floors.in_force()
     rows = _claimed(connection, {**parameters, **floors.parameters()})
-    urgent = any(row.priority == int(Priority.URGENT) for row in rows)
+    urgent = any(row.priority == URGENT for row in rows)
     if bounded and len(rows) < limit and not urgent:  # below a floor may lie a row due
         floors.clear()
         taken = sum(row.priority == int(Priority.BULK) for row in rows)
