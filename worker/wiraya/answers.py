@@ -47,6 +47,7 @@ def read_results(status: int, payload: Any, sent_ids: Sequence[str]) -> SendResu
     match = match_results(entries.keys(), sent_ids)
     outcomes: dict[str, MessageOutcome] = {}
     tracking_ids: set[str] = set()
+    accepted = 0
     for sent in sent_ids:
         key = match.keys.get(sent)
         if key is None:
@@ -54,12 +55,11 @@ def read_results(status: int, payload: Any, sent_ids: Sequence[str]) -> SendResu
         elif key in repeated:
             outcomes[sent] = Unknown(f"the API's results give the key {shown(key)} twice")
         else:
-            outcome = outcomes[sent] = _accepted_at_once(entries[key]) or message_outcome(
-                entries[key]
-            )
+            entry = entries[key]
+            outcome = outcomes[sent] = _accepted_at_once(entry) or message_outcome(entry)
             if isinstance(outcome, Accepted):
                 tracking_ids.add(outcome.tracking_id.lower())
-    accepted = sum(isinstance(outcome, Accepted) for outcome in outcomes.values())
+                accepted += 1
     if len(tracking_ids) < accepted:
         _refuse_shared_tracking_ids(outcomes)
     return Answered(outcomes)
