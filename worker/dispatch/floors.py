@@ -59,14 +59,20 @@ class LaneFloors:
 
     def advance(self, claimed: list[tuple[object, int, object]]) -> None:
         """Move each lane's floor past the rows just claimed, given as (priority, id, due)."""
+        ends = self.ends
         for priority, row_id, due in claimed:
             lane = _floored(priority)
-            moment = _moment(due)
-            if lane is None or moment is None:
+            if lane is None:
+                continue
+            # Aware times (PostgreSQL's) compare as they are: only the floors are made UTC.
+            moment = due if type(due) is datetime and due.tzinfo is not None else _moment(due)
+            if moment is None:
                 continue
             end = (moment, row_id)
-            if lane not in self.ends or end > self.ends[lane]:
-                self.ends[lane] = end
+            if lane not in ends or end > ends[lane]:
+                ends[lane] = end
+        for lane, (moment, row_id) in ends.items():
+            ends[lane] = (moment.astimezone(UTC), row_id)
 
 
 _LANE_OF = {int(lane): lane for lane in FLOORED}
