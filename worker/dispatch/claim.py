@@ -91,19 +91,16 @@ def _expired_leases(now: Any) -> Select[Any]:
     )
 
 
-def _sources(
-    now: Any, limit: Any, *, lock: bool, floored: bool = False, bulk_limit: Any = None
-) -> list[Select[Any]]:
+def _sources(now: Any, limit: Any, *, lock: bool, floored: bool = False) -> list[Select[Any]]:
     """Urgent rows first, then rows whose lease ended (a dead worker's), then normal and bulk
-    (each past its floor, when ``floored``; bulk up to ``bulk_limit``, when given)."""
+    (each past its floor, when ``floored``)."""
     sources = [
         _lane(Priority.URGENT, now),
         _expired_leases(now),
         _lane(Priority.NORMAL, now, floored=floored),
         _lane(Priority.BULK, now, floored=floored),
     ]
-    limits = [limit, limit, limit, limit if bulk_limit is None else bulk_limit]
-    limited = [source.limit(n) for source, n in zip(sources, limits, strict=True)]
+    limited = [source.limit(limit) for source in sources]
     if lock:
         limited = [source.with_for_update(skip_locked=True) for source in limited]
     return limited
@@ -142,12 +139,9 @@ def _claim_statement(database: Database) -> Any:
     # The first pass names no tenant (the head row's is taken); a second one, past no floor,
     # keeps the first's tenant.
     tenant = func.coalesce(bindparam("batch_tenant", type_=outbox.c.tenant.type), _head_tenant(now))
-    bulk_limit = bindparam("bulk_limit", type_=Integer())  # a pool process without a bulk slot
     sources = [
         source.where(outbox.c.tenant == tenant).cte(f"source_{n}")
-        for n, source in enumerate(
-            _sources(now, limit, lock=True, floored=True, bulk_limit=bulk_limit)
-        )
+        for n, source in enumerate(_sources(now, limit, lock=True, floored=True))
     ]
     account_version = (
         select(key_gates.c.version)
@@ -229,7 +223,6 @@ def claim(
     tenant: str | None = None,
     account: str | None = None,
     account_version: int = 0,
-    bulk_limit: int | None = None,
 ) -> list[ClaimedRow]:
     """Claim up to ``limit`` due rows under ``token``; none when the gate left ``version`` (or
     the row of ``account``, a key that is not WIRAYA_API_KEY, left ``account_version``).
@@ -238,14 +231,11 @@ def claim(
     (a process's own), the normal and bulk lanes are read past the rows its last claims took;
     a claim that comes back short there takes the rest from the head of each lane. With
     ``tenant``, that tenant's rows only (else the tenant of the row that would come first).
-    With ``bulk_limit``, no more than that many bulk rows (worker.dispatch.bulk_slots).
     """
     floors = floors if floors is not None else LaneFloors()
-    bulk = limit if bulk_limit is None else min(limit, bulk_limit)
     parameters = {
         "urgent_alone": urgent_alone,
         "limit": limit,
-        "bulk_limit": bulk,
         "now": now,
         "locked_until": now + lease,
         "version": version,
@@ -259,11 +249,9 @@ def claim(
     urgent = any(row.priority == URGENT for row in rows)
     if bounded and len(rows) < limit and not urgent:  # below a floor may lie a row due
         floors.clear()
-        taken = sum(row.priority == int(Priority.BULK) for row in rows)
         rest = {
             **parameters,
             "limit": limit - len(rows),
-            "bulk_limit": min(limit - len(rows), bulk - taken),
             **floors.parameters(),
             "batch_tenant": tenant_of(rows) if rows else tenant,
         }

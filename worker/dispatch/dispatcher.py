@@ -25,7 +25,6 @@ from sqlalchemy import Connection, Engine
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import OnFirstUse, connect_on_first_use, outbox_clock
-from worker.dispatch.bulk_slots import BulkSlots
 from worker.dispatch.claim import ClaimedRow, count_due, new_token, tenant_of
 from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
@@ -87,7 +86,6 @@ class Dispatcher:
         self.gate = Gate(settings, self.key, self.rng)
         self.outcomes = Outcomes(settings, self.rng)
         self.floors = LaneFloors()  # where this process's claims of each lane ended
-        self.bulk_slots = BulkSlots()  # none: full bulk batches (a worker's are set before fork)
         named = bool(settings.tenant_weights or settings.wiraya_api_keys or settings.quotas)
         self.turns = TenantTurns(settings.tenant_weights, in_force=named)
         self.quotas = TenantQuotas(settings.quotas)  # the daily quotas this process counts
@@ -137,8 +135,7 @@ class Dispatcher:
         started = self.monotonic()
         if (held := self.recorder.held()) is not None:  # logged once, when records began to fail
             return BatchSummary(state=BatchState.PAUSED, alarm=held)
-        with self.bulk_slots.batch():  # a slot the claim took is let go when the batch ends
-            summary = self._dispatch_once(wake)
+        summary = self._dispatch_once(wake)
         summary.seconds = round(self.monotonic() - started, 4)
         summary.log()
         return summary
@@ -176,7 +173,7 @@ class Dispatcher:
             return BatchSummary(state=state, alarm=None if permit.allowed else permit.reason)
         summary = BatchSummary(batches=1)
         summary.note_claimed(rows)
-        summary.full = self.bulk_slots.filled(rows, permit.size) and permit.probe is None
+        summary.full = len(rows) == permit.size and permit.probe is None
         if summary.full and wake and self.on_full_batch is not None:
             self.on_full_batch()  # more is due: let another worker start on it now
         wait = _wait_for_slot(self, held, permit, now) if permit.allowed else permit.reason

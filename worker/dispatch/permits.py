@@ -85,7 +85,6 @@ def claim_under(
     """The claim a permit allows: its size (one row while records are on trial), the lease,
     the gate's version, the process's lane floors, and whose batch it is (``turn``)."""
     n = dispatcher.recorder.claim_limit(permit.size)
-    slots = dispatcher.bulk_slots
     alone = dispatcher.gate.pacing.rate(permit.view) is None  # under a rate, requests are scarce
     view = permit.view
     rows = claim(
@@ -100,10 +99,7 @@ def claim_under(
         tenant=turn,
         account=view.key if view.own_account else None,
         account_version=view.key_version,
-        bulk_limit=slots.limit(n, shared=alone),  # under a rate, no batch is cut to a share
     )
-    if not any(row.priority == int(Priority.BULK) for row in rows):
-        slots.release()  # held only while a batch of bulk rows is under way
     served = tenant_of(rows)
     if served is not None:
         dispatcher.turns.served_now(served, now)

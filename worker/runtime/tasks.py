@@ -11,7 +11,6 @@ from celery.signals import worker_init
 from kombu.exceptions import KombuError
 
 from worker.database import engine_for
-from worker.dispatch.bulk_slots import BulkSlots
 from worker.dispatch.dispatcher import Dispatcher
 from worker.dispatch.summary import BatchState
 from worker.errors import DispatchAlarm
@@ -37,22 +36,16 @@ def dispatcher() -> Dispatcher:
 
 
 @worker_init.connect
-def _build_dispatcher_before_fork(sender: Any = None, **_: object) -> None:
+def _build_dispatcher_before_fork(**_: object) -> None:
     # Build the engine and the HTTP client (its TLS context is most of the cost) once in the
     # main process, before the pool forks: every pool process inherits them ready, instead of
     # each building its own while the pool starts, and the first message waits for neither.
     # No connection is open yet, and both renew their pools in a forked child.
-    dispatcher().bulk_slots = BulkSlots.for_worker(_pool_processes(sender))
+    dispatcher()
     # What is loaded now lives as long as the process: keep the collector from walking it,
     # in the main process and in every pool process, where walking it would also copy each
     # page the fork shares (what Python's gc.freeze documentation recommends before fork).
     gc.freeze()
-
-
-def _pool_processes(worker: Any) -> int:
-    """The worker's pool size (1 when it is not a number yet: ``--concurrency auto``)."""
-    concurrency = getattr(worker, "concurrency", None)
-    return concurrency if isinstance(concurrency, int) else 1
 
 
 def queued_tasks() -> int:
