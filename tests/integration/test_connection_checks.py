@@ -63,27 +63,21 @@ def terminate(admin: psycopg.Connection[tuple[object, ...]], pid: int) -> None:
     wait_for(lambda: bool(admin.execute(gone, (pid,)).fetchone()[0]), timeout=5, what="the end")
 
 
-def test_a_connection_checked_in_a_moment_ago_is_handed_out_without_a_ping(
-    postgres_url: str, admin: psycopg.Connection[tuple[object, ...]]
+@pytest.mark.parametrize(
+    ("idle", "pinged"),
+    [(PING_AFTER.total_seconds() / 2, False), (PING_AFTER.total_seconds() + 0.01, True)],
+    ids=["checked in a moment ago: no ping", "idle past the window: pinged"],
+)
+def test_a_connection_is_pinged_only_after_it_idled_past_the_window(
+    postgres_url: str, admin: psycopg.Connection[tuple[object, ...]], idle: float, pinged: bool
 ) -> None:
     clock = Clock()
     engine = checked_engine(postgres_url, clock)
     pid = marked_backend(engine)
-    clock.now += PING_AFTER.total_seconds() / 2
+    clock.now += idle
     with engine.connect():
-        assert last_query(admin, pid) == MARK  # no round trip before the statements
-    engine.dispose()
-
-
-def test_a_connection_idle_past_the_window_is_pinged(
-    postgres_url: str, admin: psycopg.Connection[tuple[object, ...]]
-) -> None:
-    clock = Clock()
-    engine = checked_engine(postgres_url, clock)
-    pid = marked_backend(engine)
-    clock.now += PING_AFTER.total_seconds() + 0.01
-    with engine.connect():
-        assert last_query(admin, pid) != MARK
+        # No round trip before the statements unless the connection idled too long.
+        assert (last_query(admin, pid) != MARK) is pinged
     engine.dispose()
 
 
