@@ -174,6 +174,18 @@ RATE_LOWERED_WHILE_BOOKED = FaultPlan(
     fault_end=28.241,
 )
 
+# Found by the simulator (seed 30833 on SQLite): an outage opens the circuit; the probe's one
+# message draws a 500 of its own and is judged alone, which proves nothing of the API, yet the
+# rest of the probe's batch went out as if the circuit were closed, its lease given back: a
+# request of it hangs, and meanwhile another worker takes a probe of its own.
+POISONED_PROBE = FaultPlan(
+    workers=2,
+    arrivals=(Arrival(0.0, 3), Arrival(19.0, 4), *_steady(60.0, 2.0, 1)),
+    poison=((3, Poison.SERVER_ERROR), (5, Poison.HANG)),
+    windows=(Window(ApiFault.OUTAGE, 0.0, 20.0),),
+    fault_end=20.0,
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -187,4 +199,5 @@ SCENARIOS: dict[str, FaultPlan] = {
     "hang-outage-alone": HANG_OUTAGE_ALONE,
     "tenant-limits": TENANT_LIMITS,
     "rate-lowered-while-booked": RATE_LOWERED_WHILE_BOOKED,
+    "poisoned-probe": POISONED_PROBE,
 }

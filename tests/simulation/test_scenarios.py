@@ -29,6 +29,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "hang-outage-alone": ("innocent-failed", {"innocent-failed"}),
     "tenant-limits": ("tenant-limits", {"paused", "rate", "stalled"}),
     "rate-lowered-while-booked": ("rate-after-429", {"rate"}),
+    "poisoned-probe": ("poisoned-probe", {"probe"}),
 }
 OPEN = {**KNOWN_DEFECTS, **KNOWN_VIOLATIONS}
 # Scenarios whose cause differs between the databases run on both (the rest on SQLite).

@@ -146,10 +146,11 @@ class BatchSender:
         if permit.probe is not None and batch:
             # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
-            if run.send_and_settle(probe) is Flow.OK and run.sent.failure is None:
+            if run.send_and_settle(probe) is Flow.OK and run.answered_here:
                 run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
                 run.send_all(rest, on_settled)
-            else:
+            else:  # no answer (a message judged alone, or expired, proves nothing of the API)
+                run.give_back()
                 run.sent.unresolved += [outgoing.row for outgoing in rest]
         else:
             run.send_all(batch, on_settled)
@@ -201,11 +202,16 @@ class _Run:
             return self.stop(batch)
         return self.guilty(batch)  # the API answered others while this request failed
 
+    def give_back(self) -> None:
+        """A probe that proved nothing of the API frees its lease for the next one."""
+        if self.permit.probe is not None:
+            with self.sending.connect() as connection:
+                self.sending.gate.give_back(connection, self.permit)
+
     def suspect_alone(self, batch: list[Outgoing], started: datetime) -> Flow:
         """A suspect failed alone: its doing unless the API was seen failing for others within
         a probe interval (then it waits, unspent); never counted against the API."""
-        with self.sending.connect() as connection:  # a probe that proved nothing of the API
-            self.sending.gate.give_back(connection, self.permit)
+        self.give_back()
         until = _judged_at(self.permit.view, self.sending.gate.settings.probe_interval)
         if self.api_answers() or until is None or started >= until:
             return self.guilty(batch)
@@ -298,6 +304,7 @@ class _Run:
             return Flow.OK
         if isinstance(result, BatchTooLarge | BadRequest):
             if permit.probe is not None:  # its one message judged alone: an answer under its key
+                self.answered_here = True
                 with self.sending.connect() as connection:
                     gate.answered(connection, permit, started=started, size=0, now=now)
             return self._split(batch, result, now)
