@@ -11,7 +11,9 @@ A floor is a hint, never a promise that nothing lies below it: a row released un
 old due time, and a producer's transaction may commit a row due before the floor. So a claim
 above the floors that comes back short of its limit claims the rest from the head of each lane
 at once, and every ``FULL_SCAN_EVERY``-th claim starts from the heads anyway: a row below a
-floor waits at most that many of this process's full batches.
+floor waits at most that many of this process's full batches. A claim short even after that
+has taken every due row: it leaves no floors, so at a trickle each claim reads once, from the
+heads, instead of above a floor and then from the heads.
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ the periodic claim from the head of each lane.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, event, update
 
 from models import Priority, Status
 from models.outbox import outbox_messages as outbox
@@ -75,3 +77,38 @@ def test_a_row_due_before_the_floor_waits_for_at_most_the_periodic_claim_from_th
         if late[0] in claimed:
             break
     assert late[0] in claimed
+
+
+def test_a_claim_that_comes_back_short_leaves_no_floor_so_the_next_reads_once(
+    engine: Engine,
+) -> None:
+    """A lane drained to its end holds nothing above a floor: at a trickle (a row or two per
+    claim) every claim would read past the floor, come back short and read from the head again."""
+    ids = add_rows(engine, 7, next_attempt_at=NOW - timedelta(minutes=1))
+    floors = LaneFloors()
+    assert claim_ids(engine, floors, 5) == ids[:5]
+    assert floors.ends  # a full claim: the next starts above it
+
+    assert claim_ids(engine, floors, 5) == ids[5:]  # short: the lane's due rows are all taken
+    assert not floors.ends
+
+    later = add_rows(engine, 1, "later", next_attempt_at=NOW - timedelta(minutes=1))
+    with statements_on(engine, "outbox_messages") as statements:
+        assert claim_ids(engine, floors, 5) == later
+    assert len(statements) == 1
+
+
+@contextmanager
+def statements_on(engine: Engine, table: str) -> Iterator[list[str]]:
+    """The statements run on ``engine`` in the block that name ``table``."""
+    statements: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if table in statement:
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
