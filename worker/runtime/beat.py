@@ -23,7 +23,7 @@ from worker.dispatch.dispatcher import Dispatcher
 from worker.runtime.beat_lock import BeatLock
 from worker.runtime.celery_app import settings
 from worker.runtime.housekeeping import Housekeeping, PruneSchedule
-from worker.runtime.tasks import wake_dispatchers
+from worker.runtime.tasks import ready_to_wake, wake_dispatchers
 from worker.runtime.wakeup import insert_watcher
 from worker.wiraya.results import Communication, SendResult
 
@@ -46,6 +46,7 @@ class OutboxScheduler(Scheduler):
         if (second := self.beat_lock.take()) is not None:
             log.warning(second)
         self.counter = Dispatcher(settings, engine, _CountsOnly())
+        ready_to_wake()
         self.listener = insert_watcher(settings)
         if self.listener is not None:
             self.listener.start()  # hearing inserts before the first look: none falls between
