@@ -150,7 +150,7 @@ class BatchSender:
                 run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
                 run.send_all(rest, on_settled)
             else:  # no answer (a message judged alone, or expired, proves nothing of the API)
-                run.give_back()
+                _give_back(run.sending, run.permit)
                 run.sent.unresolved += [outgoing.row for outgoing in rest]
         else:
             run.send_all(batch, on_settled)
@@ -202,16 +202,10 @@ class _Run:
             return self.stop(batch)
         return self.guilty(batch)  # the API answered others while this request failed
 
-    def give_back(self) -> None:
-        """A probe that proved nothing of the API frees its lease for the next one."""
-        if self.permit.probe is not None:
-            with self.sending.connect() as connection:
-                self.sending.gate.give_back(connection, self.permit)
-
     def suspect_alone(self, batch: list[Outgoing], started: datetime) -> Flow:
         """A suspect failed alone: its doing unless the API was seen failing for others within
         a probe interval (then it waits, unspent); never counted against the API."""
-        self.give_back()
+        _give_back(self.sending, self.permit)
         until = _judged_at(self.permit.view, self.sending.gate.settings.probe_interval)
         if self.api_answers() or until is None or started >= until:
             return self.guilty(batch)
@@ -363,6 +357,13 @@ class _Run:
                     connection, halves=len(second), now=self.sending.clock()
                 )
         return flow
+
+
+def _give_back(sending: BatchSender, permit: Permit) -> None:
+    """A probe that proved nothing of the API frees its lease for the next one."""
+    if permit.probe is not None:
+        with sending.connect() as connection:
+            sending.gate.give_back(connection, permit)
 
 
 def _judged_at(view: GateView, interval: timedelta) -> datetime | None:
