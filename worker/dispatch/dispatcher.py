@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine
 from worker.api_keys import key_fingerprint
 from worker.clock import Clock
 from worker.database import OnFirstUse, connect_on_first_use, outbox_clock
-from worker.dispatch.claim import ClaimedRow, count_due, new_token, tenant_of
+from worker.dispatch.claim import ClaimedRow, new_token, tenant_of
 from worker.dispatch.floors import LaneFloors
 from worker.dispatch.gate.pacing import SLOT_TOO_FAR
 from worker.dispatch.gate.policy import Gate, Permit
@@ -36,7 +36,7 @@ from worker.dispatch.outcomes import (
     take_settled,
     unsent_failure,
 )
-from worker.dispatch.permits import beat_view, claim_under, turn_and_permit, under_rows_key
+from worker.dispatch.permits import claim_under, due_batches, turn_and_permit, under_rows_key
 from worker.dispatch.policy import rules as policy_rules
 from worker.dispatch.policy.quotas import TenantQuotas
 from worker.dispatch.record import RowResult
@@ -140,16 +140,9 @@ class Dispatcher:
         summary.log()
         return summary
 
-    def due_batches(self, now: datetime) -> int:
-        """How many dispatches the due rows call for (capped at the parallel limit)."""
-        with self.engine.connect() as connection:
-            view = beat_view(self, connection)
-            wanted = self.gate.dispatches_wanted(view, now)
-            if not wanted:
-                return 0
-            size = self.gate.batch_size(view)
-            due = count_due(connection, now=now, cap=size * self.settings.max_parallel)
-        return min(wanted, -(-due // size))
+    def due_batches(self, now: datetime, room: int | None = None) -> int:
+        """How many dispatches the due rows call for, at most ``room`` (the parallel limit)."""
+        return due_batches(self, now, self.settings.max_parallel if room is None else room)
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from models import Priority
-from worker.dispatch.claim import ClaimedRow, claim, tenant_of
+from worker.dispatch.claim import ClaimedRow, claim, count_due, tenant_of
 from worker.dispatch.gate.policy import Permit
 from worker.dispatch.gate.state import GateView, held_keys
 from worker.dispatch.turns import ALL_HELD
@@ -26,6 +26,21 @@ def beat_view(dispatcher: Dispatcher, connection: Connection) -> GateView:
     if not dispatcher.turns.in_force:
         return view
     return replace(view, key_refused=False, paused_until=view.api_paused_until, next_send_at=None)
+
+
+def due_batches(dispatcher: Dispatcher, now: datetime, room: int) -> int:
+    """How many dispatches beat should queue for the due rows, at most ``room``: none while
+    the gate holds every dispatch back; the count reads no further than ``room`` batches."""
+    if room <= 0:
+        return 0
+    with dispatcher.engine.connect() as connection:
+        view = beat_view(dispatcher, connection)
+        wanted = min(room, dispatcher.gate.dispatches_wanted(view, now))
+        if not wanted:
+            return 0
+        size = dispatcher.gate.batch_size(view)
+        due = count_due(connection, now=now, cap=size * wanted)
+    return min(wanted, -(-due // size))
 
 
 def under_rows_key(

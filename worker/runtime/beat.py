@@ -23,7 +23,7 @@ from worker.dispatch.dispatcher import Dispatcher
 from worker.runtime.beat_lock import BeatLock
 from worker.runtime.celery_app import settings
 from worker.runtime.housekeeping import Housekeeping, PruneSchedule
-from worker.runtime.tasks import ready_to_wake, wake_dispatchers
+from worker.runtime.tasks import queued_tasks, ready_to_wake, wake_dispatchers
 from worker.runtime.wakeup import insert_watcher
 from worker.wiraya.results import Communication, SendResult
 
@@ -84,8 +84,11 @@ class OutboxScheduler(Scheduler):
         A database or broker that cannot be reached is logged and tried again at the next
         look: beat keeps running, the rows stay due.
         """
+        # As many dispatches as may wait are waiting: they will claim what is due, and the
+        # count (beside a drain, a walk past every row claimed since the last vacuum) is spared.
+        room = settings.max_parallel - queued_tasks()
         try:
-            due = self.counter.due_batches(self.clock())
+            due = self.counter.due_batches(self.clock(), room)
         except SQLAlchemyError as error:
             log.warning("could not count due rows (looking again soon): %s", error)
             return 0

@@ -46,6 +46,18 @@ def test_due_batches_counts_batches_of_the_permitted_size(outbox: Outbox) -> Non
     assert dispatcher.due_batches(now + timedelta(seconds=9)) == 3
 
 
+def test_due_batches_counts_no_further_than_the_room_left_for_waiting_dispatches(
+    outbox: Outbox,
+) -> None:
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=10, OUTBOX_MAX_PARALLEL_DISPATCHES=4)
+    now = outbox.clock.now
+    outbox.enqueue_ordinary(55)
+    assert dispatcher.due_batches(now, room=2) == 2
+    with outbox_statements(outbox.engine) as statements:
+        assert dispatcher.due_batches(now, room=0) == 0  # as many wait as may: nothing to count
+    assert statements == []
+
+
 def test_a_dispatch_sends_full_batches_back_to_back_and_wakes_another_once(
     outbox: Outbox,
 ) -> None:

@@ -5,14 +5,13 @@ the periodic claim from the head of each lane.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, update
 
 from models import Priority, Status
 from models.outbox import outbox_messages as outbox
+from tests.integration.dispatch.harness import outbox_statements
 from tests.integration.dispatch.test_claim_and_record import LEASE, NOW, add_rows, gate_version
 from worker.dispatch import claim as claims
 from worker.dispatch.floors import FULL_SCAN_EVERY, LaneFloors
@@ -93,22 +92,6 @@ def test_a_claim_that_comes_back_short_leaves_no_floor_so_the_next_reads_once(
     assert not floors.ends
 
     later = add_rows(engine, 1, "later", next_attempt_at=NOW - timedelta(minutes=1))
-    with statements_on(engine, "outbox_messages") as statements:
+    with outbox_statements(engine) as statements:
         assert claim_ids(engine, floors, 5) == later
     assert len(statements) == 1
-
-
-@contextmanager
-def statements_on(engine: Engine, table: str) -> Iterator[list[str]]:
-    """The statements run on ``engine`` in the block that name ``table``."""
-    statements: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if table in statement:
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
