@@ -230,7 +230,8 @@ def claim(
     Urgent rows go in a batch of their own unless ``urgent_alone`` is false. With ``floors``
     (a process's own), the normal and bulk lanes are read past the rows its last claims took;
     a claim that comes back short there takes the rest from the head of each lane, and a claim
-    short after that leaves no floors (the lanes hold no more due rows). With
+    short after that leaves no floors (the lanes hold no more due rows), unless ``tenant``
+    chose whose rows it took. With
     ``tenant``, that tenant's rows only (else the tenant of the row that would come first).
     """
     floors = floors if floors is not None else LaneFloors()
@@ -257,8 +258,11 @@ def claim(
             "batch_tenant": tenant_of(rows) if rows else tenant,
         }
         rows += _claimed(connection, rest)
-    if len(rows) < limit and not urgent:  # every lane's due rows taken: nothing lies above
-        floors.clear()  # a floor, and the next claim reads once, from the heads
+    if len(rows) < limit and not urgent and tenant is None:
+        # Every due row taken (of the tenant that came first: one tenant's short claim says
+        # nothing of another's that ``tenant`` chose): nothing lies above a floor, and the
+        # next claim reads once, from the heads.
+        floors.clear()
     else:
         floors.advance([(row.priority, row.id, row.due_at) for row in rows])
     rows.sort(key=lambda row: row.id)

@@ -13,7 +13,8 @@ above the floors that comes back short of its limit claims the rest from the hea
 at once, and every ``FULL_SCAN_EVERY``-th claim starts from the heads anyway: a row below a
 floor waits at most that many of this process's full batches. A claim short even after that
 has taken every due row: it leaves no floors, so at a trickle each claim reads once, from the
-heads, instead of above a floor and then from the heads.
+heads, instead of above a floor and then from the heads. (A claim for a tenant chosen by turns
+keeps them: its tenant's rows running out says nothing of the others'.)
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from worker.dispatch import claim as claims
 from worker.dispatch.floors import FULL_SCAN_EVERY, LaneFloors
 
 
-def claim_ids(engine: Engine, floors: LaneFloors, limit: int) -> list[int]:
+def claim_ids(
+    engine: Engine, floors: LaneFloors, limit: int, tenant: str | None = None
+) -> list[int]:
     with engine.begin() as connection:
         rows = claims.claim(
             connection,
@@ -27,6 +29,7 @@ def claim_ids(engine: Engine, floors: LaneFloors, limit: int) -> list[int]:
             version=gate_version(connection),
             token=claims.new_token(),
             floors=floors,
+            tenant=tenant,
         )
     return [row.id for row in rows]
 
@@ -95,3 +98,14 @@ def test_a_claim_that_comes_back_short_leaves_no_floor_so_the_next_reads_once(
     with outbox_statements(engine) as statements:
         assert claim_ids(engine, floors, 5) == later
     assert len(statements) == 1
+
+
+def test_a_short_claim_for_a_tenant_chosen_by_turns_keeps_the_floors(engine: Engine) -> None:
+    """The clinic's rows running out says nothing of the shop's: their floor stays."""
+    due = NOW - timedelta(minutes=1)
+    shop = add_rows(engine, 10, "shop", next_attempt_at=due, tenant="shop")
+    clinic = add_rows(engine, 2, "clinic", next_attempt_at=due, tenant="clinic")
+    floors = LaneFloors()
+    assert claim_ids(engine, floors, 5, tenant="shop") == shop[:5]
+    assert claim_ids(engine, floors, 5, tenant="clinic") == clinic
+    assert floors.ends[Priority.NORMAL][1] == max(shop[4], clinic[1])
