@@ -150,6 +150,8 @@ def _window_failure(kind: ApiFault, retry_after: float | None) -> SendResult | N
     """The failure a window answers every request with (None: it hangs)."""
     if kind is ApiFault.OUTAGE:
         return ServerError("HTTP 503: service unavailable", status=503)
+    if kind is ApiFault.SERVER_ERRORS:
+        return ServerError("HTTP 500: internal error", status=500)
     if kind is ApiFault.HTML:
         return ServerError("HTTP 502: an HTML page (<html>Bad Gateway</html>)", status=502)
     if kind is ApiFault.REFUSED:

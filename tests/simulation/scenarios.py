@@ -186,6 +186,18 @@ POISONED_PROBE = FaultPlan(
     fault_end=20.0,
 )
 
+# Found in review: the API's own server answers every request with a 500 for a minute. Each
+# probe's message, failing alone, is judged on its own (nothing counted against the API); the
+# probe that proved nothing must keep the probe interval, or the next probe follows at once
+# (every look of beat) and each spends a message's attempt.
+SERVER_ERRORS_FOR_A_MINUTE = FaultPlan(
+    workers=2,
+    arrivals=(Arrival(0.0, 6),),
+    windows=(Window(ApiFault.SERVER_ERRORS, 0.0, 60.0),),
+    fault_end=60.0,
+    settings={**BASE_SETTINGS, "OUTBOX_POLL_INTERVAL_SECONDS": 1},
+)
+
 SCENARIOS: dict[str, FaultPlan] = {
     "poison-at-head": POISON_AT_HEAD,
     "two-poisons-in-a-batch": TWO_POISONS_IN_A_BATCH,
@@ -200,4 +212,5 @@ SCENARIOS: dict[str, FaultPlan] = {
     "tenant-limits": TENANT_LIMITS,
     "rate-lowered-while-booked": RATE_LOWERED_WHILE_BOOKED,
     "poisoned-probe": POISONED_PROBE,
+    "server-errors-for-a-minute": SERVER_ERRORS_FOR_A_MINUTE,
 }

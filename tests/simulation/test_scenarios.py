@@ -30,6 +30,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "tenant-limits": ("tenant-limits", {"paused", "rate", "stalled"}),
     "rate-lowered-while-booked": ("rate-after-429", {"rate"}),
     "poisoned-probe": ("poisoned-probe", {"probe"}),
+    "server-errors-for-a-minute": ("probe-spacing", {"innocent-failed"}),
 }
 OPEN = {**KNOWN_DEFECTS, **KNOWN_VIOLATIONS}
 # Scenarios whose cause differs between the databases run on both (the rest on SQLite).

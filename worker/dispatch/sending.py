@@ -150,7 +150,7 @@ class BatchSender:
                 run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
                 run.send_all(rest, on_settled)
             else:  # no answer (a message judged alone, or expired, proves nothing of the API)
-                _give_back(run.sending, run.permit)
+                _proved_nothing(run)
                 run.sent.unresolved += [outgoing.row for outgoing in rest]
         else:
             run.send_all(batch, on_settled)
@@ -205,7 +205,6 @@ class _Run:
     def suspect_alone(self, batch: list[Outgoing], started: datetime) -> Flow:
         """A suspect failed alone: its doing unless the API was seen failing for others within
         a probe interval (then it waits, unspent); never counted against the API."""
-        _give_back(self.sending, self.permit)
         until = _judged_at(self.permit.view, self.sending.gate.settings.probe_interval)
         if self.api_answers() or until is None or started >= until:
             return self.guilty(batch)
@@ -359,11 +358,13 @@ class _Run:
         return flow
 
 
-def _give_back(sending: BatchSender, permit: Permit) -> None:
-    """A probe that proved nothing of the API frees its lease for the next one."""
-    if permit.probe is not None:
-        with sending.connect() as connection:
-            sending.gate.give_back(connection, permit)
+def _proved_nothing(run: _Run) -> None:
+    """A probe without an answer frees its lease: the next may start at once when it sent
+    nothing, a probe interval on when its request failed (each would spend an attempt)."""
+    if run.permit.probe is not None:
+        later = run.sending.clock() + run.sending.gate.settings.probe_interval
+        with run.sending.connect() as connection:
+            run.sending.gate.give_back(connection, run.permit, later if run.sent.requests else None)
 
 
 def _judged_at(view: GateView, interval: timedelta) -> datetime | None:

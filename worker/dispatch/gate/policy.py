@@ -150,13 +150,18 @@ class Gate:
         later = [moment for moment in (view.key_next_probe_at, view.key_probe_until) if moment]
         return Permit(view, 0, wait_until=max(later, default=None), reason=view.key_reason)
 
-    def give_back(self, connection: Connection, permit: Permit) -> None:
-        """A probe that sent nothing (nothing could be sent) frees its lease for another worker."""
-        if permit.probe is ProbeKind.CIRCUIT and permit.probe_until is not None:
-            t.release_probe_if_mine(connection, until=permit.probe_until)
-        elif permit.probe is ProbeKind.KEY and permit.probe_until is not None:
+    def give_back(
+        self, connection: Connection, permit: Permit, next_probe: datetime | None = None
+    ) -> None:
+        """A probe ends without an answer: its lease goes to the next probe, at once when it
+        sent nothing, else not before ``next_probe``."""
+        until = permit.probe_until
+        if permit.probe is ProbeKind.CIRCUIT and until is not None:
+            t.release_probe_if_mine(connection, until=until, next_probe=next_probe)
+        elif permit.probe is ProbeKind.KEY and until is not None:
+            key = self._key(permit)
             t.release_key_probe_if_mine(
-                connection, fingerprint=self._key(permit), until=permit.probe_until, next_probe=None
+                connection, fingerprint=key, until=until, next_probe=next_probe
             )
 
     # -- what an answer changes --------------------------------------------------------------
@@ -242,13 +247,8 @@ class Gate:
             probe_at=now + self.settings.probe_interval,
             was_probe=permit.probe is ProbeKind.CIRCUIT,
         )
-        if permit.probe is ProbeKind.KEY and permit.probe_until is not None:
-            t.release_key_probe_if_mine(
-                connection,
-                fingerprint=self._key(permit),
-                until=permit.probe_until,
-                next_probe=now + self.settings.probe_interval,
-            )
+        if permit.probe is ProbeKind.KEY:
+            self.give_back(connection, permit, now + self.settings.probe_interval)
         elif not counted:
             self.give_back(connection, permit)
         return counted

@@ -218,11 +218,16 @@ def take_probe_if_free(
     return _execute(connection, statement)
 
 
-def release_probe_if_mine(connection: Connection, *, until: datetime) -> None:
-    """Give back a probe that sent nothing (no row could be sent)."""
-    statement = (
-        update(gate).where(_this_gate(), gate.c.probe_until == until).values(probe_until=None)
-    )
+def release_probe_if_mine(
+    connection: Connection, *, until: datetime, next_probe: datetime | None = None
+) -> None:
+    """End this worker's probe: at once when it sent nothing, or with the next probe not
+    before ``next_probe`` when its request drew no answer that said anything of the API."""
+    values: dict[str, Any] = {"probe_until": None}
+    if next_probe is not None:
+        later = _later(connection)
+        values["next_probe_at"] = later(func.coalesce(gate.c.next_probe_at, next_probe), next_probe)
+    statement = update(gate).where(_this_gate(), gate.c.probe_until == until).values(values)
     connection.execute(statement)
 
 
