@@ -86,14 +86,14 @@ class OutboxScheduler(Scheduler):
         """
         # As many dispatches as may wait are waiting: they will claim what is due, and the
         # count (beside a drain, a walk past every row claimed since the last vacuum) is spared.
-        room = settings.max_parallel - queued_tasks()
+        queued = queued_tasks()
         try:
-            due = self.counter.due_batches(self.clock(), room)
+            due = self.counter.due_batches(self.clock(), settings.max_parallel - queued)
         except SQLAlchemyError as error:
             log.warning("could not count due rows (looking again soon): %s", error)
             return 0
         log.debug("beat: due batches: %d", due)
-        return wake_dispatchers(due) if due else 0
+        return wake_dispatchers(due, queued) if due else 0
 
     def close(self) -> None:
         if self.listener is not None:

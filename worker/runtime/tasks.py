@@ -73,9 +73,11 @@ def ready_to_wake() -> None:
     queued_tasks()  # connects, declares the queue; logs what goes wrong
 
 
-def wake_dispatchers(wanted: int = 1) -> int:
-    """Queue dispatch tasks, up to OUTBOX_MAX_PARALLEL_DISPATCHES waiting at once."""
-    count = min(wanted, settings.max_parallel - queued_tasks())
+def wake_dispatchers(wanted: int = 1, queued: int | None = None) -> int:
+    """Queue dispatch tasks, up to OUTBOX_MAX_PARALLEL_DISPATCHES waiting at once (``queued``:
+    the tasks waiting, when the caller has just asked the broker)."""
+    waiting = queued_tasks() if queued is None else queued
+    count = min(wanted, settings.max_parallel - waiting)
     try:
         for _ in range(count):
             dispatch.delay()

@@ -101,7 +101,8 @@ def test_a_claim_that_comes_back_short_leaves_no_floor_so_the_next_reads_once(
 
 
 def test_a_short_claim_for_a_tenant_chosen_by_turns_keeps_the_floors(engine: Engine) -> None:
-    """The clinic's rows running out says nothing of the shop's: their floor stays."""
+    """The clinic's rows running out says nothing of the shop's: the floors stay (moved past
+    the rows the clinic's claim took), where a claim of whoever comes first clears them."""
     due = NOW - timedelta(minutes=1)
     shop = add_rows(engine, 10, "shop", next_attempt_at=due, tenant="shop")
     clinic = add_rows(engine, 2, "clinic", next_attempt_at=due, tenant="clinic")
