@@ -152,6 +152,24 @@ def test_one_probe_at_a_time_on_its_own_cadence(connection: Connection) -> None:
     assert not t.take_probe_if_free(connection, now=NOW, until=NOW, threshold=4)  # not open
 
 
+def test_a_probe_that_drew_no_answer_keeps_the_cadence_and_another_may_not_move_it(
+    connection: Connection,
+) -> None:
+    for second in range(3):
+        fail(connection, started=NOW, now=NOW + second * SECOND, pause=SECOND)
+    until = NOW + 18 * SECOND
+    assert t.take_probe_if_free(connection, now=NOW + 12 * SECOND, until=until, threshold=3)
+    later = NOW + 23 * SECOND  # its request failed at 13 s: the next probe a probe interval on
+    t.release_probe_if_mine(connection, until=NOW + 99 * SECOND, next_probe=later)  # not its
+    assert view(connection).probe_until == until and view(connection).next_probe_at < later
+    t.release_probe_if_mine(connection, until=until, next_probe=later)
+    assert view(connection).probe_until is None and view(connection).next_probe_at == later
+    again = NOW + 29 * SECOND
+    assert t.take_probe_if_free(connection, now=later, until=again, threshold=3)
+    t.release_probe_if_mine(connection, until=again, next_probe=NOW)  # never brought forward
+    assert view(connection).probe_until is None and view(connection).next_probe_at == later
+
+
 def test_slots_are_booked_only_from_the_cursor_read(connection: Connection) -> None:
     def book(read: datetime | None, booked: datetime, rate: float | None = None) -> bool:
         return t.book_slot_if_unchanged(

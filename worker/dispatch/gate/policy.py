@@ -247,10 +247,8 @@ class Gate:
             probe_at=now + self.settings.probe_interval,
             was_probe=permit.probe is ProbeKind.CIRCUIT,
         )
-        if permit.probe is ProbeKind.KEY:
+        if permit.probe is ProbeKind.KEY or not counted:  # (a counted probe's lease is over)
             self.give_back(connection, permit, now + self.settings.probe_interval)
-        elif not counted:
-            self.give_back(connection, permit)
         return counted
 
 
