@@ -361,9 +361,10 @@ class _Run:
 def _proved_nothing(run: _Run) -> None:
     """A probe without an answer frees its lease: the next may start at once when it sent
     nothing, a probe interval on when its request failed (each would spend an attempt)."""
-    later = run.sending.clock() + run.sending.gate.settings.probe_interval
-    with run.sending.connect() as connection:
-        run.sending.gate.give_back(connection, run.permit, later if run.sent.requests else None)
+    if run.permit.probe is not None:
+        later = run.sending.clock() + run.sending.gate.settings.probe_interval
+        with run.sending.connect() as connection:
+            run.sending.gate.give_back(connection, run.permit, later if run.sent.requests else None)
 
 
 def _judged_at(view: GateView, interval: timedelta) -> datetime | None:
