@@ -214,7 +214,9 @@ def test_a_raw_sql_rows_segments_count_from_its_text(outbox: Outbox) -> None:
 
 
 def test_the_quota_day_follows_its_time_zone_and_an_expiring_message_fails(outbox: Outbox) -> None:
-    outbox.clock.move_to(datetime(2026, 12, 7, 22, 30, tzinfo=UTC))  # 23:30 in Stockholm
+    stockholm = ZoneInfo("Europe/Stockholm")
+    day = (outbox.clock.now.astimezone(stockholm) + timedelta(days=1)).date()
+    outbox.clock.move_to(datetime.combine(day, time(23, 30), stockholm).astimezone(UTC))
     enqueue(outbox, "clinic", 1, 100)
     soon = add(outbox, "clinic", "soon", ALPHA, expires_at=outbox.clock.now + timedelta(minutes=20))
     later = add(outbox, "clinic", "later", ALPHA)
@@ -224,12 +226,14 @@ def test_the_quota_day_follows_its_time_zone_and_an_expiring_message_fails(outbo
 
     outbox.drain(dispatcher)
 
-    midnight = datetime(2026, 12, 7, 23, 0, tzinfo=UTC)  # the next quota day in Stockholm
+    midnight = datetime.combine(day + timedelta(days=1), time(0), stockholm).astimezone(UTC)
     rows = outbox.rows()
     assert (rows[soon].status, rows[soon].attempts) == (Status.FAILED, 0)
-    assert rows[soon].last_error == "expired: daily quota used up until 2026-12-07 23:00 UTC"
+    assert (
+        rows[soon].last_error == f"expired: daily quota used up until {midnight:%Y-%m-%d %H:%M} UTC"
+    )
     assert (rows[later].status, rows[later].next_attempt_at) == (Status.PENDING, midnight)
-    assert counts(outbox) == {(date(2026, 12, 7), "clinic"): (1, 1)}
+    assert counts(outbox) == {(day, "clinic"): (1, 1)}
 
 
 def test_a_booking_refused_again_and_again_waits_a_moment_uncounted(
