@@ -70,7 +70,6 @@ def fail(connection: Connection, *, started: datetime, now: datetime, pause: tim
         pause_until=now + pause,
         threshold=3,
         probe_at=now + 10 * SECOND,
-        was_probe=False,
     )
 
 
@@ -168,6 +167,26 @@ def test_a_probe_that_drew_no_answer_keeps_the_cadence_and_another_may_not_move_
     assert t.take_probe_if_free(connection, now=later, until=again, threshold=3)
     t.release_probe_if_mine(connection, until=again, next_probe=NOW)  # never brought forward
     assert view(connection).probe_until is None and view(connection).next_probe_at == later
+
+
+def test_a_lapsed_probes_late_failure_leaves_the_next_probes_lease(connection: Connection) -> None:
+    for second in range(3):
+        fail(connection, started=NOW, now=NOW + second * SECOND, pause=SECOND)
+    first, second = NOW + 18 * SECOND, NOW + 25 * SECOND
+    assert t.take_probe_if_free(connection, now=NOW + 12 * SECOND, until=first, threshold=3)
+    assert t.take_probe_if_free(connection, now=first, until=second, threshold=3)  # it lapsed
+    late = NOW + 19 * SECOND  # the first probe's request fails after its lease ended
+    assert t.count_failure_unless_answered_since(
+        connection,
+        started=NOW + 12 * SECOND,
+        now=late,
+        reason="timed out",
+        pause_until=late + SECOND,
+        threshold=3,
+        probe_at=late + 10 * SECOND,
+        probe_until=first,
+    )
+    assert view(connection).probe_until == second  # still one probe in flight: the second's
 
 
 def test_slots_are_booked_only_from_the_cursor_read(connection: Connection) -> None:

@@ -76,7 +76,6 @@ def fill_sample(engine: Engine) -> None:
             pause_until=_now() + timedelta(minutes=5),
             threshold=5,
             probe_at=_now() + timedelta(minutes=5),
-            was_probe=False,
         )
 
 

@@ -182,7 +182,6 @@ def test_stats_shows_a_paused_gate(outbox: Engine, capsys: pytest.CaptureFixture
             pause_until=_now() + timedelta(minutes=5),
             threshold=5,
             probe_at=_now() + timedelta(minutes=5),
-            was_probe=False,
         )
     code, out, _ = run(_url(outbox), "stats", capsys=capsys)
     assert code == 0

@@ -245,7 +245,7 @@ class Gate:
             pause_until=now + min(cooldown, self.settings.probe_interval),
             threshold=self.settings.circuit_failures,
             probe_at=now + self.settings.probe_interval,
-            was_probe=permit.probe is ProbeKind.CIRCUIT,
+            probe_until=permit.probe_until if permit.probe is ProbeKind.CIRCUIT else None,
         )
         if permit.probe is ProbeKind.KEY or not counted:  # (a counted probe's lease is over)
             self.give_back(connection, permit, now + self.settings.probe_interval)

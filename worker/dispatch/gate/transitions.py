@@ -101,11 +101,12 @@ def count_failure_unless_answered_since(
     pause_until: datetime,
     threshold: int,
     probe_at: datetime,
-    was_probe: bool,
+    probe_until: datetime | None = None,
 ) -> bool:
     """A request-level failure of a request that started at ``started``: count it, pause every
     worker until ``pause_until`` (never shortening a pause) and, at the threshold, open the circuit
-    with its first probe after ``probe_at``; a probe's own failure also ends its lease. Refused
+    with its first probe after ``probe_at``; a probe's own failure also ends its lease (the one
+    ending at ``probe_until``: not one another worker took since it lapsed). Refused
     when a request was answered after ``started``: the API answers others, so the failure belongs
     to a message of that request."""
     later = _later(connection)
@@ -123,8 +124,10 @@ def count_failure_unless_answered_since(
         "version": gate.c.version + 1,
         "updated_at": now,
     }
-    if was_probe:
-        values["probe_until"] = None
+    if probe_until is not None:  # this worker's probe ends, not one another took since
+        values["probe_until"] = case(
+            (gate.c.probe_until == probe_until, None), else_=gate.c.probe_until
+        )
     statement = (
         update(gate)
         .where(
