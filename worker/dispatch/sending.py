@@ -2,7 +2,8 @@
 
 - Every request has a wall-clock deadline: the client's timeout, cut to the batch's lease (no
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
-  reaches the API after its expiry). A request that cannot get a useful deadline is not made.
+  reaches the API after its expiry). A request that cannot get a useful deadline is not made:
+  one shorter than an answer of its batch took would time out at the API, and be sent again.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
   message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back); a too-large
   batch halving its way down gives way to urgent rows due (the rest goes back unspent).
@@ -51,6 +52,7 @@ from worker.wiraya.results import (
     RequestFailure,
     SendResult,
     ServerError,
+    TransportError,
     Unauthorized,
     Unknown,
 )
@@ -167,6 +169,7 @@ class _Run:
         self.lease_end = lease_end
         self.sent = BatchSend()
         self.answered_here = False  # some request of this batch was answered
+        self.slowest_answer = MIN_REQUEST_WINDOW  # no request starts with less time than this
 
     def api_answers(self) -> bool:
         """Whether this batch had an answer, or the gate's last news of the API is one."""
@@ -267,7 +270,7 @@ class _Run:
             return Flow.OK, now
         expiries = [o.expires_at for o in batch if o.expires_at is not None]
         bound = min([now + self.sending.timeout, self.lease_end - RECORD_MARGIN, *expiries])
-        if self.sending.should_stop() or bound - now < MIN_REQUEST_WINDOW:
+        if self.sending.should_stop() or bound - now < self.slowest_answer:
             self.stop(batch)
             return Flow.STOP, now
         result = self._request(batch, now, bound)
@@ -280,6 +283,9 @@ class _Run:
         seconds = self.sending.monotonic() - clock_started
         self.sent.requests.append(RequestRecord(now, len(batch), seconds, type(result).__name__))
         reach.note(self.sent.reached, batch, result)
+        if not isinstance(result, TransportError):  # an answer: a shorter window would time out
+            took = min(self.sending.clock() - now, self.sending.timeout)
+            self.slowest_answer = max(self.slowest_answer, took)
         return result
 
     def _settle(self, batch: list[Outgoing], result: SendResult, started: datetime) -> Flow:
@@ -288,9 +294,8 @@ class _Run:
         if isinstance(result, Answered):
             answers, outcomes = result.outcomes, self.sent.outcomes
             for outgoing in batch:
-                outcomes[outgoing.id] = answers.get(
-                    outgoing.communication.client_message_id, NO_RESULT
-                )
+                cmid = outgoing.communication.client_message_id
+                outcomes[outgoing.id] = answers.get(cmid, NO_RESULT)
             self.answered_here = True
             with self.sending.connect() as connection:
                 gate.answered(connection, permit, started=started, size=len(batch), now=now)
@@ -301,15 +306,11 @@ class _Run:
                 with self.sending.connect() as connection:
                     gate.answered(connection, permit, started=started, size=0, now=now)
             return self._split(batch, result, now)
-        self.sent.failure = result
+        self.sent.failure, reason = result, _describe(result)
         if isinstance(result, RateLimited):
             with self.sending.connect() as connection:
                 gate.rate_limited(
-                    connection,
-                    permit,
-                    retry_after=result.retry_after,
-                    reason=_describe(result),
-                    now=now,
+                    connection, permit, retry_after=result.retry_after, reason=reason, now=now
                 )
             return self.stop(batch)
         if isinstance(result, Unauthorized):
@@ -318,7 +319,7 @@ class _Run:
                     connection,
                     permit,
                     status=result.status,
-                    reason=_describe(result),
+                    reason=reason,
                     started=started,
                     now=now,
                 )
@@ -361,10 +362,9 @@ class _Run:
 def _proved_nothing(run: _Run) -> None:
     """A probe without an answer frees its lease: the next may start at once when it sent
     nothing, a probe interval on when its request failed (each would spend an attempt)."""
-    if run.permit.probe is not None:
-        later = run.sending.clock() + run.sending.gate.settings.probe_interval
-        with run.sending.connect() as connection:
-            run.sending.gate.give_back(connection, run.permit, later if run.sent.requests else None)
+    later = run.sending.clock() + run.sending.gate.settings.probe_interval
+    with run.sending.connect() as connection:
+        run.sending.gate.give_back(connection, run.permit, later if run.sent.requests else None)
 
 
 def _judged_at(view: GateView, interval: timedelta) -> datetime | None:
@@ -389,9 +389,8 @@ def _both_taken(
 
 def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
     """Whether request ``index`` sent ``half`` whole and was answered."""
-    if index >= len(requests):
-        return False
-    return (requests[index].size, requests[index].result) == (len(half), Answered.__name__)
+    request = requests[index] if index < len(requests) else None
+    return request is not None and (request.size, request.result) == (len(half), Answered.__name__)
 
 
 def _describe(failure: RequestFailure) -> str:

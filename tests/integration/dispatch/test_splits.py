@@ -7,6 +7,8 @@ compared with the sandbox's ledger: what Wiraya would hold.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -15,6 +17,7 @@ from models import Status
 from sandbox.faults import Faults, Validation
 from tests.integration.dispatch.harness import (
     ALPHA,
+    Clock,
     Outbox,
     WhileSending,
     outage_from,
@@ -22,8 +25,9 @@ from tests.integration.dispatch.harness import (
     recipient,
 )
 from worker.dispatch.dispatcher import BatchSummary
+from worker.dispatch.sending import Sender
 from worker.wiraya.codec import encode_request
-from worker.wiraya.results import Communication
+from worker.wiraya.results import Communication, SendResult, TransportError
 
 REFUSED_BY_API = "46700000005"
 
@@ -179,3 +183,38 @@ def test_a_failure_mid_split_keeps_the_answers_already_received(outbox: Outbox) 
     gate = outbox.gate()
     assert gate.failures == 1
     assert gate.batch_limit is not None and gate.batch_limit <= 4  # learnt before the outage
+
+
+class SlowApi:
+    """A sender whose every request takes ``seconds`` of the test clock to be answered.
+
+    A request whose deadline comes sooner still reaches the API (the sandbox receives it) but
+    times out: the clock moves by its window and the outcome is unknown, as with a real client.
+    """
+
+    def __init__(self, inner: Sender, clock: Clock, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+
+    def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
+        window = self.seconds if deadline is None else deadline - time.monotonic()
+        result = self.inner.send(batch, deadline=deadline)
+        self.clock.advance(min(window, self.seconds))
+        return result if window >= self.seconds else TransportError("timed out")
+
+
+def test_a_request_is_not_made_in_less_time_than_this_batchs_answers_took(
+    outbox: Outbox,
+) -> None:
+    outbox.sandbox.set_faults(max_batch=1)
+    messages = outbox.enqueue_ordinary(4)
+    dispatcher = outbox.dispatcher(OUTBOX_LEASE_SECONDS=5, WIRAYA_TIMEOUT_SECONDS=2)
+    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=1.5)
+
+    summary = dispatcher.dispatch_once()
+
+    # Requests at +0 s ([4] too large) and +1.5 s ([2] too large); at +3 s a third would have
+    # 1 s before the lease's record margin, less than each answer took: it would time out
+    # after reaching the API, and its message be sent again. The batch goes back unspent.
+    assert (summary.requests, summary.retried, summary.released) == (2, 0, 4)
+    assert outbox.sandbox.ledger() == {}
+    assert {outbox.row(m).attempts for m in messages} == {0}
