@@ -2,8 +2,9 @@
 
 - Every request has a wall-clock deadline: the client's timeout, cut to the batch's lease (no
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
-  reaches the API after its expiry). A request that cannot get a useful deadline is not made:
-  one shorter than an answer of its batch took would time out at the API, and be sent again.
+  reaches the API after its expiry), and a probe's to its lease (no other probe goes out beside
+  it). A request that cannot get a useful deadline is not made: one shorter than an answer of
+  its batch took would time out at the API, and be sent again.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
   message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back); a too-large
   batch halving its way down gives way to urgent rows due (the rest goes back unspent).
@@ -268,8 +269,8 @@ class _Run:
         batch = drop_expiring(batch, now, self.sent.expired)
         if not batch:
             return Flow.OK, now
-        expiries = [o.expires_at for o in batch if o.expires_at is not None]
-        bound = min([now + self.sending.timeout, self.lease_end - RECORD_MARGIN, *expiries])
+        ends = [now + self.sending.timeout, self.lease_end - RECORD_MARGIN, self.permit.probe_until]
+        bound = min(filter(None, ends + [o.expires_at for o in batch]))
         if self.sending.should_stop() or bound - now < self.slowest_answer:
             self.stop(batch)
             return Flow.STOP, now

@@ -8,7 +8,9 @@ interleavings are in test_gate_interleavings.py.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, text
@@ -22,6 +24,7 @@ from worker.dispatch import gate as gates
 from worker.dispatch.gate import transitions
 from worker.dispatch.retry import INITIAL_RATE
 from worker.dispatch.summary import BatchSummary
+from worker.wiraya.results import Communication, SendResult
 
 PROBE_INTERVAL = timedelta(seconds=10)  # the default OUTBOX_PROBE_INTERVAL_SECONDS
 KEY_RETRY = timedelta(seconds=300)  # the default OUTBOX_REFUSED_KEY_RETRY_SECONDS
@@ -362,18 +365,7 @@ def test_a_pause_set_while_waiting_for_a_slot_is_honoured(outbox: Outbox) -> Non
     outbox.set_gate(rate=1.0, next_send_at=outbox.clock.now + timedelta(seconds=1))
     dispatcher = outbox.dispatcher()
 
-    def another_worker_pauses_everyone(seconds: float) -> None:
-        outbox.sleeps.append(seconds)
-        with outbox.engine.connect() as connection:
-            transitions.note_rate_limited(
-                connection,
-                now=outbox.clock.now,
-                reason="RateLimited: HTTP 429",
-                pause_until=outbox.clock.now + timedelta(seconds=30),
-            )
-            connection.commit()
-
-    dispatcher.sleep = another_worker_pauses_everyone
+    dispatcher.sleep = another_worker_pauses_everyone(outbox, seconds=30)
 
     summary = dispatcher.dispatch_once()
 
@@ -411,3 +403,74 @@ def test_another_keys_refusal_leaves_every_other_brake_on(outbox: Outbox) -> Non
     assert (probe.state, probe.requests) == ("alarm", 1)  # one probe, not a batch
     assert dispatcher.dispatch_once().state == "paused"
     assert outbox.sandbox.request_count == 1
+
+
+def test_a_probes_request_ends_by_its_lease_after_a_slot_wait(outbox: Outbox) -> None:
+    """A probe may wait up to 2 s for its request slot, longer than its lease's margin over the
+    timeout: its request still ends when its lease does, so no other probe goes out beside it."""
+    outbox.enqueue_ordinary(3)
+    now = outbox.clock.now
+    outbox.set_gate(failures=3, reason="ServerError: HTTP 503", next_probe_at=now)
+    outbox.set_gate(rate=0.5, next_send_at=now + timedelta(seconds=1.9))  # a slot in 1.9 s
+    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=5)
+    dispatcher.sleep = outbox.clock.advance  # the wait takes its time
+    ends: list[tuple[datetime, datetime | None]] = []  # each request's deadline, the lease's
+
+    def note_the_deadline() -> BatchSummary:
+        window = timedelta(seconds=sender.deadline - time.monotonic())
+        ends.append((outbox.clock.now + window, outbox.gate().probe_until))
+        return BatchSummary()
+
+    sender = DeadlineNoted(dispatcher.sender, note_the_deadline)
+    dispatcher.sender = sender
+
+    probe = dispatcher.dispatch_once()
+
+    assert probe.requests >= 1 and probe.accepted >= 1  # the probe went out, and was answered
+    deadline, lease_end = ends[0]
+    assert lease_end is not None and deadline <= lease_end
+
+
+class DeadlineNoted(WhileSending):
+    """A sender that keeps each request's deadline where ``meanwhile`` can read it."""
+
+    deadline = 0.0
+
+    def send(self, batch: Sequence[Communication], *, deadline: float | None = None) -> SendResult:
+        self.deadline = deadline if deadline is not None else float("inf")
+        return super().send(batch, deadline=deadline)
+
+
+def test_a_probe_held_while_waiting_for_its_slot_gives_its_lease_back(outbox: Outbox) -> None:
+    """A 429 pauses everyone while the probe waits for its slot: the probe sends nothing, and
+    its lease is free for the next probe once the pause ends, not when the lease would lapse."""
+    outbox.enqueue_ordinary(3)
+    now = outbox.clock.now
+    outbox.set_gate(failures=3, reason="ServerError: HTTP 503", next_probe_at=now)
+    outbox.set_gate(rate=1.0, next_send_at=now + timedelta(seconds=1))
+    dispatcher = outbox.dispatcher()
+
+    dispatcher.sleep = another_worker_pauses_everyone(outbox, seconds=2)
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.requests, summary.released) == ("paused", 0, 3)
+    assert outbox.gate().probe_until is None  # the next probe need not wait for it to lapse
+    outbox.clock.advance(2)
+    assert dispatcher.dispatch_once().accepted == 3
+
+
+def another_worker_pauses_everyone(outbox: Outbox, seconds: float) -> Callable[[float], None]:
+    """A dispatcher's ``sleep``: while it waits for its slot, a 429 pauses everyone."""
+
+    def sleep(wait: float) -> None:
+        outbox.sleeps.append(wait)
+        with outbox.engine.begin() as connection:
+            transitions.note_rate_limited(
+                connection,
+                now=outbox.clock.now,
+                reason="RateLimited: HTTP 429",
+                pause_until=outbox.clock.now + timedelta(seconds=seconds),
+            )
+
+    return sleep
