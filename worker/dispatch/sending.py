@@ -41,6 +41,7 @@ from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow, urgent_due_now
 from worker.dispatch.gate import GateView
 from worker.dispatch.gate.policy import Gate, Permit
+from worker.dispatch.request_log import RequestRecord, both_taken
 from worker.dispatch.screen import ISOLATED, MIN_REQUEST_WINDOW, Outgoing, drop_expiring
 from worker.wiraya.results import (
     Answered,
@@ -78,16 +79,6 @@ class Flow(Enum):
     OK = "ok"  # answered: every message has an outcome, or was split until it had one
     FAILED = "failed"  # a request-level failure; the gate has not been told yet
     STOP = "stop"  # nothing more may be sent for this batch
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request made: when it started, how many messages, how long, what came back."""
-
-    started: datetime
-    size: int
-    seconds: float
-    result: str
 
 
 @dataclass
@@ -149,11 +140,11 @@ class BatchSender:
         if permit.probe is not None and batch:
             # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
-            if run.send_and_settle(probe) is Flow.OK and run.answered_here:
+            if run.send_and_settle(probe) is Flow.OK and run.answered_here and _reopened(run):
                 run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
                 run.send_all(rest, on_settled)
             else:  # no answer (a message judged alone, or expired, proves nothing of the API)
-                _proved_nothing(run)
+                _proved_nothing(run)  # or one older than a failure counted meanwhile
                 run.sent.unresolved += [outgoing.row for outgoing in rest]
         else:
             run.send_all(batch, on_settled)
@@ -352,7 +343,7 @@ class _Run:
             return self.stop(second)  # also for urgent rows due: the rest goes back unspent
         flow = self.send_and_settle(second)
         halves = (first_request, first), (second_request, second)
-        if isinstance(result, BatchTooLarge) and _both_taken(self.sent.requests, *halves):
+        if isinstance(result, BatchTooLarge) and both_taken(self.sent.requests, *halves):
             with self.sending.connect() as connection:
                 self.sending.gate.batches.too_large_for_its_size(
                     connection, halves=len(second), now=self.sending.clock()
@@ -360,9 +351,18 @@ class _Run:
         return flow
 
 
+def _reopened(run: _Run) -> bool:
+    """Whether the probe's answer reopened sending: one older than a failure another worker
+    counted meanwhile leaves the circuit open (and that failure's pause on)."""
+    gate = run.sending.gate
+    with run.sending.connect() as connection:
+        view = gate.read(connection, run.permit.view.key)
+    return gate.held_after_wait(view, Permit(view, run.permit.size), run.sending.clock()) is None
+
+
 def _proved_nothing(run: _Run) -> None:
-    """A probe without an answer frees its lease: the next may start at once when it sent
-    nothing, a probe interval on when its request failed (each would spend an attempt)."""
+    """A probe that did not reopen sending frees its lease: the next may start at once when it
+    sent nothing, a probe interval on when its request was made (each would spend an attempt)."""
     later = run.sending.clock() + run.sending.gate.settings.probe_interval
     with run.sending.connect() as connection:
         run.sending.gate.give_back(connection, run.permit, later if run.sent.requests else None)
@@ -377,21 +377,6 @@ def _rejection(result: BatchTooLarge | BadRequest) -> Rejected:
     """A message alone that the API refuses, with the API's reason."""
     too_large = isinstance(result, BatchTooLarge)
     return Rejected(f"too large: {result.reason}" if too_large else result.reason)
-
-
-def _both_taken(
-    requests: list[RequestRecord],
-    first: tuple[int, list[Outgoing]],
-    second: tuple[int, list[Outgoing]],
-) -> bool:
-    """Whether both halves of a too-large batch went whole and were answered: its size's fault."""
-    return second[0] > first[0] and all(_answered_whole(requests, *h) for h in (first, second))
-
-
-def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
-    """Whether request ``index`` sent ``half`` whole and was answered."""
-    request = requests[index] if index < len(requests) else None
-    return request is not None and (request.size, request.result) == (len(half), Answered.__name__)
 
 
 def _describe(failure: RequestFailure) -> str:

@@ -474,3 +474,42 @@ def another_worker_pauses_everyone(outbox: Outbox, seconds: float) -> Callable[[
             )
 
     return sleep
+
+
+def test_an_answered_probe_that_could_not_close_the_circuit_sends_no_more(
+    outbox: Outbox,
+) -> None:
+    """While the probe is out, a request another worker started before it fails and is counted:
+    the probe's answer is older news and leaves the circuit open. The rest of the probe's batch
+    goes back unspent, and the next probe comes a probe interval on: nothing goes out as if the
+    circuit were closed while its lease runs out."""
+    outbox.enqueue_ordinary(5)
+    before = outbox.clock.now - timedelta(seconds=1)
+    outbox.set_gate(failures=3, reason="ServerError: HTTP 503", next_probe_at=outbox.clock.now)
+    dispatcher = outbox.dispatcher(OUTBOX_BATCH_SIZE=5)
+
+    def an_older_request_fails() -> BatchSummary:  # while the probe's request is out
+        if outbox.gate().failures > 3:
+            return BatchSummary()
+        with outbox.engine.begin() as connection:
+            counted = transitions.count_failure_unless_answered_since(
+                connection,
+                started=before,
+                now=outbox.clock.now,
+                reason="TransportError: timed out",
+                pause_until=outbox.clock.now,
+                threshold=3,
+                probe_at=outbox.clock.now,
+            )
+        assert counted
+        outbox.clock.advance(0.1)
+        return BatchSummary()
+
+    dispatcher.sender = WhileSending(dispatcher.sender, an_older_request_fails)
+
+    probe = dispatcher.dispatch_once()
+
+    assert (probe.requests, probe.accepted, probe.released) == (1, 1, 4)
+    gate = outbox.gate()
+    assert gate.circuit_open(3) and gate.probe_until is None
+    assert gate.next_probe_at is not None and gate.next_probe_at > outbox.clock.now
