@@ -513,3 +513,22 @@ def test_an_answered_probe_that_could_not_close_the_circuit_sends_no_more(
     gate = outbox.gate()
     assert gate.circuit_open(3) and gate.probe_until is None
     assert gate.next_probe_at is not None and gate.next_probe_at > outbox.clock.now
+
+
+def test_a_refused_keys_try_without_an_answer_is_tried_again_a_probe_interval_on(
+    outbox: Outbox,
+) -> None:
+    """The key's try meets a 503: nothing was learnt of the key, so the next try is not a
+    whole refused-key interval away; its message is not spent."""
+    outbox.sandbox.set_faults(forbidden=True)
+    outbox.enqueue_ordinary(2)
+    dispatcher = outbox.dispatcher()
+    assert dispatcher.dispatch_once().state == "alarm"  # the key is refused
+    outbox.sandbox.set_faults(forbidden=False, outage=True)
+    outbox.clock.advance(KEY_RETRY.total_seconds())
+
+    tried = dispatcher.dispatch_once()
+
+    assert (tried.requests, tried.released) == (1, 2)
+    assert key_view(outbox, "sandbox").key_next_probe_at == outbox.clock.now + PROBE_INTERVAL
+    assert {(r.status, r.attempts) for r in outbox.rows().values()} == {(Status.PENDING, 0)}
