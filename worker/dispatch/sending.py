@@ -3,8 +3,9 @@
 - Every request has a wall-clock deadline: the client's timeout, cut to the batch's lease (no
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
   reaches the API after its expiry), and a probe's to its lease (no other probe goes out beside
-  it). A request that cannot get a useful deadline is not made: one shorter than an answer of
-  its batch took would time out at the API, and be sent again.
+  it). A request that cannot get a useful deadline is not made: one shorter than a request of
+  its batch that settled messages took would time out at the API, and be sent again (a split's
+  400s settle nothing: they never hold a split back, so every batch gets on with its split).
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
   message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back); a too-large
   batch halving its way down gives way to urgent rows due (the rest goes back unspent).
@@ -54,7 +55,6 @@ from worker.wiraya.results import (
     RequestFailure,
     SendResult,
     ServerError,
-    TransportError,
     Unauthorized,
     Unknown,
 )
@@ -260,7 +260,8 @@ class _Run:
         batch = drop_expiring(batch, now, self.sent.expired)
         if not batch:
             return Flow.OK, now
-        ends = [now + self.sending.timeout, self.lease_end - RECORD_MARGIN, self.permit.probe_until]
+        leases = [self.lease_end, self.permit.probe_until]  # a probe's own lease too
+        ends = [now + self.sending.timeout, *(end - RECORD_MARGIN for end in filter(None, leases))]
         bound = min(filter(None, ends + [o.expires_at for o in batch]))
         if self.sending.should_stop() or bound - now < self.slowest_answer:
             self.stop(batch)
@@ -275,7 +276,7 @@ class _Run:
         seconds = self.sending.monotonic() - clock_started
         self.sent.requests.append(RequestRecord(now, len(batch), seconds, type(result).__name__))
         reach.note(self.sent.reached, batch, result)
-        if not isinstance(result, TransportError):  # an answer: a shorter window would time out
+        if isinstance(result, Answered):  # it settled messages: a shorter window would time out
             took = min(self.sending.clock() - now, self.sending.timeout)
             self.slowest_answer = max(self.slowest_answer, took)
         return result

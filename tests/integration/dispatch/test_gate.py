@@ -19,6 +19,7 @@ from models import Status
 from sandbox.faults import Faults
 from sandbox.testing import running_sandbox
 from tests.integration.dispatch.harness import ALPHA, Outbox, WhileSending, recipient
+from tests.integration.dispatch.test_splits import SlowApi
 from worker.api_keys import key_fingerprint
 from worker.dispatch import gate as gates
 from worker.dispatch.gate import transitions
@@ -532,3 +533,24 @@ def test_a_refused_keys_try_without_an_answer_is_tried_again_a_probe_interval_on
     assert (tried.requests, tried.released) == (1, 2)
     assert key_view(outbox, "sandbox").key_next_probe_at == outbox.clock.now + PROBE_INTERVAL
     assert {(r.status, r.attempts) for r in outbox.rows().values()} == {(Status.PENDING, 0)}
+
+
+def test_a_probe_that_waited_for_its_slot_still_has_the_whole_timeout(outbox: Outbox) -> None:
+    """The API answers in 4.5 s of a 5 s timeout, and the probe waited 1.9 s for its slot: its
+    lease covers that wait, so its request is not cut short, times out at the API and is sent
+    again; it is answered and closes the circuit."""
+    messages = outbox.enqueue_ordinary(3)
+    now = outbox.clock.now
+    outbox.set_gate(failures=3, reason="ServerError: HTTP 503", next_probe_at=now)
+    outbox.set_gate(rate=0.5, next_send_at=now + timedelta(seconds=1.9))
+    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=5)
+    dispatcher.sleep = outbox.clock.advance
+    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=4.5)
+
+    probe = dispatcher.dispatch_once()
+
+    assert (probe.requests, probe.accepted) == (2, 3)  # the probe, then the rest at once
+    assert not outbox.gate().circuit_open(3)
+    outbox.settle(dispatcher)
+    ledger = outbox.sandbox.ledger()
+    assert {m: ledger[m].times_received for m in messages} == {m: 1 for m in messages}

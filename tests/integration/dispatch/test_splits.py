@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from models import Status
 from sandbox.faults import Faults, Validation
@@ -205,16 +206,39 @@ class SlowApi:
 def test_a_request_is_not_made_in_less_time_than_this_batchs_answers_took(
     outbox: Outbox,
 ) -> None:
-    outbox.sandbox.set_faults(max_batch=1)
     messages = outbox.enqueue_ordinary(4)
+    with outbox.engine.begin() as connection:  # suspects, as after a timeout: each goes alone
+        connection.execute(text("UPDATE outbox_messages SET suspicion = 1"))
     dispatcher = outbox.dispatcher(OUTBOX_LEASE_SECONDS=5, WIRAYA_TIMEOUT_SECONDS=2)
     dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=1.5)
 
     summary = dispatcher.dispatch_once()
 
-    # Requests at +0 s ([4] too large) and +1.5 s ([2] too large); at +3 s a third would have
-    # 1 s before the lease's record margin, less than each answer took: it would time out
-    # after reaching the API, and its message be sent again. The batch goes back unspent.
-    assert (summary.requests, summary.retried, summary.released) == (2, 0, 4)
-    assert outbox.sandbox.ledger() == {}
-    assert {outbox.row(m).attempts for m in messages} == {0}
+    # Answers at +1.5 s and +3 s; a third request would have 1 s before the lease's record
+    # margin, less than each answer took: it would time out after reaching the API, and its
+    # message be sent again. The rest goes back unspent.
+    assert (summary.requests, summary.accepted, summary.retried, summary.released) == (2, 2, 0, 2)
+    assert {m: e.times_received for m, e in outbox.sandbox.ledger().items()} == {
+        m: 1 for m in messages[:2]
+    }
+    assert [outbox.row(m).attempts for m in messages[2:]] == [0, 0]
+
+
+def test_a_slow_400_still_isolates_its_message_batch_after_batch(outbox: Outbox) -> None:
+    """Answers take 1.5 s of a 5 s lease, and the oldest message draws a 400: each batch's
+    split is cut short by the lease, yet the next batch goes on from there. Only a request that
+    settled messages bounds the next one's window: a split's 400s settle nothing, and the
+    requests a split would skip are the ones that find the bad message."""
+    outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
+    good = outbox.enqueue_ordinary(7)
+    dispatcher = outbox.dispatcher(
+        OUTBOX_LEASE_SECONDS=5, WIRAYA_TIMEOUT_SECONDS=2, OUTBOX_BATCH_SIZE=4
+    )
+    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=1.5)
+
+    for _ in range(10):
+        dispatcher.dispatch_once()
+        outbox.clock.advance(1)
+
+    assert outbox.row("refused-by-api").status == Status.FAILED
+    assert {outbox.row(m).status for m in good} == {Status.ACCEPTED}
