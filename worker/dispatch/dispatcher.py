@@ -171,10 +171,10 @@ class Dispatcher:
             self.on_full_batch()  # more is due: let another worker start on it now
         wait = _wait_for_slot(self, held, permit, now) if permit.allowed else permit.reason
         if wait is not None:
-            if permit.probe is not None:  # it sent nothing: the next probe need not wait for it
-                self.gate.give_back(held.as_connection(), permit)
             held.release()
             self.recorder.write_batch(summary, [released(row, None) for row in rows], token, now)
+            if permit.probe is not None:  # it sent nothing: the next probe need not wait for it
+                self.gate.give_back(held.as_connection(), permit)  # (its rows are free first)
             summary.state, summary.alarm = BatchState.PAUSED, wait
             return summary
         with batch_span(rows, summary):  # nothing at all unless tracing is on

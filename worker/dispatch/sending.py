@@ -3,9 +3,10 @@
 - Every request has a wall-clock deadline: the client's timeout, cut to the batch's lease (no
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
   reaches the API after its expiry), and a probe's to its lease (no other probe goes out beside
-  it). A request that cannot get a useful deadline is not made: one shorter than a request of
-  its batch that settled messages took would time out at the API, and be sent again (a split's
-  400s settle nothing: they never hold a split back, so every batch gets on with its split).
+  it). A request that cannot get a useful deadline is not made: one shorter than an answer of
+  its batch took would time out at the API, and be sent again. A split cut short so, before its
+  first half went, leaves the half that drew the 400 suspect: the next batch sends those alone,
+  and finds the bad message even when no batch's lease holds the whole split.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
   message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back); a too-large
   batch halving its way down gives way to urgent rows due (the rest goes back unspent).
@@ -55,6 +56,7 @@ from worker.wiraya.results import (
     RequestFailure,
     SendResult,
     ServerError,
+    TransportError,
     Unauthorized,
     Unknown,
 )
@@ -140,8 +142,10 @@ class BatchSender:
         if permit.probe is not None and batch:
             # The probe asks whether the API answers: the least suspected message, alone.
             probe, rest = batch[:1], batch[1:]
-            if run.send_and_settle(probe) is Flow.OK and run.answered_here and _reopened(run):
-                run.permit = Permit(permit.view, permit.size)  # open: the rest goes out
+            answered = run.send_and_settle(probe) is Flow.OK and run.answered_here
+            reopened = _reopened(run) if answered else None
+            if reopened is not None:
+                run.permit = reopened  # open: the rest goes out
                 run.send_all(rest, on_settled)
             else:  # no answer (a message judged alone, or expired, proves nothing of the API)
                 _proved_nothing(run)  # or one older than a failure counted meanwhile
@@ -243,8 +247,7 @@ class _Run:
         return Flow.OK
 
     def count_failure(self, started: datetime) -> bool:
-        failure = self.sent.failure
-        reason = _describe(failure) if failure else "request failed"
+        reason = _describe(self.sent.failure) if self.sent.failure else "request failed"
         with self.sending.connect() as connection:
             return self.sending.gate.failed(
                 connection, self.permit, started=started, reason=reason, now=self.sending.clock()
@@ -276,7 +279,7 @@ class _Run:
         seconds = self.sending.monotonic() - clock_started
         self.sent.requests.append(RequestRecord(now, len(batch), seconds, type(result).__name__))
         reach.note(self.sent.reached, batch, result)
-        if isinstance(result, Answered):  # it settled messages: a shorter window would time out
+        if not isinstance(result, TransportError):  # an answer: a shorter window would time out
             took = min(self.sending.clock() - now, self.sending.timeout)
             self.slowest_answer = max(self.slowest_answer, took)
         return result
@@ -339,6 +342,8 @@ class _Run:
         first_request = len(self.sent.requests)
         stopped = self.send_and_settle(first) is Flow.STOP
         second_request = len(self.sent.requests)
+        if stopped and second_request == first_request:  # cut short: the next batch sends alone
+            self.sent.unanswered.update(outgoing.id for outgoing in batch)
         halved_again = isinstance(result, BatchTooLarge) and second_request > first_request + 1
         if stopped or (halved_again and urgent_due_now(self.sending.connect, self.sending.clock)):
             return self.stop(second)  # also for urgent rows due: the rest goes back unspent
@@ -352,13 +357,15 @@ class _Run:
         return flow
 
 
-def _reopened(run: _Run) -> bool:
-    """Whether the probe's answer reopened sending: one older than a failure another worker
-    counted meanwhile leaves the circuit open (and that failure's pause on)."""
+def _reopened(run: _Run) -> Permit | None:
+    """The permit for the rest of the probe's batch, on the gate as its answer left it; None
+    when the answer did not reopen sending: one older than a failure another worker counted
+    meanwhile leaves the circuit open (and that failure's pause on)."""
     gate = run.sending.gate
     with run.sending.connect() as connection:
         view = gate.read(connection, run.permit.view.key)
-    return gate.held_after_wait(view, Permit(view, run.permit.size), run.sending.clock()) is None
+    permit = Permit(view, run.permit.size)
+    return permit if gate.held_after_wait(view, permit, run.sending.clock()) is None else None
 
 
 def _proved_nothing(run: _Run) -> None:

@@ -224,21 +224,28 @@ def test_a_request_is_not_made_in_less_time_than_this_batchs_answers_took(
     assert [outbox.row(m).attempts for m in messages[2:]] == [0, 0]
 
 
-def test_a_slow_400_still_isolates_its_message_batch_after_batch(outbox: Outbox) -> None:
-    """Answers take 1.5 s of a 5 s lease, and the oldest message draws a 400: each batch's
-    split is cut short by the lease, yet the next batch goes on from there. Only a request that
-    settled messages bounds the next one's window: a split's 400s settle nothing, and the
-    requests a split would skip are the ones that find the bad message."""
+@pytest.mark.parametrize(
+    ("seconds", "lease", "batch"),
+    [(1.5, 5, 4), (0.45, 3, 64)],
+    ids=["answers-in-1.5s", "answers-in-0.45s"],
+)
+def test_a_slow_400_still_isolates_its_message_batch_after_batch(
+    outbox: Outbox, seconds: float, lease: int, batch: int
+) -> None:
+    """The oldest message draws a 400, answered slowly: no batch's lease holds the whole split,
+    which would stop at the same place batch after batch. A split cut short leaves the half that
+    drew the 400 suspect; the next batch sends those alone, and the bad message is found."""
     outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
-    good = outbox.enqueue_ordinary(7)
+    good = outbox.enqueue_ordinary(batch + 3)
     dispatcher = outbox.dispatcher(
-        OUTBOX_LEASE_SECONDS=5, WIRAYA_TIMEOUT_SECONDS=2, OUTBOX_BATCH_SIZE=4
+        OUTBOX_LEASE_SECONDS=lease, WIRAYA_TIMEOUT_SECONDS=2, OUTBOX_BATCH_SIZE=batch
     )
-    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=1.5)
+    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=seconds)
 
-    for _ in range(10):
+    for _ in range(30):
         dispatcher.dispatch_once()
         outbox.clock.advance(1)
 
     assert outbox.row("refused-by-api").status == Status.FAILED
     assert {outbox.row(m).status for m in good} == {Status.ACCEPTED}
+    assert {e.times_received for e in outbox.sandbox.ledger().values()} == {1}
