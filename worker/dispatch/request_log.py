@@ -26,10 +26,10 @@ def both_taken(
 ) -> bool:
     """Whether both halves of a too-large batch went whole and were answered: its size's fault.
     Each half is given as (the index of its first request, its messages)."""
-    return second[0] > first[0] and all(_answered_whole(requests, *h) for h in (first, second))
+    return second[0] > first[0] and all(answered_whole(requests, *h) for h in (first, second))
 
 
-def _answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
+def answered_whole(requests: list[RequestRecord], index: int, half: list[Outgoing]) -> bool:
     """Whether request ``index`` sent ``half`` whole and was answered."""
     request = requests[index] if index < len(requests) else None
     return request is not None and (request.size, request.result) == (len(half), Answered.__name__)

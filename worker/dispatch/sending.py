@@ -4,12 +4,10 @@
   request is in flight when the lease ends) and to the earliest `expires_at` in it (no message
   reaches the API after its expiry), and a probe's to its lease (no other probe goes out beside
   it). A request that cannot get a useful deadline is not made: one shorter than an answer of
-  its batch took would time out at the API, and be sent again. A split cut short so, before its
-  first half went, leaves the half that drew the 400 suspect: the next batch sends those alone,
-  and finds the bad message even when no batch's lease holds the whole split.
+  its batch took would time out at the API, and be sent again. A split cut short so leaves the
+  half known to hold the bad message suspect, for the next batch to send alone.
 - A 400 from the API, or too many items or bytes, splits the request in halves until the bad
-  message is alone (docs/sending-gate.md#one-bad-message-holds-nothing-back); a too-large
-  batch halving its way down gives way to urgent rows due (the rest goes back unspent).
+  message is alone; a too-large batch halving its way down gives way to urgent rows due.
 - A failure that says the API is unavailable (a 502 or 503, no connection made) is never a
   message's: the gate counts it, and no attempt is spent nor suspicion raised.
 - Another request-level failure (500, timeout) while the API answers other requests is a
@@ -43,7 +41,7 @@ from worker.dispatch import reach
 from worker.dispatch.claim import ClaimedRow, urgent_due_now
 from worker.dispatch.gate import GateView
 from worker.dispatch.gate.policy import Gate, Permit
-from worker.dispatch.request_log import RequestRecord, both_taken
+from worker.dispatch.request_log import RequestRecord, answered_whole, both_taken
 from worker.dispatch.screen import ISOLATED, MIN_REQUEST_WINDOW, Outgoing, drop_expiring
 from worker.wiraya.results import (
     Answered,
@@ -342,18 +340,16 @@ class _Run:
         first_request = len(self.sent.requests)
         stopped = self.send_and_settle(first) is Flow.STOP
         second_request = len(self.sent.requests)
-        if stopped and second_request == first_request:  # cut short: the next batch sends alone
-            self.sent.unanswered.update(outgoing.id for outgoing in batch)
+        _suspect_if_cut(self, batch, stopped, first_request)
         halved_again = isinstance(result, BatchTooLarge) and second_request > first_request + 1
         if stopped or (halved_again and urgent_due_now(self.sending.connect, self.sending.clock)):
             return self.stop(second)  # also for urgent rows due: the rest goes back unspent
         flow = self.send_and_settle(second)
         halves = (first_request, first), (second_request, second)
+        if answered_whole(self.sent.requests, first_request, first):  # the bad one is in second
+            _suspect_if_cut(self, second, flow is Flow.STOP, second_request)
         if isinstance(result, BatchTooLarge) and both_taken(self.sent.requests, *halves):
-            with self.sending.connect() as connection:
-                self.sending.gate.batches.too_large_for_its_size(
-                    connection, halves=len(second), now=self.sending.clock()
-                )
+            _too_large_for_its_size(self.sending, len(second))
         return flow
 
 
@@ -366,6 +362,19 @@ def _reopened(run: _Run) -> Permit | None:
         view = gate.read(connection, run.permit.view.key)
     permit = Permit(view, run.permit.size)
     return permit if gate.held_after_wait(view, permit, run.sending.clock()) is None else None
+
+
+def _suspect_if_cut(run: _Run, held: list[Outgoing], stopped: bool, before: int) -> None:
+    """A split stopped before its next request, by the lease rather than a shutdown: the
+    messages known to hold the bad one go back suspect, for the next batch to send alone."""
+    if stopped and len(run.sent.requests) == before and not run.sending.should_stop():
+        run.sent.unanswered.update(outgoing.id for outgoing in held)
+
+
+def _too_large_for_its_size(sending: BatchSender, halves: int) -> None:
+    """Both halves of a too-large batch were taken whole: the limit follows the API down."""
+    with sending.connect() as connection:
+        sending.gate.batches.too_large_for_its_size(connection, halves=halves, now=sending.clock())
 
 
 def _proved_nothing(run: _Run) -> None:

@@ -225,18 +225,20 @@ def test_a_request_is_not_made_in_less_time_than_this_batchs_answers_took(
 
 
 @pytest.mark.parametrize(
-    ("seconds", "lease", "batch"),
-    [(1.5, 5, 4), (0.45, 3, 64)],
-    ids=["answers-in-1.5s", "answers-in-0.45s"],
+    ("seconds", "lease", "batch", "before"),
+    [(1.5, 5, 4, 0), (0.45, 3, 64, 0), (1.5, 5, 4, 2)],
+    ids=["answers-in-1.5s", "answers-in-0.45s", "answers-in-1.5s-two-older"],
 )
 def test_a_slow_400_still_isolates_its_message_batch_after_batch(
-    outbox: Outbox, seconds: float, lease: int, batch: int
+    outbox: Outbox, seconds: float, lease: int, batch: int, before: int
 ) -> None:
-    """The oldest message draws a 400, answered slowly: no batch's lease holds the whole split,
-    which would stop at the same place batch after batch. A split cut short leaves the half that
-    drew the 400 suspect; the next batch sends those alone, and the bad message is found."""
+    """A message draws a 400, answered slowly: no batch's lease holds the whole split, which
+    would stop at the same place batch after batch. A split cut short leaves the half known to
+    hold the bad message suspect; the next batch sends those alone, and it is found. (With two
+    older messages the split's first half is answered and its second half is cut.)"""
+    good = outbox.enqueue_ordinary(before)
     outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
-    good = outbox.enqueue_ordinary(batch + 3)
+    good += outbox.enqueue_ordinary(batch + 3)
     dispatcher = outbox.dispatcher(
         OUTBOX_LEASE_SECONDS=lease, WIRAYA_TIMEOUT_SECONDS=2, OUTBOX_BATCH_SIZE=batch
     )
@@ -249,3 +251,29 @@ def test_a_slow_400_still_isolates_its_message_batch_after_batch(
     assert outbox.row("refused-by-api").status == Status.FAILED
     assert {outbox.row(m).status for m in good} == {Status.ACCEPTED}
     assert {e.times_received for e in outbox.sandbox.ledger().values()} == {1}
+
+
+def test_a_slow_400_behind_older_messages_falling_due_is_found_soon(outbox: Outbox) -> None:
+    """Older messages keep falling due (scheduled ones, retries), so each batch sorts two of them
+    before the message that draws the 400: the first half is answered and the split is cut at
+    its second half, which is then known to hold the bad message and goes back suspect."""
+    older = outbox.enqueue_ordinary(40)
+    outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
+    with outbox.engine.begin() as connection:  # two older messages fall due every second
+        for number, key in enumerate(older):
+            connection.execute(
+                text(
+                    "UPDATE outbox_messages SET next_attempt_at = :due "
+                    "WHERE client_message_id = :key"
+                ),
+                {"due": outbox.clock.now + timedelta(seconds=number / 2), "key": key},
+            )
+    dispatcher = outbox.dispatcher(
+        OUTBOX_LEASE_SECONDS=5, WIRAYA_TIMEOUT_SECONDS=2, OUTBOX_BATCH_SIZE=4
+    )
+    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=1.5)
+
+    for _ in range(4):
+        dispatcher.dispatch_once()
+
+    assert outbox.row("refused-by-api").status == Status.FAILED
