@@ -261,9 +261,9 @@ class _Run:
         batch = drop_expiring(batch, now, self.sent.expired)
         if not batch:
             return Flow.OK, now
-        leases = [self.lease_end, self.permit.probe_until]  # a probe's own lease too
-        ends = [now + self.sending.timeout, *(end - RECORD_MARGIN for end in filter(None, leases))]
-        bound = min(filter(None, ends + [o.expires_at for o in batch]))
+        leases = [end - RECORD_MARGIN for end in (self.lease_end, self.permit.probe_until) if end]
+        expiries = [o.expires_at for o in batch if o.expires_at is not None]
+        bound = min([now + self.sending.timeout, *leases, *expiries])  # a probe's lease too
         if self.sending.should_stop() or bound - now < self.slowest_answer:
             self.stop(batch)
             return Flow.STOP, now
