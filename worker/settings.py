@@ -30,6 +30,7 @@ from worker.setting_concern import _Concern
 from worker.setting_values import HEADER_VALUE, Seconds, host_names, is_local_host
 from worker.settings_policy import PolicySettings
 from worker.settings_quotas import QuotaSettings
+from worker.settings_timing import timing_problem
 from worker.tenant_settings import per_tenant, tenant_key, tenant_rate, tenant_weight
 
 
@@ -345,13 +346,9 @@ class Settings(
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
-        if self.lease <= self.wiraya_timeout:
-            lease, timeout = self.lease.total_seconds(), self.wiraya_timeout.total_seconds()
-            raise ValueError(
-                f"OUTBOX_LEASE_SECONDS: {lease:g} must exceed WIRAYA_TIMEOUT_SECONDS "
-                f"({timeout:g}): a batch still waiting for its answer when its lease ends is "
-                "claimed again by another worker and sent twice"
-            )
+        problem = timing_problem(self.wiraya_timeout, self.lease)
+        if problem is not None:
+            raise ValueError(problem)
         keyless = sorted(set(self.rate_limits) - set(self.wiraya_api_keys))
         if keyless:
             raise ValueError(

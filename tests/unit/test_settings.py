@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 from models import DEFAULT_LIMITS, MessageLimits
+from worker import settings_timing
+from worker.dispatch.gate.pacing import MAX_SLOT_WAIT
+from worker.dispatch.screen import MIN_REQUEST_WINDOW
+from worker.dispatch.sending import RECORD_MARGIN
 from worker.errors import SettingsError
 from worker.settings import LimitSettings, NotifyMode, Settings, database_url_from_environ
 
@@ -153,13 +157,39 @@ def test_bad_counts_are_refused_by_name(variable: str, value: str) -> None:
     assert repr(value) in message  # says what it got
 
 
-@pytest.mark.parametrize(("timeout", "lease"), [("30", "30"), ("30", "29.9"), ("60", "20")])
-def test_the_lease_must_exceed_the_http_timeout(timeout: str, lease: str) -> None:
+@pytest.mark.parametrize(
+    ("timeout", "lease"), [("30", "30"), ("30", "29.9"), ("60", "20"), ("30", "32.9"), ("1", "3")]
+)
+def test_the_lease_must_hold_a_whole_request_its_slot_wait_and_its_record(
+    timeout: str, lease: str
+) -> None:
     message = refusal(
         {**WITH_KEY, "WIRAYA_TIMEOUT_SECONDS": timeout, "OUTBOX_LEASE_SECONDS": lease}
     )
-    assert message.startswith("OUTBOX_LEASE_SECONDS: ")
-    assert "WIRAYA_TIMEOUT_SECONDS" in message
+    assert message.startswith(f"OUTBOX_LEASE_SECONDS: {lease} must be at least ")
+    assert f"WIRAYA_TIMEOUT_SECONDS ({timeout}) + 3" in message
+
+
+@pytest.mark.parametrize(("timeout", "lease"), [("30", "33"), ("0.5", "3.5"), ("1", "4")])
+def test_a_lease_of_the_timeout_and_three_seconds_is_enough(timeout: str, lease: str) -> None:
+    settings = Settings.from_environ(
+        {**WITH_KEY, "WIRAYA_TIMEOUT_SECONDS": timeout, "OUTBOX_LEASE_SECONDS": lease}
+    )
+    assert settings.lease - settings.wiraya_timeout == timedelta(seconds=3)
+
+
+@pytest.mark.parametrize("timeout", ["0.49", "0.1", "0.001"])
+def test_a_timeout_shorter_than_any_request_is_refused(timeout: str) -> None:
+    """No request starts with less than half a second to its deadline: a shorter timeout would
+    make none at all, and every message would wait for ever."""
+    message = refusal({**WITH_KEY, "WIRAYA_TIMEOUT_SECONDS": timeout})
+    assert message.startswith(f"WIRAYA_TIMEOUT_SECONDS: {timeout} is shorter than 0.5 s")
+
+
+def test_the_rules_margins_are_the_dispatchers() -> None:
+    """The settings' rule names the margins the dispatcher keeps; it cannot import them."""
+    assert settings_timing.SHORTEST_TIMEOUT == MIN_REQUEST_WINDOW
+    assert settings_timing.LEASE_HEADROOM == RECORD_MARGIN + MAX_SLOT_WAIT
 
 
 @pytest.mark.parametrize(

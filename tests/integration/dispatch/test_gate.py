@@ -554,3 +554,22 @@ def test_a_probe_that_waited_for_its_slot_still_has_the_whole_timeout(outbox: Ou
     outbox.settle(dispatcher)
     ledger = outbox.sandbox.ledger()
     assert {m: ledger[m].times_received for m in messages} == {m: 1 for m in messages}
+
+
+def test_the_shortest_lease_accepted_holds_a_slot_wait_and_the_whole_timeout(
+    outbox: Outbox,
+) -> None:
+    """The least settings a worker starts with (a timeout of 0.5 s, a lease 3 s longer): after a
+    slot wait of 1.9 s a batch still has the whole timeout for its request, so every message
+    goes out, once, however slowly the API answers within it."""
+    messages = outbox.enqueue_ordinary(3)
+    outbox.set_gate(rate=0.5, next_send_at=outbox.clock.now + timedelta(seconds=1.9))
+    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=0.5, OUTBOX_LEASE_SECONDS=3.5)
+    dispatcher.sleep = outbox.clock.advance
+    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=0.45)
+
+    sent = dispatcher.dispatch_once()
+
+    assert (sent.requests, sent.accepted) == (1, 3)
+    ledger = outbox.sandbox.ledger()
+    assert {m: ledger[m].times_received for m in messages} == {m: 1 for m in messages}

@@ -225,12 +225,12 @@ def test_a_request_is_not_made_in_less_time_than_this_batchs_answers_took(
 
 
 @pytest.mark.parametrize(
-    ("seconds", "lease", "batch", "before"),
-    [(1.5, 5, 4, 0), (0.45, 3, 64, 0), (1.5, 5, 4, 2)],
+    ("seconds", "timeout", "batch", "before"),
+    [(1.5, 2, 4, 0), (0.45, 1, 64, 0), (1.5, 2, 4, 2)],
     ids=["answers-in-1.5s", "answers-in-0.45s", "answers-in-1.5s-two-older"],
 )
 def test_a_slow_400_still_isolates_its_message_batch_after_batch(
-    outbox: Outbox, seconds: float, lease: int, batch: int, before: int
+    outbox: Outbox, seconds: float, timeout: int, batch: int, before: int
 ) -> None:
     """A message draws a 400, answered slowly: no batch's lease holds the whole split, which
     would stop at the same place batch after batch. A split cut short leaves the half known to
@@ -240,7 +240,7 @@ def test_a_slow_400_still_isolates_its_message_batch_after_batch(
     outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
     good += outbox.enqueue_ordinary(batch + 3)
     dispatcher = outbox.dispatcher(
-        OUTBOX_LEASE_SECONDS=lease, WIRAYA_TIMEOUT_SECONDS=2, OUTBOX_BATCH_SIZE=batch
+        OUTBOX_LEASE_SECONDS=timeout + 3, WIRAYA_TIMEOUT_SECONDS=timeout, OUTBOX_BATCH_SIZE=batch
     )
     dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=seconds)
 

@@ -1,0 +1,31 @@
+"""The timing rule a worker starts under: its HTTP timeout and lease leave every request room."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+# The dispatcher's margins (tests/unit/test_settings.py holds them equal to its own): no
+# request starts with less than SHORTEST_TIMEOUT to its deadline, and a lease covers a slot wait
+# of up to 2 s and 1 s to record the answer beside the whole request.
+SHORTEST_TIMEOUT = timedelta(milliseconds=500)
+LEASE_HEADROOM = timedelta(seconds=3)
+
+
+def timing_problem(timeout: timedelta, lease: timedelta) -> str | None:
+    """Why no request, or no whole one, could be made under these settings; None if one can."""
+    seconds, lease_seconds = timeout.total_seconds(), lease.total_seconds()
+    if timeout < SHORTEST_TIMEOUT:
+        return (
+            f"WIRAYA_TIMEOUT_SECONDS: {seconds:g} is shorter than "
+            f"{SHORTEST_TIMEOUT.total_seconds():g} s, the least time a request is started "
+            "with: no request would ever be made"
+        )
+    if lease < timeout + LEASE_HEADROOM:
+        return (
+            f"OUTBOX_LEASE_SECONDS: {lease_seconds:g} must be at least WIRAYA_TIMEOUT_SECONDS "
+            f"({seconds:g}) + {LEASE_HEADROOM.total_seconds():g} s: a lease holds a wait "
+            "for the request's slot, the whole request and the record of its answer; a "
+            "batch still waiting for its answer when its lease ends is claimed again by "
+            "another worker and sent twice"
+        )
+    return None
