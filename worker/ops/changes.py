@@ -102,7 +102,8 @@ def in_chunks(
 
 
 def resume(engine: Engine, *, now: datetime) -> None:
-    """Clear every pause, failure count, refused key, spacing and batch limit, every key's.
+    """Clear every pause, failure count, refused key, learnt rate and batch limit, every key's
+    (each key's next request slot stays: a configured rate holds across a resume).
 
     Statements on the gate's rows alone (the gate, the refused keys, the keys' own): they wait
     at most for a record that holds a row for its own short transaction, and hold nothing a

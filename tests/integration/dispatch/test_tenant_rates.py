@@ -169,3 +169,20 @@ def test_outbox_resume_clears_every_keys_pause_and_learnt_rate(outbox: Outbox) -
     assert not view.paused(outbox.clock.now) and view.rate is None
     outbox.drain(dispatcher)
     assert statuses(outbox, clinic) == {(Status.ACCEPTED, 1)}
+
+
+@pytest.mark.parametrize("tenant", ["clinic", ""], ids=["a-tenants-key", "the-default-key"])
+def test_outbox_resume_keeps_a_configured_rates_spacing(outbox: Outbox, tenant: str) -> None:
+    """`outbox resume` forgets learnt rates and pauses, not the next request's slot: a request
+    sent just before it is still followed by the next one a configured rate's spacing later
+    (simulator seed 200896 sent 0.409 s after the last at OUTBOX_RATE_LIMIT=2)."""
+    dispatcher = tenants_dispatcher(outbox, OUTBOX_RATE_LIMIT=2, OUTBOX_RATE_LIMITS="clinic=2")
+    dispatcher.sleep = outbox.clock.advance  # a slot wait takes its time
+    enqueue(outbox, tenant, 4, 100)  # two batches of two
+    sent_at = outbox.clock.now
+    assert dispatcher.dispatch_once().accepted == 2
+
+    changes.resume(outbox.engine, now=outbox.clock.now)
+
+    assert dispatcher.dispatch_once().accepted == 2
+    assert outbox.clock.now - sent_at >= timedelta(seconds=0.5)

@@ -320,7 +320,9 @@ def clear_key_unless_refused_since(
 
 def reset(connection: Connection, *, now: datetime) -> None:
     """An operator's resume: clear every brake and every refused key at once; requests already in
-    flight cannot undo it (their failures started before it, their keys' too)."""
+    flight cannot undo it (their failures started before it, their keys' too). Each key's next
+    request slot stays: a request booked just before is still followed a configured rate's
+    spacing later; after a learnt rate's last slot the wait is at most 1 / MIN_RATE (20 s)."""
     create(connection)
     statement = (
         update(gate)
@@ -335,7 +337,6 @@ def reset(connection: Connection, *, now: datetime) -> None:
             last_success_at=now,
             rate=None,
             rate_ceiling=None,
-            next_send_at=None,
             batch_limit=None,
             batch_proven=None,
             version=gate.c.version + 1,
@@ -350,7 +351,6 @@ def reset(connection: Connection, *, now: datetime) -> None:
         reason=None,
         rate=None,
         rate_ceiling=None,
-        next_send_at=None,
         version=key_gates.c.version + 1,
         updated_at=now,
     )
