@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 # The dispatcher's margins (tests/unit/test_settings.py holds them equal to its own): no
-# request starts with less than SHORTEST_TIMEOUT to its deadline, and a lease covers a slot wait
-# of up to 2 s and 1 s to record the answer beside the whole request.
+# request starts with less than SHORTEST_TIMEOUT to its deadline, and a lease covers, beside the
+# whole request, a slot wait of up to 2 s, 1 s for the work between claim and request, and 1 s
+# to record the answer.
 SHORTEST_TIMEOUT = timedelta(milliseconds=500)
-LEASE_HEADROOM = timedelta(seconds=3)
+LEASE_HEADROOM = timedelta(seconds=4)
 
 
 def timing_problem(timeout: timedelta, lease: timedelta) -> str | None:
@@ -22,10 +23,9 @@ def timing_problem(timeout: timedelta, lease: timedelta) -> str | None:
         )
     if lease < timeout + LEASE_HEADROOM:
         return (
-            f"OUTBOX_LEASE_SECONDS: {lease_seconds:g} must be at least WIRAYA_TIMEOUT_SECONDS "
+            f"OUTBOX_LEASE_SECONDS: {lease_seconds:.10g} must be at least WIRAYA_TIMEOUT_SECONDS "
             f"({seconds:g}) + {LEASE_HEADROOM.total_seconds():g} s: a lease holds a wait "
-            "for the request's slot, the whole request and the record of its answer; a "
-            "batch still waiting for its answer when its lease ends is claimed again by "
-            "another worker and sent twice"
+            "for the request's slot, the claim's own work, the whole request and the record "
+            "of its answer; with less, requests are cut short or never made"
         )
     return None

@@ -49,7 +49,7 @@ def test_mixed_case_ids_against_a_server_that_camel_cases_result_keys(stack: Sta
 
 def test_trickling_answers_end_at_the_timeout_and_are_never_resent_in_flight(stack: Stack) -> None:
     """30% of answers trickle in over 8 s, a few bytes every few milliseconds (no per-read
-    timeout fires), longer than the 5 s lease. Each request ends at WIRAYA_TIMEOUT_SECONDS (2 s),
+    timeout fires), longer than the 6 s lease. Each request ends at WIRAYA_TIMEOUT_SECONDS (2 s),
     its rows go back unsent-for-sure and are resent under the same ids: never while the earlier
     answer is still on its way, so no two workers ever hold one message in flight."""
     assert float(BASE_SETTINGS["WIRAYA_TIMEOUT_SECONDS"]) < 8 - 3  # the trickle outlasts both

@@ -9,7 +9,8 @@ import pytest
 
 from models import DEFAULT_LIMITS, MessageLimits
 from worker import settings_timing
-from worker.dispatch.gate.pacing import MAX_SLOT_WAIT
+from worker.dispatch.gate.pacing import CLAIM_ALLOWANCE, MAX_SLOT_WAIT
+from worker.dispatch.gate.policy import PROBE_MARGIN
 from worker.dispatch.screen import MIN_REQUEST_WINDOW
 from worker.dispatch.sending import RECORD_MARGIN
 from worker.errors import SettingsError
@@ -158,7 +159,8 @@ def test_bad_counts_are_refused_by_name(variable: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("timeout", "lease"), [("30", "30"), ("30", "29.9"), ("60", "20"), ("30", "32.9"), ("1", "3")]
+    ("timeout", "lease"),
+    [("30", "30"), ("30", "29.9"), ("60", "20"), ("30", "33.9"), ("1", "4"), ("30", "33.999999")],
 )
 def test_the_lease_must_hold_a_whole_request_its_slot_wait_and_its_record(
     timeout: str, lease: str
@@ -167,15 +169,15 @@ def test_the_lease_must_hold_a_whole_request_its_slot_wait_and_its_record(
         {**WITH_KEY, "WIRAYA_TIMEOUT_SECONDS": timeout, "OUTBOX_LEASE_SECONDS": lease}
     )
     assert message.startswith(f"OUTBOX_LEASE_SECONDS: {lease} must be at least ")
-    assert f"WIRAYA_TIMEOUT_SECONDS ({timeout}) + 3" in message
+    assert f"WIRAYA_TIMEOUT_SECONDS ({timeout}) + 4" in message
 
 
-@pytest.mark.parametrize(("timeout", "lease"), [("30", "33"), ("0.5", "3.5"), ("1", "4")])
-def test_a_lease_of_the_timeout_and_three_seconds_is_enough(timeout: str, lease: str) -> None:
+@pytest.mark.parametrize(("timeout", "lease"), [("30", "34"), ("0.5", "4.5"), ("1", "5")])
+def test_a_lease_of_the_timeout_and_four_seconds_is_enough(timeout: str, lease: str) -> None:
     settings = Settings.from_environ(
         {**WITH_KEY, "WIRAYA_TIMEOUT_SECONDS": timeout, "OUTBOX_LEASE_SECONDS": lease}
     )
-    assert settings.lease - settings.wiraya_timeout == timedelta(seconds=3)
+    assert settings.lease - settings.wiraya_timeout == timedelta(seconds=4)
 
 
 @pytest.mark.parametrize("timeout", ["0.49", "0.1", "0.001"])
@@ -189,7 +191,8 @@ def test_a_timeout_shorter_than_any_request_is_refused(timeout: str) -> None:
 def test_the_rules_margins_are_the_dispatchers() -> None:
     """The settings' rule names the margins the dispatcher keeps; it cannot import them."""
     assert settings_timing.SHORTEST_TIMEOUT == MIN_REQUEST_WINDOW
-    assert settings_timing.LEASE_HEADROOM == RECORD_MARGIN + MAX_SLOT_WAIT
+    assert settings_timing.LEASE_HEADROOM == RECORD_MARGIN + MAX_SLOT_WAIT + CLAIM_ALLOWANCE
+    assert PROBE_MARGIN == RECORD_MARGIN + MAX_SLOT_WAIT + CLAIM_ALLOWANCE
 
 
 @pytest.mark.parametrize(

@@ -559,13 +559,14 @@ def test_a_probe_that_waited_for_its_slot_still_has_the_whole_timeout(outbox: Ou
 def test_the_shortest_lease_accepted_holds_a_slot_wait_and_the_whole_timeout(
     outbox: Outbox,
 ) -> None:
-    """The least settings a worker starts with (a timeout of 0.5 s, a lease 3 s longer): after a
-    slot wait of 1.9 s a batch still has the whole timeout for its request, so every message
-    goes out, once, however slowly the API answers within it."""
+    """The least settings a worker starts with (a timeout of 0.5 s, a lease 4 s longer): after a
+    slot wait of 1.9 s, and 0.9 s of the claim's own work, a batch still has the whole timeout
+    for its request, so every message goes out, once, however slowly the API answers within
+    it."""
     messages = outbox.enqueue_ordinary(3)
     outbox.set_gate(rate=0.5, next_send_at=outbox.clock.now + timedelta(seconds=1.9))
-    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=0.5, OUTBOX_LEASE_SECONDS=3.5)
-    dispatcher.sleep = outbox.clock.advance
+    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=0.5, OUTBOX_LEASE_SECONDS=4.5)
+    dispatcher.sleep = lambda wait: outbox.clock.advance(wait + 0.9)  # and the claim's work
     dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=0.45)
 
     sent = dispatcher.dispatch_once()

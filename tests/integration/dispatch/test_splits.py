@@ -209,25 +209,25 @@ def test_a_request_is_not_made_in_less_time_than_this_batchs_answers_took(
     messages = outbox.enqueue_ordinary(4)
     with outbox.engine.begin() as connection:  # suspects, as after a timeout: each goes alone
         connection.execute(text("UPDATE outbox_messages SET suspicion = 1"))
-    dispatcher = outbox.dispatcher(OUTBOX_LEASE_SECONDS=5, WIRAYA_TIMEOUT_SECONDS=2)
+    dispatcher = outbox.dispatcher(OUTBOX_LEASE_SECONDS=6, WIRAYA_TIMEOUT_SECONDS=2)
     dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=1.5)
 
     summary = dispatcher.dispatch_once()
 
-    # Answers at +1.5 s and +3 s; a third request would have 1 s before the lease's record
-    # margin, less than each answer took: it would time out after reaching the API, and its
-    # message be sent again. The rest goes back unspent.
-    assert (summary.requests, summary.accepted, summary.retried, summary.released) == (2, 2, 0, 2)
+    # Answers at +1.5 s, +3 s and +4.5 s; a fourth request would have 0.5 s before the lease's
+    # record margin, less than each answer took: it would time out after reaching the API, and
+    # its message be sent again. The rest goes back unspent.
+    assert (summary.requests, summary.accepted, summary.retried, summary.released) == (3, 3, 0, 1)
     assert {m: e.times_received for m, e in outbox.sandbox.ledger().items()} == {
-        m: 1 for m in messages[:2]
+        m: 1 for m in messages[:3]
     }
-    assert [outbox.row(m).attempts for m in messages[2:]] == [0, 0]
+    assert [outbox.row(m).attempts for m in messages[3:]] == [0]
 
 
 @pytest.mark.parametrize(
     ("seconds", "timeout", "batch", "before"),
-    [(1.5, 2, 4, 0), (0.45, 1, 64, 0), (1.5, 2, 4, 2)],
-    ids=["answers-in-1.5s", "answers-in-0.45s", "answers-in-1.5s-two-older"],
+    [(1.5, 2, 8, 0), (0.6, 1, 64, 0), (1.5, 2, 8, 2)],
+    ids=["answers-in-1.5s", "answers-in-0.6s", "answers-in-1.5s-two-older"],
 )
 def test_a_slow_400_still_isolates_its_message_batch_after_batch(
     outbox: Outbox, seconds: float, timeout: int, batch: int, before: int
@@ -240,7 +240,7 @@ def test_a_slow_400_still_isolates_its_message_batch_after_batch(
     outbox.insert_raw("refused-by-api", REFUSED_BY_API, VALID_CONTENT)
     good += outbox.enqueue_ordinary(batch + 3)
     dispatcher = outbox.dispatcher(
-        OUTBOX_LEASE_SECONDS=timeout + 3, WIRAYA_TIMEOUT_SECONDS=timeout, OUTBOX_BATCH_SIZE=batch
+        OUTBOX_LEASE_SECONDS=timeout + 4, WIRAYA_TIMEOUT_SECONDS=timeout, OUTBOX_BATCH_SIZE=batch
     )
     dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=seconds)
 
@@ -268,10 +268,11 @@ def test_a_slow_400_behind_older_messages_falling_due_is_found_soon(outbox: Outb
                 ),
                 {"due": outbox.clock.now + timedelta(seconds=number / 2), "key": key},
             )
+    # Answers in 2 s: the first request and the answered first half take 4 s of the lease's 5.5.
     dispatcher = outbox.dispatcher(
-        OUTBOX_LEASE_SECONDS=5, WIRAYA_TIMEOUT_SECONDS=2, OUTBOX_BATCH_SIZE=4
+        OUTBOX_LEASE_SECONDS=6.5, WIRAYA_TIMEOUT_SECONDS=2.5, OUTBOX_BATCH_SIZE=4
     )
-    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=1.5)
+    dispatcher.sender = SlowApi(dispatcher.sender, outbox.clock, seconds=2.0)
 
     for _ in range(4):
         dispatcher.dispatch_once()

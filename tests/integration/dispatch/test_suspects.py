@@ -83,13 +83,13 @@ def test_two_poison_messages_in_one_batch_after_good_answers_end_failed(
 
 
 def test_a_hanging_message_ends_failed_while_traffic_keeps_arriving(outbox: Outbox) -> None:
-    # A lease of four timeouts: the bisection of a batch of 16 cannot reach the message alone
+    # A lease of five timeouts: the bisection of a batch of 16 cannot reach the message alone
     # within one lease (each level costs a timeout), as with the defaults (30 s, 120 s).
     dispatcher = outbox.dispatcher(
         OUTBOX_BATCH_SIZE=16,
         OUTBOX_MAX_ATTEMPTS=ATTEMPTS,
         WIRAYA_TIMEOUT_SECONDS=1,
-        OUTBOX_LEASE_SECONDS=4,
+        OUTBOX_LEASE_SECONDS=5,
     )
     dispatcher.sender = Hanging(dispatcher.sender, outbox.clock)
     outbox.enqueue_ordinary(4)
@@ -110,7 +110,7 @@ def test_a_hanging_message_ends_failed_while_traffic_keeps_arriving(outbox: Outb
 
 
 def test_clean_batch_mates_are_recorded_before_a_suspect_is_sent_alone(outbox: Outbox) -> None:
-    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=1, OUTBOX_LEASE_SECONDS=4)
+    dispatcher = outbox.dispatcher(WIRAYA_TIMEOUT_SECONDS=1, OUTBOX_LEASE_SECONDS=5)
     dispatcher.sender = Hanging(dispatcher.sender, outbox.clock)
     outbox.enqueue_ordinary(2)
     assert dispatcher.dispatch_once().accepted == 2  # the API answers

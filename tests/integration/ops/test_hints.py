@@ -128,7 +128,7 @@ def test_a_lease_no_longer_than_the_timeout_says_why_in_one_line() -> None:
             WIRAYA_BASE_URL="http://localhost:8080",
         )
     assert (
-        "OUTBOX_LEASE_SECONDS: 30 must be at least WIRAYA_TIMEOUT_SECONDS (60) + 3 s: a lease "
+        "OUTBOX_LEASE_SECONDS: 30 must be at least WIRAYA_TIMEOUT_SECONDS (60) + 4 s: a lease "
         in str(refused.value)
     )
     assert "\n" not in str(refused.value)

@@ -25,6 +25,9 @@ from worker.dispatch.retry import MIN_RATE
 
 # A worker waits for a request slot at most this long; a later slot is not booked at all.
 MAX_SLOT_WAIT = timedelta(seconds=2)
+# What a lease allows, besides the slot wait, for the work between the claim and the request
+# (booking the slot, screening, the policy's look-ups): the request still gets its whole timeout.
+CLAIM_ALLOWANCE = timedelta(seconds=1)
 SLOT_RETRIES = 5
 SLOT_TOO_FAR = "the request rate's next slot is too far to wait for"
 

@@ -18,7 +18,7 @@ from worker.dispatch.gate import accounts
 from worker.dispatch.gate import transitions as t
 from worker.dispatch.gate.batches import Batches
 from worker.dispatch.gate.names import KeyNames
-from worker.dispatch.gate.pacing import MAX_SLOT_WAIT, SLOT_TOO_FAR
+from worker.dispatch.gate.pacing import CLAIM_ALLOWANCE, MAX_SLOT_WAIT, SLOT_TOO_FAR
 from worker.dispatch.gate.state import GateView, key_still_refused, read
 from worker.dispatch.retry import backoff
 from worker.settings import Settings
@@ -26,8 +26,9 @@ from worker.settings import Settings
 # Evidence that the API answers is written at most this often per worker while all is well.
 ANSWER_NOTE_INTERVAL = timedelta(seconds=1)
 # A probe's lease outlasts its request by this much (the request ends by its deadline, cut to
-# the lease less the record's margin): the wait for its request slot, and a second to record.
-PROBE_MARGIN = MAX_SLOT_WAIT + timedelta(seconds=1)
+# the lease less the record's margin): the wait for its request slot, the work between its claim
+# and its request, and a second to record.
+PROBE_MARGIN = MAX_SLOT_WAIT + CLAIM_ALLOWANCE + timedelta(seconds=1)
 
 
 class ProbeKind(StrEnum):

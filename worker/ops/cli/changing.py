@@ -124,7 +124,10 @@ def cmd_prune(args: argparse.Namespace, settings: OperatorSettings) -> int:
 def cmd_resume(args: argparse.Namespace, settings: OperatorSettings) -> int:
     with access.open_outbox(settings.database_url) as engine:
         changes.resume(engine, now=database_now(engine))
-    print("sending resumed: pause, circuit, refused key, spacing and batch limit cleared")
+    print(
+        "sending resumed: pause, circuit, refused key, learnt rate and batch limit cleared "
+        "(each key's next request slot kept)"
+    )
     return 0
 
 
