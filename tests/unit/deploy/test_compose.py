@@ -358,3 +358,17 @@ def test_a_migration_stopped_by_a_signal_is_not_a_success(
     entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)
     assert entrypoint is not None and json.loads(entrypoint[1]) == ["tini", "-e", "143", "--"]
     assert services[BUILDER]["entrypoint"] == ["tini", "--"]
+
+
+def test_the_workers_lease_and_timeout_defaults_are_the_settings(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # A lease below the timeout + 4 s stops a worker at start: compose passes both, with the
+    # settings' own defaults, so raising one in .env leaves the other where the rule can see it.
+    environment = _environment(services["worker"])
+    for variable, field in (
+        ("WIRAYA_TIMEOUT_SECONDS", "wiraya_timeout"),
+        ("OUTBOX_LEASE_SECONDS", "lease"),
+    ):
+        seconds = timedelta(seconds=float(_default(environment[variable])))
+        assert seconds == Settings.model_fields[field].default, variable
