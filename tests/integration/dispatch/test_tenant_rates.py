@@ -186,3 +186,18 @@ def test_outbox_resume_keeps_a_configured_rates_spacing(outbox: Outbox, tenant: 
 
     assert dispatcher.dispatch_once().accepted == 2
     assert outbox.clock.now - sent_at >= timedelta(seconds=0.5)
+
+
+def test_a_slow_tenants_rate_leaves_other_keys_stale_cursors_stale(outbox: Outbox) -> None:
+    """A cursor further ahead than any booking under its key leaves it (a clock stepped forward
+    wrote it) is no slot to wait for: how far that is depends on the key's own rates, not on the
+    slowest rate any tenant has configured."""
+    dispatcher = tenants_dispatcher(outbox, OUTBOX_RATE_LIMITS="clinic=0.005")
+    default = enqueue(outbox, "", 2, 300)
+    stepped = outbox.clock.now + timedelta(seconds=100)  # a learnt 1/s books at most 2 + 20 s on
+    outbox.set_gate(rate=1.0, next_send_at=stepped)
+
+    summary = dispatcher.dispatch_once()
+
+    assert (summary.state, summary.accepted) == ("sent", 2)
+    assert statuses(outbox, default) == {(Status.ACCEPTED, 1)}

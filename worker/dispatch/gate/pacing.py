@@ -41,10 +41,6 @@ class Pacing:
         self.configured = configured  # WIRAYA_API_KEY's (OUTBOX_RATE_LIMIT)
         # By fingerprint: the rates of tenants' own keys (OUTBOX_RATE_LIMITS).
         self.per_key = dict(per_key or {})
-        # The furthest ahead a booking leaves the cursor: the longest wait plus the widest
-        # spacing (the learnt rate never falls below MIN_RATE, the configured one is fixed).
-        slowest = min([MIN_RATE, *(rate for rate in (configured, *self.per_key.values()) if rate)])
-        self.furthest = MAX_SLOT_WAIT + timedelta(seconds=1 / slowest)
 
     def configured_rate(self, view: GateView) -> float | None:
         """The rate configured for the view's key: its tenant's, or WIRAYA_API_KEY's."""
@@ -62,7 +58,7 @@ class Pacing:
 
     def slot_reachable(self, view: GateView, now: datetime) -> bool:
         """Whether this worker would wait for the next slot (checked before claiming)."""
-        cursor = self._live(view.next_send_at, now)
+        cursor = self._live(view, view.next_send_at, now)
         if self.rate(view) is None or cursor is None:
             return True
         return cursor - now <= MAX_SLOT_WAIT
@@ -79,7 +75,7 @@ class Pacing:
             rate = self.in_force(view, learnt)
             if rate is None:
                 return timedelta(0)
-            slot = max(self._live(cursor, now) or now, now)
+            slot = max(self._live(view, cursor, now) or now, now)
             if slot - now > MAX_SLOT_WAIT:
                 return None
             booked_next = slot + timedelta(seconds=1 / rate)
@@ -105,6 +101,10 @@ class Pacing:
             return cursor
         return cursor + timedelta(seconds=1 / after) - timedelta(seconds=1 / before)
 
-    def _live(self, cursor: datetime | None, now: datetime) -> datetime | None:
-        """The cursor, or None when it lies further ahead than any booking leaves it."""
-        return None if cursor is None or cursor - now > self.furthest else cursor
+    def _live(self, view: GateView, cursor: datetime | None, now: datetime) -> datetime | None:
+        """The view's key's cursor, or None when it lies further ahead than any booking under
+        that key leaves it (a clock stepped forward wrote it): the longest wait plus the key's
+        widest spacing (a learnt rate never falls below MIN_RATE; a configured one is fixed)."""
+        slowest = min(MIN_RATE, self.configured_rate(view) or MIN_RATE)
+        furthest = MAX_SLOT_WAIT + timedelta(seconds=1 / slowest)
+        return None if cursor is None or cursor - now > furthest else cursor
