@@ -14,17 +14,18 @@ LEASE_HEADROOM = timedelta(seconds=4)
 
 def timing_problem(timeout: timedelta, lease: timedelta) -> str | None:
     """Why no request, or no whole one, could be made under these settings; None if one can."""
-    seconds, lease_seconds = timeout.total_seconds(), lease.total_seconds()
+    # As given, not rounded: 33.999999 shown as 34 would contradict the rule it breaks.
+    seconds, lease_seconds = f"{timeout.total_seconds():.10g}", f"{lease.total_seconds():.10g}"
     if timeout < SHORTEST_TIMEOUT:
         return (
-            f"WIRAYA_TIMEOUT_SECONDS: {seconds:g} is shorter than "
+            f"WIRAYA_TIMEOUT_SECONDS: {seconds} is shorter than "
             f"{SHORTEST_TIMEOUT.total_seconds():g} s, the least time a request is started "
             "with: no request would ever be made"
         )
     if lease < timeout + LEASE_HEADROOM:
         return (
-            f"OUTBOX_LEASE_SECONDS: {lease_seconds:.10g} must be at least WIRAYA_TIMEOUT_SECONDS "
-            f"({seconds:g}) + {LEASE_HEADROOM.total_seconds():g} s: a lease holds a wait "
+            f"OUTBOX_LEASE_SECONDS: {lease_seconds} must be at least WIRAYA_TIMEOUT_SECONDS "
+            f"({seconds}) + {LEASE_HEADROOM.total_seconds():g} s: a lease holds a wait "
             "for the request's slot, the claim's own work, the whole request and the record "
             "of its answer; with less, requests are cut short or never made"
         )
